@@ -1,0 +1,223 @@
+"""The public circuit breaker: options, controls, and the sync and async adapters.
+
+All decisions are made by :class:`~resilient._breaker_core.BreakerCore`; this module
+only runs the user's function between ``acquire()`` and ``on_success()`` /
+``on_error()`` / ``on_cancel()``, measuring its duration when the core needs it.
+The sync and async guards differ in one word (``await``) and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from resilient._breaker_core import BreakerCore, CircuitBreakerMetrics, CircuitState
+from resilient._decorate import decorate
+from resilient._window import CountWindow, TimeWindow
+
+if TYPE_CHECKING:
+    from resilient._clock import Clock
+    from resilient._events import Listener
+    from resilient._validate import Duration, ExceptionMatcher
+
+__all__ = ["CircuitBreaker"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_DEFAULT_WINDOW = CountWindow(100)
+
+
+class CircuitBreaker:
+    """Stop calling a dependency that keeps failing, and probe it before trusting it again.
+
+    Semantics follow Resilience4j: outcomes are recorded into a sliding ``window``; once
+    ``minimum_calls`` are buffered, the breaker opens when the failure rate **or** the
+    slow-call rate reaches its threshold. While OPEN, calls fail fast with
+    :class:`~resilient.CircuitOpenError`. After ``open_duration`` the next call moves it
+    to HALF_OPEN, where exactly ``half_open_calls`` trial calls pass; their rates decide
+    between OPEN and CLOSED.
+
+    The same breaker decorates sync functions, coroutine functions, methods,
+    classmethods and staticmethods; ``call()`` and ``call_async()`` guard a single call.
+
+    Args:
+        name: A name for logs, events and metrics.
+        failure_rate_threshold: Fraction in (0, 1] of failed calls that opens the breaker.
+        slow_call_rate_threshold: Fraction in (0, 1] of slow calls that opens the breaker.
+        slow_call_duration: A call taking strictly longer is slow; ``None`` (the default)
+            turns slow-call detection off.
+        window: A :class:`~resilient.CountWindow` or :class:`~resilient.TimeWindow`
+            (used as a template: the breaker records into fresh copies).
+        minimum_calls: Outcomes needed in the window before rates are evaluated (capped
+            at a count window's size).
+        open_duration: Seconds to stay OPEN, or a callable from the consecutive-open count
+            (from 1, reset when the breaker closes) to seconds, for backoff.
+        half_open_calls: Trial calls admitted in HALF_OPEN (>= 1).
+        half_open_max_duration: If set, a breaker that has spent this long in HALF_OPEN
+            (a trial never returned) goes back to OPEN.
+        record: Exception types, or a predicate, that count as failures.
+        ignore: Exception types, or a predicate, that count as neither failure nor
+            success; wins over ``record``.
+        record_result: A predicate over return values that counts a value as a failure
+            (the value is still returned).
+        clock: Where time comes from (default: the monotonic clock).
+    """
+
+    __slots__ = ("__weakref__", "_core")
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        failure_rate_threshold: float = 0.5,
+        slow_call_rate_threshold: float = 1.0,
+        slow_call_duration: Duration | None = None,
+        window: CountWindow | TimeWindow = _DEFAULT_WINDOW,
+        minimum_calls: int = 100,
+        open_duration: Duration | Callable[[int], float] = 60.0,
+        half_open_calls: int = 10,
+        half_open_max_duration: Duration | None = None,
+        record: ExceptionMatcher = Exception,
+        ignore: ExceptionMatcher = (),
+        record_result: Callable[[Any], bool] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._core = BreakerCore(
+            name,
+            failure_rate_threshold=failure_rate_threshold,
+            slow_call_rate_threshold=slow_call_rate_threshold,
+            slow_call_duration=slow_call_duration,
+            window=window,
+            minimum_calls=minimum_calls,
+            open_duration=open_duration,
+            half_open_calls=half_open_calls,
+            half_open_max_duration=half_open_max_duration,
+            record=record,
+            ignore=ignore,
+            record_result=record_result,
+            clock=clock,
+        )
+
+    # -- guarding calls ----------------------------------------------------------------
+
+    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]:
+        """Decorate ``fn`` (sync or async) so that every call goes through the breaker."""
+        return decorate(fn, self._sync_guard, self._async_guard, self)  # type: ignore[no-any-return]
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(*args, **kwargs)`` through the breaker and return its result."""
+        return self._sync_guard(fn)(*args, **kwargs)
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await ``fn(*args, **kwargs)`` through the breaker and return its result."""
+        return await self._async_guard(fn)(*args, **kwargs)
+
+    def _sync_guard(self, fn: Callable[P, T]) -> Callable[P, T]:
+        core = self._core
+        acquire = core.acquire
+        on_success = core.on_success
+        on_error = core.on_error
+        on_cancel = core.on_cancel
+        monotonic = core._clock.monotonic
+
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            ticket = core._free
+            if ticket is None:
+                ticket = acquire()
+            timed = ticket.timed
+            start = monotonic() if timed else 0.0
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                on_error(ticket, exc, monotonic() - start if timed else 0.0)
+                raise
+            except BaseException:
+                on_cancel(ticket)
+                raise
+            on_success(ticket, result, monotonic() - start if timed else 0.0)
+            return result
+
+        return guarded
+
+    def _async_guard(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        core = self._core
+        acquire = core.acquire
+        on_success = core.on_success
+        on_error = core.on_error
+        on_cancel = core.on_cancel
+        monotonic = core._clock.monotonic
+
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            ticket = core._free
+            if ticket is None:
+                ticket = acquire()
+            timed = ticket.timed
+            start = monotonic() if timed else 0.0
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                on_error(ticket, exc, monotonic() - start if timed else 0.0)
+                raise
+            except BaseException:
+                on_cancel(ticket)
+                raise
+            on_success(ticket, result, monotonic() - start if timed else 0.0)
+            return result
+
+        return guarded
+
+    # -- state and controls ------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The breaker's name."""
+        return self._core.name
+
+    @property
+    def state(self) -> CircuitState:
+        """The current :class:`~resilient.CircuitState`."""
+        return self._core.state
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a call would be admitted (0.0 now; ``None`` if unknown)."""
+        return self._core.retry_after()
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener raised while handling this breaker's events."""
+        return self._core.listener_errors
+
+    def metrics(self) -> CircuitBreakerMetrics:
+        """A frozen snapshot of the breaker's current window and state."""
+        return self._core.metrics()
+
+    def force_open(self) -> None:
+        """Reject every call until :meth:`reset` (or another manual state)."""
+        self._core.transition(CircuitState.FORCED_OPEN)
+
+    def disable(self) -> None:
+        """Let every call through and record nothing, until :meth:`reset`."""
+        self._core.transition(CircuitState.DISABLED)
+
+    def metrics_only(self) -> None:
+        """Let every call through and record it, never opening, until :meth:`reset`."""
+        self._core.transition(CircuitState.METRICS_ONLY)
+
+    def reset(self) -> None:
+        """Go to CLOSED with an empty window, from any state."""
+        self._core.transition(CircuitState.CLOSED)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this breaker emits."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._core.remove_listener(listener)
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self._core.name!r} {self._core._state.value}>"

@@ -1,0 +1,582 @@
+"""The circuit breaker's state machine, sans I/O.
+
+Every decision of the breaker lives here, in one class, as Resilience4j's state machine
+does it: when to open, whom to admit in half-open, how long to stay open. The class
+never sleeps, never awaits and never runs the user's function; the adapters in
+``_breaker.py`` do that and report back through :meth:`BreakerCore.on_success`,
+:meth:`~BreakerCore.on_error` and :meth:`~BreakerCore.on_cancel`.
+
+Concurrency: state is guarded by one lock that is never held across a user call or a
+listener. Each stay in a state is an :class:`Epoch`; :meth:`~BreakerCore.acquire` hands
+the caller the current epoch as its ticket, and an outcome whose ticket is no longer the
+current epoch (the breaker changed state while the call ran) is reported but never
+counted, so a slow call admitted while CLOSED cannot close an OPEN breaker.
+
+The CLOSED hot path takes no lock to admit: ``_free`` holds the current epoch while the
+state admits every call (CLOSED, DISABLED, METRICS_ONLY) and ``None`` otherwise, and one
+attribute read is atomic.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from resilient._clock import MONOTONIC, Clock
+from resilient._errors import CircuitOpenError
+from resilient._events import (
+    GLOBAL_LISTENERS,
+    CallFailed,
+    CallIgnored,
+    CallRejected,
+    CallSucceeded,
+    Event,
+    EventSource,
+    StateTransition,
+)
+from resilient._validate import check_duration, check_int, check_rate, compile_matcher
+from resilient._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
+
+__all__ = ["BreakerCore", "CircuitBreakerMetrics", "CircuitState", "Epoch"]
+
+logger = logging.getLogger("resilient")
+
+KIND: Final = "circuit_breaker"
+
+
+class CircuitState(str, enum.Enum):
+    """The states of a circuit breaker; each value is its lower-case name."""
+
+    CLOSED = "closed"
+    """Calls pass and their outcomes are recorded; the breaker opens on high rates."""
+    OPEN = "open"
+    """Calls are rejected until ``open_duration`` has passed."""
+    HALF_OPEN = "half_open"
+    """Exactly ``half_open_calls`` trial calls pass; their rates decide the next state."""
+    FORCED_OPEN = "forced_open"
+    """Every call is rejected until the breaker is reset (set by hand)."""
+    DISABLED = "disabled"
+    """Every call passes and nothing is recorded (set by hand)."""
+    METRICS_ONLY = "metrics_only"
+    """Every call passes and is recorded, and the breaker never opens (set by hand)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CLOSED: Final = CircuitState.CLOSED
+OPEN: Final = CircuitState.OPEN
+HALF_OPEN: Final = CircuitState.HALF_OPEN
+FORCED_OPEN: Final = CircuitState.FORCED_OPEN
+DISABLED: Final = CircuitState.DISABLED
+METRICS_ONLY: Final = CircuitState.METRICS_ONLY
+_ADMIT_ALL: Final = frozenset({CLOSED, DISABLED, METRICS_ONLY})
+
+
+class Epoch:
+    """One stay of the breaker in one state; the ticket handed to an admitted call.
+
+    Attributes:
+        state: The state of this stay.
+        window: The window outcomes of this stay are recorded into.
+        fast: Whether a plain success may take the lock-free path (CLOSED, a count
+            window, no duration measured, no ``record_result``).
+        timed: Whether the adapter must measure the call's duration.
+    """
+
+    __slots__ = ("fast", "state", "timed", "window")
+
+    def __init__(self, state: CircuitState, window: Window, fast: bool, timed: bool) -> None:
+        self.state = state
+        self.window = window
+        self.fast = fast
+        self.timed = timed
+
+    def __repr__(self) -> str:
+        return f"<Epoch {self.state.value} at {id(self):#x}>"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerMetrics:
+    """A breaker's counts at one moment, over its current window.
+
+    Attributes:
+        state: The state when the snapshot was taken.
+        calls: Recorded calls in the window (in HALF_OPEN: the finished trials only).
+        failed_calls: Of those, failures.
+        slow_calls: Of those, slow calls (successes and failures).
+        slow_failed_calls: Of those, calls both slow and failed.
+        successful_calls: Of those, calls that did not fail.
+        not_permitted_calls: Calls rejected since the window began.
+        failure_rate: ``failed_calls / calls`` (0.0 with no calls), a fraction.
+        slow_call_rate: ``slow_calls / calls`` (0.0 with no calls), a fraction.
+        total_duration: Sum of measured durations (0.0 where none are measured).
+        buffered_calls_needed: Calls still needed before rates are evaluated (0 once
+            ``minimum_calls`` is reached).
+    """
+
+    state: CircuitState
+    calls: int
+    failed_calls: int
+    slow_calls: int
+    slow_failed_calls: int
+    successful_calls: int
+    not_permitted_calls: int
+    failure_rate: float
+    slow_call_rate: float
+    total_duration: float
+    buffered_calls_needed: int
+
+
+OpenDuration = float | Callable[[int], float]
+
+
+class BreakerCore(EventSource):
+    """The circuit breaker state machine; see the module docstring."""
+
+    __slots__ = (
+        "_check_every_call",
+        "_clock",
+        "_epoch",
+        "_failure_threshold",
+        "_fast_success",
+        "_free",
+        "_half_open_calls",
+        "_half_open_done",
+        "_half_open_max",
+        "_half_open_since",
+        "_half_open_taken",
+        "_ignore",
+        "_last_open_duration",
+        "_lock",
+        "_minimum_calls",
+        "_not_permitted",
+        "_open_attempt",
+        "_open_duration",
+        "_open_until",
+        "_record",
+        "_record_result",
+        "_slow_duration",
+        "_slow_threshold",
+        "_state",
+        "_template",
+        "_timed",
+        "_window",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str | None,
+        *,
+        failure_rate_threshold: float,
+        slow_call_rate_threshold: float,
+        slow_call_duration: object,
+        window: object,
+        minimum_calls: int,
+        open_duration: object,
+        half_open_calls: int,
+        half_open_max_duration: object,
+        record: object,
+        ignore: object,
+        record_result: object,
+        clock: Clock | None,
+    ) -> None:
+        super().__init__()
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        self.name = name
+        self._failure_threshold = check_rate("failure_rate_threshold", failure_rate_threshold)
+        self._slow_threshold = check_rate("slow_call_rate_threshold", slow_call_rate_threshold)
+        self._slow_duration = check_duration(
+            "slow_call_duration", slow_call_duration, allow_none=True
+        )
+        if not isinstance(window, (CountWindow, TimeWindow)):
+            raise TypeError(
+                f"window must be a CountWindow or a TimeWindow, not {type(window).__name__}"
+            )
+        self._template: Window = window
+        minimum = check_int("minimum_calls", minimum_calls)
+        if isinstance(window, CountWindow):
+            minimum = min(minimum, window.size)
+        self._minimum_calls = minimum
+        self._open_duration = self._check_open_duration(open_duration)
+        self._half_open_calls = check_int("half_open_calls", half_open_calls)
+        self._half_open_max = check_duration(
+            "half_open_max_duration", half_open_max_duration, allow_zero=False, allow_none=True
+        )
+        self._record = compile_matcher("record", record)
+        self._ignore = compile_matcher("ignore", ignore)
+        if record_result is not None and not callable(record_result):
+            raise TypeError(
+                f"record_result must be a predicate over results or None, "
+                f"not {type(record_result).__name__}"
+            )
+        self._record_result: Callable[[Any], bool] | None = record_result
+        if clock is None:
+            clock = MONOTONIC
+        elif not isinstance(clock, Clock):
+            raise TypeError(
+                f"clock must provide monotonic(), sleep() and asleep(), not {type(clock).__name__}"
+            )
+        self._clock = clock
+        # Pay only for what is configured: durations are measured only when slow-call
+        # detection or a time window needs them.
+        self._timed = self._slow_duration is not None or window.evicts_by_time
+        # In a count window a success can never raise a rate, so thresholds need checking
+        # only on bad outcomes; a time window may evict successes on any call.
+        self._check_every_call = window.evicts_by_time
+        self._lock = threading.Lock()
+        self._open_attempt = 0
+        self._open_until = 0.0
+        self._last_open_duration = 0.0
+        self._half_open_since = 0.0
+        self._half_open_taken = 0
+        self._half_open_done = 0
+        self._fast_success = (
+            not self._timed and record_result is None and isinstance(window, CountWindow)
+        )
+        self._window = self._new_window()
+        self._not_permitted = 0
+        self._state = CLOSED
+        self._epoch = Epoch(CLOSED, self._window, self._fast_success, self._timed)
+        self._free: Epoch | None = self._epoch
+
+    @staticmethod
+    def _check_open_duration(value: object) -> OpenDuration:
+        if callable(value) and not isinstance(value, (int, float)):
+            try:
+                first = value(1)
+            except Exception as exc:
+                raise ValueError(
+                    f"open_duration(1) raised {exc!r}; a callable open_duration must map "
+                    "the consecutive-open count (from 1) to seconds"
+                ) from exc
+            check_duration("open_duration(1)", first)
+            return value
+        seconds = check_duration("open_duration", value)
+        assert seconds is not None  # noqa: S101 -- allow_none is off
+        return seconds
+
+    # -- helpers (call with the lock held) ---------------------------------------------
+
+    def _new_window(self, size: int | None = None) -> Window:
+        if size is not None:
+            return CountWindow(size, _durations=self._timed)
+        return self._template.fresh(self._clock, durations=self._timed)
+
+    def _enter(self, state: CircuitState, events: list[Event]) -> None:
+        """Move to ``state`` with a new epoch; record the transition event."""
+        previous = self._state
+        self._state = state
+        self._epoch = Epoch(
+            state,
+            self._window,
+            state is CLOSED and self._fast_success,
+            self._timed,
+        )
+        self._free = self._epoch if state in _ADMIT_ALL else None
+        if previous is not state:
+            events.append(StateTransition(self.name, KIND, previous, state))
+
+    def _open(self, at: float, events: list[Event]) -> None:
+        """Trip to OPEN from ``at``, keeping the window that tripped it."""
+        self._open_attempt += 1
+        duration = self._open_duration
+        if not isinstance(duration, float):
+            try:
+                seconds = check_duration("open_duration()", duration(self._open_attempt))
+            except Exception:
+                seconds = self._last_open_duration
+                logger.exception(
+                    "resilient: open_duration(%d) of breaker %r failed; staying open %ss",
+                    self._open_attempt,
+                    self.name,
+                    seconds,
+                )
+            duration = seconds if seconds is not None else self._last_open_duration
+        self._last_open_duration = duration
+        self._open_until = at + duration
+        self._enter(OPEN, events)
+
+    def _close(self, events: list[Event]) -> None:
+        self._open_attempt = 0
+        self._window = self._new_window()
+        self._not_permitted = 0
+        self._enter(CLOSED, events)
+
+    def _half_open(self, now: float, events: list[Event]) -> None:
+        self._window = self._new_window(self._half_open_calls)
+        self._not_permitted = 0
+        self._half_open_since = now
+        self._half_open_taken = 0
+        self._half_open_done = 0
+        self._enter(HALF_OPEN, events)
+
+    def _expire(self, now: float, events: list[Event]) -> None:
+        """Apply the time-driven transition of HALF_OPEN (``half_open_max_duration``)."""
+        if self._state is HALF_OPEN and self._half_open_max is not None:
+            deadline = self._half_open_since + self._half_open_max
+            if now >= deadline:
+                self._open(deadline, events)
+
+    def _tripped(self, window: Window, minimum: int) -> bool:
+        calls = window.calls
+        if calls < minimum or not calls:
+            return False
+        return (
+            window.failures / calls >= self._failure_threshold
+            or window.slow / calls >= self._slow_threshold
+        )
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, StateTransition):
+                logger.warning(
+                    "resilient: circuit breaker %r: %s -> %s",
+                    self.name,
+                    event.from_state.value,
+                    event.to_state.value,
+                )
+            elif isinstance(event, CallRejected):
+                logger.debug("resilient: circuit breaker %r rejected a call", self.name)
+        if self._listeners or GLOBAL_LISTENERS:
+            for event in events:
+                self.emit(event)
+
+    # -- the adapters' interface -------------------------------------------------------
+
+    @property
+    def timed(self) -> bool:
+        """Whether adapters must measure call durations for this breaker."""
+        return self._timed
+
+    def acquire(self) -> Epoch:
+        """Admit a call and return its ticket, or raise :class:`CircuitOpenError`."""
+        ticket = self._free
+        if ticket is not None:
+            return ticket
+        return self._acquire_slow()
+
+    def _acquire_slow(self) -> Epoch:
+        events: list[Event] = []
+        retry_after: float | None = None
+        with self._lock:
+            state = self._state
+            if state in _ADMIT_ALL:
+                return self._epoch
+            now = self._clock.monotonic()
+            self._expire(now, events)
+            if self._state is OPEN and now >= self._open_until:
+                self._half_open(now, events)
+            state = self._state
+            if state is HALF_OPEN and self._half_open_taken < self._half_open_calls:
+                self._half_open_taken += 1
+                ticket = self._epoch
+            else:
+                ticket = None
+                self._not_permitted += 1
+                if state is OPEN:
+                    retry_after = self._open_until - now
+        if ticket is not None:
+            if events:
+                self._dispatch(events)
+            return ticket
+        error = CircuitOpenError(
+            _rejection_message(self.name, state, retry_after),
+            policy=self.name,
+            retry_after=retry_after,
+            state=state,
+        )
+        events.append(CallRejected(self.name, KIND, error))
+        self._dispatch(events)
+        raise error
+
+    def on_success(self, ticket: Epoch, result: Any, duration: float) -> None:
+        """Report that an admitted call returned ``result`` after ``duration`` seconds."""
+        if ticket.fast:
+            # The hot path: a success in CLOSED claims its ring slot without the lock.
+            # If the slot already holds a success, overwriting it changes no count, so
+            # there is nothing to write. (A stale ticket only moves the head of a window
+            # that no longer records, which is harmless.)
+            window: CountWindow = ticket.window  # type: ignore[assignment]
+            slot = next(window._next) % window.size
+            if not window._outcomes[slot]:
+                if self._listeners or GLOBAL_LISTENERS:
+                    self.emit(CallSucceeded(self.name, KIND, None, recorded=ticket is self._epoch))
+                return
+            self._finish(ticket, SUCCESS, duration, None, None, slot)
+            return
+        check = self._record_result
+        if check is not None and self._result_is_failure(check, result):
+            outcome = FAILURE
+        else:
+            outcome = SUCCESS
+        slow = self._slow_duration
+        if slow is not None and duration > slow:
+            outcome |= SLOW
+        self._finish(ticket, outcome, duration, None, result if outcome & FAILURE else None)
+
+    def on_error(self, ticket: Epoch, exc: BaseException, duration: float) -> None:
+        """Report that an admitted call raised ``exc`` (an :class:`Exception`)."""
+        try:
+            ignored = self._ignore is not None and self._ignore(exc)
+            failed = not ignored and (self._record is None or self._record(exc))
+        except Exception:
+            logger.exception(
+                "resilient: the record/ignore predicate of breaker %r raised; "
+                "counting the call as a failure",
+                self.name,
+            )
+            ignored, failed = False, True
+        if ignored:
+            self._ignored(ticket, exc, duration)
+            return
+        slow = self._slow_duration
+        outcome = SLOW if slow is not None and duration > slow else SUCCESS
+        self._finish(ticket, outcome | (FAILURE if failed else 0), duration, exc, None)
+
+    def on_cancel(self, ticket: Epoch) -> None:
+        """Report that an admitted call was cancelled or interrupted: give its slot back."""
+        with self._lock:
+            if ticket is self._epoch and ticket.state is HALF_OPEN:
+                self._half_open_taken -= 1
+
+    # -- outcome bookkeeping -----------------------------------------------------------
+
+    def _result_is_failure(self, check: Callable[[Any], bool], result: Any) -> bool:
+        try:
+            return bool(check(result))
+        except Exception:
+            logger.exception(
+                "resilient: record_result of breaker %r raised; counting the result as a success",
+                self.name,
+            )
+            return False
+
+    def _ignored(self, ticket: Epoch, exc: BaseException, duration: float) -> None:
+        self.on_cancel(ticket)  # an ignored trial gives its half-open slot back
+        if self._listeners or GLOBAL_LISTENERS:
+            self.emit(CallIgnored(self.name, KIND, exc, duration if self._timed else None))
+
+    def _finish(
+        self,
+        ticket: Epoch,
+        outcome: int,
+        duration: float,
+        exc: BaseException | None,
+        result: Any,
+        slot: int | None = None,
+    ) -> None:
+        events: list[Event] = []
+        with self._lock:
+            if self._half_open_max is not None and self._state is HALF_OPEN:
+                self._expire(self._clock.monotonic(), events)
+            recorded = ticket is self._epoch
+            if recorded:
+                state = ticket.state
+                window = self._window
+                if state is CLOSED:
+                    if slot is None:
+                        window.record(outcome, duration)
+                    else:
+                        window.record_at(slot, outcome, duration)  # type: ignore[attr-defined]
+                    if (
+                        outcome or self._check_every_call or window.calls == self._minimum_calls
+                    ) and self._tripped(window, self._minimum_calls):
+                        self._open(self._clock.monotonic(), events)
+                elif state is HALF_OPEN:
+                    window.record(outcome, duration)
+                    self._half_open_done += 1
+                    if self._half_open_done >= self._half_open_calls:
+                        if self._tripped(window, 1):
+                            self._open(self._clock.monotonic(), events)
+                        else:
+                            self._close(events)
+                elif state is METRICS_ONLY:
+                    window.record(outcome, duration)
+                else:  # DISABLED records nothing
+                    recorded = False
+        timed = duration if self._timed else None
+        slow = bool(outcome & SLOW)
+        if outcome & FAILURE:
+            event: Event = CallFailed(self.name, KIND, exc, result, timed, slow, recorded)
+        else:
+            event = CallSucceeded(self.name, KIND, timed, slow, recorded)
+        events.insert(0, event)
+        self._dispatch(events)
+
+    # -- controls and introspection ----------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (a HALF_OPEN past ``half_open_max_duration`` reads OPEN)."""
+        if self._half_open_max is None or self._state is not HALF_OPEN:
+            return self._state
+        events: list[Event] = []
+        with self._lock:
+            self._expire(self._clock.monotonic(), events)
+            state = self._state
+        self._dispatch(events)
+        return state
+
+    def transition(self, target: CircuitState) -> None:
+        """Move to a manual state (FORCED_OPEN, DISABLED, METRICS_ONLY) or reset to CLOSED."""
+        events: list[Event] = []
+        with self._lock:
+            if target is CLOSED:
+                self._close(events)
+            elif self._state is not target:
+                self._window = self._new_window()
+                self._not_permitted = 0
+                self._enter(target, events)
+        self._dispatch(events)
+
+    def metrics(self) -> CircuitBreakerMetrics:
+        """A frozen snapshot of the current window and state."""
+        events: list[Event] = []
+        with self._lock:
+            if self._half_open_max is not None:
+                self._expire(self._clock.monotonic(), events)
+            snap = self._window.snapshot()
+            state = self._state
+            not_permitted = self._not_permitted
+            minimum = self._half_open_calls if state is HALF_OPEN else self._minimum_calls
+        self._dispatch(events)
+        return CircuitBreakerMetrics(
+            state=state,
+            calls=snap.calls,
+            failed_calls=snap.failed_calls,
+            slow_calls=snap.slow_calls,
+            slow_failed_calls=snap.slow_failed_calls,
+            successful_calls=snap.successful_calls,
+            not_permitted_calls=not_permitted,
+            failure_rate=snap.failure_rate,
+            slow_call_rate=snap.slow_call_rate,
+            total_duration=snap.total_duration,
+            buffered_calls_needed=max(minimum - snap.calls, 0),
+        )
+
+    def retry_after(self) -> float | None:
+        """Seconds until an OPEN breaker admits a trial call; 0.0 if it admits now."""
+        with self._lock:
+            if self._state is OPEN:
+                return max(self._open_until - self._clock.monotonic(), 0.0)
+            if self._state in _ADMIT_ALL:
+                return 0.0
+            if self._state is HALF_OPEN and self._half_open_taken < self._half_open_calls:
+                return 0.0
+            return None
+
+
+def _rejection_message(name: str | None, state: CircuitState, retry_after: float | None) -> str:
+    who = f"circuit breaker {name!r}" if name is not None else "circuit breaker"
+    if state is OPEN and retry_after is not None:
+        return f"{who} is open; trial calls are allowed in {retry_after:.3f}s"
+    if state is HALF_OPEN:
+        return f"{who} is half-open and every trial call is taken"
+    return f"{who} is {state.value.replace('_', ' ')}"

@@ -1,0 +1,87 @@
+"""Every exception the library raises on purpose, in one place.
+
+The tree::
+
+    ResilienceError
+    ├── RejectedError                 the call was not started
+    │   ├── CircuitOpenError          .retry_after
+    │   ├── BulkheadFullError
+    │   └── RateLimitedError          .retry_after
+    └── TimeoutExceededError          also a builtin TimeoutError
+
+Each rejection raises a *fresh* instance, so tracebacks never grow across rejections
+(purgatory re-raises one instance and its traceback grows without bound).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "RateLimitedError",
+    "RejectedError",
+    "ResilienceError",
+    "TimeoutExceededError",
+]
+
+
+class ResilienceError(Exception):
+    """Base class of every error raised by a ``resilient`` policy."""
+
+
+class RejectedError(ResilienceError):
+    """The policy refused the call: the protected function was not started.
+
+    Attributes:
+        policy: The name of the policy that refused the call (``None`` if unnamed).
+    """
+
+    def __init__(self, message: str, *, policy: str | None = None) -> None:
+        super().__init__(message)
+        self.policy = policy
+
+
+class CircuitOpenError(RejectedError):
+    """A circuit breaker is open (or forced open, or out of half-open trials).
+
+    Attributes:
+        retry_after: Seconds until the breaker admits trial calls again, or ``None``
+            where that is unknown (``FORCED_OPEN``, or ``HALF_OPEN`` with every trial
+            already taken).
+        state: The breaker's state when it refused the call.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        policy: str | None = None,
+        retry_after: float | None = None,
+        state: object = None,
+    ) -> None:
+        super().__init__(message, policy=policy)
+        self.retry_after = retry_after
+        self.state = state
+
+
+class BulkheadFullError(RejectedError):
+    """A bulkhead had no free slot within its ``max_wait``."""
+
+
+class RateLimitedError(RejectedError):
+    """A rate limiter refused the call.
+
+    Attributes:
+        retry_after: Seconds until a call would be admitted.
+    """
+
+    def __init__(self, message: str, *, policy: str | None = None, retry_after: float) -> None:
+        super().__init__(message, policy=policy)
+        self.retry_after = retry_after
+
+
+class TimeoutExceededError(ResilienceError, TimeoutError):
+    """A call ran past its deadline.
+
+    It is also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """

@@ -1,0 +1,183 @@
+"""Event records and their fan-out to listeners.
+
+Every policy reports what it does as frozen event records. A record is only built when
+someone listens (a listener on the policy, or a process-wide one such as
+``resilient.testing.capture_events()``), so an unobserved policy pays one truth test per
+call. A listener that raises is logged on the ``resilient`` logger with its traceback and
+counted; it never changes the result of the call that emitted the event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+__all__ = [
+    "GLOBAL_LISTENERS",
+    "CallFailed",
+    "CallIgnored",
+    "CallRejected",
+    "CallSucceeded",
+    "Event",
+    "EventSource",
+    "Listener",
+    "StateTransition",
+    "add_global_listener",
+    "remove_global_listener",
+]
+
+logger = logging.getLogger("resilient")
+# A library leaves handler choice to the application (no "last resort" stderr output).
+logger.addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every event record.
+
+    Attributes:
+        policy: The name of the policy that emitted the event (``None`` if unnamed).
+        kind: The kind of policy: ``"circuit_breaker"``, ``"bulkhead"``, ...
+    """
+
+    policy: str | None
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallSucceeded(Event):
+    """A call returned (or raised an exception counted as a success).
+
+    Attributes:
+        duration: Seconds the call took, or ``None`` where the policy measured none.
+        slow: Whether the call counted as slow.
+        recorded: ``False`` when the call was admitted before the policy changed state,
+            so its outcome was left out of the new state's counts.
+    """
+
+    duration: float | None
+    slow: bool = False
+    recorded: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed(Event):
+    """A call failed: it raised a recorded exception, or returned a value counted as one.
+
+    Attributes:
+        exception: The exception, or ``None`` when a returned value was the failure.
+        result: The returned value counted as a failure (``None`` for an exception).
+        duration: Seconds the call took, or ``None`` where the policy measured none.
+        slow: Whether the call counted as slow.
+        recorded: As in :class:`CallSucceeded`.
+    """
+
+    exception: BaseException | None
+    result: Any
+    duration: float | None
+    slow: bool = False
+    recorded: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallIgnored(Event):
+    """A call raised an exception that the policy ignores (neither success nor failure).
+
+    Attributes:
+        exception: The exception.
+        duration: Seconds the call took, or ``None`` where the policy measured none.
+    """
+
+    exception: BaseException
+    duration: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRejected(Event):
+    """The policy refused a call; the protected function did not run.
+
+    Attributes:
+        error: The rejection raised to the caller.
+    """
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class StateTransition(Event):
+    """A stateful policy moved from one state to another.
+
+    Attributes:
+        from_state: The state before.
+        to_state: The state after.
+    """
+
+    from_state: Any
+    to_state: Any
+
+
+Listener: TypeAlias = Callable[[Event], object]
+"""A callable that receives each event record; its return value is ignored."""
+
+# Mutated in place (never rebound) so that modules holding a reference see changes.
+GLOBAL_LISTENERS: list[Listener] = []
+_global_lock = threading.Lock()
+
+
+def add_global_listener(listener: Listener) -> None:
+    """Register a listener for the events of every policy in the process."""
+    with _global_lock:
+        GLOBAL_LISTENERS.append(listener)
+
+
+def remove_global_listener(listener: Listener) -> None:
+    """Unregister a listener added with :func:`add_global_listener` (no error if absent)."""
+    with _global_lock, contextlib.suppress(ValueError):
+        GLOBAL_LISTENERS.remove(listener)
+
+
+class EventSource:
+    """The listener registry a policy core carries; mixed into every core.
+
+    Attributes:
+        listener_errors: How many times a listener of this policy raised.
+    """
+
+    __slots__ = ("_listeners", "listener_errors")
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self.listener_errors = 0
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for each event this policy emits from now on."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, not {type(listener).__name__}")
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (no error if it was not registered)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    @property
+    def observed(self) -> bool:
+        """Whether any listener would receive an event emitted now."""
+        return bool(self._listeners or GLOBAL_LISTENERS)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to this policy's listeners, then to the process-wide ones."""
+        for listener in (*self._listeners, *GLOBAL_LISTENERS):
+            try:
+                listener(event)
+            except Exception:
+                self.listener_errors += 1
+                logger.exception(
+                    "resilient: listener %r raised on %s; the call's result is unaffected",
+                    listener,
+                    type(event).__name__,
+                )

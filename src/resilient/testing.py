@@ -1,0 +1,74 @@
+"""Tools for testing code that uses ``resilient``, and for testing ``resilient`` itself.
+
+* :class:`ManualClock`: time that moves only when the test says so; pass it as any
+  policy's ``clock=``. Its sleeps advance it at once, so backoffs take no real time.
+* :func:`capture_events`: collect every event record emitted inside a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import anyio.lowlevel
+
+from resilient._events import Event, add_global_listener, remove_global_listener
+from resilient._validate import check_duration
+
+__all__ = ["ManualClock", "capture_events"]
+
+
+class ManualClock:
+    """A clock for tests: starts at ``start`` (default 0.0) and moves only when told.
+
+    ``sleep()`` and ``asleep()`` advance the clock by the requested time and return at
+    once (``asleep`` still yields to the event loop once, as a real sleep would).
+    Safe to share between threads.
+    """
+
+    __slots__ = ("_lock", "_now")
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        """The current manual time in seconds."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (>= 0; a ``timedelta`` is accepted too)."""
+        step = check_duration("seconds", seconds)
+        with self._lock:
+            self._now += step  # type: ignore[operator]
+
+    def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds`` instead of blocking."""
+        self.advance(max(seconds, 0.0))
+
+    async def asleep(self, seconds: float) -> None:
+        """Advance by ``seconds``, then yield to the event loop once."""
+        self.advance(max(seconds, 0.0))
+        await anyio.lowlevel.checkpoint()
+
+    def __repr__(self) -> str:
+        return f"ManualClock({self._now!r})"
+
+
+@contextlib.contextmanager
+def capture_events() -> Iterator[list[Event]]:
+    """Yield a list that fills with every event record emitted while the block runs.
+
+    Events from every policy and every thread are captured, in the order emitted::
+
+        with capture_events() as events:
+            breaker.call(fn)
+        assert events[0].kind == "circuit_breaker"
+    """
+    events: list[Event] = []
+    add_global_listener(events.append)
+    try:
+        yield events
+    finally:
+        remove_global_listener(events.append)
