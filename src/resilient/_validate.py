@@ -95,7 +95,7 @@ def compile_matcher(name: str, value: object) -> Callable[[BaseException], bool]
             )
         types: tuple[type[BaseException], ...] = value
         return lambda exc: isinstance(exc, types)
-    if callable(value):
+    if callable(value) and not isinstance(value, type):
         return value
     raise TypeError(
         f"{name} must be an exception type, a tuple of exception types, or a predicate, "

@@ -1,0 +1,41 @@
+"""The public surface: sorted __all__, every name importable, reprs say `resilient.X`."""
+
+from __future__ import annotations
+
+import resilient
+import resilient.testing
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert resilient.__all__ == sorted(resilient.__all__)
+    for name in resilient.__all__:
+        assert hasattr(resilient, name), name
+    public = {n for n in dir(resilient) if not n.startswith("_")} - {"testing"}
+    assert public == set(resilient.__all__) - {"__version__"}
+
+
+def test_public_names_live_in_the_public_namespace() -> None:
+    for name in resilient.__all__:
+        obj = getattr(resilient, name)
+        module = getattr(obj, "__module__", None)
+        if module is not None and isinstance(obj, type):
+            assert module == "resilient", (name, module)
+
+
+def test_testing_module_surface() -> None:
+    assert resilient.testing.__all__ == ["ManualClock", "capture_events"]
+
+
+def test_error_tree() -> None:
+    assert issubclass(resilient.CircuitOpenError, resilient.RejectedError)
+    assert issubclass(resilient.BulkheadFullError, resilient.RejectedError)
+    assert issubclass(resilient.RateLimitedError, resilient.RejectedError)
+    assert issubclass(resilient.RejectedError, resilient.ResilienceError)
+    assert issubclass(resilient.TimeoutExceededError, resilient.ResilienceError)
+    assert issubclass(resilient.TimeoutExceededError, TimeoutError)
+    err = resilient.RateLimitedError("slow down", retry_after=1.5)
+    assert err.retry_after == 1.5
+
+
+def test_version() -> None:
+    assert isinstance(resilient.__version__, str)
