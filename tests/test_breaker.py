@@ -596,3 +596,43 @@ def test_timedelta_options() -> None:
     h = Harness(slow_call_duration=datetime.timedelta(milliseconds=500))
     h.ok(duration=0.6)
     assert h.breaker.metrics().slow_calls == 1
+
+
+def test_empty_record_counts_no_exception_as_a_failure() -> None:
+    h = Harness(record=())
+    for _ in range(6):
+        h.fail()
+    m = h.breaker.metrics()
+    assert (m.calls, m.failed_calls) == (4, 0)
+    assert h.breaker.state is CLOSED
+
+
+def test_retry_after_applies_an_expired_half_open_max_duration() -> None:
+    h = Harness(half_open_max_duration=5.0, half_open_calls=1)
+    h.trip()
+    h.clock.advance(10)
+    seen: list[float | None] = []
+
+    def trial() -> None:
+        seen.append(h.breaker.retry_after)  # HALF_OPEN, every trial taken
+        h.clock.advance(7)  # half-open ran out at t=15; now t=17
+        seen.append(h.breaker.retry_after)  # OPEN since t=15 for 10 s
+
+    h.breaker.call(trial)
+    assert seen[0] is None
+    assert seen[1] == pytest.approx(8.0)
+
+
+def test_a_failing_backoff_on_the_first_opening_uses_the_validated_first_value(caplog) -> None:
+    calls = {"n": 0}
+
+    def once_then_broken(attempt: int) -> float:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("backoff bug")
+        return 7.0
+
+    h = Harness(open_duration=once_then_broken)
+    with caplog.at_level(logging.ERROR, logger="resilient"):
+        h.trip()
+    assert h.breaker.retry_after == pytest.approx(7.0)

@@ -204,7 +204,9 @@ class BreakerCore(EventSource):
         if isinstance(window, CountWindow):
             minimum = min(minimum, window.size)
         self._minimum_calls = minimum
-        self._open_duration = self._check_open_duration(open_duration)
+        # A callable is validated by calling it for the first opening; that value is also
+        # the fallback should it fail later.
+        self._open_duration, self._last_open_duration = self._check_open_duration(open_duration)
         self._half_open_calls = check_int("half_open_calls", half_open_calls)
         self._half_open_max = check_duration(
             "half_open_max_duration", half_open_max_duration, allow_zero=False, allow_none=True
@@ -233,7 +235,6 @@ class BreakerCore(EventSource):
         self._lock = threading.Lock()
         self._open_attempt = 0
         self._open_until = 0.0
-        self._last_open_duration = 0.0
         self._half_open_since = 0.0
         self._half_open_taken = 0
         self._half_open_done = 0
@@ -247,7 +248,7 @@ class BreakerCore(EventSource):
         self._free: Epoch | None = self._epoch
 
     @staticmethod
-    def _check_open_duration(value: object) -> OpenDuration:
+    def _check_open_duration(value: object) -> tuple[OpenDuration, float]:
         if callable(value) and not isinstance(value, (int, float)):
             try:
                 first = value(1)
@@ -256,11 +257,12 @@ class BreakerCore(EventSource):
                     f"open_duration(1) raised {exc!r}; a callable open_duration must map "
                     "the consecutive-open count (from 1) to seconds"
                 ) from exc
-            check_duration("open_duration(1)", first)
-            return value
+            seconds = check_duration("open_duration(1)", first)
+            assert seconds is not None  # noqa: S101 -- allow_none is off
+            return value, seconds
         seconds = check_duration("open_duration", value)
         assert seconds is not None  # noqa: S101 -- allow_none is off
-        return seconds
+        return seconds, seconds
 
     # -- helpers (call with the lock held) ---------------------------------------------
 
@@ -342,8 +344,6 @@ class BreakerCore(EventSource):
                     event.from_state.value,
                     event.to_state.value,
                 )
-            elif isinstance(event, CallRejected):
-                logger.debug("resilient: circuit breaker %r rejected a call", self.name)
         if self._listeners or GLOBAL_LISTENERS:
             for event in events:
                 self.emit(event)
@@ -392,8 +392,11 @@ class BreakerCore(EventSource):
             retry_after=retry_after,
             state=state,
         )
-        events.append(CallRejected(self.name, KIND, error))
-        self._dispatch(events)
+        if self._listeners or GLOBAL_LISTENERS:
+            events.append(CallRejected(self.name, KIND, error))
+        logger.debug("resilient: circuit breaker %r rejected a call", self.name)
+        if events:
+            self._dispatch(events)
         raise error
 
     def on_success(self, ticket: Epoch, result: Any, duration: float) -> None:
@@ -425,7 +428,7 @@ class BreakerCore(EventSource):
         """Report that an admitted call raised ``exc`` (an :class:`Exception`)."""
         try:
             ignored = self._ignore is not None and self._ignore(exc)
-            failed = not ignored and (self._record is None or self._record(exc))
+            failed = not ignored and self._record is not None and self._record(exc)
         except Exception:
             logger.exception(
                 "resilient: the record/ignore predicate of breaker %r raised; "
@@ -501,14 +504,16 @@ class BreakerCore(EventSource):
                     window.record(outcome, duration)
                 else:  # DISABLED records nothing
                     recorded = False
-        timed = duration if self._timed else None
-        slow = bool(outcome & SLOW)
-        if outcome & FAILURE:
-            event: Event = CallFailed(self.name, KIND, exc, result, timed, slow, recorded)
-        else:
-            event = CallSucceeded(self.name, KIND, timed, slow, recorded)
-        events.insert(0, event)
-        self._dispatch(events)
+        if self._listeners or GLOBAL_LISTENERS:
+            timed = duration if self._timed else None
+            slow = bool(outcome & SLOW)
+            if outcome & FAILURE:
+                event: Event = CallFailed(self.name, KIND, exc, result, timed, slow, recorded)
+            else:
+                event = CallSucceeded(self.name, KIND, timed, slow, recorded)
+            events.insert(0, event)
+        if events:
+            self._dispatch(events)
 
     # -- controls and introspection ----------------------------------------------------
 
@@ -563,14 +568,19 @@ class BreakerCore(EventSource):
 
     def retry_after(self) -> float | None:
         """Seconds until an OPEN breaker admits a trial call; 0.0 if it admits now."""
+        events: list[Event] = []
         with self._lock:
-            if self._state is OPEN:
-                return max(self._open_until - self._clock.monotonic(), 0.0)
-            if self._state in _ADMIT_ALL:
-                return 0.0
-            if self._state is HALF_OPEN and self._half_open_taken < self._half_open_calls:
-                return 0.0
-            return None
+            now = self._clock.monotonic()
+            self._expire(now, events)
+            state = self._state
+            open_until = self._open_until
+            taken = self._half_open_taken
+        self._dispatch(events)
+        if state is OPEN:
+            return max(open_until - now, 0.0)
+        if state in _ADMIT_ALL or (state is HALF_OPEN and taken < self._half_open_calls):
+            return 0.0
+        return None
 
 
 def _rejection_message(name: str | None, state: CircuitState, retry_after: float | None) -> str:
