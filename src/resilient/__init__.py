@@ -4,14 +4,22 @@ Layout: the public API is re-exported here and nowhere else. Every implementatio
 module is private (``_name.py``) and holds one concept: ``_clock`` (time),
 ``_errors`` (the exception tree), ``_events`` (event records and listeners),
 ``_window`` (sliding windows, the metrics core), ``_validate`` (option checks),
-``_decorate`` (turning guards into decorators), and one pair per policy: a sans-I/O
-core (``_breaker_core``) and its sync/async adapters (``_breaker``).
+``_decorate`` (turning guards into decorators), ``_pipeline`` (the one adapter:
+sync and async runners over policy steps), ``_policy`` (the base class every policy
+shares), ``_compose``; then one module (or a core/adapter pair) per policy:
+``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
+``_timer``, ``_workers`` and ``_deadline``), ``_fallback``; ``_waiters`` wakes callers
+across threads and event loops.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 """
 
 from resilient._breaker import CircuitBreaker
 from resilient._breaker_core import CircuitBreakerMetrics, CircuitState
+from resilient._bulkhead import Bulkhead
+from resilient._bulkhead_core import BulkheadMetrics
 from resilient._clock import Clock, MonotonicClock
+from resilient._compose import Composition, compose
+from resilient._deadline import remaining
 from resilient._errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -19,40 +27,56 @@ from resilient._errors import (
     RejectedError,
     ResilienceError,
     TimeoutExceededError,
+    WorkersExhaustedError,
 )
 from resilient._events import (
     CallFailed,
     CallIgnored,
     CallRejected,
     CallSucceeded,
+    CallTimedOut,
     Event,
+    FallbackUsed,
     StateTransition,
 )
+from resilient._fallback import Fallback
+from resilient._timeout import Timeout, TimeoutMetrics
 from resilient._version import __version__
 from resilient._window import CountWindow, TimeWindow, WindowSnapshot
 
 __all__ = [
+    "Bulkhead",
     "BulkheadFullError",
+    "BulkheadMetrics",
     "CallFailed",
     "CallIgnored",
     "CallRejected",
     "CallSucceeded",
+    "CallTimedOut",
     "CircuitBreaker",
     "CircuitBreakerMetrics",
     "CircuitOpenError",
     "CircuitState",
     "Clock",
+    "Composition",
     "CountWindow",
     "Event",
+    "Fallback",
+    "FallbackUsed",
     "MonotonicClock",
     "RateLimitedError",
     "RejectedError",
     "ResilienceError",
     "StateTransition",
     "TimeWindow",
+    "Timeout",
     "TimeoutExceededError",
+    "TimeoutMetrics",
     "WindowSnapshot",
+    "WorkersExhaustedError",
     "__version__",
+    "compose",
+    "remaining",
 ]
 
 # Reprs, tracebacks and docs say `resilient.CircuitBreaker`, not the private module.

@@ -6,7 +6,8 @@ The tree::
     ├── RejectedError                 the call was not started
     │   ├── CircuitOpenError          .retry_after
     │   ├── BulkheadFullError
-    │   └── RateLimitedError          .retry_after
+    │   ├── RateLimitedError          .retry_after
+    │   └── WorkersExhaustedError     a sync Timeout has no free worker thread
     └── TimeoutExceededError          also a builtin TimeoutError
 
 Each rejection raises a *fresh* instance, so tracebacks never grow across rejections
@@ -22,6 +23,7 @@ __all__ = [
     "RejectedError",
     "ResilienceError",
     "TimeoutExceededError",
+    "WorkersExhaustedError",
 ]
 
 
@@ -80,8 +82,25 @@ class RateLimitedError(RejectedError):
         self.retry_after = retry_after
 
 
+class WorkersExhaustedError(RejectedError):
+    """Every worker thread of a sync :class:`~resilient.Timeout` is busy.
+
+    Raised at once, never after queueing: a queued call would spend its own timeout
+    waiting for a worker held by calls that already overran theirs.
+    """
+
+
 class TimeoutExceededError(ResilienceError, TimeoutError):
     """A call ran past its deadline.
 
     It is also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+
+    Attributes:
+        seconds: The timeout that expired (the tighter of the policy's own and the
+            deadline it inherited).
     """
+
+    def __init__(self, message: str, *, policy: str | None = None, seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.policy = policy
+        self.seconds = seconds

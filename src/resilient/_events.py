@@ -22,8 +22,10 @@ __all__ = [
     "CallIgnored",
     "CallRejected",
     "CallSucceeded",
+    "CallTimedOut",
     "Event",
     "EventSource",
+    "FallbackUsed",
     "Listener",
     "StateTransition",
     "add_global_listener",
@@ -118,6 +120,32 @@ class StateTransition(Event):
 
     from_state: Any
     to_state: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallTimedOut(Event):
+    """A call ran past its deadline and the caller got ``TimeoutExceededError``.
+
+    Attributes:
+        seconds: The timeout that expired.
+        abandoned: ``True`` for a sync call left running in its worker thread.
+    """
+
+    seconds: float
+    abandoned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackUsed(Event):
+    """A fallback replaced a call's exception or result with its handler's value.
+
+    Attributes:
+        exception: The exception handled, or ``None`` when a result was replaced.
+        result: The result replaced (``None`` when an exception was handled).
+    """
+
+    exception: BaseException | None
+    result: Any
 
 
 Listener: TypeAlias = Callable[[Event], object]

@@ -163,7 +163,7 @@ class CountWindow(Window):
         """The window's ``size``."""
         return self.size
 
-    def fresh(self, clock: Clock = MONOTONIC, *, durations: bool = True) -> Self:  # noqa: ARG002
+    def fresh(self, clock: Clock = MONOTONIC, *, durations: bool = True) -> Self:
         """Return a new, empty ``CountWindow`` of the same size (a count needs no clock)."""
         return type(self)(self.size, _durations=durations)
 
@@ -248,7 +248,7 @@ class TimeWindow(Window):
         self._b_duration = [0.0] * n
         self._head: int | None = None  # the absolute number of the newest bucket
 
-    def fresh(self, clock: Clock = MONOTONIC, *, durations: bool = True) -> Self:  # noqa: ARG002
+    def fresh(self, clock: Clock = MONOTONIC, *, durations: bool = True) -> Self:
         """Return a new, empty ``TimeWindow`` of the same span, evicting by ``clock``."""
         return type(self)(self.seconds, buckets=self.buckets, _clock=clock)
 

@@ -1,0 +1,188 @@
+"""The public bulkhead and its step: admission by the core, waiting by the adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from resilient._bulkhead_core import BulkheadCore, BulkheadMetrics
+from resilient._events import Listener
+from resilient._pipeline import PASS, WAIT
+from resilient._policy import Policy
+from resilient._validate import Duration
+from resilient._waiters import ThreadWaiter, async_waiter
+
+__all__ = ["Bulkhead"]
+
+
+class _BulkheadStep:
+    """Take a slot on enter, give it back on every kind of exit."""
+
+    __slots__ = ("_core",)
+    defers = False
+
+    def __init__(self, core: BulkheadCore) -> None:
+        self._core = core
+
+    def enter(self) -> Any:
+        return None if self._core.try_acquire() else WAIT
+
+    def enter_wait(self) -> None:
+        core = self._core
+        waiter = ThreadWaiter()
+        if core.enqueue(waiter):
+            return
+        try:
+            woken = waiter.wait(core.max_wait)
+        except BaseException:  # KeyboardInterrupt while blocked: leave the queue
+            if core.cancel(waiter):
+                core.release()
+            raise
+        if woken or core.timed_out(waiter):
+            return
+        raise core.rejection()
+
+    async def enter_wait_async(self) -> None:
+        core = self._core
+        waiter = async_waiter()
+        if core.enqueue(waiter):
+            return
+        try:
+            with anyio.move_on_after(core.max_wait):
+                await waiter.wait()
+                return
+        except BaseException:  # cancelled while queued: leave without taking a slot
+            if core.cancel(waiter):
+                core.release()
+            raise
+        if core.timed_out(waiter):
+            return
+        raise core.rejection()
+
+    def exit_ok(self, token: None, result: Any) -> Any:
+        self._core.release()
+        return result
+
+    def exit_error(self, token: None, exc: Exception) -> Any:
+        self._core.release()
+        return PASS
+
+    def exit_cancel(self, token: None, exc: BaseException) -> BaseException:
+        self._core.release()
+        return exc
+
+
+class Bulkhead(Policy):
+    """Limit how many calls run at once; callers beyond the limit wait briefly or fail fast.
+
+    At most ``max_concurrent`` calls are in flight across every caller of one instance:
+    threads and async tasks (asyncio or trio) alike. A caller that finds no free slot
+    waits up to ``max_wait`` seconds, in FIFO order with the other waiters, then gets
+    :class:`~resilient.BulkheadFullError`. A slot is released however the call ends:
+    return, exception, cancellation or timeout; a waiter that is cancelled leaves the
+    queue without taking a slot.
+
+    A bulkhead binds to no event loop: it can be created at import time and used from
+    several event loops over a process's life, and from threads at the same time.
+
+    Args:
+        max_concurrent: The most calls in flight at once (>= 1).
+        max_wait: Seconds a caller may wait for a slot (default 0: fail at once).
+        name: A name for errors, events and metrics.
+    """
+
+    __slots__ = ("_core", "_step")
+    kind = "bulkhead"
+
+    def __init__(
+        self, max_concurrent: int, *, max_wait: Duration = 0.0, name: str | None = None
+    ) -> None:
+        self._core = BulkheadCore(max_concurrent, max_wait, name)
+        self._step = _BulkheadStep(self._core)
+
+    def _sync_step(self) -> _BulkheadStep:
+        return self._step
+
+    def _async_step(self) -> _BulkheadStep:
+        return self._step
+
+    # Alone, the bulkhead gets guards of its own: the step's logic written flat, since
+    # an uncontended call should cost a deque pop and append, not a pipeline.
+
+    def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core = self._core
+        slots = core._slots
+        release = core.release
+        wait = self._step.enter_wait
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                slots.pop()
+            except IndexError:
+                wait()
+            else:
+                core._low_water = min(core._low_water, len(slots))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                release()
+
+        return guarded
+
+    def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        core = self._core
+        slots = core._slots
+        release = core.release
+        wait = self._step.enter_wait_async
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                slots.pop()
+            except IndexError:
+                await wait()
+            else:
+                core._low_water = min(core._low_water, len(slots))
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                release()
+
+        return guarded
+
+    @property
+    def name(self) -> str | None:
+        """The bulkhead's name."""
+        return self._core.name
+
+    @property
+    def max_concurrent(self) -> int:
+        """The configured limit."""
+        return self._core.max_concurrent
+
+    @property
+    def max_wait(self) -> float:
+        """Seconds a caller may wait for a slot."""
+        return self._core.max_wait
+
+    def metrics(self) -> BulkheadMetrics:
+        """In flight, waiting, rejected and the most ever in flight, as a frozen snapshot."""
+        return self._core.metrics()
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener raised while handling this bulkhead's events."""
+        return self._core.listener_errors
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this bulkhead emits (rejections)."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._core.remove_listener(listener)
+
+    def __repr__(self) -> str:
+        m = self._core.metrics()
+        return f"<Bulkhead {self.name!r} {m.in_flight}/{m.max_concurrent} in flight>"

@@ -1,0 +1,169 @@
+"""The bulkhead's admission logic, sans I/O: slots, a FIFO queue of waiters, counts.
+
+Free slots are tokens in a deque. ``deque.pop()`` and ``deque.append()`` are single C
+calls, atomic under the GIL (and internally locked on free-threaded builds), so an
+uncontended caller takes and returns its slot without the lock. The lock guards the
+waiter queue: a releaser that sees waiters hands free slots to them, first come first
+served, so waiters are admitted in arrival order. (A newcomer may take a slot in the
+instant between its return to the pool and the hand-off; it then releases it to the
+same queue, so no waiter is skipped or stranded.)
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from typing import Final
+
+from resilient._errors import BulkheadFullError
+from resilient._events import GLOBAL_LISTENERS, CallRejected, EventSource
+from resilient._validate import check_duration, check_int
+from resilient._waiters import Waiter
+
+__all__ = ["BulkheadCore", "BulkheadMetrics"]
+
+KIND: Final = "bulkhead"
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadMetrics:
+    """A bulkhead's counts at one moment.
+
+    Attributes:
+        max_concurrent: The configured limit.
+        in_flight: Calls holding a slot now.
+        waiting: Callers queued for a slot now.
+        rejected: Callers refused since the bulkhead was created.
+        max_observed: The most calls ever in flight at once.
+    """
+
+    max_concurrent: int
+    in_flight: int
+    waiting: int
+    rejected: int
+    max_observed: int
+
+
+class BulkheadCore(EventSource):
+    """Slots, waiters and counts of one bulkhead; see the module docstring."""
+
+    __slots__ = (
+        "_lock",
+        "_low_water",
+        "_slots",
+        "_waiters",
+        "max_concurrent",
+        "max_wait",
+        "name",
+        "rejected",
+    )
+
+    def __init__(self, max_concurrent: int, max_wait: object, name: str | None) -> None:
+        super().__init__()
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        self.name = name
+        self.max_concurrent = check_int("max_concurrent", max_concurrent)
+        wait = check_duration("max_wait", max_wait)
+        assert wait is not None  # noqa: S101 -- allow_none is off
+        self.max_wait = wait
+        self._slots: collections.deque[bool] = collections.deque([True] * self.max_concurrent)
+        self._waiters: collections.deque[Waiter] = collections.deque()
+        self._lock = threading.Lock()
+        self._low_water = self.max_concurrent
+        self.rejected = 0
+
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting; ``False`` if none is free."""
+        slots = self._slots
+        try:
+            slots.pop()
+        except IndexError:
+            return False
+        free = len(slots)
+        self._low_water = min(self._low_water, free)
+        return True
+
+    def enqueue(self, waiter: Waiter) -> bool:
+        """Take a slot or queue ``waiter``; ``True`` if the slot is taken already.
+
+        Raises:
+            BulkheadFullError: no slot is free and ``max_wait`` is 0.
+        """
+        with self._lock:
+            if self.try_acquire():
+                return True
+            if self.max_wait == 0:
+                self.rejected += 1
+            else:
+                self._waiters.append(waiter)
+                if not self.try_acquire():
+                    return False
+                self._waiters.remove(waiter)
+                return True
+        raise self.rejection()
+
+    def cancel(self, waiter: Waiter) -> bool:
+        """Withdraw ``waiter`` (timed out or cancelled); ``True`` if it holds a slot anyway.
+
+        A waiter granted a slot just as it gave up must still release that slot; the
+        caller decides whether to use it (a timeout that lost the race) or release it.
+        """
+        with self._lock:
+            if waiter.granted:
+                return True
+            self._waiters.remove(waiter)
+            return False
+
+    def timed_out(self, waiter: Waiter) -> bool:
+        """Like :meth:`cancel`, counting a rejection when no slot was granted."""
+        with self._lock:
+            if waiter.granted:
+                return True
+            self._waiters.remove(waiter)
+            self.rejected += 1
+            return False
+
+    def release(self) -> None:
+        """Return a slot; if callers are queued, hand free slots to them in order."""
+        self._slots.append(True)
+        # Slot first, queue second: a waiter queues itself before its last look at the
+        # pool, so one of the two always sees the other (no slot is left idle).
+        if self._waiters:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        woken = []
+        with self._lock:
+            while self._waiters and self.try_acquire():
+                waiter = self._waiters.popleft()
+                waiter.granted = True
+                woken.append(waiter)
+        for waiter in woken:
+            waiter.wake()
+
+    def rejection(self) -> BulkheadFullError:
+        """Build (and report) the error for a refused caller."""
+        who = f"bulkhead {self.name!r}" if self.name is not None else "bulkhead"
+        waited = f" within {self.max_wait:g}s" if self.max_wait else ""
+        error = BulkheadFullError(
+            f"{who} is full: {self.max_concurrent} calls in flight, no slot free{waited}",
+            policy=self.name,
+        )
+        if self._listeners or GLOBAL_LISTENERS:
+            self.emit(CallRejected(self.name, KIND, error))
+        return error
+
+    def metrics(self) -> BulkheadMetrics:
+        """A frozen snapshot of the counts."""
+        with self._lock:
+            free = len(self._slots)
+            waiting = len(self._waiters)
+        return BulkheadMetrics(
+            max_concurrent=self.max_concurrent,
+            in_flight=self.max_concurrent - free,
+            waiting=waiting,
+            rejected=self.rejected,
+            max_observed=self.max_concurrent - self._low_water,
+        )

@@ -1,0 +1,167 @@
+"""The fallback policy: replace a failure (or an unwanted result) with a value.
+
+A fallback is a step whose exits may replace the outcome: ``exit_error`` returns the
+handler's value for a matching exception, ``exit_ok`` for a matching result. An async
+handler's value is handed back as a :class:`~resilient._pipeline.Deferred`, which only
+the async runner awaits; an async handler cannot serve a sync function, and saying so
+at decoration time beats a coroutine returned where a value was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from resilient._decorate import is_async_callable
+from resilient._events import GLOBAL_LISTENERS, EventSource, FallbackUsed, Listener
+from resilient._pipeline import PASS, Deferred
+from resilient._policy import Policy
+from resilient._validate import ExceptionMatcher, compile_matcher
+
+__all__ = ["Fallback"]
+
+KIND: Final = "fallback"
+
+
+class FallbackCore(EventSource):
+    """What to catch, what to return, and how often it was used."""
+
+    __slots__ = ("handler", "handler_is_async", "name", "on", "on_result", "used")
+
+    def __init__(self, handler: object, on: object, on_result: object, name: str | None) -> None:
+        super().__init__()
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if on_result is not None and not callable(on_result):
+            kind = type(on_result).__name__
+            raise TypeError(f"on_result must be a predicate over results or None, not {kind}")
+        self.handler: Callable[[Any], Any] = handler
+        self.handler_is_async = is_async_callable(handler)
+        self.on = compile_matcher("on", on)
+        self.on_result: Callable[[Any], bool] | None = on_result
+        self.name = name
+        self.used = 0
+
+    def use(self, exc: BaseException | None, result: Any) -> Any:
+        """Count and report a fallback, and call the handler with what it replaces."""
+        self.used += 1
+        if self._listeners or GLOBAL_LISTENERS:
+            self.emit(FallbackUsed(self.name, KIND, exc, result))
+        return self.handler(exc if exc is not None else result)
+
+
+class _FallbackStep:
+    __slots__ = ("_core", "defers")
+
+    def __init__(self, core: FallbackCore, defer: bool) -> None:
+        self._core = core
+        self.defers = defer  # async handler: hand the coroutine to the async runner
+
+    def enter(self) -> None:
+        return None
+
+    def exit_ok(self, token: None, result: Any) -> Any:
+        check = self._core.on_result
+        if check is not None and check(result):
+            value = self._core.use(None, result)
+            return Deferred(value) if self.defers else value
+        return result
+
+    def exit_error(self, token: None, exc: Exception) -> Any:
+        match = self._core.on
+        if match is not None and match(exc):
+            value = self._core.use(exc, None)
+            return Deferred(value) if self.defers else value
+        return PASS
+
+    def exit_cancel(self, token: None, exc: BaseException) -> BaseException:
+        return exc  # cancellation and interrupts are never swallowed
+
+    def enter_wait(self) -> Any:  # pragma: no cover - enter() never returns WAIT
+        raise NotImplementedError
+
+    async def enter_wait_async(self) -> Any:  # pragma: no cover - likewise
+        raise NotImplementedError
+
+
+class Fallback(Policy):
+    """Return ``handler(exception)`` instead of raising a matching exception.
+
+    With ``on_result``, a returned value that matches is replaced by
+    ``handler(value)`` too. Rejections of inner policies (an open circuit, a full
+    bulkhead, a timeout) are exceptions like any other, so a fallback can serve a cached
+    value while a dependency is down. Cancellation, ``KeyboardInterrupt`` and
+    ``SystemExit`` are never caught.
+
+    An async ``handler`` is awaited; it can only guard async functions (decorating a sync
+    function with it raises ``TypeError``). A sync handler serves both.
+
+    Args:
+        handler: Called with the exception (or the unwanted result); its return value
+            is what the caller gets. It may raise instead.
+        on: Exception types, or a predicate, that the fallback handles (default: every
+            :class:`Exception`).
+        on_result: A predicate over return values; a match is replaced as well.
+        name: A name for events and metrics.
+    """
+
+    __slots__ = ("_async", "_core", "_sync")
+    kind = "fallback"
+
+    def __init__(
+        self,
+        handler: Callable[[Any], Any],
+        *,
+        on: ExceptionMatcher = Exception,
+        on_result: Callable[[Any], bool] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self._core = FallbackCore(handler, on, on_result, name)
+        self._async = _FallbackStep(self._core, defer=self._core.handler_is_async)
+        self._sync = None if self._core.handler_is_async else _FallbackStep(self._core, defer=False)
+
+    def _sync_step(self) -> _FallbackStep:
+        if self._sync is None:
+            raise TypeError(
+                f"{self!r} has an async handler, which cannot serve a sync function; "
+                "give it a sync handler, or guard an async function"
+            )
+        return self._sync
+
+    def _async_step(self) -> _FallbackStep:
+        return self._async
+
+    @property
+    def name(self) -> str | None:
+        """The fallback's name."""
+        return self._core.name
+
+    @property
+    def used(self) -> int:
+        """How many times the handler's value replaced an outcome."""
+        return self._core.used
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener raised while handling this fallback's events."""
+        return self._core.listener_errors
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this fallback emits."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._core.remove_listener(listener)
+
+    def __enter__(self) -> None:
+        raise TypeError("a fallback replaces a call's result; decorate a function instead")
+
+    async def __aenter__(self) -> None:
+        raise TypeError("a fallback replaces a call's result; decorate a function instead")
+
+    def __repr__(self) -> str:
+        handler = getattr(self._core.handler, "__qualname__", self._core.handler)
+        return f"<Fallback {self.name!r} handler={handler!r}>"

@@ -1,0 +1,187 @@
+"""What every policy shares: decorating, ``call()``/``call_async()``, context managers.
+
+A policy offers a :class:`~resilient._pipeline.Step` for sync and for async use (or
+``None`` where it must own the call, as a sync timeout or a retry does, in which case it
+provides a wrapper instead). Everything else a user touches is built here once from
+those two hooks, so every policy decorates, composes and nests the same way.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from resilient._decorate import decorate
+from resilient._pipeline import WAIT, Step, async_runner, sync_runner
+
+__all__ = ["Policy"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Policy:
+    """Base class of every policy: a decorator, a direct caller and a context manager."""
+
+    __slots__ = ("__weakref__", "_cm_tokens")
+    _cm_tokens: contextvars.ContextVar[tuple[tuple[Step, Any], ...]]
+
+    #: The ``kind`` of the policy's events and metrics (``"circuit_breaker"``, ...).
+    kind: str = "policy"
+
+    # -- what a policy provides --------------------------------------------------------
+
+    def _sync_step(self) -> Step | None:
+        """The step guarding sync calls, or ``None`` if :meth:`_sync_wrap` is used."""
+        return None
+
+    def _async_step(self) -> Step | None:
+        """The step guarding async calls, or ``None`` if :meth:`_async_wrap` is used."""
+        return None
+
+    def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a sync callable; only for policies without a sync step."""
+        raise NotImplementedError
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """Wrap an async callable; only for policies without an async step."""
+        raise NotImplementedError
+
+    def _flatten(self) -> tuple[Policy, ...]:
+        """The policies this one stands for, outermost first (a composition has many)."""
+        return (self,)
+
+    # -- guards built from the hooks ---------------------------------------------------
+
+    def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return build_sync(self._flatten(), fn)
+
+    def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        return build_async(self._flatten(), fn)
+
+    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]:
+        """Decorate ``fn`` (sync or async) so that every call goes through this policy."""
+        return decorate(fn, self._sync_guard, self._async_guard, self)  # type: ignore[no-any-return]
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(*args, **kwargs)`` through this policy and return its result."""
+        return self._sync_guard(fn)(*args, **kwargs)  # type: ignore[no-any-return]
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await ``fn(*args, **kwargs)`` through this policy and return its result."""
+        return await self._async_guard(fn)(*args, **kwargs)  # type: ignore[no-any-return]
+
+    # -- context managers --------------------------------------------------------------
+    # The token of each open `with` block is kept in a context variable, as a stack, so
+    # one policy can be entered by many threads and tasks (and nested) at once.
+
+    def _token_stack(self) -> contextvars.ContextVar[tuple[tuple[Step, Any], ...]]:
+        try:
+            return self._cm_tokens
+        except AttributeError:
+            var: contextvars.ContextVar[tuple[tuple[Step, Any], ...]] = contextvars.ContextVar(
+                f"resilient-with-{id(self):x}", default=()
+            )
+            self._cm_tokens = var
+            return var
+
+    def _cm_step(self, step: Step | None, how: str) -> Step:
+        if step is None:
+            raise TypeError(f"{type(self).__name__} cannot be used with `{how}`")
+        return step
+
+    def _push(self, step: Step, token: Any) -> None:
+        var = self._token_stack()
+        var.set((*var.get(), (step, token)))
+
+    def _pop(self) -> tuple[Step, Any]:
+        var = self._token_stack()
+        stack = var.get()
+        if not stack:
+            raise RuntimeError(f"{self!r}: exit without a matching enter")
+        var.set(stack[:-1])
+        return stack[-1]
+
+    def __enter__(self) -> None:
+        step = self._cm_step(self._sync_step(), "with")
+        token = step.enter()
+        if token is WAIT:
+            token = step.enter_wait()
+        self._push(step, token)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        step, token = self._pop()
+        return _exit_block(step, token, exc)
+
+    async def __aenter__(self) -> None:
+        step = self._cm_step(self._async_step(), "async with")
+        token = step.enter()
+        if token is WAIT:
+            token = await step.enter_wait_async()
+        self._push(step, token)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        step, token = self._pop()
+        return _exit_block(step, token, exc)
+
+
+def _exit_block(step: Step, token: Any, exc: BaseException | None) -> bool:
+    """End a ``with`` block: a block has no result to replace, so errors propagate."""
+    if exc is None:
+        step.exit_ok(token, None)
+        return False
+    if isinstance(exc, Exception):
+        step.exit_error(token, exc)
+        return False
+    converted = step.exit_cancel(token, exc)
+    if converted is not exc:
+        raise converted from exc
+    return False
+
+
+def build_sync(policies: tuple[Policy, ...], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Chain ``policies`` (outermost first) around a sync ``fn``, merging adjacent steps."""
+    call = fn
+    pending: list[Step] = []
+    for policy in reversed(policies):
+        step = policy._sync_step()
+        if step is not None:
+            pending.insert(0, step)
+            continue
+        if pending:
+            call = sync_runner(pending, call)
+            pending = []
+        call = policy._sync_wrap(call)
+    return sync_runner(pending, call) if pending else call
+
+
+def build_async(
+    policies: tuple[Policy, ...], fn: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    """Chain ``policies`` (outermost first) around an async ``fn``, merging adjacent steps."""
+    call = fn
+    pending: list[Step] = []
+    for policy in reversed(policies):
+        step = policy._async_step()
+        if step is not None:
+            pending.insert(0, step)
+            continue
+        if pending:
+            call = async_runner(pending, call)
+            pending = []
+        call = policy._async_wrap(call)
+    return async_runner(pending, call) if pending else call

@@ -1,0 +1,315 @@
+"""The timeout policy: a deadline for each call, async by cancellation, sync by thread.
+
+Async calls run under a deadline that really cancels them: on asyncio (3.11+) through
+the per-loop timer of ``_timer.py``; on trio, and on asyncio under Python 3.10, through
+an anyio cancel scope. Either way the caller gets :class:`~resilient.TimeoutExceededError`
+and the cancelled coroutine's ``finally`` blocks have run.
+
+Sync calls cannot be interrupted safely, so they run in a bounded pool of worker
+threads (``_workers.py``), in a copy of the caller's context; at the deadline the caller
+gets the error and the call is abandoned to finish on its own, counted while it runs.
+
+Both sides set the deadline that :func:`resilient.remaining` reads, and both take the
+tighter of their own timeout and the one they run under.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+
+from resilient._clock import MONOTONIC, Clock
+from resilient._deadline import DEADLINE, effective_timeout
+from resilient._errors import TimeoutExceededError, WorkersExhaustedError
+from resilient._events import GLOBAL_LISTENERS, CallRejected, CallTimedOut, EventSource, Listener
+from resilient._pipeline import PASS
+from resilient._policy import Policy
+from resilient._timer import CANCELLING, DONE, FIRED, PENDING, STATE, TASK, loop_timer
+from resilient._validate import Duration, check_duration, check_int
+from resilient._workers import Job, WorkerPool
+
+__all__ = ["Timeout", "TimeoutMetrics"]
+
+KIND: Final = "timeout"
+_UNCANCEL: Final = sys.version_info >= (3, 11)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutMetrics:
+    """A timeout's counts at one moment.
+
+    Attributes:
+        seconds: The configured timeout.
+        timeouts: Calls that ran past their deadline (sync and async).
+        rejected: Sync calls refused because every worker was busy.
+        workers: Worker threads alive (sync calls only).
+        busy_workers: Of those, workers running a call.
+        abandoned_running: Sync calls that timed out and are still running.
+    """
+
+    seconds: float
+    timeouts: int
+    rejected: int
+    workers: int
+    busy_workers: int
+    abandoned_running: int
+
+
+class TimeoutCore(EventSource):
+    """Configuration, counts and errors of one timeout policy."""
+
+    __slots__ = ("_count_lock", "clock", "name", "pool", "rejected", "seconds", "timeouts")
+
+    def __init__(
+        self, seconds: object, name: str | None, clock: Clock | None, max_workers: int
+    ) -> None:
+        super().__init__()
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        self.name = name
+        value = check_duration("seconds", seconds, allow_zero=False)
+        assert value is not None  # noqa: S101 -- allow_none is off
+        self.seconds = value
+        self.clock = MONOTONIC if clock is None else clock
+        self.pool = WorkerPool(check_int("max_workers", max_workers), name or "unnamed")
+        self.timeouts = 0
+        self.rejected = 0
+        self._count_lock = threading.Lock()
+
+    def expired(self, seconds: float, *, abandoned: bool = False) -> TimeoutExceededError:
+        """Count a timeout and build the caller's error."""
+        with self._count_lock:
+            self.timeouts += 1
+        who = f"timeout {self.name!r}" if self.name is not None else "timeout"
+        error = TimeoutExceededError(
+            f"{who}: the call did not finish within {seconds:.3g}s",
+            policy=self.name,
+            seconds=seconds,
+        )
+        if self._listeners or GLOBAL_LISTENERS:
+            self.emit(CallTimedOut(self.name, KIND, seconds, abandoned))
+        return error
+
+    def exhausted(self) -> WorkersExhaustedError:
+        """Count a refusal for lack of workers and build the caller's error."""
+        with self._count_lock:
+            self.rejected += 1
+        who = f"timeout {self.name!r}" if self.name is not None else "timeout"
+        error = WorkersExhaustedError(
+            f"{who}: all {self.pool.max_workers} worker threads are busy "
+            "(calls that overran their deadline still hold them); the call was not started",
+            policy=self.name,
+        )
+        if self._listeners or GLOBAL_LISTENERS:
+            self.emit(CallRejected(self.name, KIND, error))
+        return error
+
+
+# The asyncio token is the timer entry itself, extended: [state, task, cancelling at
+# entry, loop deadline, context token, seconds]. The scope token is a tuple.
+_CONTEXT: Final = 4
+_SECONDS: Final = 5
+
+
+class _TimeoutStep:
+    """The async side: arm a deadline on enter, disarm it (or report it) on exit."""
+
+    __slots__ = ("_core",)
+    defers = False
+
+    def __init__(self, core: TimeoutCore) -> None:
+        self._core = core
+
+    def enter(self) -> Any:
+        core = self._core
+        seconds = core.seconds
+        regular = True
+        outer = DEADLINE.get()
+        if outer is not None:
+            left = outer[0] - outer[1].monotonic()
+            if left < seconds:
+                if left <= 0.0:
+                    raise core.expired(0.0)
+                seconds, regular = left, False
+        clock = core.clock
+        loop = asyncio._get_running_loop()
+        if loop is not None and _UNCANCEL:
+            timer = loop_timer(loop)
+            now = clock.monotonic()
+            loop_now = now if clock is MONOTONIC and timer.standard_time else loop.time()
+            task: Any = asyncio.current_task(loop)
+            entry = [PENDING, task, task.cancelling(), loop_now + seconds, None, seconds]
+            entry[_CONTEXT] = DEADLINE.set((now + seconds, clock))
+            timer.add(entry, seconds, regular)
+            return entry
+        context_token = DEADLINE.set((clock.monotonic() + seconds, clock))
+        scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
+        scope.__enter__()
+        return (scope, context_token, seconds)
+
+    @staticmethod
+    def _close(token: Any, exc: BaseException | None) -> bool:
+        """Disarm; return whether *our* deadline cancelled the call."""
+        if type(token) is list:
+            DEADLINE.reset(token[_CONTEXT])
+            if token[STATE] != FIRED:
+                token[STATE] = DONE
+                return False
+            token[STATE] = DONE
+            # Withdraw our cancel request; if nobody else asked for one, the
+            # CancelledError was ours and becomes a timeout.
+            return bool(
+                token[TASK].uncancel() <= token[CANCELLING]
+                and isinstance(exc, asyncio.CancelledError)
+            )
+        scope, context_token, _ = token
+        DEADLINE.reset(context_token)
+        if exc is None:
+            scope.__exit__(None, None, None)
+            return False
+        return bool(scope.__exit__(type(exc), exc, exc.__traceback__))
+
+    def exit_ok(self, token: Any, result: Any) -> Any:
+        self._close(token, None)
+        return result
+
+    def exit_error(self, token: Any, exc: Exception) -> Any:
+        self._close(token, exc)
+        return PASS
+
+    def exit_cancel(self, token: Any, exc: BaseException) -> BaseException:
+        if self._close(token, exc):
+            seconds = token[_SECONDS] if type(token) is list else token[2]
+            error = self._core.expired(seconds)
+            error.__cause__ = exc
+            return error
+        return exc
+
+    def enter_wait(self) -> Any:  # pragma: no cover - enter() never returns WAIT
+        raise NotImplementedError
+
+    async def enter_wait_async(self) -> Any:  # pragma: no cover - likewise
+        raise NotImplementedError
+
+
+class Timeout(Policy):
+    """Give each call a deadline; past it the caller gets ``TimeoutExceededError``.
+
+    **Async** calls are cancelled at the deadline (their ``finally`` blocks run) on
+    asyncio and trio. **Sync** calls run in a worker thread carrying the caller's
+    ``contextvars``; at the deadline the caller gets the error at once, while the
+    overrunning call is *abandoned*: it keeps running in its thread until it returns
+    (Python cannot stop it), its result is discarded, and it is counted in
+    ``metrics().abandoned_running``. At most ``max_workers`` sync calls run at once; when
+    every worker is busy a call is rejected at once with
+    :class:`~resilient.WorkersExhaustedError`, never queued.
+
+    Deadlines nest: under an outer deadline (another ``Timeout``, or one set by the ASGI
+    middleware) the tighter one wins, and :func:`resilient.remaining` tells the code
+    inside how many seconds are left.
+
+    ``async with Timeout(2):`` guards a block of async code the same way.
+
+    Args:
+        seconds: The timeout (> 0), as seconds or a ``timedelta``.
+        name: A name for errors, events and metrics.
+        max_workers: Worker threads for sync calls (>= 1, default 32).
+        clock: The clock :func:`resilient.remaining` measures with (default: monotonic).
+            Cancellation itself always follows the event loop's (or the OS's) time.
+    """
+
+    __slots__ = ("_core", "_step")
+    kind = "timeout"
+
+    def __init__(
+        self,
+        seconds: Duration,
+        *,
+        name: str | None = None,
+        max_workers: int = 32,
+        clock: Clock | None = None,
+    ) -> None:
+        self._core = TimeoutCore(seconds, name, clock, max_workers)
+        self._step = _TimeoutStep(self._core)
+
+    def _async_step(self) -> _TimeoutStep:
+        return self._step
+
+    def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core = self._core
+        pool = core.pool
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            seconds = effective_timeout(core.seconds)
+            if seconds <= 0.0:
+                raise core.expired(0.0)
+            context = contextvars.copy_context()
+            context.run(DEADLINE.set, (core.clock.monotonic() + seconds, core.clock))
+            job = Job(fn, args, kwargs, context)
+            if not pool.submit(job):
+                raise core.exhausted()
+            if not job.wait(seconds, pool.abandoned):
+                raise core.expired(seconds, abandoned=True)
+            error = job.error
+            if error is not None:
+                try:
+                    raise error
+                finally:
+                    del error, job
+            return job.result
+
+        return guarded
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        raise NotImplementedError  # pragma: no cover - the async side is a step
+
+    def __enter__(self) -> None:
+        raise TypeError(
+            "a sync block cannot be interrupted: use `async with Timeout(...)` in async code, "
+            "or decorate the sync function (it then runs in a worker thread)"
+        )
+
+    @property
+    def name(self) -> str | None:
+        """The timeout's name."""
+        return self._core.name
+
+    @property
+    def seconds(self) -> float:
+        """The configured timeout in seconds."""
+        return self._core.seconds
+
+    def metrics(self) -> TimeoutMetrics:
+        """Timeouts, rejections and the state of the worker threads, as a frozen snapshot."""
+        workers, busy, abandoned = self._core.pool.stats()
+        return TimeoutMetrics(
+            seconds=self._core.seconds,
+            timeouts=self._core.timeouts,
+            rejected=self._core.rejected,
+            workers=workers,
+            busy_workers=busy,
+            abandoned_running=abandoned,
+        )
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener raised while handling this timeout's events."""
+        return self._core.listener_errors
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this timeout emits."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._core.remove_listener(listener)
+
+    def __repr__(self) -> str:
+        return f"<Timeout {self.name!r} {self.seconds:g}s>"

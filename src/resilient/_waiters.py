@@ -1,0 +1,104 @@
+"""Wake-ups that cross threads and event loops: one waiter per waiting caller.
+
+A policy core queues waiters and grants them in order; whoever releases a slot may be a
+thread, an asyncio task or a trio task, and the waiter may be any of those too. So a
+waiter owns the one primitive that its own world can wait on, created when the caller
+starts waiting (never when the policy is created: policies exist before event loops do),
+and exposes a ``wake()`` that is safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from typing import Any
+
+__all__ = ["AsyncioWaiter", "ThreadWaiter", "TrioWaiter", "Waiter", "async_waiter"]
+
+
+class Waiter:
+    """A queued caller. ``granted`` is set (under the core's lock) before ``wake()``."""
+
+    __slots__ = ("granted",)
+
+    def __init__(self) -> None:
+        self.granted = False
+
+    def wake(self) -> None:
+        """Wake the waiting caller; callable from any thread, at most once."""
+        raise NotImplementedError
+
+
+class ThreadWaiter(Waiter):
+    """A blocked thread; waits on a lock that ``wake()`` releases."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; return whether woken."""
+        return self._lock.acquire(timeout=timeout)
+
+    def wake(self) -> None:
+        self._lock.release()
+
+
+class AsyncioWaiter(Waiter):
+    """An asyncio task; waits on a future of its own loop."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+        self._future: asyncio.Future[None] = loop.create_future()
+
+    async def wait(self) -> None:
+        """Suspend until woken (cancellable)."""
+        await self._future
+
+    def _set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def wake(self) -> None:
+        self._loop.call_soon_threadsafe(self._set)
+
+
+class TrioWaiter(Waiter):
+    """A trio task; waits on a ``trio.Event`` set through the run's token."""
+
+    __slots__ = ("_event", "_token")
+
+    def __init__(self) -> None:
+        import trio  # noqa: PLC0415 -- only under trio, which is then imported already
+
+        super().__init__()
+        self._event = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+
+    async def wait(self) -> None:
+        """Suspend until woken (cancellable)."""
+        await self._event.wait()
+
+    def wake(self) -> None:
+        # RuntimeError: the trio run is over, so nobody is left to wake.
+        with contextlib.suppress(RuntimeError):
+            self._token.run_sync_soon(self._event.set)
+
+
+def async_waiter() -> AsyncioWaiter | TrioWaiter:
+    """A waiter for the current task, whichever event loop runs it."""
+    loop: Any = asyncio._get_running_loop()  # C fast path; None outside asyncio
+    if loop is not None:
+        return AsyncioWaiter(loop)
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return TrioWaiter()
+    raise RuntimeError("resilient: no running asyncio or trio event loop in this thread")

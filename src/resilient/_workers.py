@@ -1,0 +1,158 @@
+"""Bounded worker threads for sync timeouts.
+
+Python cannot interrupt a running thread safely, so a sync call under a timeout runs in
+a worker thread while the caller waits for it with a deadline. At the deadline the
+caller gets :class:`~resilient.TimeoutExceededError` and the worker keeps running the
+abandoned call to its end (it is counted while it runs); only then is the worker free
+again. Workers are bounded: when every worker is busy (with live or abandoned calls) a
+new call is rejected at once with :class:`~resilient.WorkersExhaustedError`, never
+queued, since a queued call would spend its own timeout waiting for a worker.
+Idle workers exit after ``idle_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+__all__ = ["Job", "WorkerPool"]
+
+RUNNING: Final = 0
+FINISHED: Final = 1
+ABANDONED: Final = 2
+
+
+class Job:
+    """One call handed to a worker; the caller and the worker settle it under a lock."""
+
+    __slots__ = ("_done", "_lock", "args", "context", "error", "fn", "kwargs", "result", "state")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: contextvars.Context,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.context = context
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.state = RUNNING
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def wait(self, timeout: float, on_abandon: Callable[[], None]) -> bool:
+        """Wait for the worker; ``True`` if the job finished, ``False`` if abandoned now.
+
+        ``on_abandon`` runs under the job's lock, so the worker's end-of-job accounting
+        (which takes the same lock) always comes after it.
+        """
+        try:
+            if self._done.wait(timeout):
+                return True
+        except BaseException:  # interrupted while waiting: the job runs on unattended
+            self._abandon(on_abandon)
+            raise
+        return not self._abandon(on_abandon)
+
+    def _abandon(self, on_abandon: Callable[[], None]) -> bool:
+        with self._lock:
+            if self.state == FINISHED:  # finished in the instant after the wait gave up
+                return False
+            self.state = ABANDONED
+            on_abandon()
+            return True
+
+    def run(self) -> bool:
+        """Run the call in the caller's context; return whether it had been abandoned."""
+        try:
+            self.result = self.context.run(self.fn, *self.args, **self.kwargs)
+        except BaseException as exc:  # handed to the caller, who re-raises it
+            self.error = exc
+        with self._lock:
+            abandoned = self.state == ABANDONED
+            self.state = FINISHED
+        self._done.set()
+        return abandoned
+
+
+class _Worker(threading.Thread):
+    def __init__(self, pool: WorkerPool) -> None:
+        super().__init__(name=f"resilient-timeout-{pool.name}", daemon=True)
+        self._pool = pool
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._wake = threading.Semaphore(0)
+
+    def submit(self, job: Job) -> None:
+        self._jobs.append(job)
+        self._wake.release()
+
+    def run(self) -> None:
+        pool = self._pool
+        while True:
+            if not self._wake.acquire(timeout=pool.idle_timeout):
+                if pool.retire(self):
+                    return
+                continue
+            job = self._jobs.popleft()
+            abandoned = job.run()
+            del job
+            pool.finished(self, abandoned)
+
+
+class WorkerPool:
+    """At most ``max_workers`` threads; a busy pool refuses instead of queueing."""
+
+    def __init__(self, max_workers: int, name: str, idle_timeout: float = 30.0) -> None:
+        self.max_workers = max_workers
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._workers = 0
+        self.abandoned_running = 0
+
+    def submit(self, job: Job) -> bool:
+        """Hand ``job`` to an idle or new worker; ``False`` if every worker is busy."""
+        with self._lock:
+            if self._idle:
+                worker = self._idle.pop()
+            elif self._workers < self.max_workers:
+                self._workers += 1
+                worker = _Worker(self)
+                worker.start()
+            else:
+                return False
+        worker.submit(job)
+        return True
+
+    def abandoned(self) -> None:
+        """A caller gave up on its job; count it until the worker is done with it."""
+        with self._lock:
+            self.abandoned_running += 1
+
+    def finished(self, worker: _Worker, abandoned: bool) -> None:
+        with self._lock:
+            if abandoned:
+                self.abandoned_running -= 1
+            self._idle.append(worker)
+
+    def retire(self, worker: _Worker) -> bool:
+        """An idle worker timed out waiting: let it exit unless a job just arrived."""
+        with self._lock:
+            if worker in self._idle and not worker._jobs:
+                self._idle.remove(worker)
+                self._workers -= 1
+                return True
+            return False
+
+    def stats(self) -> tuple[int, int, int]:
+        """(workers, busy workers, abandoned calls still running)."""
+        with self._lock:
+            return self._workers, self._workers - len(self._idle), self.abandoned_running
