@@ -384,7 +384,13 @@ class BreakerCore(EventSource):
                     retry_after = self._open_until - now
         if ticket is not None:
             if events:
-                self._dispatch(events)
+                try:
+                    self._dispatch(events)
+                except BaseException:
+                    # An interrupt in a listener or log handler: the caller never gets
+                    # its ticket, so the trial slot it took must be given back here.
+                    self.on_cancel(ticket)
+                    raise
             return ticket
         error = CircuitOpenError(
             _rejection_message(self.name, state, retry_after),
