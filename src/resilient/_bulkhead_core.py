@@ -141,7 +141,8 @@ class BulkheadCore(EventSource):
                 waiter.granted = True
                 woken.append(waiter)
         for waiter in woken:
-            waiter.wake()
+            if not waiter.wake():
+                self.release()  # its loop is gone: the slot goes to the next in line
 
     def rejection(self) -> BulkheadFullError:
         """Build (and report) the error for a refused caller."""

@@ -9,6 +9,7 @@ those two hooks, so every policy decorates, composes and nests the same way.
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -20,6 +21,8 @@ __all__ = ["Policy"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_CREATE_LOCK = threading.Lock()
 
 
 class Policy:
@@ -83,11 +86,16 @@ class Policy:
         try:
             return self._cm_tokens
         except AttributeError:
-            var: contextvars.ContextVar[tuple[tuple[Step, Any], ...]] = contextvars.ContextVar(
-                f"resilient-with-{id(self):x}", default=()
-            )
-            self._cm_tokens = var
-            return var
+            pass
+        with _CREATE_LOCK:  # first use from many threads at once must make one variable
+            try:
+                return self._cm_tokens
+            except AttributeError:
+                var: contextvars.ContextVar[tuple[tuple[Step, Any], ...]] = contextvars.ContextVar(
+                    f"resilient-with-{id(self):x}", default=()
+                )
+                self._cm_tokens = var
+                return var
 
     def _cm_step(self, step: Step | None, how: str) -> Step:
         if step is None:

@@ -159,6 +159,8 @@ class _TimeoutStep:
         """Disarm; return whether *our* deadline cancelled the call."""
         if type(token) is list:
             DEADLINE.reset(token[_CONTEXT])
+            task = token[TASK]
+            token[TASK] = None  # the entry may linger in its lane; the task need not
             if token[STATE] != FIRED:
                 token[STATE] = DONE
                 return False
@@ -166,8 +168,7 @@ class _TimeoutStep:
             # Withdraw our cancel request; if nobody else asked for one, the
             # CancelledError was ours and becomes a timeout.
             return bool(
-                token[TASK].uncancel() <= token[CANCELLING]
-                and isinstance(exc, asyncio.CancelledError)
+                task.uncancel() <= token[CANCELLING] and isinstance(exc, asyncio.CancelledError)
             )
         scope, context_token, _ = token
         DEADLINE.reset(context_token)

@@ -52,7 +52,6 @@ class LoopTimer:
 
     __slots__ = (
         "__weakref__",
-        "_handle",
         "_heap",
         "_lanes",
         "_loop",
@@ -62,11 +61,12 @@ class LoopTimer:
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # The loop is held weakly and armed handles are never kept: the loop owns its
+        # timer, never the other way round, so a finished loop can be collected.
+        self._loop = weakref.ref(loop)
         self._lanes: dict[float, collections.deque[Entry]] = {}
         self._heap: list[tuple[float, int, Entry]] = []
         self._seq = itertools.count()
-        self._handle: asyncio.TimerHandle | None = None
         self._when = math.inf
         self.standard_time = getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time
 
@@ -89,15 +89,21 @@ class LoopTimer:
             self._arm(entry[DEADLINE])
 
     def _arm(self, when: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = self._loop.call_at(when, self._fire)
-        self._when = when
+        # An earlier handle is left to fire on its own (it then finds nothing due and
+        # re-arms): cheaper than cancelling it, and no handle needs to be kept.
+        loop = self._loop()
+        if loop is not None:
+            loop.call_at(when, self._fire)
+            self._when = when
 
     def _fire(self) -> None:
-        self._handle = None
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - a collected loop runs no callbacks
+            return
+        if loop.time() < self._when and self._when != math.inf:
+            return  # a superseded handle; the one armed for _when is still due
         self._when = math.inf
-        now = self._loop.time()
+        now = loop.time()
         earliest = math.inf
         for seconds, lane in list(self._lanes.items()):
             while lane:
@@ -132,19 +138,19 @@ class LoopTimer:
 _timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopTimer] = (
     weakref.WeakKeyDictionary()
 )
-# Most calls come from one loop: remember the last pair. One tuple, rebound whole, so a
-# thread running another loop can never see one loop paired with the other's timer.
-_last: tuple[object, LoopTimer | None] = (None, None)
+# Most calls come from one loop: remember the last timer (whose loop it is, it knows,
+# weakly). Rebound whole, so a thread running another loop never sees a torn pair.
+_last: LoopTimer | None = None
 
 
 def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
     """The timer of ``loop``, created on first use (loops come and go: weakly held)."""
     global _last  # noqa: PLW0603 -- a one-entry cache
     last = _last
-    if last[0] is loop:
-        return last[1]  # type: ignore[return-value]
+    if last is not None and last._loop() is loop:
+        return last
     timer = _timers.get(loop)
     if timer is None:
         timer = _timers[loop] = LoopTimer(loop)
-    _last = (loop, timer)
+    _last = timer
     return timer

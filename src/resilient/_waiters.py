@@ -10,7 +10,6 @@ and exposes a ``wake()`` that is safe to call from any thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import threading
 from typing import Any
@@ -26,8 +25,12 @@ class Waiter:
     def __init__(self) -> None:
         self.granted = False
 
-    def wake(self) -> None:
-        """Wake the waiting caller; callable from any thread, at most once."""
+    def wake(self) -> bool:
+        """Wake the waiting caller; callable from any thread, at most once.
+
+        Returns ``False`` if the caller can no longer be woken (its event loop is gone),
+        so whoever granted it something can take that back.
+        """
         raise NotImplementedError
 
 
@@ -45,8 +48,9 @@ class ThreadWaiter(Waiter):
         """Block up to ``timeout`` seconds; return whether woken."""
         return self._lock.acquire(timeout=timeout)
 
-    def wake(self) -> None:
+    def wake(self) -> bool:
         self._lock.release()
+        return True
 
 
 class AsyncioWaiter(Waiter):
@@ -67,8 +71,12 @@ class AsyncioWaiter(Waiter):
         if not self._future.done():
             self._future.set_result(None)
 
-    def wake(self) -> None:
-        self._loop.call_soon_threadsafe(self._set)
+    def wake(self) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._set)
+        except RuntimeError:  # the loop is closed: its task will never run again
+            return False
+        return True
 
 
 class TrioWaiter(Waiter):
@@ -87,10 +95,12 @@ class TrioWaiter(Waiter):
         """Suspend until woken (cancellable)."""
         await self._event.wait()
 
-    def wake(self) -> None:
-        # RuntimeError: the trio run is over, so nobody is left to wake.
-        with contextlib.suppress(RuntimeError):
+    def wake(self) -> bool:
+        try:
             self._token.run_sync_soon(self._event.set)
+        except RuntimeError:  # the trio run is over: nobody is left to wake
+            return False
+        return True
 
 
 def async_waiter() -> AsyncioWaiter | TrioWaiter:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, Final
@@ -69,8 +70,13 @@ class Job:
             on_abandon()
             return True
 
-    def run(self) -> bool:
-        """Run the call in the caller's context; return whether it had been abandoned."""
+    def run(self, on_finish: Callable[[bool], None]) -> None:
+        """Run the call in the caller's context, then settle it.
+
+        ``on_finish(abandoned)`` (the pool's accounting, which makes the worker idle
+        again) runs *before* the caller is woken, so a caller that calls again at once
+        finds the worker free.
+        """
         try:
             self.result = self.context.run(self.fn, *self.args, **self.kwargs)
         except BaseException as exc:  # handed to the caller, who re-raises it
@@ -78,8 +84,8 @@ class Job:
         with self._lock:
             abandoned = self.state == ABANDONED
             self.state = FINISHED
+        on_finish(abandoned)
         self._done.set()
-        return abandoned
 
 
 class _Worker(threading.Thread):
@@ -101,9 +107,8 @@ class _Worker(threading.Thread):
                     return
                 continue
             job = self._jobs.popleft()
-            abandoned = job.run()
+            job.run(functools.partial(pool.finished, self))
             del job
-            pool.finished(self, abandoned)
 
 
 class WorkerPool:
