@@ -52,8 +52,10 @@ class _BreakerStep:
         return token, 0.0  # type: ignore[return-value]
 
     def exit_ok(self, token: Epoch | tuple[Epoch, float], result: Any) -> Any:
-        ticket, duration = self._split(token)
-        self._core.on_success(ticket, result, duration)
+        if type(token) is tuple:
+            self._core.on_success(token[0], result, self._monotonic() - token[1])
+        else:
+            self._core.on_success(token, result, 0.0)  # type: ignore[arg-type]
         return result
 
     def exit_error(self, token: Epoch | tuple[Epoch, float], exc: Exception) -> Any:

@@ -38,6 +38,7 @@ from resilient._events import (
     EventSource,
     StateTransition,
 )
+from resilient._pipeline import NO_RESULT
 from resilient._validate import check_duration, check_int, check_rate, compile_matcher
 from resilient._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
@@ -421,7 +422,7 @@ class BreakerCore(EventSource):
             self._finish(ticket, SUCCESS, duration, None, None, slot)
             return
         check = self._record_result
-        if check is not None and self._result_is_failure(check, result):
+        if check is not None and result is not NO_RESULT and self._result_is_failure(check, result):
             outcome = FAILURE
         else:
             outcome = SUCCESS

@@ -20,11 +20,12 @@ __all__ = ["Bulkhead"]
 class _BulkheadStep:
     """Take a slot on enter, give it back on every kind of exit."""
 
-    __slots__ = ("_core",)
+    __slots__ = ("_core", "_release")
     defers = False
 
     def __init__(self, core: BulkheadCore) -> None:
         self._core = core
+        self._release = core.release
 
     def enter(self) -> Any:
         return None if self._core.try_acquire() else WAIT
@@ -62,15 +63,15 @@ class _BulkheadStep:
         raise core.rejection()
 
     def exit_ok(self, token: None, result: Any) -> Any:
-        self._core.release()
+        self._release()
         return result
 
     def exit_error(self, token: None, exc: Exception) -> Any:
-        self._core.release()
+        self._release()
         return PASS
 
     def exit_cancel(self, token: None, exc: BaseException) -> BaseException:
-        self._core.release()
+        self._release()
         return exc
 
 

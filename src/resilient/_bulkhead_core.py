@@ -12,6 +12,7 @@ same queue, so no waiter is skipped or stranded.)
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Final
@@ -113,7 +114,8 @@ class BulkheadCore(EventSource):
         with self._lock:
             if waiter.granted:
                 return True
-            self._waiters.remove(waiter)
+            with contextlib.suppress(ValueError):  # revoked after a failed wake-up
+                self._waiters.remove(waiter)
             return False
 
     def timed_out(self, waiter: Waiter) -> bool:
@@ -121,7 +123,8 @@ class BulkheadCore(EventSource):
         with self._lock:
             if waiter.granted:
                 return True
-            self._waiters.remove(waiter)
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
             self.rejected += 1
             return False
 
@@ -142,14 +145,19 @@ class BulkheadCore(EventSource):
                 woken.append(waiter)
         for waiter in woken:
             if not waiter.wake():
-                self.release()  # its loop is gone: the slot goes to the next in line
+                # Its event loop is gone: take the slot back for the next in line. The
+                # waiter may still be closed later; it then finds nothing to give back.
+                with self._lock:
+                    waiter.granted = False
+                self.release()
 
     def rejection(self) -> BulkheadFullError:
         """Build (and report) the error for a refused caller."""
         who = f"bulkhead {self.name!r}" if self.name is not None else "bulkhead"
         waited = f" within {self.max_wait:g}s" if self.max_wait else ""
         error = BulkheadFullError(
-            f"{who} is full: {self.max_concurrent} calls in flight, no slot free{waited}",
+            f"{who} is full: {self.max_concurrent} of {self.max_concurrent} slots in use, "
+            f"none free{waited}",
             policy=self.name,
         )
         if self._listeners or GLOBAL_LISTENERS:

@@ -9,6 +9,7 @@ at decoration time beats a coroutine returned where a value was expected.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -26,7 +27,7 @@ KIND: Final = "fallback"
 class FallbackCore(EventSource):
     """What to catch, what to return, and how often it was used."""
 
-    __slots__ = ("handler", "handler_is_async", "name", "on", "on_result", "used")
+    __slots__ = ("_lock", "handler", "handler_is_async", "name", "on", "on_result", "used")
 
     def __init__(self, handler: object, on: object, on_result: object, name: str | None) -> None:
         super().__init__()
@@ -43,10 +44,12 @@ class FallbackCore(EventSource):
         self.on_result: Callable[[Any], bool] | None = on_result
         self.name = name
         self.used = 0
+        self._lock = threading.Lock()
 
     def use(self, exc: BaseException | None, result: Any) -> Any:
         """Count and report a fallback, and call the handler with what it replaces."""
-        self.used += 1
+        with self._lock:
+            self.used += 1
         if self._listeners or GLOBAL_LISTENERS:
             self.emit(FallbackUsed(self.name, KIND, exc, result))
         return self.handler(exc if exc is not None else result)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
-__all__ = ["PASS", "WAIT", "Deferred", "Step", "async_runner", "sync_runner"]
+__all__ = ["NO_RESULT", "PASS", "WAIT", "Deferred", "Step", "async_runner", "sync_runner"]
 
 
 class _Sentinel:
@@ -33,6 +33,8 @@ WAIT: Final[Any] = _Sentinel("WAIT")
 """Returned by ``Step.enter()`` when the caller must wait for admission."""
 PASS: Final[Any] = _Sentinel("PASS")
 """Returned by ``Step.exit_error()`` to let the exception propagate unchanged."""
+NO_RESULT: Final[Any] = _Sentinel("NO_RESULT")
+"""The "result" of a ``with`` block, which has none: result predicates skip it."""
 
 
 class Deferred:

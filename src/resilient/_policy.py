@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from resilient._decorate import decorate
-from resilient._pipeline import WAIT, Step, async_runner, sync_runner
+from resilient._pipeline import NO_RESULT, WAIT, Step, async_runner, sync_runner
 
 __all__ = ["Policy"]
 
@@ -150,7 +150,7 @@ class Policy:
 def _exit_block(step: Step, token: Any, exc: BaseException | None) -> bool:
     """End a ``with`` block: a block has no result to replace, so errors propagate."""
     if exc is None:
-        step.exit_ok(token, None)
+        step.exit_ok(token, NO_RESULT)
         return False
     if isinstance(exc, Exception):
         step.exit_error(token, exc)

@@ -103,8 +103,9 @@ class TimeoutCore(EventSource):
             self.rejected += 1
         who = f"timeout {self.name!r}" if self.name is not None else "timeout"
         error = WorkersExhaustedError(
-            f"{who}: all {self.pool.max_workers} worker threads are busy "
-            "(calls that overran their deadline still hold them); the call was not started",
+            f"{who}: all {self.pool.max_workers} worker threads are busy (running calls, "
+            "or calls that overran their deadline and still hold them); "
+            "the call was not started",
             policy=self.name,
         )
         if self._listeners or GLOBAL_LISTENERS:
