@@ -28,7 +28,14 @@ class _BulkheadStep:
         self._release = core.release
 
     def enter(self) -> Any:
-        return None if self._core.try_acquire() else WAIT
+        core = self._core
+        slots = core._slots
+        try:
+            slots.pop()
+        except IndexError:
+            return WAIT
+        core._low_water = min(core._low_water, len(slots))
+        return None
 
     def enter_wait(self) -> None:
         core = self._core
