@@ -8,13 +8,15 @@ module is private (``_name.py``) and holds one concept: ``_clock`` (time),
 sync and async runners over policy steps), ``_policy`` (the base class every policy
 shares), ``_compose``; then one module (or a core/adapter pair) per policy:
 ``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
-``_timer``, ``_workers`` and ``_deadline``), ``_fallback``; ``_waiters`` wakes callers
+``_timer``, ``_workers`` and ``_deadline``), ``_fallback``, ``_retry`` (with
+``_wait`` and ``_budget``); ``_waiters`` wakes callers
 across threads and event loops.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 """
 
 from resilient._breaker import CircuitBreaker
 from resilient._breaker_core import CircuitBreakerMetrics, CircuitState
+from resilient._budget import BudgetSnapshot, RetryBudget, RetryThrottle
 from resilient._bulkhead import Bulkhead
 from resilient._bulkhead_core import BulkheadMetrics
 from resilient._clock import Clock, MonotonicClock
@@ -37,14 +39,19 @@ from resilient._events import (
     CallTimedOut,
     Event,
     FallbackUsed,
+    RetriesExhausted,
+    RetryScheduled,
     StateTransition,
 )
 from resilient._fallback import Fallback
+from resilient._retry import Retry, RetryMetrics
 from resilient._timeout import Timeout, TimeoutMetrics
 from resilient._version import __version__
+from resilient._wait import DecorrelatedJitter, ExponentialJitter
 from resilient._window import CountWindow, TimeWindow, WindowSnapshot
 
 __all__ = [
+    "BudgetSnapshot",
     "Bulkhead",
     "BulkheadFullError",
     "BulkheadMetrics",
@@ -60,13 +67,21 @@ __all__ = [
     "Clock",
     "Composition",
     "CountWindow",
+    "DecorrelatedJitter",
     "Event",
+    "ExponentialJitter",
     "Fallback",
     "FallbackUsed",
     "MonotonicClock",
     "RateLimitedError",
     "RejectedError",
     "ResilienceError",
+    "RetriesExhausted",
+    "Retry",
+    "RetryBudget",
+    "RetryMetrics",
+    "RetryScheduled",
+    "RetryThrottle",
     "StateTransition",
     "TimeWindow",
     "Timeout",

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from resilient._breaker_core import BreakerCore, CircuitBreakerMetrics, CircuitState, Epoch
-from resilient._pipeline import PASS
+from resilient._pipeline import PASS, Wait
 from resilient._policy import Policy
 from resilient._window import CountWindow, TimeWindow
 
@@ -67,10 +67,10 @@ class _BreakerStep:
         self._core.on_cancel(self._split(token)[0])
         return exc
 
-    def enter_wait(self) -> Any:  # pragma: no cover - enter() never returns WAIT
+    def enter_wait(self, wait: Wait) -> Any:  # pragma: no cover - enter() never returns WAIT
         raise NotImplementedError
 
-    async def enter_wait_async(self) -> Any:  # pragma: no cover - likewise
+    async def enter_wait_async(self, wait: Wait) -> Any:  # pragma: no cover - likewise
         raise NotImplementedError
 
 

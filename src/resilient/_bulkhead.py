@@ -9,7 +9,7 @@ import anyio
 
 from resilient._bulkhead_core import BulkheadCore, BulkheadMetrics
 from resilient._events import Listener
-from resilient._pipeline import PASS, WAIT
+from resilient._pipeline import PASS, WAIT, Wait
 from resilient._policy import Policy
 from resilient._validate import Duration
 from resilient._waiters import ThreadWaiter, async_waiter
@@ -37,7 +37,7 @@ class _BulkheadStep:
         core._low_water = min(core._low_water, len(slots))
         return None
 
-    def enter_wait(self) -> None:
+    def enter_wait(self, wait: Wait = WAIT) -> None:
         core = self._core
         waiter = ThreadWaiter()
         if core.enqueue(waiter):
@@ -52,7 +52,7 @@ class _BulkheadStep:
             return
         raise core.rejection()
 
-    async def enter_wait_async(self) -> None:
+    async def enter_wait_async(self, wait: Wait = WAIT) -> None:
         core = self._core
         waiter = async_waiter()
         if core.enqueue(waiter):

@@ -27,6 +27,8 @@ __all__ = [
     "EventSource",
     "FallbackUsed",
     "Listener",
+    "RetriesExhausted",
+    "RetryScheduled",
     "StateTransition",
     "add_global_listener",
     "remove_global_listener",
@@ -144,6 +146,41 @@ class FallbackUsed(Event):
         result: The result replaced (``None`` when an exception was handled).
     """
 
+    exception: BaseException | None
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled(Event):
+    """A retry will follow after ``delay`` seconds.
+
+    Attributes:
+        attempt: The attempt that just failed (1 for the first call).
+        delay: Seconds to wait before the next attempt.
+        exception: What the attempt raised, or ``None`` if its result was retried.
+        result: The result that was retried (``None`` for an exception).
+    """
+
+    attempt: int
+    delay: float
+    exception: BaseException | None
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RetriesExhausted(Event):
+    """A retry gave up; the last outcome goes back to the caller unchanged.
+
+    Attributes:
+        attempts: Attempts made.
+        reason: ``"attempts"`` (all used), ``"deadline"`` (the next wait would end past
+            the current deadline) or ``"budget"`` (the retry budget refused).
+        exception: The last exception, or ``None`` if the last result is returned.
+        result: The last result, returned as is (``None`` for an exception).
+    """
+
+    attempts: int
+    reason: str
     exception: BaseException | None
     result: Any
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from resilient._decorate import is_async_callable
 from resilient._events import GLOBAL_LISTENERS, EventSource, FallbackUsed, Listener
-from resilient._pipeline import PASS, Deferred
+from resilient._pipeline import PASS, Deferred, Wait
 from resilient._policy import Policy
 from resilient._validate import ExceptionMatcher, compile_matcher
 
@@ -82,10 +82,10 @@ class _FallbackStep:
     def exit_cancel(self, token: None, exc: BaseException) -> BaseException:
         return exc  # cancellation and interrupts are never swallowed
 
-    def enter_wait(self) -> Any:  # pragma: no cover - enter() never returns WAIT
+    def enter_wait(self, wait: Wait) -> Any:  # pragma: no cover - enter() never returns WAIT
         raise NotImplementedError
 
-    async def enter_wait_async(self) -> Any:  # pragma: no cover - likewise
+    async def enter_wait_async(self, wait: Wait) -> Any:  # pragma: no cover - likewise
         raise NotImplementedError
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
-__all__ = ["NO_RESULT", "PASS", "WAIT", "Deferred", "Step", "async_runner", "sync_runner"]
+__all__ = ["NO_RESULT", "PASS", "WAIT", "Deferred", "Step", "Wait", "async_runner", "sync_runner"]
 
 
 class _Sentinel:
@@ -31,8 +31,23 @@ class _Sentinel:
         return self._name
 
 
-WAIT: Final[Any] = _Sentinel("WAIT")
-"""Returned by ``Step.enter()`` when the caller must wait for admission."""
+class Wait:
+    """Returned by ``Step.enter()`` when the caller must wait; handed to ``enter_wait``.
+
+    ``delay`` carries what the step decided (a rate limiter's reserved wait), or ``None``.
+    """
+
+    __slots__ = ("delay",)
+
+    def __init__(self, delay: float | None = None) -> None:
+        self.delay = delay
+
+    def __repr__(self) -> str:
+        return f"Wait({self.delay!r})"
+
+
+WAIT: Final = Wait()
+"""The plain ``Wait``: wait for admission (a bulkhead slot)."""
 PASS: Final[Any] = _Sentinel("PASS")
 """Returned by ``Step.exit_error()`` to let the exception propagate unchanged."""
 NO_RESULT: Final[Any] = _Sentinel("NO_RESULT")
@@ -56,14 +71,14 @@ class Step(Protocol):
     defers: bool
 
     def enter(self) -> Any:
-        """Admit the call: return a token, raise a rejection, or return ``WAIT``."""
+        """Admit the call: return a token, raise a rejection, or return a :class:`Wait`."""
         ...
 
-    def enter_wait(self) -> Any:
+    def enter_wait(self, wait: Wait) -> Any:
         """Block the thread until admitted; return a token or raise a rejection."""
         ...
 
-    async def enter_wait_async(self) -> Any:
+    async def enter_wait_async(self, wait: Wait) -> Any:
         """Wait (as a task) until admitted; return a token or raise a rejection."""
         ...
 
@@ -91,14 +106,14 @@ def _runner_source(defers: tuple[bool, ...], is_async: bool) -> str:
     aw = "await " if is_async else ""
     n = len(defers)
     names = ", ".join(f"e{i}, w{i}, ok{i}, err{i}, can{i}" for i in range(n))
-    out = [f"def make(fn, WAIT, PASS, Deferred, {names}):"]
+    out = [f"def make(fn, Wait, PASS, Deferred, {names}):"]
     out.append(f"    {'async ' if is_async else ''}def run(*args, **kwargs):")
     pad = " " * 8
     for i in range(n):
         out += [
             f"{pad}t{i} = e{i}()",
-            f"{pad}if t{i} is WAIT:",
-            f"{pad}    t{i} = {aw}w{i}()",
+            f"{pad}if type(t{i}) is Wait:",
+            f"{pad}    t{i} = {aw}w{i}(t{i})",
             f"{pad}try:",
         ]
         pad += "    "
@@ -147,7 +162,7 @@ def _runner(steps: Sequence[Step], fn: Callable[..., Any], is_async: bool) -> Ca
     for step in steps:
         hooks += (step.enter, step.enter_wait_async if is_async else step.enter_wait)
         hooks += (step.exit_ok, step.exit_error, step.exit_cancel)
-    return make(fn, WAIT, PASS, Deferred, *hooks)  # type: ignore[no-any-return]
+    return make(fn, Wait, PASS, Deferred, *hooks)  # type: ignore[no-any-return]
 
 
 def sync_runner(steps: Sequence[Step], fn: Callable[..., Any]) -> Callable[..., Any]:

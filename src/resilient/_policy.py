@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from resilient._decorate import decorate
-from resilient._pipeline import NO_RESULT, WAIT, Step, async_runner, sync_runner
+from resilient._pipeline import NO_RESULT, Step, Wait, async_runner, sync_runner
 
 __all__ = ["Policy"]
 
@@ -117,8 +117,8 @@ class Policy:
     def __enter__(self) -> None:
         step = self._cm_step(self._sync_step(), "with")
         token = step.enter()
-        if token is WAIT:
-            token = step.enter_wait()
+        if type(token) is Wait:
+            token = step.enter_wait(token)
         self._push(step, token)
 
     def __exit__(
@@ -133,8 +133,8 @@ class Policy:
     async def __aenter__(self) -> None:
         step = self._cm_step(self._async_step(), "async with")
         token = step.enter()
-        if token is WAIT:
-            token = await step.enter_wait_async()
+        if type(token) is Wait:
+            token = await step.enter_wait_async(token)
         self._push(step, token)
 
     async def __aexit__(

@@ -29,7 +29,7 @@ from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import DEADLINE, effective_timeout
 from resilient._errors import TimeoutExceededError, WorkersExhaustedError
 from resilient._events import GLOBAL_LISTENERS, CallRejected, CallTimedOut, EventSource, Listener
-from resilient._pipeline import PASS
+from resilient._pipeline import PASS, Wait
 from resilient._policy import Policy
 from resilient._timer import CANCELLING, DONE, FIRED, PENDING, STATE, TASK, loop_timer
 from resilient._validate import Duration, check_duration, check_int
@@ -194,10 +194,10 @@ class _TimeoutStep:
             return error
         return exc
 
-    def enter_wait(self) -> Any:  # pragma: no cover - enter() never returns WAIT
+    def enter_wait(self, wait: Wait) -> Any:  # pragma: no cover - enter() never returns WAIT
         raise NotImplementedError
 
-    async def enter_wait_async(self) -> Any:  # pragma: no cover - likewise
+    async def enter_wait_async(self, wait: Wait) -> Any:  # pragma: no cover - likewise
         raise NotImplementedError
 
 

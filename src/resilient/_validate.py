@@ -16,6 +16,7 @@ __all__ = [
     "ExceptionMatcher",
     "check_duration",
     "check_int",
+    "check_number",
     "check_rate",
     "compile_matcher",
 ]
@@ -61,6 +62,17 @@ def check_rate(name: str, value: object) -> float:
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"{name} must be in (0, 1] (a fraction, not a percentage), got {value!r}")
     return rate
+
+
+def check_number(name: str, value: object, *, minimum: float, inclusive: bool = True) -> float:
+    """Return ``value`` as a finite float >= (or >) ``minimum``, or raise naming ``name``."""
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number {bound}, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < minimum or (number == minimum and not inclusive):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return number
 
 
 def check_int(name: str, value: object, *, minimum: int = 1) -> int:

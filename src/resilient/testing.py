@@ -3,6 +3,8 @@
 * :class:`ManualClock`: time that moves only when the test says so; pass it as any
   policy's ``clock=``. Its sleeps advance it at once, so backoffs take no real time.
 * :func:`capture_events`: collect every event record emitted inside a ``with`` block.
+* :func:`instant_retries`: make every ``Retry`` wait 0 s (and optionally cap attempts)
+  inside a ``with`` block, so tests of code that retries run fast and deterministically.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Iterator
 import anyio.lowlevel
 
 from resilient._events import Event, add_global_listener, remove_global_listener
+from resilient._retry import instant_retries
 from resilient._validate import check_duration
 
-__all__ = ["ManualClock", "capture_events"]
+__all__ = ["ManualClock", "capture_events", "instant_retries"]
 
 
 class ManualClock:

@@ -1,0 +1,368 @@
+"""The retry policy: one retry flow in the core, driven by a sync and an async adapter.
+
+The flow (:meth:`RetryCore.flow`) is a generator, as httpx's auth flow is: it yields the
+seconds to wait before the next attempt and receives that attempt's outcome; it returns
+the final result or raises the final exception. Every decision lives there: whether an
+outcome is retried, how long to wait, whether the deadline or the budget allows it. The
+adapters only sleep (with the policy's clock), call, and send the outcome back.
+
+The first attempt needs no flow: a call that succeeds at once pays for one ``try`` and,
+only if ``on_result`` is set, one predicate. All per-call state (attempt number, the
+wait schedule) lives in the generator, never in the policy, so concurrent calls never
+see each other's attempts (tenacity shares one statistics dict between them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from resilient._budget import RetryBudget, RetryThrottle
+from resilient._clock import MONOTONIC, Clock
+from resilient._deadline import remaining
+from resilient._errors import CircuitOpenError, RejectedError
+from resilient._events import (
+    GLOBAL_LISTENERS,
+    EventSource,
+    Listener,
+    RetriesExhausted,
+    RetryScheduled,
+)
+from resilient._policy import Policy
+from resilient._validate import ExceptionMatcher, check_int, compile_matcher
+from resilient._wait import ExponentialJitter, compile_wait
+
+__all__ = ["Retry", "RetryMetrics", "instant_retries"]
+
+KIND: Final = "retry"
+
+Flow = Generator[float, "tuple[BaseException | None, Any]", Any]
+
+# The testing switch (resilient.testing.instant_retries): (on, attempts cap or None).
+_testing: tuple[bool, int | None] = (False, None)
+_testing_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def instant_retries(attempts: int | None = None) -> Iterator[None]:
+    """Make every ``Retry`` in the process wait 0 s, and cap attempts at ``attempts``.
+
+    For a user's own test suite, like stamina's ``set_testing``: code under test keeps
+    its retry policies, and the tests run in milliseconds and deterministically. The
+    previous setting is restored on exit, so blocks nest.
+    """
+    global _testing  # noqa: PLW0603 -- a process-wide switch, by design
+    if attempts is not None:
+        check_int("attempts", attempts)
+    with _testing_lock:
+        previous = _testing
+        _testing = (True, attempts)
+    try:
+        yield
+    finally:
+        with _testing_lock:
+            _testing = previous
+
+
+@dataclass(frozen=True, slots=True)
+class RetryMetrics:
+    """A retry policy's counts since it was created.
+
+    Attributes:
+        retries: Attempts after the first.
+        recovered: Calls that succeeded on a retry.
+        exhausted: Calls that gave up after their last attempt.
+        deadline_give_ups: Calls that gave up because the next wait would pass the deadline.
+        budget_refusals: Calls that gave up because the retry budget refused.
+    """
+
+    retries: int
+    recovered: int
+    exhausted: int
+    deadline_give_ups: int
+    budget_refusals: int
+
+
+class RetryCore(EventSource):
+    """What is retried, how long to wait, and the retry flow itself."""
+
+    __slots__ = (
+        "_counts",
+        "_lock",
+        "_new_schedule",
+        "_retry_open_circuit",
+        "attempts",
+        "budget",
+        "clock",
+        "name",
+        "on",
+        "on_result",
+    )
+
+    def __init__(
+        self,
+        attempts: int,
+        wait: object,
+        on: object,
+        on_result: object,
+        budget: object,
+        clock: Clock | None,
+        name: str | None,
+    ) -> None:
+        super().__init__()
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        self.name = name
+        self.attempts = check_int("attempts", attempts)
+        self._new_schedule = compile_wait(wait)
+        self.on = compile_matcher("on", on)
+        # An open circuit says when to come back; retrying it only adds rejections. It is
+        # retried only when `on` asks for rejections by type, or decides by predicate.
+        self._retry_open_circuit = (
+            (isinstance(on, type) and issubclass(on, RejectedError))
+            or (isinstance(on, tuple) and any(issubclass(t, RejectedError) for t in on))
+            or (self.on is not None and not isinstance(on, (type, tuple)))
+        )
+        if on_result is not None and not callable(on_result):
+            kind = type(on_result).__name__
+            raise TypeError(f"on_result must be a predicate over results or None, not {kind}")
+        self.on_result: Callable[[Any], bool] | None = on_result
+        if budget is not None and not isinstance(budget, (RetryBudget, RetryThrottle)):
+            raise TypeError(
+                "budget must be a RetryBudget, a RetryThrottle or None, "
+                f"not {type(budget).__name__}"
+            )
+        self.budget: RetryBudget | RetryThrottle | None = budget
+        self.clock = MONOTONIC if clock is None else clock
+        self._lock = threading.Lock()
+        # retries, recovered, exhausted, deadline give-ups, budget refusals
+        self._counts = [0, 0, 0, 0, 0]
+
+    def retryable(self, exc: BaseException | None, result: Any) -> bool:
+        """Whether this outcome (an :class:`Exception`, or a result) is worth a retry."""
+        if exc is not None:
+            if isinstance(exc, CircuitOpenError) and not self._retry_open_circuit:
+                return False
+            return self.on is not None and bool(self.on(exc))
+        return self.on_result is not None and bool(self.on_result(result))
+
+    def _count(self, index: int) -> None:
+        with self._lock:
+            self._counts[index] += 1
+
+    def flow(self, exc: BaseException | None, result: Any) -> Flow:
+        """The retries after a first attempt whose outcome is retryable (see module doc)."""
+        testing, cap = _testing
+        attempts = self.attempts if cap is None else min(self.attempts, cap)
+        schedule = self._new_schedule()
+        budget = self.budget
+        observed = self._listeners or GLOBAL_LISTENERS
+        attempt = 1
+        reason = "attempts"
+        while attempt < attempts:
+            delay = 0.0 if testing else float(schedule(attempt, exc, result))
+            left = remaining()
+            if left is not None and delay >= left:
+                reason = "deadline"
+                self._count(3)
+                break
+            if budget is not None and not budget.try_retry():
+                reason = "budget"
+                self._count(4)
+                break
+            self._count(0)
+            if observed:
+                self.emit(RetryScheduled(self.name, KIND, attempt, delay, exc, result))
+            exc, result = yield delay
+            attempt += 1
+            if budget is not None:
+                budget.on_outcome(failed=exc is not None)
+            if not self.retryable(exc, result):
+                if exc is not None:
+                    raise exc
+                self._count(1)
+                return result
+        else:
+            self._count(2)
+        if observed:
+            self.emit(RetriesExhausted(self.name, KIND, attempt, reason, exc, result))
+        if exc is not None:
+            raise exc
+        return result
+
+    def metrics(self) -> RetryMetrics:
+        """A frozen snapshot of the counts."""
+        with self._lock:
+            return RetryMetrics(*self._counts)
+
+
+class Retry(Policy):
+    """Call again when a call fails, waiting between attempts; give up without wrapping.
+
+    ``attempts`` counts the first call. When attempts run out, the last exception is
+    re-raised unchanged (no ``RetryError`` wrapper), and a result that still matches
+    ``on_result`` is returned as is (with a :class:`~resilient.RetriesExhausted` event).
+    A retry never waits past the current deadline (:func:`resilient.remaining`): if the
+    next wait would end after it, the retry gives up at once. An open circuit
+    (:class:`~resilient.CircuitOpenError`) is not retried unless ``on`` asks for it.
+    Cancellation, ``KeyboardInterrupt`` and ``SystemExit`` are never retried.
+
+    Args:
+        attempts: Attempts in all, the first included (>= 1).
+        wait: Seconds between attempts; a callable ``attempt -> seconds``; a tenacity
+            wait strategy (``wait_exponential_jitter(...)``, ``wait_fixed(1) +
+            wait_random(0, 1)``, ...); or :class:`~resilient.ExponentialJitter` (the
+            default, full jitter from 0.1 s up to 10 s) or
+            :class:`~resilient.DecorrelatedJitter`.
+        on: Exception types, or a predicate, to retry (default: every ``Exception``).
+        on_result: A predicate over results to retry.
+        budget: A :class:`~resilient.RetryBudget` or :class:`~resilient.RetryThrottle`
+            shared by the retries that call one dependency.
+        clock: Where time comes from and how waits happen (default: monotonic, real
+            sleeps); ``ManualClock`` makes waits instant.
+        name: A name for events and metrics.
+    """
+
+    __slots__ = ("_core",)
+    kind = "retry"
+
+    def __init__(
+        self,
+        attempts: int = 3,
+        *,
+        wait: float | Callable[..., float] | ExponentialJitter | Any = None,
+        on: ExceptionMatcher = Exception,
+        on_result: Callable[[Any], bool] | None = None,
+        budget: RetryBudget | RetryThrottle | None = None,
+        clock: Clock | None = None,
+        name: str | None = None,
+    ) -> None:
+        if wait is None:
+            wait = ExponentialJitter()
+        self._core = RetryCore(attempts, wait, on, on_result, budget, clock, name)
+
+    def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core = self._core
+        budget = core.budget
+        check_result = core.on_result
+        retryable = core.retryable
+        flow = core.flow
+        sleep = core.clock.sleep
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if budget is not None:
+                budget.on_first_attempt()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                if budget is not None:
+                    budget.on_outcome(failed=True)
+                if not retryable(exc, None):
+                    raise
+                steps = flow(exc, None)
+            else:
+                if budget is not None:
+                    budget.on_outcome(failed=False)
+                if check_result is None or not retryable(None, result):
+                    return result
+                steps = flow(None, result)
+            try:
+                delay = next(steps)
+                while True:
+                    if delay > 0.0:
+                        sleep(delay)
+                    try:
+                        outcome: tuple[BaseException | None, Any] = (None, fn(*args, **kwargs))
+                    except Exception as exc:
+                        outcome = (exc, None)
+                    delay = steps.send(outcome)
+            except StopIteration as stop:
+                return stop.value
+
+        return guarded
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        core = self._core
+        budget = core.budget
+        check_result = core.on_result
+        retryable = core.retryable
+        flow = core.flow
+        asleep = core.clock.asleep
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            if budget is not None:
+                budget.on_first_attempt()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                if budget is not None:
+                    budget.on_outcome(failed=True)
+                if not retryable(exc, None):
+                    raise
+                steps = flow(exc, None)
+            else:
+                if budget is not None:
+                    budget.on_outcome(failed=False)
+                if check_result is None or not retryable(None, result):
+                    return result
+                steps = flow(None, result)
+            try:
+                delay = next(steps)
+                while True:
+                    await asleep(delay)
+                    try:
+                        outcome: tuple[BaseException | None, Any] = (
+                            None,
+                            await fn(*args, **kwargs),
+                        )
+                    except Exception as exc:
+                        outcome = (exc, None)
+                    delay = steps.send(outcome)
+            except StopIteration as stop:
+                return stop.value
+
+        return guarded
+
+    def __enter__(self) -> None:
+        raise TypeError("a retry calls the function again: decorate it instead")
+
+    async def __aenter__(self) -> None:
+        raise TypeError("a retry calls the function again: decorate it instead")
+
+    @property
+    def name(self) -> str | None:
+        """The retry's name."""
+        return self._core.name
+
+    @property
+    def attempts(self) -> int:
+        """Attempts in all, the first included."""
+        return self._core.attempts
+
+    @property
+    def budget(self) -> RetryBudget | RetryThrottle | None:
+        """The shared retry budget, if any."""
+        return self._core.budget
+
+    def metrics(self) -> RetryMetrics:
+        """Retries, recoveries and give-ups, as a frozen snapshot."""
+        return self._core.metrics()
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener raised while handling this retry's events."""
+        return self._core.listener_errors
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this retry emits."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._core.remove_listener(listener)
+
+    def __repr__(self) -> str:
+        return f"<Retry {self.name!r} attempts={self.attempts}>"

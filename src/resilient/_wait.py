@@ -1,0 +1,177 @@
+"""How long a retry waits before each new attempt.
+
+A *wait strategy* is anything :func:`compile_wait` accepts: seconds, a callable
+``attempt -> seconds``, one of tenacity's wait strategies (``wait_exponential_jitter``,
+``wait_random_exponential``, ``wait_fixed``, sums of them...), or one of ours. It is
+compiled into a factory of *schedules*: one schedule per guarded call, because some
+strategies carry state from one attempt to the next (decorrelated jitter does), and
+state shared between concurrent calls is the bug tenacity has with its statistics.
+
+Ours:
+
+* :class:`ExponentialJitter`: "full jitter" from AWS's *Exponential Backoff and
+  Jitter*: a uniform draw in ``[0, min(max, base * 2 ** (attempt - 1))]``.
+* :class:`DecorrelatedJitter`: Polly's ``DecorrelatedJitterBackoffV2``, whose delays
+  have a median close to ``median_first`` on the first retry and then roughly double,
+  with no clumping and no run of zero-length waits.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+from resilient._validate import check_duration
+
+__all__ = ["DecorrelatedJitter", "ExponentialJitter", "Schedule", "compile_wait"]
+
+Schedule = Callable[[int, "BaseException | None", Any], float]
+"""``schedule(attempt, exception, result) -> seconds`` for the wait after ``attempt``."""
+
+
+class ExponentialJitter:
+    """Full jitter: wait ``uniform(0, min(max, base * 2 ** (attempt - 1)))`` seconds.
+
+    Args:
+        base: The cap of the first wait, in seconds (> 0).
+        max: The largest wait, in seconds.
+        random: A :class:`random.Random` to draw from (seed it for reproducible tests).
+    """
+
+    __slots__ = ("_random", "base", "max")
+
+    def __init__(
+        self,
+        base: float = 0.1,
+        *,
+        max: float = 10.0,  # noqa: A002 -- the natural name, keyword-only
+        random: random.Random | None = None,
+    ) -> None:
+        self.base = _positive("base", base)
+        self.max = _positive("max", max)
+        self._random = random if random is not None else _RANDOM
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest wait after ``attempt`` (from 1)."""
+        exponent = min(attempt - 1, 1024)  # 2.0 ** 1024 would overflow
+        return min(self.max, self.base * 2.0**exponent)
+
+    def schedule(self) -> Schedule:
+        """A schedule for one call (this strategy has no state between attempts)."""
+        uniform = self._random.uniform
+        ceiling = self.ceiling
+        return lambda attempt, _exc, _result: uniform(0.0, ceiling(attempt))
+
+    def __repr__(self) -> str:
+        return f"ExponentialJitter({self.base!r}, max={self.max!r})"
+
+
+class DecorrelatedJitter:
+    """Polly's decorrelated jitter, version 2 (``Backoff.DecorrelatedJitterBackoffV2``).
+
+    For retry *n* (from 1), with ``t = n - 1 + uniform(0, 1)``, the formula
+    ``2 ** t * tanh(sqrt(4 * t))`` grows smoothly; the wait is its increase since the
+    previous retry, scaled so that the median first wait is about ``median_first``, and
+    capped at ``max``.
+
+    Args:
+        median_first: The median of the first wait, in seconds (> 0).
+        max: The largest wait, in seconds.
+        random: A :class:`random.Random` to draw from.
+    """
+
+    __slots__ = ("_random", "max", "median_first")
+
+    _P_FACTOR = 4.0
+    _RP_SCALING = 1.0 / 1.4
+
+    def __init__(
+        self,
+        median_first: float = 0.1,
+        *,
+        max: float = 30.0,  # noqa: A002 -- the natural name, keyword-only
+        random: random.Random | None = None,
+    ) -> None:
+        self.median_first = _positive("median_first", median_first)
+        self.max = _positive("max", max)
+        self._random = random if random is not None else _RANDOM
+
+    def schedule(self) -> Schedule:
+        """A schedule for one call: it remembers the formula's previous value."""
+        draw = self._random.random
+        scale = self._RP_SCALING * self.median_first
+        cap = self.max
+        previous = 0.0
+
+        def wait(attempt: int, _exc: BaseException | None, _result: Any) -> float:
+            nonlocal previous
+            t = min(attempt - 1, 1000) + draw()
+            value = 2.0**t * math.tanh(math.sqrt(self._P_FACTOR * t))
+            delay = (value - previous) * scale
+            previous = value
+            return float(min(max(delay, 0.0), cap))
+
+        return wait
+
+    def __repr__(self) -> str:
+        return f"DecorrelatedJitter({self.median_first!r}, max={self.max!r})"
+
+
+_RANDOM = random.Random()  # noqa: S311 -- jitter, not cryptography
+
+
+def _positive(name: str, value: object) -> float:
+    seconds = check_duration(name, value, allow_zero=False)
+    assert seconds is not None  # noqa: S101 -- allow_none is off
+    return seconds
+
+
+def _is_tenacity_wait(wait: object) -> bool:
+    try:
+        from tenacity.wait import wait_base  # noqa: PLC0415 -- only when a callable is given
+    except ImportError:  # pragma: no cover - tenacity is a dependency
+        return False
+    return isinstance(wait, wait_base)
+
+
+def _tenacity_schedule(wait: Any) -> Schedule:
+    from tenacity import RetryCallState  # noqa: PLC0415
+
+    # tenacity's strategies read only the attempt number and the outcome from it.
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+
+    def schedule(attempt: int, exc: BaseException | None, result: Any) -> float:
+        state.attempt_number = attempt
+        if exc is not None:
+            state.set_exception((type(exc), exc, exc.__traceback__))
+        else:
+            state.set_result(result)
+        return float(wait(state))
+
+    return schedule
+
+
+def compile_wait(wait: object) -> Callable[[], Schedule]:
+    """Turn any accepted ``wait`` into a factory of per-call schedules, or raise."""
+    if isinstance(wait, (ExponentialJitter, DecorrelatedJitter)):
+        return wait.schedule
+    if _is_tenacity_wait(wait):
+        return lambda: _tenacity_schedule(wait)
+    if callable(wait) and not isinstance(wait, type):
+        fn: Callable[[int], float] = wait
+        try:
+            first = fn(1)
+        except Exception as exc:
+            raise ValueError(
+                f"wait(1) raised {exc!r}; a callable wait must map the attempt number "
+                "(from 1) to seconds"
+            ) from exc
+        check_duration("wait(1)", first)
+        schedule: Schedule = lambda attempt, _exc, _result: fn(attempt)  # noqa: E731
+        return lambda: schedule
+    seconds = check_duration("wait", wait)
+    assert seconds is not None  # noqa: S101 -- allow_none is off
+    fixed: Schedule = lambda _attempt, _exc, _result: seconds  # noqa: E731
+    return lambda: fixed
