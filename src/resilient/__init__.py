@@ -9,7 +9,7 @@ sync and async runners over policy steps), ``_policy`` (the base class every pol
 shares), ``_compose``; then one module (or a core/adapter pair) per policy:
 ``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
 ``_timer``, ``_workers`` and ``_deadline``), ``_fallback``, ``_retry`` (with
-``_wait`` and ``_budget``); ``_waiters`` wakes callers
+``_wait`` and ``_budget``), ``_ratelimit``; ``_waiters`` wakes callers
 across threads and event loops.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 """
@@ -44,6 +44,7 @@ from resilient._events import (
     StateTransition,
 )
 from resilient._fallback import Fallback
+from resilient._ratelimit import KeyedRateLimiter, RateLimiter, RateLimiterMetrics
 from resilient._retry import Retry, RetryMetrics
 from resilient._timeout import Timeout, TimeoutMetrics
 from resilient._version import __version__
@@ -72,8 +73,11 @@ __all__ = [
     "ExponentialJitter",
     "Fallback",
     "FallbackUsed",
+    "KeyedRateLimiter",
     "MonotonicClock",
     "RateLimitedError",
+    "RateLimiter",
+    "RateLimiterMetrics",
     "RejectedError",
     "ResilienceError",
     "RetriesExhausted",

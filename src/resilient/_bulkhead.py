@@ -34,7 +34,8 @@ class _BulkheadStep:
             slots.pop()
         except IndexError:
             return WAIT
-        core._low_water = min(core._low_water, len(slots))
+        if len(slots) < core._low_water:
+            core._low_water = len(slots)
         return None
 
     def enter_wait(self, wait: Wait = WAIT) -> None:
@@ -131,7 +132,8 @@ class Bulkhead(Policy):
             except IndexError:
                 wait()
             else:
-                core._low_water = min(core._low_water, len(slots))
+                if len(slots) < core._low_water:
+                    core._low_water = len(slots)
             try:
                 return fn(*args, **kwargs)
             finally:
@@ -151,7 +153,8 @@ class Bulkhead(Policy):
             except IndexError:
                 await wait()
             else:
-                core._low_water = min(core._low_water, len(slots))
+                if len(slots) < core._low_water:
+                    core._low_water = len(slots)
             try:
                 return await fn(*args, **kwargs)
             finally:

@@ -83,7 +83,8 @@ class BulkheadCore(EventSource):
         except IndexError:
             return False
         free = len(slots)
-        self._low_water = min(self._low_water, free)
+        if free < self._low_water:
+            self._low_water = free
         return True
 
     def enqueue(self, waiter: Waiter) -> bool:

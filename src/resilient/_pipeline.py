@@ -34,13 +34,15 @@ class _Sentinel:
 class Wait:
     """Returned by ``Step.enter()`` when the caller must wait; handed to ``enter_wait``.
 
-    ``delay`` carries what the step decided (a rate limiter's reserved wait), or ``None``.
+    ``delay`` carries what the step decided (a rate limiter's reserved wait), or ``None``;
+    ``data`` whatever else the step needs back (the reservation, to give it back).
     """
 
-    __slots__ = ("delay",)
+    __slots__ = ("data", "delay")
 
-    def __init__(self, delay: float | None = None) -> None:
+    def __init__(self, delay: float | None = None, data: Any = None) -> None:
         self.delay = delay
+        self.data = data
 
     def __repr__(self) -> str:
         return f"Wait({self.delay!r})"

@@ -1,0 +1,508 @@
+"""Rate limiters: GCRA, one theoretical arrival time per limiter (or per key).
+
+The Generic Cell Rate Algorithm keeps a single number, the *theoretical arrival time*
+(TAT): when the next call would be due if calls came exactly at the rate. A call at
+``now`` is admitted if ``max(TAT, now) + interval - burst * interval <= now``; admitting
+it moves the TAT on by one ``interval``. That is O(1), exact, and needs no buckets or
+timers: over any window of ``w`` seconds, at most ``w / interval + burst`` calls pass.
+
+Time is kept in integer nanoseconds, so the arithmetic is exact: with floats,
+``0.1 + 1.0 - 1.0 - 0.1`` is not 0, and a call exactly on time would be told to wait.
+
+A caller may wait up to ``max_wait`` for its turn: its slot is *reserved* (the TAT moves
+on at once), so waiting callers queue in order and never starve each other. A caller
+cancelled while waiting gives its reservation back if nobody has reserved after it.
+
+:class:`KeyedRateLimiter` keeps one TAT per key (per user, per tenant), in LRU order. A
+key whose TAT has passed is indistinguishable from a new key, so it can be dropped with
+no change in behaviour; at most ``max_keys`` are kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from resilient._clock import MONOTONIC, Clock
+from resilient._deadline import remaining
+from resilient._errors import RateLimitedError
+from resilient._events import GLOBAL_LISTENERS, CallRejected, EventSource, Listener
+from resilient._pipeline import PASS, Wait
+from resilient._policy import Policy
+from resilient._validate import Duration, check_duration, check_int, check_number
+
+__all__ = ["KeyedRateLimiter", "RateLimiter", "RateLimiterMetrics"]
+
+KIND: Final = "rate_limiter"
+_NS: Final = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimiterMetrics:
+    """A rate limiter's counts since it was created.
+
+    Attributes:
+        admitted: Calls admitted (at once or after a wait).
+        waited: Of those, calls that waited for their slot.
+        rejected: Calls refused with ``RateLimitedError``.
+        keys: Keys tracked (1 for a plain ``RateLimiter``).
+    """
+
+    admitted: int
+    waited: int
+    rejected: int
+    keys: int
+
+
+class GcraCore(EventSource):
+    """The GCRA arithmetic, the counts and the errors shared by both limiters."""
+
+    __slots__ = (
+        "_lock",
+        "admitted",
+        "burst",
+        "clock",
+        "interval",
+        "max_wait",
+        "name",
+        "per",
+        "rate",
+        "rejected",
+        "tolerance",
+        "waited",
+    )
+
+    def __init__(
+        self,
+        rate: object,
+        per: object,
+        burst: object,
+        max_wait: object,
+        name: str | None,
+        clock: Clock | None,
+    ) -> None:
+        super().__init__()
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        self.name = name
+        self.rate = check_number("rate", rate, minimum=0.0, inclusive=False)
+        period = check_duration("per", per, allow_zero=False)
+        assert period is not None  # noqa: S101 -- allow_none is off
+        self.per = period
+        self.burst = max(1, int(self.rate)) if burst is None else check_int("burst", burst)
+        wait = check_duration("max_wait", max_wait)
+        assert wait is not None  # noqa: S101 -- allow_none is off
+        self.max_wait = wait
+        # Integer nanoseconds throughout (see the module docstring).
+        self.interval = max(1, round(self.per / self.rate * _NS))
+        self.tolerance = self.burst * self.interval
+        self.clock = MONOTONIC if clock is None else clock
+        self._lock = threading.Lock()
+        self.admitted = 0
+        self.waited = 0
+        self.rejected = 0
+
+    def now(self) -> int:
+        """The clock's time in integer nanoseconds."""
+        return round(self.clock.monotonic() * _NS)
+
+    def allowed_wait(self) -> int:
+        """Nanoseconds a caller may wait now: ``max_wait``, cut by the current deadline."""
+        left = remaining()
+        seconds = self.max_wait if left is None or left > self.max_wait else left
+        return round(seconds * _NS)
+
+    def rejection(self, retry_after: float, key: object = None) -> RateLimitedError:
+        """Build (and report) the error for a refused call."""
+        who = f"rate limiter {self.name!r}" if self.name is not None else "rate limiter"
+        whom = f" for key {key!r}" if key is not None else ""
+        error = RateLimitedError(
+            f"{who}: rate of {self.rate:g} per {self.per:g}s exceeded{whom}; "
+            f"retry in {retry_after:.3f}s",
+            policy=self.name,
+            retry_after=retry_after,
+        )
+        if self._listeners or GLOBAL_LISTENERS:
+            self.emit(CallRejected(self.name, KIND, error))
+        return error
+
+
+class RateLimiterCore(GcraCore):
+    """One TAT for all callers."""
+
+    __slots__ = ("_tat",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._tat = -(2**62)
+
+    def admit(self) -> bool:
+        """The hot path: admit a call now if it is within the rate (no waiting)."""
+        now = round(self.clock.monotonic() * _NS)
+        lock = self._lock
+        lock.acquire()
+        tat = self._tat
+        new_tat = (tat if tat > now else now) + self.interval
+        if new_tat - now <= self.tolerance:
+            self._tat = new_tat
+            self.admitted += 1
+            lock.release()
+            return True
+        lock.release()
+        return False
+
+    def reserve(self) -> tuple[int, int]:
+        """Admit or reserve a slot: (nanoseconds to wait, the reserved TAT); raise if refused."""
+        now = self.now()
+        with self._lock:
+            tat = self._tat
+            new_tat = (tat if tat > now else now) + self.interval
+            delay = new_tat - self.tolerance - now
+            if delay <= 0:
+                self._tat = new_tat
+                self.admitted += 1
+                return 0, new_tat
+            if delay <= self.allowed_wait():
+                self._tat = new_tat
+                self.admitted += 1
+                self.waited += 1
+                return delay, new_tat
+            self.rejected += 1
+        raise self.rejection(delay / _NS)
+
+    def give_back(self, reserved_tat: int) -> None:
+        """A reserved caller gave up: return its slot if nobody reserved after it."""
+        with self._lock:
+            if self._tat == reserved_tat:
+                self._tat -= self.interval
+                self.admitted -= 1
+                self.waited -= 1
+
+    def metrics(self) -> RateLimiterMetrics:
+        """A frozen snapshot of the counts."""
+        with self._lock:
+            return RateLimiterMetrics(self.admitted, self.waited, self.rejected, 1)
+
+
+class _RateLimiterStep:
+    """Admit on enter (or hand back a reserved wait); the outcome does not matter."""
+
+    __slots__ = ("_core",)
+    defers = False
+
+    def __init__(self, core: RateLimiterCore) -> None:
+        self._core = core
+
+    def enter(self) -> Any:
+        core = self._core
+        if core.admit():
+            return None
+        delay, tat = core.reserve()  # over the rate: wait, or be refused
+        return None if delay == 0 else Wait(delay / _NS, tat)
+
+    def enter_wait(self, wait: Wait) -> None:
+        try:
+            self._core.clock.sleep(wait.delay)  # type: ignore[arg-type]
+        except BaseException:
+            self._core.give_back(wait.data)
+            raise
+
+    async def enter_wait_async(self, wait: Wait) -> None:
+        try:
+            await self._core.clock.asleep(wait.delay)  # type: ignore[arg-type]
+        except BaseException:
+            self._core.give_back(wait.data)
+            raise
+
+    def exit_ok(self, token: None, result: Any) -> Any:
+        return result
+
+    def exit_error(self, token: None, exc: Exception) -> Any:
+        return PASS
+
+    def exit_cancel(self, token: None, exc: BaseException) -> BaseException:
+        return exc
+
+
+class RateLimiter(Policy):
+    """Admit at most ``rate`` calls per ``per`` seconds, with bursts of ``burst`` (GCRA).
+
+    A call over the rate waits up to ``max_wait`` for its slot (reserved, so waiting
+    callers are served in order and never starve each other), else raises
+    :class:`~resilient.RateLimitedError` whose ``retry_after`` is exactly the seconds
+    until a call would be admitted. Waits never run past the current deadline.
+
+    Args:
+        rate: Calls per period (> 0; fractions allowed: ``rate=0.5`` is one call per 2 s).
+        per: The period in seconds (default 1).
+        burst: Calls admitted at once after an idle period (default: one period's
+            worth, ``max(1, int(rate))``).
+        max_wait: Seconds a call may wait for its slot (default 0: refuse at once).
+        name: A name for errors, events and metrics.
+        clock: Where time comes from and how waits happen (default: monotonic).
+    """
+
+    __slots__ = ("_core", "_step")
+    kind = "rate_limiter"
+
+    def __init__(
+        self,
+        rate: float,
+        per: Duration = 1.0,
+        *,
+        burst: int | None = None,
+        max_wait: Duration = 0.0,
+        name: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._core = RateLimiterCore(rate, per, burst, max_wait, name, clock)
+        self._step = _RateLimiterStep(self._core)
+
+    def _sync_step(self) -> _RateLimiterStep:
+        return self._step
+
+    def _async_step(self) -> _RateLimiterStep:
+        return self._step
+
+    # Alone, the limiter gets guards of its own: an admitted call pays for one lock and
+    # one clock read, not for a pipeline; the outcome of the call does not matter.
+
+    def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        admit = self._core.admit
+        step = self._step
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not admit():
+                wait = step.enter()
+                if wait is not None:
+                    step.enter_wait(wait)
+            return fn(*args, **kwargs)
+
+        return guarded
+
+    def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        admit = self._core.admit
+        step = self._step
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not admit():
+                wait = step.enter()
+                if wait is not None:
+                    await step.enter_wait_async(wait)
+            return await fn(*args, **kwargs)
+
+        return guarded
+
+    @property
+    def name(self) -> str | None:
+        """The limiter's name."""
+        return self._core.name
+
+    @property
+    def rate(self) -> float:
+        """Calls per period."""
+        return self._core.rate
+
+    @property
+    def per(self) -> float:
+        """The period in seconds."""
+        return self._core.per
+
+    @property
+    def burst(self) -> int:
+        """Calls admitted at once after an idle period."""
+        return self._core.burst
+
+    def metrics(self) -> RateLimiterMetrics:
+        """Admitted, waited and rejected calls, as a frozen snapshot."""
+        return self._core.metrics()
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener raised while handling this limiter's events."""
+        return self._core.listener_errors
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this limiter emits (rejections)."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._core.remove_listener(listener)
+
+    def __repr__(self) -> str:
+        return f"<RateLimiter {self.name!r} {self.rate:g}/{self.per:g}s burst={self.burst}>"
+
+
+class KeyedRateLimiterCore(GcraCore):
+    """One TAT per key, in LRU order, at most ``max_keys`` of them."""
+
+    __slots__ = ("_tats", "max_keys")
+
+    def __init__(self, *args: Any, max_keys: object) -> None:
+        super().__init__(*args)
+        self.max_keys = check_int("max_keys", max_keys)
+        self._tats: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
+
+    def reserve(self, key: Hashable) -> tuple[int, int]:
+        """As :meth:`RateLimiterCore.reserve`, for ``key``."""
+        now = self.now()
+        tats = self._tats
+        with self._lock:
+            tat = tats.get(key, now)
+            new_tat = (tat if tat > now else now) + self.interval
+            delay = new_tat - self.tolerance - now
+            if delay <= 0 or delay <= self.allowed_wait():
+                tats[key] = new_tat
+                tats.move_to_end(key)
+                self.admitted += 1
+                if delay > 0:
+                    self.waited += 1
+                self._evict(now)
+                return max(delay, 0), new_tat
+            self.rejected += 1
+        raise self.rejection(delay / _NS, key)
+
+    def _evict(self, now: int) -> None:
+        tats = self._tats
+        # Keys whose TAT has passed behave exactly like absent keys: drop a few of the
+        # least recently used each time (amortised O(1)), and any excess over max_keys.
+        for _ in range(2):
+            if not tats:
+                return
+            oldest, tat = next(iter(tats.items()))
+            if tat > now:
+                break
+            del tats[oldest]
+        while len(tats) > self.max_keys:
+            tats.popitem(last=False)
+
+    def give_back(self, key: Hashable, reserved_tat: int) -> None:
+        """A reserved caller gave up: return its slot if nobody reserved after it."""
+        with self._lock:
+            if self._tats.get(key) == reserved_tat:
+                self._tats[key] = reserved_tat - self.interval
+                self.admitted -= 1
+                self.waited -= 1
+
+    def metrics(self) -> RateLimiterMetrics:
+        """A frozen snapshot of the counts."""
+        with self._lock:
+            return RateLimiterMetrics(self.admitted, self.waited, self.rejected, len(self._tats))
+
+
+class KeyedRateLimiter(Policy):
+    """A :class:`RateLimiter` per key (per user, per tenant), in bounded memory.
+
+    ``key`` maps a call's arguments to its key: ``key=lambda user_id, *a, **k: user_id``.
+    Keys that have been idle long enough to be fully replenished are dropped (they
+    behave exactly like new keys); beyond ``max_keys`` the least recently used key is
+    dropped even if not idle, which can only make that key's limit more permissive.
+
+    Args:
+        rate: Calls per period, per key.
+        per: The period in seconds (default 1).
+        key: A function of the call's ``(*args, **kwargs)`` returning a hashable key.
+        burst: Calls admitted at once per key after an idle period.
+        max_wait: Seconds a call may wait for its slot (default 0).
+        max_keys: The most keys kept (default 10,000).
+        name: A name for errors, events and metrics.
+        clock: Where time comes from and how waits happen (default: monotonic).
+    """
+
+    __slots__ = ("_core", "_key")
+    kind = "rate_limiter"
+
+    def __init__(
+        self,
+        rate: float,
+        per: Duration = 1.0,
+        *,
+        key: Callable[..., Hashable],
+        burst: int | None = None,
+        max_wait: Duration = 0.0,
+        max_keys: int = 10_000,
+        name: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not callable(key):
+            raise TypeError(
+                f"key must be a function of the call's arguments, not {type(key).__name__}"
+            )
+        self._key = key
+        self._core = KeyedRateLimiterCore(
+            rate, per, burst, max_wait, name, clock, max_keys=max_keys
+        )
+
+    def acquire(self, key: Hashable) -> None:
+        """Take a slot for ``key``, waiting up to ``max_wait``; raise if refused."""
+        delay, tat = self._core.reserve(key)
+        if delay > 0:
+            try:
+                self._core.clock.sleep(delay / _NS)
+            except BaseException:
+                self._core.give_back(key, tat)
+                raise
+
+    async def acquire_async(self, key: Hashable) -> None:
+        """Take a slot for ``key`` (async), waiting up to ``max_wait``; raise if refused."""
+        delay, tat = self._core.reserve(key)
+        if delay > 0:
+            try:
+                await self._core.clock.asleep(delay / _NS)
+            except BaseException:
+                self._core.give_back(key, tat)
+                raise
+
+    def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        key, acquire = self._key, self.acquire
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            acquire(key(*args, **kwargs))
+            return fn(*args, **kwargs)
+
+        return guarded
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        key, acquire = self._key, self.acquire_async
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            await acquire(key(*args, **kwargs))
+            return await fn(*args, **kwargs)
+
+        return guarded
+
+    def __enter__(self) -> None:
+        raise TypeError("a keyed limiter needs a key: use acquire(key) / acquire_async(key)")
+
+    async def __aenter__(self) -> None:
+        raise TypeError("a keyed limiter needs a key: use acquire(key) / acquire_async(key)")
+
+    @property
+    def name(self) -> str | None:
+        """The limiter's name."""
+        return self._core.name
+
+    def metrics(self) -> RateLimiterMetrics:
+        """Admitted, waited and rejected calls, and keys tracked, as a frozen snapshot."""
+        return self._core.metrics()
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener raised while handling this limiter's events."""
+        return self._core.listener_errors
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this limiter emits (rejections)."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._core.remove_listener(listener)
+
+    def __repr__(self) -> str:
+        c = self._core
+        return f"<KeyedRateLimiter {c.name!r} {c.rate:g}/{c.per:g}s per key>"
