@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -68,6 +69,7 @@ class GcraCore(EventSource):
         "interval",
         "max_wait",
         "name",
+        "now",
         "per",
         "rate",
         "rejected",
@@ -100,13 +102,16 @@ class GcraCore(EventSource):
         self.interval = max(1, round(self.per / self.rate * _NS))
         self.tolerance = self.burst * self.interval
         self.clock = MONOTONIC if clock is None else clock
+        # The default clock reads integer nanoseconds directly; others are converted.
+        self.now: Callable[[], int] = (
+            time.monotonic_ns if self.clock is MONOTONIC else self._now_from_clock
+        )
         self._lock = threading.Lock()
         self.admitted = 0
         self.waited = 0
         self.rejected = 0
 
-    def now(self) -> int:
-        """The clock's time in integer nanoseconds."""
+    def _now_from_clock(self) -> int:
         return round(self.clock.monotonic() * _NS)
 
     def allowed_wait(self) -> int:
@@ -141,7 +146,7 @@ class RateLimiterCore(GcraCore):
 
     def admit(self) -> bool:
         """The hot path: admit a call now if it is within the rate (no waiting)."""
-        now = round(self.clock.monotonic() * _NS)
+        now = self.now()
         lock = self._lock
         lock.acquire()
         tat = self._tat
