@@ -60,7 +60,8 @@ def run(phase: str, items: range, pause: float = 0.05) -> None:
         try:
             print(f"  call {item:2}: ok      {fetch(item)}")
         except CircuitOpenError as exc:
-            print(f"  call {item:2}: REJECTED (retry in {exc.retry_after:.2f}s, downstream not called)")
+            wait = exc.retry_after or 0.0
+            print(f"  call {item:2}: REJECTED (retry in {wait:.2f}s, downstream not called)")
         except ConnectionError as exc:
             print(f"  call {item:2}: failed  {exc}")
         for change in transitions:
