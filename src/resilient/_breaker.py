@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from resilient._breaker_core import BreakerCore, CircuitBreakerMetrics, CircuitState, Epoch
 from resilient._pipeline import PASS, Wait
-from resilient._policy import Policy
+from resilient._policy import CorePolicy
 from resilient._window import CountWindow, TimeWindow
 
 if TYPE_CHECKING:
     from resilient._clock import Clock
-    from resilient._events import Listener
     from resilient._validate import Duration, ExceptionMatcher
 
 __all__ = ["CircuitBreaker"]
@@ -74,7 +73,7 @@ class _BreakerStep:
         raise NotImplementedError
 
 
-class CircuitBreaker(Policy):
+class CircuitBreaker(CorePolicy[BreakerCore]):
     """Stop calling a dependency that keeps failing, and probe it before trusting it again.
 
     Semantics follow Resilience4j: outcomes are recorded into a sliding ``window``; once
@@ -110,7 +109,7 @@ class CircuitBreaker(Policy):
         clock: Where time comes from (default: the monotonic clock).
     """
 
-    __slots__ = ("_core", "_step")
+    __slots__ = ("_step",)
     kind = "circuit_breaker"
 
     def __init__(
@@ -215,11 +214,6 @@ class CircuitBreaker(Policy):
     # -- state and controls ------------------------------------------------------------
 
     @property
-    def name(self) -> str | None:
-        """The breaker's name."""
-        return self._core.name
-
-    @property
     def state(self) -> CircuitState:
         """The current :class:`~resilient.CircuitState`."""
         return self._core.state
@@ -228,11 +222,6 @@ class CircuitBreaker(Policy):
     def retry_after(self) -> float | None:
         """Seconds until a call would be admitted (0.0 now; ``None`` if unknown)."""
         return self._core.retry_after()
-
-    @property
-    def listener_errors(self) -> int:
-        """How many times a listener raised while handling this breaker's events."""
-        return self._core.listener_errors
 
     def metrics(self) -> CircuitBreakerMetrics:
         """A frozen snapshot of the breaker's current window and state."""
@@ -253,14 +242,6 @@ class CircuitBreaker(Policy):
     def reset(self) -> None:
         """Go to CLOSED with an empty window, from any state."""
         self._core.transition(CircuitState.CLOSED)
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for every event this breaker emits."""
-        self._core.add_listener(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._core.remove_listener(listener)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._core.name!r} {self._core._state.value}>"

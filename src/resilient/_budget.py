@@ -13,7 +13,8 @@ they stay a small fraction of recent traffic.
   decrement by 1 and successes increment by ``token_ratio`` (up to ``max_tokens``);
   retries are allowed only while the count is above half of ``max_tokens``.
 
-Both are thread-safe, take ``clock=``, and report refusals in ``refused``.
+Both are thread-safe and report refusals in ``refused``; :class:`RetryBudget` takes
+``clock=`` (the throttle counts outcomes, not time).
 """
 
 from __future__ import annotations
@@ -156,14 +157,15 @@ class RetryThrottle:
 
     Args:
         max_tokens: The token count's ceiling and starting value (> 0; gRPC: 1..1000).
-        token_ratio: Tokens a success gives back, in (0, 1] (default 0.1).
+        token_ratio: Tokens a success gives back (> 0, default 0.1; gRPC allows more
+            than 1).
     """
 
     __slots__ = ("_firsts", "_lock", "_retries", "max_tokens", "refused", "token_ratio", "tokens")
 
     def __init__(self, *, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None:
         self.max_tokens = check_number("max_tokens", max_tokens, minimum=0.0, inclusive=False)
-        self.token_ratio = check_rate("token_ratio", token_ratio)
+        self.token_ratio = check_number("token_ratio", token_ratio, minimum=0.0, inclusive=False)
         self.tokens = self.max_tokens
         self._lock = threading.Lock()
         self.refused = 0

@@ -8,9 +8,8 @@ from typing import Any
 import anyio
 
 from resilient._bulkhead_core import BulkheadCore, BulkheadMetrics
-from resilient._events import Listener
 from resilient._pipeline import PASS, WAIT, Wait
-from resilient._policy import Policy
+from resilient._policy import CorePolicy
 from resilient._validate import Duration
 from resilient._waiters import ThreadWaiter, async_waiter
 
@@ -83,7 +82,7 @@ class _BulkheadStep:
         return exc
 
 
-class Bulkhead(Policy):
+class Bulkhead(CorePolicy[BulkheadCore]):
     """Limit how many calls run at once; callers beyond the limit wait briefly or fail fast.
 
     At most ``max_concurrent`` calls are in flight across every caller of one instance:
@@ -102,7 +101,7 @@ class Bulkhead(Policy):
         name: A name for errors, events and metrics.
     """
 
-    __slots__ = ("_core", "_step")
+    __slots__ = ("_step",)
     kind = "bulkhead"
 
     def __init__(
@@ -163,11 +162,6 @@ class Bulkhead(Policy):
         return guarded
 
     @property
-    def name(self) -> str | None:
-        """The bulkhead's name."""
-        return self._core.name
-
-    @property
     def max_concurrent(self) -> int:
         """The configured limit."""
         return self._core.max_concurrent
@@ -180,19 +174,6 @@ class Bulkhead(Policy):
     def metrics(self) -> BulkheadMetrics:
         """In flight, waiting, rejected and the most ever in flight, as a frozen snapshot."""
         return self._core.metrics()
-
-    @property
-    def listener_errors(self) -> int:
-        """How many times a listener raised while handling this bulkhead's events."""
-        return self._core.listener_errors
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for every event this bulkhead emits (rejections)."""
-        self._core.add_listener(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._core.remove_listener(listener)
 
     def __repr__(self) -> str:
         m = self._core.metrics()

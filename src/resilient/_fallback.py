@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from resilient._decorate import is_async_callable
-from resilient._events import GLOBAL_LISTENERS, EventSource, FallbackUsed, Listener
+from resilient._events import GLOBAL_LISTENERS, EventSource, FallbackUsed
 from resilient._pipeline import PASS, Deferred, Wait
-from resilient._policy import Policy
+from resilient._policy import CorePolicy
 from resilient._validate import ExceptionMatcher, compile_matcher
 
 __all__ = ["Fallback"]
@@ -89,7 +89,7 @@ class _FallbackStep:
         raise NotImplementedError
 
 
-class Fallback(Policy):
+class Fallback(CorePolicy[FallbackCore]):
     """Return ``handler(exception)`` instead of raising a matching exception.
 
     With ``on_result``, a returned value that matches is replaced by
@@ -110,7 +110,7 @@ class Fallback(Policy):
         name: A name for events and metrics.
     """
 
-    __slots__ = ("_async", "_core", "_sync")
+    __slots__ = ("_async", "_sync")
     kind = "fallback"
 
     def __init__(
@@ -137,27 +137,9 @@ class Fallback(Policy):
         return self._async
 
     @property
-    def name(self) -> str | None:
-        """The fallback's name."""
-        return self._core.name
-
-    @property
     def used(self) -> int:
         """How many times the handler's value replaced an outcome."""
         return self._core.used
-
-    @property
-    def listener_errors(self) -> int:
-        """How many times a listener raised while handling this fallback's events."""
-        return self._core.listener_errors
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for every event this fallback emits."""
-        self._core.add_listener(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._core.remove_listener(listener)
 
     def __enter__(self) -> None:
         raise TypeError("a fallback replaces a call's result; decorate a function instead")

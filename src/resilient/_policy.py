@@ -12,12 +12,13 @@ import contextvars
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from resilient._decorate import decorate
+from resilient._events import EventSource, Listener
 from resilient._pipeline import NO_RESULT, Step, Wait, async_runner, sync_runner
 
-__all__ = ["Policy"]
+__all__ = ["CorePolicy", "Policy"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -145,6 +146,34 @@ class Policy:
     ) -> bool:
         step, token = self._pop()
         return _exit_block(step, token, exc)
+
+
+C = TypeVar("C", bound=EventSource)
+
+
+class CorePolicy(Policy, Generic[C]):
+    """A policy with one core: the name and the listeners live there."""
+
+    __slots__ = ("_core",)
+    _core: C
+
+    @property
+    def name(self) -> str | None:
+        """The policy's name (for errors, logs, events and metrics)."""
+        return self._core.name  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener raised while handling this policy's events."""
+        return self._core.listener_errors
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this policy emits from now on."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (no error if it was not registered)."""
+        self._core.remove_listener(listener)
 
 
 def _exit_block(step: Step, token: Any, exc: BaseException | None) -> bool:

@@ -21,18 +21,20 @@ no change in behaviour; at most ``max_keys`` are kept.
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Final
 
 from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import remaining
 from resilient._errors import RateLimitedError
-from resilient._events import GLOBAL_LISTENERS, CallRejected, EventSource, Listener
+from resilient._events import GLOBAL_LISTENERS, CallRejected, EventSource
 from resilient._pipeline import PASS, Wait
-from resilient._policy import Policy
+from resilient._policy import CorePolicy
 from resilient._validate import Duration, check_duration, check_int, check_number
 
 __all__ = ["KeyedRateLimiter", "RateLimiter", "RateLimiterMetrics"]
@@ -98,8 +100,10 @@ class GcraCore(EventSource):
         wait = check_duration("max_wait", max_wait)
         assert wait is not None  # noqa: S101 -- allow_none is off
         self.max_wait = wait
-        # Integer nanoseconds throughout (see the module docstring).
-        self.interval = max(1, round(self.per / self.rate * _NS))
+        # Integer nanoseconds throughout (see the module docstring). The interval is
+        # rounded up, exactly (as fractions), so the limiter is never more permissive
+        # than the rate: 3 per second is one call per 333,333,334 ns.
+        self.interval = max(1, math.ceil(Fraction(self.per) * _NS / Fraction(self.rate)))
         self.tolerance = self.burst * self.interval
         self.clock = MONOTONIC if clock is None else clock
         # The default clock reads integer nanoseconds directly; others are converted.
@@ -232,7 +236,7 @@ class _RateLimiterStep:
         return exc
 
 
-class RateLimiter(Policy):
+class RateLimiter(CorePolicy[RateLimiterCore]):
     """Admit at most ``rate`` calls per ``per`` seconds, with bursts of ``burst`` (GCRA).
 
     A call over the rate waits up to ``max_wait`` for its slot (reserved, so waiting
@@ -250,7 +254,7 @@ class RateLimiter(Policy):
         clock: Where time comes from and how waits happen (default: monotonic).
     """
 
-    __slots__ = ("_core", "_step")
+    __slots__ = ("_step",)
     kind = "rate_limiter"
 
     def __init__(
@@ -302,11 +306,6 @@ class RateLimiter(Policy):
         return guarded
 
     @property
-    def name(self) -> str | None:
-        """The limiter's name."""
-        return self._core.name
-
-    @property
     def rate(self) -> float:
         """Calls per period."""
         return self._core.rate
@@ -324,19 +323,6 @@ class RateLimiter(Policy):
     def metrics(self) -> RateLimiterMetrics:
         """Admitted, waited and rejected calls, as a frozen snapshot."""
         return self._core.metrics()
-
-    @property
-    def listener_errors(self) -> int:
-        """How many times a listener raised while handling this limiter's events."""
-        return self._core.listener_errors
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for every event this limiter emits (rejections)."""
-        self._core.add_listener(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._core.remove_listener(listener)
 
     def __repr__(self) -> str:
         return f"<RateLimiter {self.name!r} {self.rate:g}/{self.per:g}s burst={self.burst}>"
@@ -399,7 +385,7 @@ class KeyedRateLimiterCore(GcraCore):
             return RateLimiterMetrics(self.admitted, self.waited, self.rejected, len(self._tats))
 
 
-class KeyedRateLimiter(Policy):
+class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
     """A :class:`RateLimiter` per key (per user, per tenant), in bounded memory.
 
     ``key`` maps a call's arguments to its key: ``key=lambda user_id, *a, **k: user_id``.
@@ -418,7 +404,7 @@ class KeyedRateLimiter(Policy):
         clock: Where time comes from and how waits happen (default: monotonic).
     """
 
-    __slots__ = ("_core", "_key")
+    __slots__ = ("_key",)
     kind = "rate_limiter"
 
     def __init__(
@@ -486,27 +472,9 @@ class KeyedRateLimiter(Policy):
     async def __aenter__(self) -> None:
         raise TypeError("a keyed limiter needs a key: use acquire(key) / acquire_async(key)")
 
-    @property
-    def name(self) -> str | None:
-        """The limiter's name."""
-        return self._core.name
-
     def metrics(self) -> RateLimiterMetrics:
         """Admitted, waited and rejected calls, and keys tracked, as a frozen snapshot."""
         return self._core.metrics()
-
-    @property
-    def listener_errors(self) -> int:
-        """How many times a listener raised while handling this limiter's events."""
-        return self._core.listener_errors
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for every event this limiter emits (rejections)."""
-        self._core.add_listener(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._core.remove_listener(listener)
 
     def __repr__(self) -> str:
         c = self._core

@@ -15,6 +15,7 @@ see each other's attempts (tenacity shares one statistics dict between them).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -27,17 +28,18 @@ from resilient._errors import CircuitOpenError, RejectedError
 from resilient._events import (
     GLOBAL_LISTENERS,
     EventSource,
-    Listener,
     RetriesExhausted,
     RetryScheduled,
 )
-from resilient._policy import Policy
+from resilient._policy import CorePolicy
 from resilient._validate import ExceptionMatcher, check_int, compile_matcher
-from resilient._wait import ExponentialJitter, compile_wait
+from resilient._wait import ExponentialJitter, Schedule, as_seconds, compile_wait
 
 __all__ = ["Retry", "RetryMetrics", "instant_retries"]
 
 KIND: Final = "retry"
+
+logger = logging.getLogger("resilient")
 
 Flow = Generator[float, "tuple[BaseException | None, Any]", Any]
 
@@ -153,6 +155,21 @@ class RetryCore(EventSource):
         with self._lock:
             self._counts[index] += 1
 
+    def _delay(
+        self, schedule: Schedule, attempt: int, exc: BaseException | None, result: Any
+    ) -> float:
+        # A wait strategy is user code: if it fails, the retry still happens (at once)
+        # rather than replacing the caller's error with the strategy's.
+        try:
+            return as_seconds(schedule(attempt, exc, result))
+        except Exception:
+            logger.exception(
+                "resilient: the wait strategy of retry %r failed at attempt %d; retrying at once",
+                self.name,
+                attempt,
+            )
+            return 0.0
+
     def flow(self, exc: BaseException | None, result: Any) -> Flow:
         """The retries after a first attempt whose outcome is retryable (see module doc)."""
         testing, cap = _testing
@@ -163,7 +180,7 @@ class RetryCore(EventSource):
         attempt = 1
         reason = "attempts"
         while attempt < attempts:
-            delay = 0.0 if testing else float(schedule(attempt, exc, result))
+            delay = 0.0 if testing else self._delay(schedule, attempt, exc, result)
             left = remaining()
             if left is not None and delay >= left:
                 reason = "deadline"
@@ -199,7 +216,7 @@ class RetryCore(EventSource):
             return RetryMetrics(*self._counts)
 
 
-class Retry(Policy):
+class Retry(CorePolicy[RetryCore]):
     """Call again when a call fails, waiting between attempts; give up without wrapping.
 
     ``attempts`` counts the first call. When attempts run out, the last exception is
@@ -226,7 +243,7 @@ class Retry(Policy):
         name: A name for events and metrics.
     """
 
-    __slots__ = ("_core",)
+    __slots__ = ()
     kind = "retry"
 
     def __init__(
@@ -312,7 +329,8 @@ class Retry(Policy):
             try:
                 delay = next(steps)
                 while True:
-                    await asleep(delay)
+                    if delay > 0.0:
+                        await asleep(delay)
                     try:
                         outcome: tuple[BaseException | None, Any] = (
                             None,
@@ -333,11 +351,6 @@ class Retry(Policy):
         raise TypeError("a retry calls the function again: decorate it instead")
 
     @property
-    def name(self) -> str | None:
-        """The retry's name."""
-        return self._core.name
-
-    @property
     def attempts(self) -> int:
         """Attempts in all, the first included."""
         return self._core.attempts
@@ -350,19 +363,6 @@ class Retry(Policy):
     def metrics(self) -> RetryMetrics:
         """Retries, recoveries and give-ups, as a frozen snapshot."""
         return self._core.metrics()
-
-    @property
-    def listener_errors(self) -> int:
-        """How many times a listener raised while handling this retry's events."""
-        return self._core.listener_errors
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for every event this retry emits."""
-        self._core.add_listener(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._core.remove_listener(listener)
 
     def __repr__(self) -> str:
         return f"<Retry {self.name!r} attempts={self.attempts}>"

@@ -28,9 +28,9 @@ import anyio
 from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import DEADLINE, effective_timeout
 from resilient._errors import TimeoutExceededError, WorkersExhaustedError
-from resilient._events import GLOBAL_LISTENERS, CallRejected, CallTimedOut, EventSource, Listener
+from resilient._events import GLOBAL_LISTENERS, CallRejected, CallTimedOut, EventSource
 from resilient._pipeline import PASS, Wait
-from resilient._policy import Policy
+from resilient._policy import CorePolicy
 from resilient._timer import CANCELLING, DONE, FIRED, PENDING, STATE, TASK, loop_timer
 from resilient._validate import Duration, check_duration, check_int
 from resilient._workers import Job, WorkerPool
@@ -201,7 +201,7 @@ class _TimeoutStep:
         raise NotImplementedError
 
 
-class Timeout(Policy):
+class Timeout(CorePolicy[TimeoutCore]):
     """Give each call a deadline; past it the caller gets ``TimeoutExceededError``.
 
     **Async** calls are cancelled at the deadline (their ``finally`` blocks run) on
@@ -227,7 +227,7 @@ class Timeout(Policy):
             Cancellation itself always follows the event loop's (or the OS's) time.
     """
 
-    __slots__ = ("_core", "_step")
+    __slots__ = ("_step",)
     kind = "timeout"
 
     def __init__(
@@ -279,11 +279,6 @@ class Timeout(Policy):
         )
 
     @property
-    def name(self) -> str | None:
-        """The timeout's name."""
-        return self._core.name
-
-    @property
     def seconds(self) -> float:
         """The configured timeout in seconds."""
         return self._core.seconds
@@ -299,19 +294,6 @@ class Timeout(Policy):
             busy_workers=busy,
             abandoned_running=abandoned,
         )
-
-    @property
-    def listener_errors(self) -> int:
-        """How many times a listener raised while handling this timeout's events."""
-        return self._core.listener_errors
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for every event this timeout emits."""
-        self._core.add_listener(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._core.remove_listener(listener)
 
     def __repr__(self) -> str:
         return f"<Timeout {self.name!r} {self.seconds:g}s>"

@@ -18,6 +18,7 @@ Ours:
 
 from __future__ import annotations
 
+import datetime
 import math
 import random
 from collections.abc import Callable
@@ -55,7 +56,7 @@ class ExponentialJitter:
 
     def ceiling(self, attempt: int) -> float:
         """The largest wait after ``attempt`` (from 1)."""
-        exponent = min(attempt - 1, 1024)  # 2.0 ** 1024 would overflow
+        exponent = min(attempt - 1, 1023)  # 2.0 ** 1024 overflows; * base may give inf
         return min(self.max, self.base * 2.0**exponent)
 
     def schedule(self) -> Schedule:
@@ -153,6 +154,14 @@ def _tenacity_schedule(wait: Any) -> Schedule:
     return schedule
 
 
+def as_seconds(value: object) -> float:
+    """A wait as seconds: numbers and timedeltas, never negative (a user callable's value)."""
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    seconds = float(value)  # type: ignore[arg-type]
+    return seconds if seconds > 0.0 else 0.0
+
+
 def compile_wait(wait: object) -> Callable[[], Schedule]:
     """Turn any accepted ``wait`` into a factory of per-call schedules, or raise."""
     if isinstance(wait, (ExponentialJitter, DecorrelatedJitter)):
@@ -169,7 +178,7 @@ def compile_wait(wait: object) -> Callable[[], Schedule]:
                 "(from 1) to seconds"
             ) from exc
         check_duration("wait(1)", first)
-        schedule: Schedule = lambda attempt, _exc, _result: fn(attempt)  # noqa: E731
+        schedule: Schedule = lambda attempt, _exc, _result: as_seconds(fn(attempt))  # noqa: E731
         return lambda: schedule
     seconds = check_duration("wait", wait)
     assert seconds is not None  # noqa: S101 -- allow_none is off
