@@ -42,7 +42,10 @@ class _BreakerStep:
         core = self._core
         ticket = core._free
         if ticket is None:
-            ticket = core._acquire_slow()
+            admitted = core.admit_slow()
+            if not isinstance(admitted, Epoch):
+                raise admitted
+            ticket = admitted
         return (ticket, self._monotonic()) if ticket.timed else ticket
 
     def _split(self, token: Epoch | tuple[Epoch, float]) -> tuple[Epoch, float]:
@@ -159,7 +162,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
 
     def _sync_guard(self, fn: Callable[P, T]) -> Callable[P, T]:
         core = self._core
-        acquire = core.acquire
+        admit_slow = core.admit_slow
         on_success = core.on_success
         on_error = core.on_error
         on_cancel = core.on_cancel
@@ -168,7 +171,10 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
             ticket = core._free
             if ticket is None:
-                ticket = acquire()
+                admitted = admit_slow()
+                if not isinstance(admitted, Epoch):
+                    raise admitted  # raised here: one frame, not three
+                ticket = admitted
             timed = ticket.timed
             start = monotonic() if timed else 0.0
             try:
@@ -186,7 +192,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
 
     def _async_guard(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         core = self._core
-        acquire = core.acquire
+        admit_slow = core.admit_slow
         on_success = core.on_success
         on_error = core.on_error
         on_cancel = core.on_cancel
@@ -195,7 +201,10 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
             ticket = core._free
             if ticket is None:
-                ticket = acquire()
+                admitted = admit_slow()
+                if not isinstance(admitted, Epoch):
+                    raise admitted  # raised here: one frame, not three
+                ticket = admitted
             timed = ticket.timed
             start = monotonic() if timed else 0.0
             try:

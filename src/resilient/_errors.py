@@ -53,17 +53,36 @@ class CircuitOpenError(RejectedError):
         state: The breaker's state when it refused the call.
     """
 
+    # Raised on every call while a dependency is down, so it is built cheaply: one
+    # base __init__, and the message formatted only if someone reads it.
     def __init__(
         self,
-        message: str,
+        message: str | None = None,
         *,
         policy: str | None = None,
         retry_after: float | None = None,
         state: object = None,
     ) -> None:
-        super().__init__(message, policy=policy)
+        if message is not None:
+            Exception.__init__(self, message)
+        self.policy = policy
         self.retry_after = retry_after
         self.state = state
+        self._message = message
+
+    def __str__(self) -> str:
+        if self._message is not None:
+            return self._message
+        who = f"circuit breaker {self.policy!r}" if self.policy is not None else "circuit breaker"
+        state = getattr(self.state, "value", self.state)
+        if state == "open" and self.retry_after is not None:
+            return f"{who} is open; trial calls are allowed in {self.retry_after:.3f}s"
+        if state == "half_open":
+            return f"{who} is half-open and every trial call is taken"
+        return f"{who} is {str(state).replace('_', ' ')}"
+
+    def __repr__(self) -> str:
+        return f"CircuitOpenError({str(self)!r})"
 
 
 class BulkheadFullError(RejectedError):
