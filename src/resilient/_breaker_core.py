@@ -382,12 +382,15 @@ class BreakerCore(EventSource):
             # stale deadline at a transition only moves one rejection by an instant).
             now = self._clock.monotonic()
             open_until = self._open_until
-            if now < open_until and self._state is OPEN:
+            if now < open_until:
                 lock = self._lock
                 lock.acquire()
                 self._not_permitted += 1
                 lock.release()
-                return self._reject(OPEN, open_until - now, None)
+                error = CircuitOpenError._quick(self.name, open_until - now, OPEN)
+                if self._listeners or GLOBAL_LISTENERS or _debug_enabled():
+                    self._report_rejection(error, None)
+                return error
         events: list[Event] = []
         retry_after: float | None = None
         with self._lock:
@@ -420,16 +423,19 @@ class BreakerCore(EventSource):
         return ticket
 
     def _reject(
-        self, state: CircuitState, retry_after: float | None, events: list[Event] | None
+        self, state: CircuitState, retry_after: float | None, events: list[Event]
     ) -> CircuitOpenError:
-        error = CircuitOpenError(None, policy=self.name, retry_after=retry_after, state=state)
+        error = CircuitOpenError._quick(self.name, retry_after, state)
+        self._report_rejection(error, events)
+        return error
+
+    def _report_rejection(self, error: CircuitOpenError, events: list[Event] | None) -> None:
         if self._listeners or GLOBAL_LISTENERS:
             events = [*(events or ()), CallRejected(self.name, KIND, error)]
         if _debug_enabled():
             logger.debug("resilient: circuit breaker %r rejected a call", self.name)
         if events:
             self._dispatch(events)
-        return error
 
     def on_success(self, ticket: Epoch, result: Any, duration: float) -> None:
         """Report that an admitted call returned ``result`` after ``duration`` seconds."""

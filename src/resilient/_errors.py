@@ -16,6 +16,11 @@ Each rejection raises a *fresh* instance, so tracebacks never grow across reject
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = [
     "BulkheadFullError",
     "CircuitOpenError",
@@ -55,6 +60,8 @@ class CircuitOpenError(RejectedError):
 
     # Raised on every call while a dependency is down, so it is built cheaply: one
     # base __init__, and the message formatted only if someone reads it.
+    _message: str | None = None
+
     def __init__(
         self,
         message: str | None = None,
@@ -69,6 +76,15 @@ class CircuitOpenError(RejectedError):
         self.retry_after = retry_after
         self.state = state
         self._message = message
+
+    @classmethod
+    def _quick(cls, policy: str | None, retry_after: float | None, state: object) -> Self:
+        """The library's own constructor: no ``__init__`` call (half the cost)."""
+        error = cls.__new__(cls)
+        error.policy = policy
+        error.retry_after = retry_after
+        error.state = state
+        return error
 
     def __str__(self) -> str:
         if self._message is not None:
