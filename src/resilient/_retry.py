@@ -6,10 +6,11 @@ the final result or raises the final exception. Every decision lives there: whet
 outcome is retried, how long to wait, whether the deadline or the budget allows it. The
 adapters only sleep (with the policy's clock), call, and send the outcome back.
 
-The first attempt needs no flow: a call that succeeds at once pays for one ``try`` and,
-only if ``on_result`` is set, one predicate. All per-call state (attempt number, the
-wait schedule) lives in the generator, never in the policy, so concurrent calls never
-see each other's attempts (tenacity shares one statistics dict between them).
+The first attempt needs no flow: a call that succeeds at once pays for one ``try`` (and,
+when ``on_result`` or a budget is set, one call to :meth:`RetryCore.start`). All
+per-call state (attempt number, the wait schedule) lives in the generator, never in the
+policy, so concurrent calls never see each other's attempts (tenacity shares one
+statistics dict between them).
 """
 
 from __future__ import annotations
@@ -170,6 +171,19 @@ class RetryCore(EventSource):
             )
             return 0.0
 
+    def start(self, exc: BaseException | None, result: Any) -> Flow | None:
+        """After the first attempt: count it, and return the retry flow, or ``None``.
+
+        ``None`` means the first outcome stands (returned or re-raised by the adapter).
+        """
+        budget = self.budget
+        if budget is not None:
+            budget.on_first_attempt()
+            budget.on_outcome(failed=exc is not None)
+        if not self.retryable(exc, result):
+            return None
+        return self.flow(exc, result)
+
     def flow(self, exc: BaseException | None, result: Any) -> Flow:
         """The retries after a first attempt whose outcome is retryable (see module doc)."""
         testing, cap = _testing
@@ -263,29 +277,23 @@ class Retry(CorePolicy[RetryCore]):
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         core = self._core
-        budget = core.budget
-        check_result = core.on_result
-        retryable = core.retryable
-        flow = core.flow
+        start = core.start
+        plain = core.on_result is None and core.budget is None
         sleep = core.clock.sleep
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if budget is not None:
-                budget.on_first_attempt()
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                if budget is not None:
-                    budget.on_outcome(failed=True)
-                if not retryable(exc, None):
+                steps = start(exc, None)
+                if steps is None:
                     raise
-                steps = flow(exc, None)
             else:
-                if budget is not None:
-                    budget.on_outcome(failed=False)
-                if check_result is None or not retryable(None, result):
+                if plain:
                     return result
-                steps = flow(None, result)
+                steps = start(None, result)
+                if steps is None:
+                    return result
             try:
                 delay = next(steps)
                 while True:
@@ -303,29 +311,23 @@ class Retry(CorePolicy[RetryCore]):
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         core = self._core
-        budget = core.budget
-        check_result = core.on_result
-        retryable = core.retryable
-        flow = core.flow
+        start = core.start
+        plain = core.on_result is None and core.budget is None
         asleep = core.clock.asleep
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
-            if budget is not None:
-                budget.on_first_attempt()
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
-                if budget is not None:
-                    budget.on_outcome(failed=True)
-                if not retryable(exc, None):
+                steps = start(exc, None)
+                if steps is None:
                     raise
-                steps = flow(exc, None)
             else:
-                if budget is not None:
-                    budget.on_outcome(failed=False)
-                if check_result is None or not retryable(None, result):
+                if plain:
                     return result
-                steps = flow(None, result)
+                steps = start(None, result)
+                if steps is None:
+                    return result
             try:
                 delay = next(steps)
                 while True:
