@@ -172,13 +172,12 @@ class RetryCore(EventSource):
             return 0.0
 
     def start(self, exc: BaseException | None, result: Any) -> Flow | None:
-        """After the first attempt: count it, and return the retry flow, or ``None``.
+        """After the first attempt: report its outcome, and return the retry flow or ``None``.
 
         ``None`` means the first outcome stands (returned or re-raised by the adapter).
         """
         budget = self.budget
         if budget is not None:
-            budget.on_first_attempt()
             budget.on_outcome(failed=exc is not None)
         if not self.retryable(exc, result):
             return None
@@ -279,9 +278,12 @@ class Retry(CorePolicy[RetryCore]):
         core = self._core
         start = core.start
         plain = core.on_result is None and core.budget is None
+        deposit = None if core.budget is None else core.budget.on_first_attempt
         sleep = core.clock.sleep
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
+            if deposit is not None:
+                deposit()  # a first attempt counts even if it is then interrupted
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
@@ -313,9 +315,12 @@ class Retry(CorePolicy[RetryCore]):
         core = self._core
         start = core.start
         plain = core.on_result is None and core.budget is None
+        deposit = None if core.budget is None else core.budget.on_first_attempt
         asleep = core.clock.asleep
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
+            if deposit is not None:
+                deposit()  # a first attempt counts even if it is then interrupted
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
