@@ -9,13 +9,13 @@ sync and async runners over policy steps), ``_policy`` (the base class every pol
 shares), ``_compose``; then one module (or a core/adapter pair) per policy:
 ``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
 ``_timer``, ``_workers`` and ``_deadline``), ``_fallback``, ``_retry`` (with
-``_wait`` and ``_budget``), ``_ratelimit``; ``_waiters`` wakes callers
+``_wait`` and ``_budget``), ``_ratelimit`` (and ``_keyed_ratelimit``); ``_waiters`` wakes callers
 across threads and event loops.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 """
 
 from resilient._breaker import CircuitBreaker
-from resilient._breaker_core import CircuitBreakerMetrics, CircuitState
+from resilient._breaker_state import CircuitBreakerMetrics, CircuitState
 from resilient._budget import BudgetSnapshot, RetryBudget, RetryThrottle
 from resilient._bulkhead import Bulkhead
 from resilient._bulkhead_core import BulkheadMetrics
@@ -44,7 +44,8 @@ from resilient._events import (
     StateTransition,
 )
 from resilient._fallback import Fallback
-from resilient._ratelimit import KeyedRateLimiter, RateLimiter, RateLimiterMetrics
+from resilient._keyed_ratelimit import KeyedRateLimiter
+from resilient._ratelimit import RateLimiter, RateLimiterMetrics
 from resilient._retry import Retry, RetryMetrics
 from resilient._timeout import Timeout, TimeoutMetrics
 from resilient._version import __version__

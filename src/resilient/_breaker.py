@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from resilient._breaker_core import BreakerCore, CircuitBreakerMetrics, CircuitState, Epoch
+from resilient._breaker_core import BreakerCore
+from resilient._breaker_state import CircuitBreakerMetrics, CircuitState, Epoch
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._window import CountWindow, TimeWindow

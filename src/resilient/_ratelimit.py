@@ -13,18 +13,15 @@ A caller may wait up to ``max_wait`` for its turn: its slot is *reserved* (the T
 on at once), so waiting callers queue in order and never starve each other. A caller
 cancelled while waiting gives its reservation back if nobody has reserved after it.
 
-:class:`KeyedRateLimiter` keeps one TAT per key (per user, per tenant), in LRU order. A
-key whose TAT has passed is indistinguishable from a new key, so it can be dropped with
-no change in behaviour; at most ``max_keys`` are kept.
+The keyed variant, one TAT per key, lives in ``_keyed_ratelimit.py``.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Final
@@ -37,7 +34,7 @@ from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._validate import Duration, check_duration, check_int, check_number
 
-__all__ = ["KeyedRateLimiter", "RateLimiter", "RateLimiterMetrics"]
+__all__ = ["GcraCore", "RateLimiter", "RateLimiterMetrics"]
 
 KIND: Final = "rate_limiter"
 _NS: Final = 1_000_000_000
@@ -326,156 +323,3 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
 
     def __repr__(self) -> str:
         return f"<RateLimiter {self.name!r} {self.rate:g}/{self.per:g}s burst={self.burst}>"
-
-
-class KeyedRateLimiterCore(GcraCore):
-    """One TAT per key, in LRU order, at most ``max_keys`` of them."""
-
-    __slots__ = ("_tats", "max_keys")
-
-    def __init__(self, *args: Any, max_keys: object) -> None:
-        super().__init__(*args)
-        self.max_keys = check_int("max_keys", max_keys)
-        self._tats: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
-
-    def reserve(self, key: Hashable) -> tuple[int, int]:
-        """As :meth:`RateLimiterCore.reserve`, for ``key``."""
-        now = self.now()
-        tats = self._tats
-        with self._lock:
-            tat = tats.get(key, now)
-            new_tat = (tat if tat > now else now) + self.interval
-            delay = new_tat - self.tolerance - now
-            if delay <= 0 or delay <= self.allowed_wait():
-                tats[key] = new_tat
-                tats.move_to_end(key)
-                self.admitted += 1
-                if delay > 0:
-                    self.waited += 1
-                self._evict(now)
-                return max(delay, 0), new_tat
-            self.rejected += 1
-        raise self.rejection(delay / _NS, key)
-
-    def _evict(self, now: int) -> None:
-        tats = self._tats
-        # Keys whose TAT has passed behave exactly like absent keys: drop a few of the
-        # least recently used each time (amortised O(1)), and any excess over max_keys.
-        for _ in range(2):
-            if not tats:
-                return
-            oldest, tat = next(iter(tats.items()))
-            if tat > now:
-                break
-            del tats[oldest]
-        while len(tats) > self.max_keys:
-            tats.popitem(last=False)
-
-    def give_back(self, key: Hashable, reserved_tat: int) -> None:
-        """A reserved caller gave up: return its slot if nobody reserved after it."""
-        with self._lock:
-            if self._tats.get(key) == reserved_tat:
-                self._tats[key] = reserved_tat - self.interval
-                self.admitted -= 1
-                self.waited -= 1
-
-    def metrics(self) -> RateLimiterMetrics:
-        """A frozen snapshot of the counts."""
-        with self._lock:
-            return RateLimiterMetrics(self.admitted, self.waited, self.rejected, len(self._tats))
-
-
-class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
-    """A :class:`RateLimiter` per key (per user, per tenant), in bounded memory.
-
-    ``key`` maps a call's arguments to its key: ``key=lambda user_id, *a, **k: user_id``.
-    Keys that have been idle long enough to be fully replenished are dropped (they
-    behave exactly like new keys); beyond ``max_keys`` the least recently used key is
-    dropped even if not idle, which can only make that key's limit more permissive.
-
-    Args:
-        rate: Calls per period, per key.
-        per: The period in seconds (default 1).
-        key: A function of the call's ``(*args, **kwargs)`` returning a hashable key.
-        burst: Calls admitted at once per key after an idle period.
-        max_wait: Seconds a call may wait for its slot (default 0).
-        max_keys: The most keys kept (default 10,000).
-        name: A name for errors, events and metrics.
-        clock: Where time comes from and how waits happen (default: monotonic).
-    """
-
-    __slots__ = ("_key",)
-    kind = "rate_limiter"
-
-    def __init__(
-        self,
-        rate: float,
-        per: Duration = 1.0,
-        *,
-        key: Callable[..., Hashable],
-        burst: int | None = None,
-        max_wait: Duration = 0.0,
-        max_keys: int = 10_000,
-        name: str | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        if not callable(key):
-            raise TypeError(
-                f"key must be a function of the call's arguments, not {type(key).__name__}"
-            )
-        self._key = key
-        self._core = KeyedRateLimiterCore(
-            rate, per, burst, max_wait, name, clock, max_keys=max_keys
-        )
-
-    def acquire(self, key: Hashable) -> None:
-        """Take a slot for ``key``, waiting up to ``max_wait``; raise if refused."""
-        delay, tat = self._core.reserve(key)
-        if delay > 0:
-            try:
-                self._core.clock.sleep(delay / _NS)
-            except BaseException:
-                self._core.give_back(key, tat)
-                raise
-
-    async def acquire_async(self, key: Hashable) -> None:
-        """Take a slot for ``key`` (async), waiting up to ``max_wait``; raise if refused."""
-        delay, tat = self._core.reserve(key)
-        if delay > 0:
-            try:
-                await self._core.clock.asleep(delay / _NS)
-            except BaseException:
-                self._core.give_back(key, tat)
-                raise
-
-    def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        key, acquire = self._key, self.acquire
-
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            acquire(key(*args, **kwargs))
-            return fn(*args, **kwargs)
-
-        return guarded
-
-    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        key, acquire = self._key, self.acquire_async
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:
-            await acquire(key(*args, **kwargs))
-            return await fn(*args, **kwargs)
-
-        return guarded
-
-    def __enter__(self) -> None:
-        raise TypeError("a keyed limiter needs a key: use acquire(key) / acquire_async(key)")
-
-    async def __aenter__(self) -> None:
-        raise TypeError("a keyed limiter needs a key: use acquire(key) / acquire_async(key)")
-
-    def metrics(self) -> RateLimiterMetrics:
-        """Admitted, waited and rejected calls, and keys tracked, as a frozen snapshot."""
-        return self._core.metrics()
-
-    def __repr__(self) -> str:
-        c = self._core
-        return f"<KeyedRateLimiter {c.name!r} {c.rate:g}/{c.per:g}s per key>"
