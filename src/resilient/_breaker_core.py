@@ -19,6 +19,7 @@ attribute read is atomic.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -78,12 +79,14 @@ class BreakerCore(EventSource):
         "_last_open_duration",
         "_lock",
         "_minimum_calls",
+        "_monotonic",
         "_not_permitted",
         "_open_attempt",
         "_open_duration",
         "_open_until",
         "_record",
         "_record_result",
+        "_rejections",
         "_slow_duration",
         "_slow_threshold",
         "_state",
@@ -150,6 +153,7 @@ class BreakerCore(EventSource):
                 f"clock must provide monotonic(), sleep() and asleep(), not {type(clock).__name__}"
             )
         self._clock = clock
+        self._monotonic = clock.monotonic  # bound once: read on every rejection
         # Pay only for what is configured: durations are measured only when slow-call
         # detection or a time window needs them.
         self._timed = self._slow_duration is not None or window.evicts_by_time
@@ -167,6 +171,7 @@ class BreakerCore(EventSource):
         )
         self._window = self._new_window()
         self._not_permitted = 0
+        self._rejections = itertools.count()
         self._state = CLOSED
         self._epoch = Epoch(CLOSED, self._window, self._fast_success, self._timed)
         self._free: Epoch | None = self._epoch
@@ -233,11 +238,13 @@ class BreakerCore(EventSource):
         self._open_attempt = 0
         self._window = self._new_window()
         self._not_permitted = 0
+        self._rejections = itertools.count()
         self._enter(CLOSED, events)
 
     def _half_open(self, now: float, events: list[Event]) -> None:
         self._window = self._new_window(self._half_open_calls)
         self._not_permitted = 0
+        self._rejections = itertools.count()
         self._half_open_since = now
         self._half_open_taken = 0
         self._half_open_done = 0
@@ -303,15 +310,12 @@ class BreakerCore(EventSource):
         if state is OPEN and self._half_open_max is None:
             # The common rejection: still OPEN, decided without the lock (reading a
             # stale deadline at a transition only moves one rejection by an instant).
-            now = self._clock.monotonic()
+            now = self._monotonic()
             open_until = self._open_until
             if now < open_until:
-                lock = self._lock
-                lock.acquire()
-                self._not_permitted += 1
-                lock.release()
+                next(self._rejections)  # one C call, atomic: no lock on this path
                 error = CircuitOpenError._quick(self.name, open_until - now, OPEN)
-                if self._listeners or GLOBAL_LISTENERS or _debug_enabled():
+                if self._listeners or GLOBAL_LISTENERS or logger.isEnabledFor(logging.DEBUG):
                     self._report_rejection(error, None)
                 return error
         events: list[Event] = []
@@ -499,6 +503,7 @@ class BreakerCore(EventSource):
             elif self._state is not target:
                 self._window = self._new_window()
                 self._not_permitted = 0
+                self._rejections = itertools.count()
                 self._enter(target, events)
         self._dispatch(events)
 
@@ -510,7 +515,7 @@ class BreakerCore(EventSource):
                 self._expire(self._clock.monotonic(), events)
             snap = self._window.snapshot()
             state = self._state
-            not_permitted = self._not_permitted
+            not_permitted = self._not_permitted + _counted(self._rejections)
             minimum = self._half_open_calls if state is HALF_OPEN else self._minimum_calls
         self._dispatch(events)
         return CircuitBreakerMetrics(
@@ -542,6 +547,14 @@ class BreakerCore(EventSource):
         if state in _ADMIT_ALL or (state is HALF_OPEN and taken < self._half_open_calls):
             return 0.0
         return None
+
+
+def _counted(counter: itertools.count[int]) -> int:
+    """How many times ``next()`` was called on a fresh ``itertools.count()``.
+
+    Its repr is ``count(N)``; the pickling route to N is deprecated since Python 3.12.
+    """
+    return int(repr(counter)[6:-1])
 
 
 def _debug_enabled() -> bool:
