@@ -51,3 +51,61 @@ assert_type(Service().method(1), str)
 
 sync_fn("not an int")  # type: ignore[arg-type]
 sync_fn(1, c=2)  # type: ignore[call-arg]
+
+
+# -- every policy, and compositions, keep signatures the same way ------------------------
+
+from resilient import (  # noqa: E402
+    Bulkhead,
+    DecorrelatedJitter,
+    Fallback,
+    KeyedRateLimiter,
+    RateLimiter,
+    Retry,
+    RetryBudget,
+    Timeout,
+    compose,
+)
+
+bulkhead = Bulkhead(4, max_wait=0.1)
+timeout = Timeout(1.5)
+fallback = Fallback(lambda exc: [])
+retry = Retry(3, wait=DecorrelatedJitter(0.1), budget=RetryBudget())
+limiter = RateLimiter(100, per=1.0, burst=10)
+keyed = KeyedRateLimiter(10, key=lambda user, *args, **kwargs: user)
+pipeline = compose(fallback, retry, breaker, limiter, timeout, bulkhead)
+
+
+@pipeline
+def composed(a: int, *, b: str = "x") -> list[str]:
+    return [b] * a
+
+
+@pipeline
+async def composed_async(a: int) -> bytes:
+    return b"x" * a
+
+
+@keyed
+def per_user(user: str, amount: float) -> float:
+    return amount
+
+
+assert_type(composed(2, b="y"), list[str])
+assert_type(per_user("u", 1.0), float)
+assert_type(bulkhead.call(composed, 1), list[str])
+assert_type(timeout(sync_fn)(1), list[str])
+
+
+async def use_composed() -> None:
+    assert_type(await composed_async(3), bytes)
+    assert_type(await retry.call_async(async_fn, 1), float)
+    async with bulkhead:
+        pass
+    async with timeout:
+        pass
+    with breaker:
+        pass
+
+
+composed("2")  # type: ignore[arg-type]
