@@ -1,15 +1,32 @@
-"""Compare the per-call cost of circuit breakers, in one process.
+"""Compare the per-call cost of resilient's policies with peers, in one process.
 
 Usage::
 
     python benchmarks/compare.py [--rounds 25] [--sample-ms 10] [--gc] [--cpu-time]
                                  [--json PATH]
 
-Every scenario is a guarded call of ``fn(1)`` next to the bare call it guards, for
-resilient and, when installed (``pip install -e '.[bench]'``), circuitbreaker and
-pybreaker, each with default options (a tripped breaker stays open for an hour, so it
-never half-opens during a run). Samples are timeit-style: a loop of ``number`` calls
-(calibrated to about ``--sample-ms`` each) with the garbage collector off unless ``--gc``.
+Every scenario is a guarded call of ``fn(1)`` next to the bare call it guards:
+
+* circuit breakers: resilient and, when installed (``pip install -e '.[bench]'``),
+  circuitbreaker and pybreaker, each with default options (a tripped breaker stays open
+  for an hour, so it never half-opens during a run);
+* retry, first attempt succeeds, 3 attempts: resilient ``Retry(3)``, tenacity
+  (``@tenacity.retry(stop=stop_after_attempt(3))``, which runs ``AsyncRetrying`` on an
+  ``async def``), stamina (``@stamina.retry(on=Exception, attempts=3)``) and backoff
+  (``@backoff.on_exception(backoff.expo, Exception, max_tries=3)``);
+* rate limiter, admitted: ``RateLimiter`` with a rate so high that every call passes;
+* bulkhead, uncontended (asyncio): ``Bulkhead(10)``, next to an ``asyncio.Semaphore``;
+* timeout (asyncio): ``Timeout(10)``, next to ``asyncio.timeout`` and ``anyio.fail_after``;
+* compositions: ``compose(Fallback, CircuitBreaker, Timeout, Bulkhead)`` on asyncio and
+  ``compose(Fallback, CircuitBreaker, Bulkhead)`` sync, each next to the same policies
+  stacked as decorators.
+
+Rows marked "(reference)" are not peers but the standard building block a policy uses
+or replaces, in an ``async def`` wrapper (a decorator adds that frame too). Peers that
+are not installed are skipped with a note.
+
+Samples are timeit-style: a loop of ``number`` calls (calibrated to about
+``--sample-ms`` each) with the garbage collector off unless ``--gc``.
 Each round takes one sample of every case, in a rotated order, so the implementations
 alternate and drift hits them alike; the result is the median over rounds, and the
 overhead is the median of each round's difference to the bare call of that round.
@@ -30,6 +47,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import timeit
@@ -41,7 +59,16 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from resilient import CircuitBreaker, CircuitOpenError
+from resilient import (
+    Bulkhead,
+    CircuitBreaker,
+    CircuitOpenError,
+    Fallback,
+    RateLimiter,
+    Retry,
+    Timeout,
+    compose,
+)
 
 OPEN_FOR = 3600.0
 WARMUP = 1_000
@@ -50,13 +77,53 @@ SYNC_CLOSED = "sync call, CLOSED"
 SYNC_OPEN = "sync call, OPEN (rejected)"
 ASYNC_CLOSED = "awaited call (asyncio), CLOSED"
 ASYNC_OPEN = "awaited call (asyncio), OPEN (rejected)"
+RETRY_SYNC = "retry, sync call, first attempt succeeds"
+RETRY_ASYNC = "retry, awaited (asyncio), first attempt succeeds"
+RATE_SYNC = "rate limiter, sync call, admitted"
+RATE_ASYNC = "rate limiter, awaited (asyncio), admitted"
+BULKHEAD_ASYNC = "bulkhead, awaited (asyncio), uncontended"
+TIMEOUT_ASYNC = "timeout, awaited (asyncio)"
+COMPOSE3_SYNC = "compose(Fallback, CircuitBreaker, Bulkhead), sync call"
+COMPOSE4_ASYNC = "compose(Fallback, CircuitBreaker, Timeout, Bulkhead), awaited (asyncio)"
+ORDER = [
+    SYNC_CLOSED,
+    SYNC_OPEN,
+    ASYNC_CLOSED,
+    ASYNC_OPEN,
+    RETRY_SYNC,
+    RETRY_ASYNC,
+    RATE_SYNC,
+    RATE_ASYNC,
+    BULKHEAD_ASYNC,
+    TIMEOUT_ASYNC,
+    COMPOSE3_SYNC,
+    COMPOSE4_ASYNC,
+]
+POLICY_SCENARIOS = ORDER[4:]  # each with a bare row of its own, next to its cases
+ASYNC_SCENARIOS = frozenset(
+    (
+        ASYNC_CLOSED,
+        ASYNC_OPEN,
+        RETRY_ASYNC,
+        RATE_ASYNC,
+        BULKHEAD_ASYNC,
+        TIMEOUT_ASYNC,
+        COMPOSE4_ASYNC,
+    )
+)
 BASELINE = {
     SYNC_CLOSED: (SYNC_CLOSED, "bare"),
     SYNC_OPEN: (SYNC_CLOSED, "bare"),
     ASYNC_CLOSED: (ASYNC_CLOSED, "bare"),
     ASYNC_OPEN: (ASYNC_CLOSED, "bare"),
+    **{scenario: (scenario, "bare") for scenario in POLICY_SCENARIOS},
 }
 REFERENCE = "resilient"
+COMPOSED = "resilient compose()"
+STACKED = "resilient, stacked decorators"
+REFERENCE_OF = {COMPOSE3_SYNC: COMPOSED, COMPOSE4_ASYNC: COMPOSED}  # others: REFERENCE
+LONG = 10.0  # seconds: a timeout that never fires during a run
+HUGE_RATE = 1e9  # calls per second: every call is admitted
 
 
 class BoomError(Exception):
@@ -86,12 +153,13 @@ class Case:
     fn: Any
     error: type[BaseException] | None = None  # the rejection to catch
     still_open: Any = None  # checked after the run: a tripped breaker must stay open
+    verify: Callable[[], None] | None = None  # checked after the run: only fast paths ran
     number: int = 0
     samples: list[float] = field(default_factory=list)
 
     @property
     def is_async(self) -> bool:
-        return self.scenario in {ASYNC_CLOSED, ASYNC_OPEN}
+        return self.scenario in ASYNC_SCENARIOS
 
 
 # -- building the cases --------------------------------------------------------------
@@ -164,6 +232,157 @@ def _pybreaker(loop: asyncio.AbstractEventLoop) -> list[Case]:
     return [
         Case(SYNC_CLOSED, "pybreaker", pb.CircuitBreaker()(ident)),
         Case(SYNC_OPEN, "pybreaker", fn, pb.CircuitBreakerError, lambda: breaker.current_state),
+    ]
+
+
+def _fallback_value(exc: BaseException | None) -> int:
+    return -1
+
+
+def _expect(metrics: Callable[[], Any], **expected: int) -> Callable[[], None]:
+    """A check that ``metrics()`` has the ``expected`` values after the run."""
+
+    def check() -> None:
+        snapshot = metrics()
+        for name, value in expected.items():
+            assert getattr(snapshot, name) == value, (snapshot, name, value)
+
+    return check
+
+
+def _untouched(policies: list[Any]) -> Callable[[], None]:
+    """A check that a composition only took fast paths: no fallback, trip, timeout, leak."""
+
+    def check() -> None:
+        for policy in policies:
+            if isinstance(policy, Fallback):
+                assert policy.used == 0, policy
+            elif isinstance(policy, CircuitBreaker):
+                assert policy.metrics().failed_calls == 0, policy
+            elif isinstance(policy, Timeout):
+                assert policy.metrics().timeouts == 0, policy
+            elif isinstance(policy, Bulkhead):
+                assert policy.metrics().in_flight == 0, policy
+
+    return check
+
+
+def _composition_cases(scenario: str, fn: Any, *, timeout: bool) -> list[Case]:
+    """``fn`` under ``compose(Fallback, CircuitBreaker, [Timeout,] Bulkhead)``, and stacked."""
+    cases = []
+    for library in (COMPOSED, STACKED):
+        policies: list[Any] = [Fallback(_fallback_value), CircuitBreaker()]
+        if timeout:
+            policies.append(Timeout(LONG))
+        policies.append(Bulkhead(10))
+        if library == COMPOSED:
+            guarded = compose(*policies)(fn)
+        else:
+            guarded = fn
+            for policy in reversed(policies):  # innermost first, as decorators apply
+                guarded = policy(guarded)
+        cases.append(Case(scenario, library, guarded, verify=_untouched(policies)))
+    return cases
+
+
+def _policies() -> list[Case]:
+    """The bare call of every policy scenario, and resilient's guarded calls."""
+    cases = [Case(s, "bare", aident if s in ASYNC_SCENARIOS else ident) for s in POLICY_SCENARIOS]
+    for scenario, fn in ((RETRY_SYNC, ident), (RETRY_ASYNC, aident)):
+        retry = Retry(3)
+        cases.append(
+            Case(scenario, "resilient", retry(fn), verify=_expect(retry.metrics, retries=0))
+        )
+    for scenario, fn in ((RATE_SYNC, ident), (RATE_ASYNC, aident)):
+        limiter = RateLimiter(HUGE_RATE)
+        cases.append(
+            Case(scenario, "resilient", limiter(fn), verify=_expect(limiter.metrics, rejected=0))
+        )
+    bulkhead = Bulkhead(10)
+    cases.append(
+        Case(
+            BULKHEAD_ASYNC,
+            "resilient",
+            bulkhead(aident),
+            verify=_expect(bulkhead.metrics, in_flight=0, rejected=0),
+        )
+    )
+    timeout = Timeout(LONG)
+    cases.append(
+        Case(
+            TIMEOUT_ASYNC, "resilient", timeout(aident), verify=_expect(timeout.metrics, timeouts=0)
+        )
+    )
+    cases += _composition_cases(COMPOSE3_SYNC, ident, timeout=False)
+    cases += _composition_cases(COMPOSE4_ASYNC, aident, timeout=True)
+    return cases
+
+
+def _references() -> tuple[list[Case], list[str]]:
+    """The building blocks next to the bulkhead and the timeout (not peers)."""
+    import anyio  # noqa: PLC0415 -- a dependency of resilient, needed here only
+
+    notes = []
+    semaphore = asyncio.Semaphore(10)
+
+    async def with_semaphore(x: int) -> int:
+        async with semaphore:
+            return await aident(x)
+
+    async def with_fail_after(x: int) -> int:
+        with anyio.fail_after(LONG):
+            return await aident(x)
+
+    cases = [
+        Case(BULKHEAD_ASYNC, "asyncio.Semaphore (reference)", with_semaphore),
+        Case(TIMEOUT_ASYNC, "anyio.fail_after (reference)", with_fail_after),
+    ]
+    if hasattr(asyncio, "timeout"):
+
+        async def with_timeout(x: int) -> int:
+            async with asyncio.timeout(LONG):
+                return await aident(x)
+
+        cases.insert(1, Case(TIMEOUT_ASYNC, "asyncio.timeout (reference)", with_timeout))
+    else:
+        notes.append("asyncio.timeout needs Python 3.11: its reference row is left out.")
+    return cases, notes
+
+
+def _tenacity(loop: asyncio.AbstractEventLoop) -> list[Case]:
+    import tenacity  # noqa: PLC0415 -- a peer (and a dependency of resilient)
+
+    def retry() -> Any:
+        return tenacity.retry(stop=tenacity.stop_after_attempt(3))
+
+    # On an async def, the decorator runs AsyncRetrying.
+    return [
+        Case(RETRY_SYNC, "tenacity", retry()(ident)),
+        Case(RETRY_ASYNC, "tenacity", retry()(aident)),
+    ]
+
+
+def _stamina(loop: asyncio.AbstractEventLoop) -> list[Case]:
+    import stamina  # noqa: PLC0415 -- an optional peer
+
+    def retry() -> Any:
+        return stamina.retry(on=Exception, attempts=3)
+
+    return [
+        Case(RETRY_SYNC, "stamina", retry()(ident)),
+        Case(RETRY_ASYNC, "stamina", retry()(aident)),
+    ]
+
+
+def _backoff(loop: asyncio.AbstractEventLoop) -> list[Case]:
+    import backoff  # noqa: PLC0415 -- an optional peer
+
+    def retry() -> Any:
+        return backoff.on_exception(backoff.expo, Exception, max_tries=3)
+
+    return [
+        Case(RETRY_SYNC, "backoff", retry()(ident)),
+        Case(RETRY_ASYNC, "backoff", retry()(aident)),
     ]
 
 
@@ -288,6 +507,8 @@ def measure(cases: list[Case], runner: Runner, rounds: int, sample: float) -> No
         if case.still_open is not None:
             state = case.still_open()
             assert state in {"open", "forced_open"}, (case.library, state)
+        if case.verify is not None:
+            case.verify()
 
 
 # -- report --------------------------------------------------------------------------
@@ -320,8 +541,9 @@ def summarize(cases: list[Case]) -> list[dict[str, Any]]:
             }
         )
     for row in rows:
+        reference = REFERENCE_OF.get(row["scenario"], REFERENCE)
         ref = next(
-            (r for r in rows if r["scenario"] == row["scenario"] and r["library"] == REFERENCE),
+            (r for r in rows if r["scenario"] == row["scenario"] and r["library"] == reference),
             None,
         )
         ratio = None
@@ -335,7 +557,7 @@ def summarize(cases: list[Case]) -> list[dict[str, Any]]:
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(
         "| scenario | library | ns/call median | IQR | overhead vs bare call, ns "
-        "| overhead (fastest samples), ns | overhead ratio to resilient |"
+        "| overhead (fastest samples), ns | overhead ratio to resilient (compose: to compose) |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
 
@@ -405,7 +627,75 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
                     ),
                 )
             )
+
+    def others(scenario: str, libraries: tuple[str, ...]) -> str:
+        found = [(lib, get(scenario, lib)) for lib in libraries]
+        return "; ".join(
+            f"{lib} {row['overhead_ns']:.0f} ns" if row else f"{lib} not measured"
+            for lib, row in found
+        )
+
+    def under(label: str, scenario: str, limit: float, *, library: str = REFERENCE) -> None:
+        row = get(scenario, library)
+        if row is None:
+            out.append((label, None, "skipped"))
+            return
+        out.append((label, row["overhead_ns"] < limit, f"{row['overhead_ns']:.0f} ns"))
+
+    peers = ("tenacity", "stamina", "backoff")
+    for scenario, limit in ((RETRY_SYNC, 1_000), (RETRY_ASYNC, 1_500)):
+        under(f"{scenario}: overhead < {limit:,} ns", scenario, limit)
+        out[-1] = (*out[-1][:2], f"{out[-1][2]} (peers: {others(scenario, peers)})")
+    under(f"{RATE_SYNC}: overhead < 500 ns", RATE_SYNC, 500)
+    under(f"{BULKHEAD_ASYNC}: overhead < 400 ns", BULKHEAD_ASYNC, 400)
+    out[-1] = (
+        *out[-1][:2],
+        f"{out[-1][2]} ({others(BULKHEAD_ASYNC, ('asyncio.Semaphore (reference)',))})",
+    )
+    under(f"{TIMEOUT_ASYNC}: overhead < 2,000 ns", TIMEOUT_ASYNC, 2_000)
+    refs = ("asyncio.timeout (reference)", "anyio.fail_after (reference)")
+    out[-1] = (*out[-1][:2], f"{out[-1][2]} ({others(TIMEOUT_ASYNC, refs)})")
+    under(f"{COMPOSE4_ASYNC}: overhead < 3,000 ns", COMPOSE4_ASYNC, 3_000, library=COMPOSED)
+    for scenario in (COMPOSE4_ASYNC, COMPOSE3_SYNC):
+        composed, stacked = get(scenario, COMPOSED), get(scenario, STACKED)
+        label = f"{scenario}: compose() cheaper than stacked decorators"
+        if composed is None or stacked is None:
+            out.append((label, None, "skipped"))
+            continue
+        out.append(
+            (
+                label,
+                composed["overhead_ns"] < stacked["overhead_ns"],
+                (
+                    f"compose {composed['overhead_ns']:.0f} ns, "
+                    f"stacked {stacked['overhead_ns']:.0f} ns"
+                ),
+            )
+        )
     return out
+
+
+def source() -> str:
+    """The commit of the measured checkout, and whether ``src/`` differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit}{' with uncommitted changes in src/' if dirty else ''}"
 
 
 def machine() -> dict[str, Any]:
@@ -417,7 +707,15 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for dist in ("resilient-kit", "circuitbreaker", "pybreaker"):
+    for dist in (
+        "resilient-kit",
+        "circuitbreaker",
+        "pybreaker",
+        "tenacity",
+        "stamina",
+        "backoff",
+        "anyio",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -430,6 +728,7 @@ def machine() -> dict[str, Any]:
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": versions,
+        "source": source(),
     }
 
 
@@ -454,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "versions:", ", ".join(f"{k} {v or 'not installed'}" for k, v in info["versions"].items())
     )
+    print(f"source: {info['source']}")
 
     loop = asyncio.new_event_loop()
     notes: list[str] = []
@@ -465,11 +765,23 @@ def main(argv: list[str] | None = None) -> int:
             Case(ASYNC_CLOSED, "bare", aident),
             Case(ASYNC_OPEN, "bare raise", aboom, BoomError),
             *_resilient(loop),
+            *_policies(),
         ]
-        for name, build in (("circuitbreaker", _circuitbreaker), ("pybreaker", _pybreaker)):
+        references, reference_notes = _references()
+        cases += references
+        notes += reference_notes
+        peers = (
+            ("circuitbreaker", _circuitbreaker),
+            ("pybreaker", _pybreaker),
+            ("tenacity", _tenacity),
+            ("stamina", _stamina),
+            ("backoff", _backoff),
+        )
+        for name, build in peers:
             try:
                 with warnings.catch_warnings():
-                    # circuitbreaker calls asyncio.iscoroutinefunction (deprecated in 3.14).
+                    # circuitbreaker and backoff call asyncio.iscoroutinefunction
+                    # (deprecated in 3.14).
                     warnings.simplefilter("ignore", DeprecationWarning)
                     cases += build(loop)
                 installed.add(name)
@@ -477,8 +789,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"{name} is not installed: skipped (pip install -e '.[bench]').")
         if "pybreaker" in installed:
             notes.append(pybreaker_async_check(loop))
-        order = [SYNC_CLOSED, SYNC_OPEN, ASYNC_CLOSED, ASYNC_OPEN]
-        cases.sort(key=lambda c: order.index(c.scenario))
+        cases.sort(key=lambda c: ORDER.index(c.scenario))  # stable: bare first in each
         measure(
             cases,
             Runner(loop, keep_gc=args.gc, cpu_time=args.cpu_time),

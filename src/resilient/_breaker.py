@@ -45,7 +45,10 @@ class _BreakerStep:
         if ticket is None:
             admitted = core.admit_slow()
             if not isinstance(admitted, Epoch):
-                raise admitted
+                try:
+                    raise admitted
+                finally:
+                    del admitted
             ticket = admitted
         return (ticket, self._monotonic()) if ticket.timed else ticket
 
@@ -174,7 +177,10 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             if ticket is None:
                 admitted = admit_slow()
                 if not isinstance(admitted, Epoch):
-                    raise admitted  # raised here: one frame, not three
+                    try:
+                        raise admitted  # raised here: one frame, not three
+                    finally:
+                        del admitted  # no frame <-> traceback cycle left for the GC
                 ticket = admitted
             timed = ticket.timed
             start = monotonic() if timed else 0.0
@@ -204,7 +210,10 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             if ticket is None:
                 admitted = admit_slow()
                 if not isinstance(admitted, Epoch):
-                    raise admitted  # raised here: one frame, not three
+                    try:
+                        raise admitted  # raised here: one frame, not three
+                    finally:
+                        del admitted  # no frame <-> traceback cycle left for the GC
                 ticket = admitted
             timed = ticket.timed
             start = monotonic() if timed else 0.0

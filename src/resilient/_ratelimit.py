@@ -137,42 +137,54 @@ class GcraCore(EventSource):
 
 
 class RateLimiterCore(GcraCore):
-    """One TAT for all callers."""
+    """One TAT for all callers.
 
-    __slots__ = ("_tat",)
+    The TAT lives in a one-item list shared with :attr:`admit`, a closure over the
+    constants it needs: the admission path reads no attributes, which is a fifth of
+    its cost.
+    """
+
+    __slots__ = ("_admitted_fast", "_tat", "admit")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._tat = -(2**62)
+        self._tat = [-(2**62)]
+        self.admit = self._make_admit()
 
-    def admit(self) -> bool:
-        """The hot path: admit a call now if it is within the rate (no waiting)."""
-        now = self.now()
-        lock = self._lock
-        lock.acquire()
-        tat = self._tat
-        new_tat = (tat if tat > now else now) + self.interval
-        if new_tat - now <= self.tolerance:
-            self._tat = new_tat
-            self.admitted += 1
-            lock.release()
-            return True
-        lock.release()
-        return False
+    def _make_admit(self) -> Callable[[], bool]:
+        cell, now_ns, interval, tolerance = self._tat, self.now, self.interval, self.tolerance
+        acquire, release = self._lock.acquire, self._lock.release
+        admitted = self._admitted_fast = [0]
+
+        def admit() -> bool:
+            """Admit a call now if it is within the rate (no waiting): the hot path."""
+            now = now_ns()
+            acquire()
+            tat = cell[0]
+            new_tat = (tat if tat > now else now) + interval
+            if new_tat - now <= tolerance:
+                cell[0] = new_tat
+                admitted[0] += 1
+                release()
+                return True
+            release()
+            return False
+
+        return admit
 
     def reserve(self) -> tuple[int, int]:
         """Admit or reserve a slot: (nanoseconds to wait, the reserved TAT); raise if refused."""
         now = self.now()
         with self._lock:
-            tat = self._tat
+            tat = self._tat[0]
             new_tat = (tat if tat > now else now) + self.interval
             delay = new_tat - self.tolerance - now
             if delay <= 0:
-                self._tat = new_tat
+                self._tat[0] = new_tat
                 self.admitted += 1
                 return 0, new_tat
             if delay <= self.allowed_wait():
-                self._tat = new_tat
+                self._tat[0] = new_tat
                 self.admitted += 1
                 self.waited += 1
                 return delay, new_tat
@@ -182,15 +194,16 @@ class RateLimiterCore(GcraCore):
     def give_back(self, reserved_tat: int) -> None:
         """A reserved caller gave up: return its slot if nobody reserved after it."""
         with self._lock:
-            if self._tat == reserved_tat:
-                self._tat -= self.interval
+            if self._tat[0] == reserved_tat:
+                self._tat[0] -= self.interval
                 self.admitted -= 1
                 self.waited -= 1
 
     def metrics(self) -> RateLimiterMetrics:
         """A frozen snapshot of the counts."""
         with self._lock:
-            return RateLimiterMetrics(self.admitted, self.waited, self.rejected, 1)
+            admitted = self.admitted + self._admitted_fast[0]
+            return RateLimiterMetrics(admitted, self.waited, self.rejected, 1)
 
 
 class _RateLimiterStep:
