@@ -516,10 +516,18 @@ def test_transitions_are_logged_at_warning(caplog) -> None:
     h = Harness()
     with caplog.at_level(logging.DEBUG, logger="resilient"):
         h.trip()
+        for _ in range(3):
+            h.rejected()
+        h.breaker.force_open()
+        h.rejected()
         h.rejected()
     records = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert (logging.WARNING, "resilient: circuit breaker 't': closed -> open") in records
-    assert any(level == logging.DEBUG and "rejected" in msg for level, msg in records)
+    rejecting = [msg for level, msg in records if level == logging.DEBUG and "rejecting" in msg]
+    # Once per stay in a rejecting state, not once per rejected call.
+    assert len(rejecting) == 2
+    assert "is open" in rejecting[0]
+    assert "forced open" in rejecting[1]
 
 
 def test_retry_after_property_per_state() -> None:

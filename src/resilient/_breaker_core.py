@@ -313,10 +313,12 @@ class BreakerCore(EventSource):
             now = self._monotonic()
             open_until = self._open_until
             if now < open_until:
-                next(self._rejections)  # one C call, atomic: no lock on this path
+                # One C call, atomic: no lock on this path. It returns the count before,
+                # so the first rejection of this stay in OPEN is known for free.
+                first = not next(self._rejections)
                 error = CircuitOpenError._quick(self.name, open_until - now, OPEN)
-                if self._listeners or GLOBAL_LISTENERS or logger.isEnabledFor(logging.DEBUG):
-                    self._report_rejection(error, None)
+                if self._listeners or GLOBAL_LISTENERS or first:
+                    self._report_rejection(error, None, first=first)
                 return error
         events: list[Event] = []
         retry_after: float | None = None
@@ -335,10 +337,11 @@ class BreakerCore(EventSource):
             else:
                 ticket = None
                 self._not_permitted += 1
+                first = self._not_permitted == 1
                 if state is OPEN:
                     retry_after = self._open_until - now
         if ticket is None:
-            return self._reject(state, retry_after, events)
+            return self._reject(state, retry_after, events, first=first)
         if events:
             try:
                 self._dispatch(events)
@@ -350,17 +353,27 @@ class BreakerCore(EventSource):
         return ticket
 
     def _reject(
-        self, state: CircuitState, retry_after: float | None, events: list[Event]
+        self,
+        state: CircuitState,
+        retry_after: float | None,
+        events: list[Event],
+        *,
+        first: bool,
     ) -> CircuitOpenError:
         error = CircuitOpenError._quick(self.name, retry_after, state)
-        self._report_rejection(error, events)
+        self._report_rejection(error, events, first=first)
         return error
 
-    def _report_rejection(self, error: CircuitOpenError, events: list[Event] | None) -> None:
+    def _report_rejection(
+        self, error: CircuitOpenError, events: list[Event] | None, *, first: bool
+    ) -> None:
         if self._listeners or GLOBAL_LISTENERS:
             events = [*(events or ()), CallRejected(self.name, KIND, error)]
-        if _debug_enabled():
-            logger.debug("resilient: circuit breaker %r rejected a call", self.name)
+        # Logged once per stay in a rejecting state, not per call: an open breaker may
+        # refuse thousands of calls a second, each counted in metrics() and, for those
+        # who listen, reported as an event.
+        if first and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("resilient: circuit breaker %r is rejecting calls: %s", self.name, error)
         if events:
             self._dispatch(events)
 
@@ -555,7 +568,3 @@ def _counted(counter: itertools.count[int]) -> int:
     Its repr is ``count(N)``; the pickling route to N is deprecated since Python 3.12.
     """
     return int(repr(counter)[6:-1])
-
-
-def _debug_enabled() -> bool:
-    return logger.isEnabledFor(logging.DEBUG)
