@@ -41,6 +41,7 @@ class _BreakerStep:
 
     def enter(self) -> Epoch | tuple[Epoch, float]:
         core = self._core
+        start = self._monotonic() if core._timed else 0.0  # before a permit is taken
         ticket = core._free
         if ticket is None:
             admitted = core.admit_slow()
@@ -50,7 +51,7 @@ class _BreakerStep:
                 finally:
                     del admitted
             ticket = admitted
-        return (ticket, self._monotonic()) if ticket.timed else ticket
+        return (ticket, start) if ticket.timed else ticket
 
     def _split(self, token: Epoch | tuple[Epoch, float]) -> tuple[Epoch, float]:
         if type(token) is tuple:
@@ -173,6 +174,10 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         monotonic = core._clock.monotonic
 
         def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            # The start time is read first: once a half-open permit is taken, nothing
+            # but the `try` that gives it back may come between.
+            timed = core._timed
+            start = monotonic() if timed else 0.0
             ticket = core._free
             if ticket is None:
                 admitted = admit_slow()
@@ -182,8 +187,6 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
                     finally:
                         del admitted  # no frame <-> traceback cycle left for the GC
                 ticket = admitted
-            timed = ticket.timed
-            start = monotonic() if timed else 0.0
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
@@ -206,6 +209,10 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         monotonic = core._clock.monotonic
 
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            # The start time is read first: once a half-open permit is taken, nothing
+            # but the `try` that gives it back may come between.
+            timed = core._timed
+            start = monotonic() if timed else 0.0
             ticket = core._free
             if ticket is None:
                 admitted = admit_slow()
@@ -215,8 +222,6 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
                     finally:
                         del admitted  # no frame <-> traceback cycle left for the GC
                 ticket = admitted
-            timed = ticket.timed
-            start = monotonic() if timed else 0.0
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:

@@ -153,22 +153,22 @@ class RateLimiterCore(GcraCore):
 
     def _make_admit(self) -> Callable[[], bool]:
         cell, now_ns, interval, tolerance = self._tat, self.now, self.interval, self.tolerance
-        acquire, release = self._lock.acquire, self._lock.release
+        lock = self._lock
         admitted = self._admitted_fast = [0]
 
         def admit() -> bool:
             """Admit a call now if it is within the rate (no waiting): the hot path."""
             now = now_ns()
-            acquire()
-            tat = cell[0]
-            new_tat = (tat if tat > now else now) + interval
-            if new_tat - now <= tolerance:
-                cell[0] = new_tat
-                admitted[0] += 1
-                release()
-                return True
-            release()
-            return False
+            # `with`, not acquire()/release(): an interrupt between the two would leave
+            # the lock held and every later call blocked.
+            with lock:
+                tat = cell[0]
+                new_tat = (tat if tat > now else now) + interval
+                if new_tat - now <= tolerance:
+                    cell[0] = new_tat
+                    admitted[0] += 1
+                    return True
+                return False
 
         return admit
 
@@ -216,10 +216,11 @@ class _RateLimiterStep:
         self._core = core
 
     def enter(self) -> Any:
-        core = self._core
-        if core.admit():
-            return None
-        delay, tat = core.reserve()  # over the rate: wait, or be refused
+        return None if self._core.admit() else self.over_the_rate()
+
+    def over_the_rate(self) -> Wait | None:
+        """After ``admit()`` said no: reserve a slot to wait for, or raise the refusal."""
+        delay, tat = self._core.reserve()
         return None if delay == 0 else Wait(delay / _NS, tat)
 
     def enter_wait(self, wait: Wait) -> None:
@@ -295,7 +296,7 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if not admit():
-                wait = step.enter()
+                wait = step.over_the_rate()
                 if wait is not None:
                     step.enter_wait(wait)
             return fn(*args, **kwargs)
@@ -308,7 +309,7 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             if not admit():
-                wait = step.enter()
+                wait = step.over_the_rate()
                 if wait is not None:
                     await step.enter_wait_async(wait)
             return await fn(*args, **kwargs)

@@ -150,9 +150,9 @@ class _TimeoutStep:
             entry[_CONTEXT] = DEADLINE.set((now + seconds, clock))
             timer.add(entry, seconds, regular)
             return entry
-        context_token = DEADLINE.set((clock.monotonic() + seconds, clock))
         scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
         scope.__enter__()
+        context_token = DEADLINE.set((clock.monotonic() + seconds, clock))
         return (scope, context_token, seconds)
 
     @staticmethod
@@ -161,7 +161,9 @@ class _TimeoutStep:
         if type(token) is list:
             DEADLINE.reset(token[_CONTEXT])
             task = token[TASK]
-            token[TASK] = None  # the entry may linger in its lane; the task need not
+            # The entry may linger in its lane behind a slower call; neither the task
+            # nor the context (which the reset token holds) need linger with it.
+            token[TASK] = token[_CONTEXT] = None
             if token[STATE] != FIRED:
                 token[STATE] = DONE
                 return False
@@ -261,6 +263,7 @@ class Timeout(CorePolicy[TimeoutCore]):
                 raise core.expired(seconds, abandoned=True)
             error = job.error
             if error is not None:
+                job.error = None  # the traceback holds the job's frame: no cycle back
                 try:
                     raise error
                 finally:

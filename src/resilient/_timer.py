@@ -93,17 +93,19 @@ class LoopTimer:
         # re-arms): cheaper than cancelling it, and no handle needs to be kept.
         loop = self._loop()
         if loop is not None:
-            loop.call_at(when, self._fire)
+            loop.call_at(when, self._fire, when)
             self._when = when
 
-    def _fire(self) -> None:
+    def _fire(self, when: float) -> None:
         loop = self._loop()
         if loop is None:  # pragma: no cover - a collected loop runs no callbacks
             return
-        if loop.time() < self._when and self._when != math.inf:
-            return  # a superseded handle; the one armed for _when is still due
+        if self._when not in (when, math.inf):
+            return  # a superseded handle; the one armed for _when is still to come
         self._when = math.inf
-        now = loop.time()
+        # Loops run handles up to their clock resolution early (15.6 ms on Windows;
+        # uvloop counts milliseconds): what is due within it is due now.
+        now = loop.time() + getattr(loop, "_clock_resolution", 0.0)
         earliest = math.inf
         for seconds, lane in list(self._lanes.items()):
             while lane:

@@ -46,7 +46,7 @@ class ThreadWaiter(Waiter):
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; return whether woken."""
-        return self._lock.acquire(timeout=timeout)
+        return self._lock.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
 
     def wake(self) -> bool:
         self._lock.release()

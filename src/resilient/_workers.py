@@ -55,7 +55,7 @@ class Job:
         (which takes the same lock) always comes after it.
         """
         try:
-            if self._done.wait(timeout):
+            if self._done.wait(min(timeout, threading.TIMEOUT_MAX)):
                 return True
         except BaseException:  # interrupted while waiting: the job runs on unattended
             self._abandon(on_abandon)
@@ -129,9 +129,9 @@ class WorkerPool:
             if self._idle:
                 worker = self._idle.pop()
             elif self._workers < self.max_workers:
-                self._workers += 1
                 worker = _Worker(self)
-                worker.start()
+                worker.start()  # may fail ("can't start new thread"): count only after
+                self._workers += 1
             else:
                 return False
         worker.submit(job)
