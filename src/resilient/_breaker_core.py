@@ -86,6 +86,7 @@ class BreakerCore(EventSource):
         "_open_until",
         "_record",
         "_record_result",
+        "_rejection_logged",
         "_rejections",
         "_slow_duration",
         "_slow_threshold",
@@ -173,6 +174,7 @@ class BreakerCore(EventSource):
         self._not_permitted = 0
         self._rejections = itertools.count()
         self._state = CLOSED
+        self._rejection_logged = False
         self._epoch = Epoch(CLOSED, self._window, self._fast_success, self._timed)
         self._free: Epoch | None = self._epoch
 
@@ -204,6 +206,7 @@ class BreakerCore(EventSource):
         """Move to ``state`` with a new epoch; record the transition event."""
         previous = self._state
         self._state = state
+        self._rejection_logged = False
         self._epoch = Epoch(
             state,
             self._window,
@@ -337,7 +340,8 @@ class BreakerCore(EventSource):
             else:
                 ticket = None
                 self._not_permitted += 1
-                first = self._not_permitted == 1
+                first = not self._rejection_logged
+                self._rejection_logged = True
                 if state is OPEN:
                     retry_after = self._open_until - now
         if ticket is None:

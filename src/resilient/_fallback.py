@@ -17,7 +17,7 @@ from resilient._decorate import is_async_callable
 from resilient._events import GLOBAL_LISTENERS, EventSource, FallbackUsed
 from resilient._pipeline import PASS, Deferred, Wait
 from resilient._policy import CorePolicy
-from resilient._validate import ExceptionMatcher, compile_matcher
+from resilient._validate import ExceptionMatcher, compile_matcher, matches
 
 __all__ = ["Fallback"]
 
@@ -66,15 +66,17 @@ class _FallbackStep:
         return None
 
     def exit_ok(self, token: None, result: Any) -> Any:
-        check = self._core.on_result
-        if check is not None and check(result):
+        core = self._core
+        check = core.on_result
+        if check is not None and matches(check, result, "on_result", core.name):
             value = self._core.use(None, result)
             return Deferred(value) if self.defers else value
         return result
 
     def exit_error(self, token: None, exc: Exception) -> Any:
-        match = self._core.on
-        if match is not None and match(exc):
+        core = self._core
+        match = core.on
+        if match is not None and matches(match, exc, "the `on` predicate", core.name):
             value = self._core.use(exc, None)
             return Deferred(value) if self.defers else value
         return PASS

@@ -33,7 +33,7 @@ from resilient._events import (
     RetryScheduled,
 )
 from resilient._policy import CorePolicy
-from resilient._validate import ExceptionMatcher, check_int, compile_matcher
+from resilient._validate import ExceptionMatcher, check_int, compile_matcher, matches
 from resilient._wait import ExponentialJitter, Schedule, as_seconds, compile_wait
 
 __all__ = ["Retry", "RetryMetrics", "instant_retries"]
@@ -149,8 +149,9 @@ class RetryCore(EventSource):
         if exc is not None:
             if isinstance(exc, CircuitOpenError) and not self._retry_open_circuit:
                 return False
-            return self.on is not None and bool(self.on(exc))
-        return self.on_result is not None and bool(self.on_result(result))
+            return self.on is not None and matches(self.on, exc, "the `on` predicate", self.name)
+        check = self.on_result
+        return check is not None and matches(check, result, "on_result", self.name)
 
     def _count(self, index: int) -> None:
         with self._lock:
@@ -212,7 +213,10 @@ class RetryCore(EventSource):
                 budget.on_outcome(failed=exc is not None)
             if not self.retryable(exc, result):
                 if exc is not None:
-                    raise exc
+                    try:
+                        raise exc
+                    finally:
+                        del exc  # no generator frame <-> traceback cycle
                 self._count(1)
                 return result
         else:
@@ -220,7 +224,10 @@ class RetryCore(EventSource):
         if observed:
             self.emit(RetriesExhausted(self.name, KIND, attempt, reason, exc, result))
         if exc is not None:
-            raise exc
+            try:
+                raise exc
+            finally:
+                del exc
         return result
 
     def metrics(self) -> RetryMetrics:
@@ -301,11 +308,14 @@ class Retry(CorePolicy[RetryCore]):
                 while True:
                     if delay > 0.0:
                         sleep(delay)
+                    # The outcome goes straight into send(): kept in a local, an
+                    # exception re-raised by the flow would hold this frame in a cycle.
                     try:
-                        outcome: tuple[BaseException | None, Any] = (None, fn(*args, **kwargs))
+                        result = fn(*args, **kwargs)
                     except Exception as exc:
-                        outcome = (exc, None)
-                    delay = steps.send(outcome)
+                        delay = steps.send((exc, None))
+                    else:
+                        delay = steps.send((None, result))
             except StopIteration as stop:
                 return stop.value
 
@@ -339,13 +349,11 @@ class Retry(CorePolicy[RetryCore]):
                     if delay > 0.0:
                         await asleep(delay)
                     try:
-                        outcome: tuple[BaseException | None, Any] = (
-                            None,
-                            await fn(*args, **kwargs),
-                        )
+                        result = await fn(*args, **kwargs)
                     except Exception as exc:
-                        outcome = (exc, None)
-                    delay = steps.send(outcome)
+                        delay = steps.send((exc, None))  # see the sync adapter
+                    else:
+                        delay = steps.send((None, result))
             except StopIteration as stop:
                 return stop.value
 

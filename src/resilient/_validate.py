@@ -7,9 +7,12 @@ configuration fails where it is written, not later inside a call.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import Any, TypeAlias
+
+logger = logging.getLogger("resilient")
 
 __all__ = [
     "Duration",
@@ -19,6 +22,7 @@ __all__ = [
     "check_number",
     "check_rate",
     "compile_matcher",
+    "matches",
 ]
 
 Duration: TypeAlias = "float | datetime.timedelta"
@@ -28,6 +32,22 @@ ExceptionMatcher: TypeAlias = (
     "type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]"
 )
 """Exception types (one or a tuple), or a predicate over the exception."""
+
+
+def matches(
+    predicate: Callable[[Any], object], value: object, what: str, policy: str | None
+) -> bool:
+    """Ask a user predicate; if it raises, log it and answer "no match".
+
+    A predicate is user code running inside the library: its failure must not replace
+    the outcome of the call being judged (the rule for ``on``, ``on_result`` and, for
+    the breaker, ``record_result``; a raising ``record`` counts as a failure instead).
+    """
+    try:
+        return bool(predicate(value))
+    except Exception:
+        logger.exception("resilient: %s of %r raised; treated as no match", what, policy)
+        return False
 
 
 def check_duration(
