@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+# The same examples on every run, and no example database: CI must not be flaky, and a
+# failure found once must be found again. (Individual tests may still set their own.)
+settings.register_profile("resilient", derandomize=True, database=None)
+settings.load_profile("resilient")
 
 
 @pytest.fixture(params=["asyncio", "trio"])

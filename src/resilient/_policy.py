@@ -190,35 +190,30 @@ def _exit_block(step: Step, token: Any, exc: BaseException | None) -> bool:
     return False
 
 
-def build_sync(policies: tuple[Policy, ...], fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Chain ``policies`` (outermost first) around a sync ``fn``, merging adjacent steps."""
+def _build(policies: tuple[Policy, ...], fn: Callable[..., Any], is_async: bool) -> Any:
     call = fn
     pending: list[Step] = []
     for policy in reversed(policies):
-        step = policy._sync_step()
+        step = policy._async_step() if is_async else policy._sync_step()
         if step is not None:
             pending.insert(0, step)
             continue
         if pending:
-            call = sync_runner(pending, call)
+            call = (async_runner if is_async else sync_runner)(pending, call)
             pending = []
-        call = policy._sync_wrap(call)
-    return sync_runner(pending, call) if pending else call
+        call = policy._async_wrap(call) if is_async else policy._sync_wrap(call)
+    if pending:
+        call = (async_runner if is_async else sync_runner)(pending, call)
+    return call
+
+
+def build_sync(policies: tuple[Policy, ...], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Chain ``policies`` (outermost first) around a sync ``fn``, merging adjacent steps."""
+    return _build(policies, fn, is_async=False)  # type: ignore[no-any-return]
 
 
 def build_async(
     policies: tuple[Policy, ...], fn: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     """Chain ``policies`` (outermost first) around an async ``fn``, merging adjacent steps."""
-    call = fn
-    pending: list[Step] = []
-    for policy in reversed(policies):
-        step = policy._async_step()
-        if step is not None:
-            pending.insert(0, step)
-            continue
-        if pending:
-            call = async_runner(pending, call)
-            pending = []
-        call = policy._async_wrap(call)
-    return async_runner(pending, call) if pending else call
+    return _build(policies, fn, is_async=True)  # type: ignore[no-any-return]
