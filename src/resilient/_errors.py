@@ -16,7 +16,7 @@ Each rejection raises a *fresh* instance, so tracebacks never grow across reject
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -58,9 +58,10 @@ class CircuitOpenError(RejectedError):
         state: The breaker's state when it refused the call.
     """
 
-    # Raised on every call while a dependency is down, so it is built cheaply: one
-    # base __init__, and the message formatted only if someone reads it.
-    _message: str | None = None
+    # Raised on every call while a dependency is down, so it is built cheaply: slots
+    # instead of an instance dict (allocating that dict was half the cost), no
+    # __init__ chain, and the message formatted only if someone reads it.
+    __slots__ = ("_message", "policy", "retry_after", "state")
 
     def __init__(
         self,
@@ -84,7 +85,15 @@ class CircuitOpenError(RejectedError):
         error.policy = policy
         error.retry_after = retry_after
         error.state = state
+        error._message = None
         return error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Slots are not in BaseException's default pickle state: rebuild explicitly.
+        return (
+            _rebuild_open_error,
+            (type(self), self._message, self.policy, self.retry_after, self.state),
+        )
 
     def __str__(self) -> str:
         if self._message is not None:
@@ -99,6 +108,16 @@ class CircuitOpenError(RejectedError):
 
     def __repr__(self) -> str:
         return f"CircuitOpenError({str(self)!r})"
+
+
+def _rebuild_open_error(
+    cls: type[CircuitOpenError],
+    message: str | None,
+    policy: str | None,
+    retry_after: float | None,
+    state: object,
+) -> CircuitOpenError:
+    return cls(message, policy=policy, retry_after=retry_after, state=state)
 
 
 class BulkheadFullError(RejectedError):
