@@ -9,8 +9,8 @@ sync and async runners over policy steps), ``_policy`` (the base class every pol
 shares), ``_compose``; then one module (or a core/adapter pair) per policy:
 ``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
 ``_timer``, ``_workers`` and ``_deadline``), ``_fallback``, ``_retry`` (with
-``_wait`` and ``_budget``), ``_ratelimit`` (and ``_keyed_ratelimit``); ``_waiters`` wakes callers
-across threads and event loops.
+``_wait`` and ``_budget``), ``_ratelimit`` (and ``_keyed_ratelimit``); ``_registry``
+holds policies by name; ``_waiters`` wakes callers across threads and event loops.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 """
 
@@ -46,6 +46,7 @@ from resilient._events import (
 from resilient._fallback import Fallback
 from resilient._keyed_ratelimit import KeyedRateLimiter
 from resilient._ratelimit import RateLimiter, RateLimiterMetrics
+from resilient._registry import Registry, default_registry
 from resilient._retry import Retry, RetryMetrics
 from resilient._timeout import Timeout, TimeoutMetrics
 from resilient._version import __version__
@@ -79,6 +80,7 @@ __all__ = [
     "RateLimitedError",
     "RateLimiter",
     "RateLimiterMetrics",
+    "Registry",
     "RejectedError",
     "ResilienceError",
     "RetriesExhausted",
@@ -96,6 +98,7 @@ __all__ = [
     "WorkersExhaustedError",
     "__version__",
     "compose",
+    "default_registry",
     "remaining",
 ]
 
