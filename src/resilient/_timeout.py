@@ -132,6 +132,8 @@ class _TimeoutStep:
         core = self._core
         seconds = core.seconds
         regular = True
+        # effective_timeout() written inline (a call is ~50 ns of a ~1.8 us budget), and
+        # it must also know whether the outer deadline cut this one short.
         outer = DEADLINE.get()
         if outer is not None:
             left = outer[0] - outer[1].monotonic()
