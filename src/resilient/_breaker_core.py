@@ -284,11 +284,6 @@ class BreakerCore(EventSource):
 
     # -- the adapters' interface -------------------------------------------------------
 
-    @property
-    def timed(self) -> bool:
-        """Whether adapters must measure call durations for this breaker."""
-        return self._timed
-
     def acquire(self) -> Epoch:
         """Admit a call and return its ticket, or raise :class:`CircuitOpenError`."""
         ticket = self._free

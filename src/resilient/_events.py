@@ -229,11 +229,6 @@ class EventSource:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
-    @property
-    def observed(self) -> bool:
-        """Whether any listener would receive an event emitted now."""
-        return bool(self._listeners or GLOBAL_LISTENERS)
-
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to this policy's listeners, then to the process-wide ones."""
         for listener in (*self._listeners, *GLOBAL_LISTENERS):

@@ -132,10 +132,6 @@ class LoopTimer:
         if earliest < math.inf:
             self._arm(earliest)
 
-    def pending(self) -> int:
-        """Entries still held (live or not yet dropped); for tests and metrics."""
-        return sum(len(lane) for lane in self._lanes.values()) + len(self._heap)
-
 
 _timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopTimer] = (
     weakref.WeakKeyDictionary()
