@@ -10,7 +10,8 @@ shares), ``_compose``; then one module (or a core/adapter pair) per policy:
 ``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
 ``_timer``, ``_workers`` and ``_deadline``), ``_fallback``, ``_retry`` (with
 ``_wait`` and ``_budget``), ``_ratelimit`` (and ``_keyed_ratelimit``); ``_registry``
-holds policies by name; ``_waiters`` wakes callers across threads and event loops.
+holds policies by name; ``_instrument`` (OpenTelemetry metrics) and ``_tracing`` (span
+events) report them; ``_waiters`` wakes callers across threads and event loops.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 """
 
@@ -44,6 +45,7 @@ from resilient._events import (
     StateTransition,
 )
 from resilient._fallback import Fallback
+from resilient._instrument import Instrumentation, instrument
 from resilient._keyed_ratelimit import KeyedRateLimiter
 from resilient._ratelimit import RateLimiter, RateLimiterMetrics
 from resilient._registry import Registry, default_registry
@@ -75,6 +77,7 @@ __all__ = [
     "ExponentialJitter",
     "Fallback",
     "FallbackUsed",
+    "Instrumentation",
     "KeyedRateLimiter",
     "MonotonicClock",
     "RateLimitedError",
@@ -99,6 +102,7 @@ __all__ = [
     "__version__",
     "compose",
     "default_registry",
+    "instrument",
     "remaining",
 ]
 

@@ -41,7 +41,8 @@ class _BreakerStep:
 
     def enter(self) -> Epoch | tuple[Epoch, float]:
         core = self._core
-        start = self._monotonic() if core._timed else 0.0  # before a permit is taken
+        timed = core._timed  # read once: instrument() may turn timing on at any moment
+        start = self._monotonic() if timed else 0.0  # before a permit is taken
         ticket = core._free
         if ticket is None:
             admitted = core.admit_slow()
@@ -51,7 +52,7 @@ class _BreakerStep:
                 finally:
                     del admitted
             ticket = admitted
-        return (ticket, start) if ticket.timed else ticket
+        return (ticket, start) if timed else ticket
 
     def _split(self, token: Epoch | tuple[Epoch, float]) -> tuple[Epoch, float]:
         if type(token) is tuple:

@@ -22,12 +22,14 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from array import array
 from collections.abc import Callable
 from typing import Any, Final
 
 from resilient._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
+    DISABLED,
     HALF_OPEN,
     METRICS_ONLY,
     OPEN,
@@ -39,6 +41,7 @@ from resilient._clock import MONOTONIC, Clock
 from resilient._errors import CircuitOpenError
 from resilient._events import (
     GLOBAL_LISTENERS,
+    NOTABLE_LISTENERS,
     CallFailed,
     CallIgnored,
     CallRejected,
@@ -49,9 +52,9 @@ from resilient._events import (
 )
 from resilient._pipeline import NO_RESULT
 from resilient._validate import check_duration, check_int, check_rate, compile_matcher
-from resilient._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
+from resilient._window import EMPTY, FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
-__all__ = ["BreakerCore"]
+__all__ = ["TIME_ALL_CALLS", "BreakerCore"]
 
 OpenDuration = float | Callable[[int], float]
 
@@ -59,12 +62,16 @@ logger = logging.getLogger("resilient")
 
 KIND: Final = "circuit_breaker"
 
+# Above 0 while an OpenTelemetry duration histogram wants every call measured.
+TIME_ALL_CALLS = [0]
+
 
 class BreakerCore(EventSource):
     """The circuit breaker state machine; see the module docstring."""
 
     __slots__ = (
         "_check_every_call",
+        "_claims",
         "_clock",
         "_epoch",
         "_failure_threshold",
@@ -76,8 +83,11 @@ class BreakerCore(EventSource):
         "_half_open_since",
         "_half_open_taken",
         "_ignore",
+        "_ignored_calls",
         "_last_open_duration",
         "_lock",
+        "_locked_claims",
+        "_locked_outcomes",
         "_minimum_calls",
         "_monotonic",
         "_not_permitted",
@@ -88,11 +98,14 @@ class BreakerCore(EventSource):
         "_record_result",
         "_rejection_logged",
         "_rejections",
+        "_rejections_base",
+        "_retired_rejections",
         "_slow_duration",
         "_slow_threshold",
         "_state",
         "_template",
         "_timed",
+        "_transitions",
         "_window",
         "name",
     )
@@ -157,7 +170,9 @@ class BreakerCore(EventSource):
         self._monotonic = clock.monotonic  # bound once: read on every rejection
         # Pay only for what is configured: durations are measured only when slow-call
         # detection or a time window needs them.
-        self._timed = self._slow_duration is not None or window.evicts_by_time
+        self._timed = (
+            self._slow_duration is not None or window.evicts_by_time or TIME_ALL_CALLS[0] > 0
+        )
         # In a count window a success can never raise a rate, so thresholds need checking
         # only on bad outcomes; a time window may evict successes on any call.
         self._check_every_call = window.evicts_by_time
@@ -170,9 +185,9 @@ class BreakerCore(EventSource):
         self._fast_success = (
             not self._timed and record_result is None and isinstance(window, CountWindow)
         )
+        self._start_totals()
         self._window = self._new_window()
         self._not_permitted = 0
-        self._rejections = itertools.count()
         self._state = CLOSED
         self._rejection_logged = False
         self._epoch = Epoch(CLOSED, self._window, self._fast_success, self._timed)
@@ -195,12 +210,39 @@ class BreakerCore(EventSource):
         assert seconds is not None  # noqa: S101 -- allow_none is off
         return seconds, seconds
 
+    def _start_totals(self) -> None:
+        # Totals since creation, for OpenTelemetry and metrics(), at no cost on the hot
+        # path: every count window of this breaker claims its ring slots from this one
+        # counter, so the lock-free successes are the claims that no locked path made.
+        self._claims = itertools.count()
+        self._locked_claims = 0
+        self._locked_outcomes = [0, 0]  # successes, failures reported under the lock
+        self._ignored_calls = itertools.count()
+        self._transitions: dict[tuple[CircuitState, CircuitState], int] = {}
+        # Never replaced, so no lock-free increment is lost at a transition; each stay's
+        # rejections are counted from the base it started at.
+        self._rejections = itertools.count()
+        self._rejections_base = 0
+        self._retired_rejections = 0
+
     # -- helpers (call with the lock held) ---------------------------------------------
 
     def _new_window(self, size: int | None = None) -> Window:
         if size is not None:
-            return CountWindow(size, _durations=self._timed)
-        return self._template.fresh(self._clock, durations=self._timed)
+            window: Window = CountWindow(size, _durations=self._timed)
+        else:
+            window = self._template.fresh(self._clock, durations=self._timed)
+        if isinstance(window, CountWindow):
+            # A ring slot is any index modulo the size, so windows may share a counter.
+            window._next = self._claims
+        return window
+
+    def _restart_rejections(self) -> None:
+        """Start counting a new stay's rejections (the old ones go into the total)."""
+        counted = _counted(self._rejections)
+        self._retired_rejections += self._not_permitted + counted - self._rejections_base
+        self._not_permitted = 0
+        self._rejections_base = counted
 
     def _enter(self, state: CircuitState, events: list[Event]) -> None:
         """Move to ``state`` with a new epoch; record the transition event."""
@@ -215,6 +257,8 @@ class BreakerCore(EventSource):
         )
         self._free = self._epoch if state in _ADMIT_ALL else None
         if previous is not state:
+            key = (previous, state)
+            self._transitions[key] = self._transitions.get(key, 0) + 1
             events.append(StateTransition(self.name, KIND, previous, state))
 
     def _open(self, at: float, events: list[Event]) -> None:
@@ -240,14 +284,12 @@ class BreakerCore(EventSource):
     def _close(self, events: list[Event]) -> None:
         self._open_attempt = 0
         self._window = self._new_window()
-        self._not_permitted = 0
-        self._rejections = itertools.count()
+        self._restart_rejections()
         self._enter(CLOSED, events)
 
     def _half_open(self, now: float, events: list[Event]) -> None:
         self._window = self._new_window(self._half_open_calls)
-        self._not_permitted = 0
-        self._rejections = itertools.count()
+        self._restart_rejections()
         self._half_open_since = now
         self._half_open_taken = 0
         self._half_open_done = 0
@@ -278,7 +320,7 @@ class BreakerCore(EventSource):
                     event.from_state.value,
                     event.to_state.value,
                 )
-        if self._listeners or GLOBAL_LISTENERS:
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             for event in events:
                 self.emit(event)
 
@@ -313,9 +355,9 @@ class BreakerCore(EventSource):
             if now < open_until:
                 # One C call, atomic: no lock on this path. It returns the count before,
                 # so the first rejection of this stay in OPEN is known for free.
-                first = not next(self._rejections)
+                first = next(self._rejections) == self._rejections_base
                 error = CircuitOpenError._quick(self.name, open_until - now, OPEN)
-                if self._listeners or GLOBAL_LISTENERS or first:
+                if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS or first:
                     self._report_rejection(error, None, first=first)
                 return error
         events: list[Event] = []
@@ -366,7 +408,7 @@ class BreakerCore(EventSource):
     def _report_rejection(
         self, error: CircuitOpenError, events: list[Event] | None, *, first: bool
     ) -> None:
-        if self._listeners or GLOBAL_LISTENERS:
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             events = [*(events or ()), CallRejected(self.name, KIND, error)]
         # Logged once per stay in a rejecting state, not per call: an open breaker may
         # refuse thousands of calls a second, each counted in metrics() and, for those
@@ -439,6 +481,7 @@ class BreakerCore(EventSource):
             return False
 
     def _ignored(self, ticket: Epoch, exc: BaseException, duration: float) -> None:
+        next(self._ignored_calls)
         self.on_cancel(ticket)  # an ignored trial gives its half-open slot back
         if self._listeners or GLOBAL_LISTENERS:
             self.emit(CallIgnored(self.name, KIND, exc, duration if self._timed else None))
@@ -456,10 +499,15 @@ class BreakerCore(EventSource):
         with self._lock:
             if self._half_open_max is not None and self._state is HALF_OPEN:
                 self._expire(self._clock.monotonic(), events)
+            self._locked_outcomes[outcome & FAILURE] += 1
+            if slot is not None:
+                self._locked_claims += 1  # claimed on the lock-free path, finished here
             recorded = ticket is self._epoch
             if recorded:
                 state = ticket.state
                 window = self._window
+                if state is not DISABLED and isinstance(window, CountWindow) and slot is None:
+                    self._locked_claims += 1  # record() below claims a slot
                 if state is CLOSED:
                     if slot is None:
                         window.record(outcome, duration)
@@ -514,8 +562,7 @@ class BreakerCore(EventSource):
                 self._close(events)
             elif self._state is not target:
                 self._window = self._new_window()
-                self._not_permitted = 0
-                self._rejections = itertools.count()
+                self._restart_rejections()
                 self._enter(target, events)
         self._dispatch(events)
 
@@ -527,7 +574,11 @@ class BreakerCore(EventSource):
                 self._expire(self._clock.monotonic(), events)
             snap = self._window.snapshot()
             state = self._state
-            not_permitted = self._not_permitted + _counted(self._rejections)
+            lock_free = _counted(self._rejections) - self._rejections_base
+            not_permitted = self._not_permitted + lock_free
+            total_rejected = self._retired_rejections + not_permitted
+            successes, failures = self._locked_outcomes
+            successes += _counted(self._claims) - self._locked_claims
             minimum = self._half_open_calls if state is HALF_OPEN else self._minimum_calls
         self._dispatch(events)
         return CircuitBreakerMetrics(
@@ -542,7 +593,42 @@ class BreakerCore(EventSource):
             slow_call_rate=snap.slow_call_rate,
             total_duration=snap.total_duration,
             buffered_calls_needed=max(minimum - snap.calls, 0),
+            total_successful_calls=successes,
+            total_failed_calls=failures,
+            total_ignored_calls=_counted(self._ignored_calls),
+            total_not_permitted_calls=total_rejected,
         )
+
+    def measure_durations(self) -> None:
+        """Measure every call's duration from now on (for a duration histogram)."""
+        with self._lock:
+            if self._timed:
+                return
+            self._timed = True
+            self._fast_success = False
+            # Changed in place, not replaced: calls holding this ticket stay recorded.
+            self._epoch.fast = False
+            self._epoch.timed = True
+            window = self._window
+            if isinstance(window, CountWindow) and window._durations is None:
+                window._durations = array("d", bytes(8 * window.size))
+
+    def window_durations(self) -> list[float] | None:
+        """The durations of the calls in the current count window, if it keeps them."""
+        with self._lock:
+            window = self._window
+            if not isinstance(window, CountWindow) or window._durations is None:
+                return None
+            return [
+                duration
+                for outcome, duration in zip(window._outcomes, window._durations, strict=True)
+                if outcome != EMPTY
+            ]
+
+    def transition_counts(self) -> dict[tuple[CircuitState, CircuitState], int]:
+        """How many times each (from, to) transition happened since creation."""
+        with self._lock:
+            return dict(self._transitions)
 
     def retry_after(self) -> float | None:
         """Seconds until an OPEN breaker admits a trial call; 0.0 if it admits now."""

@@ -94,6 +94,11 @@ class CircuitBreakerMetrics:
         total_duration: Sum of measured durations (0.0 where none are measured).
         buffered_calls_needed: Calls still needed before rates are evaluated (0 once
             ``minimum_calls`` is reached).
+        total_successful_calls: Calls that succeeded since the breaker was created, in
+            any state, recorded in a window or not.
+        total_failed_calls: Calls that failed since the breaker was created.
+        total_ignored_calls: Calls whose exception was ignored since it was created.
+        total_not_permitted_calls: Calls rejected since it was created.
     """
 
     state: CircuitState
@@ -107,3 +112,7 @@ class CircuitBreakerMetrics:
     slow_call_rate: float
     total_duration: float
     buffered_calls_needed: int
+    total_successful_calls: int = 0
+    total_failed_calls: int = 0
+    total_ignored_calls: int = 0
+    total_not_permitted_calls: int = 0

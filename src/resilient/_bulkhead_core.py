@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from resilient._errors import BulkheadFullError
-from resilient._events import GLOBAL_LISTENERS, CallRejected, EventSource
+from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._validate import check_duration, check_int
 from resilient._waiters import Waiter
 
@@ -161,7 +161,7 @@ class BulkheadCore(EventSource):
             f"none free{waited}",
             policy=self.name,
         )
-        if self._listeners or GLOBAL_LISTENERS:
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(CallRejected(self.name, KIND, error))
         return error
 

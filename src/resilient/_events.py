@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 
 __all__ = [
     "GLOBAL_LISTENERS",
+    "NOTABLE_LISTENERS",
     "CallFailed",
     "CallIgnored",
     "CallRejected",
@@ -190,6 +191,12 @@ Listener: TypeAlias = Callable[[Event], object]
 
 # Mutated in place (never rebound) so that modules holding a reference see changes.
 GLOBAL_LISTENERS: list[Listener] = []
+
+# Process-wide listeners for the notable events only: rejections, transitions, timeouts,
+# fallbacks and retries (OpenTelemetry span events). Unlike GLOBAL_LISTENERS they do not
+# make a breaker build a record for every successful or failed call; they may still
+# receive such records when another listener asked for them, and must filter by type.
+NOTABLE_LISTENERS: list[Listener] = []
 _global_lock = threading.Lock()
 
 
@@ -231,7 +238,7 @@ class EventSource:
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to this policy's listeners, then to the process-wide ones."""
-        for listener in (*self._listeners, *GLOBAL_LISTENERS):
+        for listener in (*self._listeners, *GLOBAL_LISTENERS, *NOTABLE_LISTENERS):
             try:
                 listener(event)
             except Exception:

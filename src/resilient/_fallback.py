@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from resilient._decorate import is_async_callable
-from resilient._events import GLOBAL_LISTENERS, EventSource, FallbackUsed
+from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
 from resilient._pipeline import PASS, Deferred, Wait
 from resilient._policy import CorePolicy
 from resilient._validate import ExceptionMatcher, compile_matcher, matches
@@ -50,7 +50,7 @@ class FallbackCore(EventSource):
         """Count and report a fallback, and call the handler with what it replaces."""
         with self._lock:
             self.used += 1
-        if self._listeners or GLOBAL_LISTENERS:
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(FallbackUsed(self.name, KIND, exc, result))
         return self.handler(exc if exc is not None else result)
 

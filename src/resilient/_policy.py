@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from resilient._decorate import decorate
 from resilient._events import EventSource, Listener
 from resilient._pipeline import NO_RESULT, Step, Wait, async_runner, sync_runner
 
-__all__ = ["CorePolicy", "Policy"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["CorePolicy", "Policy", "live_policies"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -150,12 +154,29 @@ class Policy:
 
 C = TypeVar("C", bound=EventSource)
 
+# Every policy alive, so that instrument() can observe those created before it was called.
+# Weak: a policy nobody uses any more disappears from metrics when it is collected.
+_LIVE: weakref.WeakSet[CorePolicy[Any]] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()  # WeakSet iteration is not safe against adds from threads
+
+
+def live_policies() -> list[CorePolicy[Any]]:
+    """The policies alive now (constructed, not yet garbage-collected)."""
+    with _LIVE_LOCK:
+        return [p for p in _LIVE if hasattr(p, "_core")]  # skip one failing its __init__
+
 
 class CorePolicy(Policy, Generic[C]):
     """A policy with one core: the name and the listeners live there."""
 
     __slots__ = ("_core",)
     _core: C
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self:
+        self = super().__new__(cls)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        return self
 
     @property
     def name(self) -> str | None:

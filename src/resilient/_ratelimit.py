@@ -29,7 +29,7 @@ from typing import Any, Final
 from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import remaining
 from resilient._errors import RateLimitedError
-from resilient._events import GLOBAL_LISTENERS, CallRejected, EventSource
+from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._validate import Duration, check_duration, check_int, check_number
@@ -131,7 +131,7 @@ class GcraCore(EventSource):
             policy=self.name,
             retry_after=retry_after,
         )
-        if self._listeners or GLOBAL_LISTENERS:
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(CallRejected(self.name, KIND, error))
         return error
 

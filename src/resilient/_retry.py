@@ -28,6 +28,7 @@ from resilient._deadline import remaining
 from resilient._errors import CircuitOpenError, RejectedError
 from resilient._events import (
     GLOBAL_LISTENERS,
+    NOTABLE_LISTENERS,
     EventSource,
     RetriesExhausted,
     RetryScheduled,
@@ -190,7 +191,7 @@ class RetryCore(EventSource):
         attempts = self.attempts if cap is None else min(self.attempts, cap)
         schedule = self._new_schedule()
         budget = self.budget
-        observed = self._listeners or GLOBAL_LISTENERS
+        observed = self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS
         attempt = 1
         reason = "attempts"
         while attempt < attempts:

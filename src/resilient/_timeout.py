@@ -28,7 +28,13 @@ import anyio
 from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import DEADLINE, effective_timeout
 from resilient._errors import TimeoutExceededError, WorkersExhaustedError
-from resilient._events import GLOBAL_LISTENERS, CallRejected, CallTimedOut, EventSource
+from resilient._events import (
+    GLOBAL_LISTENERS,
+    NOTABLE_LISTENERS,
+    CallRejected,
+    CallTimedOut,
+    EventSource,
+)
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._timer import CANCELLING, DONE, FIRED, PENDING, STATE, TASK, loop_timer
@@ -93,7 +99,7 @@ class TimeoutCore(EventSource):
             policy=self.name,
             seconds=seconds,
         )
-        if self._listeners or GLOBAL_LISTENERS:
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(CallTimedOut(self.name, KIND, seconds, abandoned))
         return error
 
@@ -108,7 +114,7 @@ class TimeoutCore(EventSource):
             "the call was not started",
             policy=self.name,
         )
-        if self._listeners or GLOBAL_LISTENERS:
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(CallRejected(self.name, KIND, error))
         return error
 
