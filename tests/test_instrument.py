@@ -36,7 +36,7 @@ from resilient import (
 )
 from resilient._breaker_core import TIME_ALL_CALLS
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS
-from resilient.testing import ManualClock, instant_retries
+from resilient.testing import ManualClock, capture_events, instant_retries
 
 _ids = itertools.count()
 
@@ -403,6 +403,13 @@ def test_opt_in_duration_histogram(reader: InMemoryMetricReader) -> None:
         provider.shutdown()
     assert TIME_ALL_CALLS == [0]
     assert not GLOBAL_LISTENERS
+    # Back to what each configuration needs: plain breakers stop measuring, a breaker
+    # with slow-call detection keeps on.
+    slow_aware = CircuitBreaker(unique("slow-aware"), slow_call_duration=1.0, clock=clock)
+    with capture_events() as seen:
+        for breaker in (before, after, slow_aware):
+            breaker.call(quarter)
+    assert [getattr(e, "duration", "?") for e in seen] == [None, None, 0.25]
 
 
 def test_duration_quantiles_from_the_breaker_window(
@@ -437,3 +444,42 @@ def test_duration_quantiles_from_the_breaker_window(
 def test_bad_options_are_refused(kwargs: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error, match=next(iter(kwargs))):
         resilient.instrument(**kwargs)
+
+
+def test_instrument_again_returns_the_same_handle_and_reports_once(
+    reader: InMemoryMetricReader,
+) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    first = resilient.instrument(provider)
+    second = resilient.instrument(provider, call_duration=True)
+    breaker = CircuitBreaker(unique("twice"))
+    breaker.call(ok)
+    try:
+        assert second is first
+        assert points(reader, "resilient.calls", breaker.name or "") == [
+            (
+                {
+                    "resilient.policy": breaker.name,
+                    "resilient.kind": "circuit_breaker",
+                    "resilient.outcome": outcome,
+                },
+                value,
+            )
+            for outcome, value in [("success", 1), ("failure", 0), ("ignored", 0), ("rejected", 0)]
+        ]
+        assert len(points(reader, "resilient.call.duration", breaker.name or "")) == 1
+        first.uninstrument()
+        assert points(reader, "resilient.calls", breaker.name or "") == []
+        third = resilient.instrument(provider)
+        assert third is first
+        assert third.active
+        assert (
+            by("resilient.outcome", points(reader, "resilient.calls", breaker.name or ""))[
+                "success"
+            ]
+            == 1
+        )
+    finally:
+        first.uninstrument()
+        provider.shutdown()
+    assert TIME_ALL_CALLS == [0]

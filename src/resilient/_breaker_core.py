@@ -75,6 +75,7 @@ class BreakerCore(EventSource):
         "_clock",
         "_epoch",
         "_failure_threshold",
+        "_fast_by_config",
         "_fast_success",
         "_free",
         "_half_open_calls",
@@ -105,6 +106,7 @@ class BreakerCore(EventSource):
         "_state",
         "_template",
         "_timed",
+        "_timed_by_config",
         "_transitions",
         "_window",
         "name",
@@ -170,9 +172,8 @@ class BreakerCore(EventSource):
         self._monotonic = clock.monotonic  # bound once: read on every rejection
         # Pay only for what is configured: durations are measured only when slow-call
         # detection or a time window needs them.
-        self._timed = (
-            self._slow_duration is not None or window.evicts_by_time or TIME_ALL_CALLS[0] > 0
-        )
+        self._timed_by_config = self._slow_duration is not None or window.evicts_by_time
+        self._timed = self._timed_by_config or TIME_ALL_CALLS[0] > 0
         # In a count window a success can never raise a rate, so thresholds need checking
         # only on bad outcomes; a time window may evict successes on any call.
         self._check_every_call = window.evicts_by_time
@@ -184,6 +185,9 @@ class BreakerCore(EventSource):
         self._half_open_done = 0
         self._fast_success = (
             not self._timed and record_result is None and isinstance(window, CountWindow)
+        )
+        self._fast_by_config = (
+            not self._timed_by_config and record_result is None and isinstance(window, CountWindow)
         )
         self._start_totals()
         self._window = self._new_window()
@@ -599,18 +603,23 @@ class BreakerCore(EventSource):
             total_not_permitted_calls=total_rejected,
         )
 
-    def measure_durations(self) -> None:
-        """Measure every call's duration from now on (for a duration histogram)."""
+    def measure_durations(self, on: bool = True) -> None:
+        """Measure every call's duration (for a duration histogram), or stop doing so.
+
+        Turning it off returns to what the configuration needs: a breaker with
+        slow-call detection or a time window keeps measuring.
+        """
         with self._lock:
-            if self._timed:
+            timed = on or self._timed_by_config
+            if timed is self._timed:
                 return
-            self._timed = True
-            self._fast_success = False
+            self._timed = timed
+            self._fast_success = self._fast_by_config and not timed
             # Changed in place, not replaced: calls holding this ticket stay recorded.
-            self._epoch.fast = False
-            self._epoch.timed = True
+            self._epoch.fast = self._state is CLOSED and self._fast_success
+            self._epoch.timed = timed
             window = self._window
-            if isinstance(window, CountWindow) and window._durations is None:
+            if timed and isinstance(window, CountWindow) and window._durations is None:
                 window._durations = array("d", bytes(8 * window.size))
 
     def window_durations(self) -> list[float] | None:

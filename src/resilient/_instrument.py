@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from opentelemetry import metrics as otel
-from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, Observation
 
 from resilient._breaker import CircuitBreaker
 from resilient._breaker_core import TIME_ALL_CALLS
@@ -120,8 +121,10 @@ def _outcomes(policy: CorePolicy[Any]) -> dict[str, int]:
 class Instrumentation:
     """What :func:`instrument` turned on; :meth:`uninstrument` turns it off.
 
-    OpenTelemetry has no way to remove an instrument from a meter, so after
-    :meth:`uninstrument` the instruments stay registered and report nothing.
+    There is one per meter provider: calling :func:`instrument` again with the same
+    provider returns the same handle with the new options. OpenTelemetry has no way to
+    remove an instrument from a meter, so after :meth:`uninstrument` the instruments
+    stay registered and report nothing until :func:`instrument` is called again.
 
     Attributes:
         meter: The meter the instruments were created on.
@@ -129,45 +132,54 @@ class Instrumentation:
             (each is logged; the other policies are still reported).
     """
 
-    def __init__(
-        self,
-        meter: Meter,
-        *,
-        call_duration: bool,
-        quantiles: tuple[float, ...],
-        span_events: bool,
-    ) -> None:
+    def __init__(self, meter: Meter) -> None:
         self.meter = meter
         self.callback_errors = 0
-        self._active = True
-        self._quantiles = quantiles
-        self._call_duration = call_duration
-        self._spans = SpanEvents() if span_events else None
-        self._create_instruments()
+        self._active = False
+        self._quantiles: tuple[float, ...] = ()
+        self._histogram: Histogram | None = None
         self._histogram_listener: Callable[[Event], None] | None = None
-        if call_duration:
-            self._start_histogram()
-        if self._spans is not None:
-            self._spans.start()
+        self._spans: SpanEvents | None = None
+        # A meter refuses a second instrument of the same name, so instruments are
+        # created once per meter and switched on and off with the handle.
+        self._create_instruments()
 
     @property
     def active(self) -> bool:
-        """Whether the instruments still report."""
+        """Whether the instruments report (``False`` after :meth:`uninstrument`)."""
         return self._active
+
+    def _activate(
+        self, *, call_duration: bool, quantiles: tuple[float, ...], span_events: bool
+    ) -> None:
+        self._quantiles = quantiles
+        if call_duration:
+            if self._histogram is None:
+                self._histogram = self.meter.create_histogram(
+                    "resilient.call.duration",
+                    unit="s",
+                    description="Duration of calls through circuit breakers (opt-in).",
+                )
+            self._start_histogram(self._histogram)
+        if span_events:
+            self._spans = SpanEvents()
+            self._spans.start()
+        self._active = True
 
     def uninstrument(self) -> None:
         """Stop reporting: observable instruments go quiet, listeners are removed."""
-        self._active = False
-        if self._histogram_listener is not None:
-            remove_global_listener(self._histogram_listener)
-            self._histogram_listener = None
-            with _LOCK:
-                TIME_ALL_CALLS[0] -= 1
-        if self._spans is not None:
-            self._spans.stop()
         with _LOCK:
-            if self in _ACTIVE:
-                _ACTIVE.remove(self)
+            self._active = False
+            if self._histogram_listener is not None:
+                remove_global_listener(self._histogram_listener)
+                self._histogram_listener = None
+                TIME_ALL_CALLS[0] -= 1
+                if not TIME_ALL_CALLS[0]:  # no other histogram wants them
+                    for _, breaker in self._each((CircuitBreaker,)):
+                        breaker._core.measure_durations(on=False)
+            if self._spans is not None:
+                self._spans.stop()
+                self._spans = None
 
     # -- instruments -------------------------------------------------------------------
 
@@ -250,15 +262,6 @@ class Instrumentation:
             callbacks=[self._guarded(self._listener_errors)],
             unit="{error}",
             description="Exceptions raised by event listeners (logged; calls unaffected).",
-        )
-        self._histogram = (
-            m.create_histogram(
-                "resilient.call.duration",
-                unit="s",
-                description="Duration of calls through circuit breakers (opt-in).",
-            )
-            if self._call_duration
-            else None
         )
 
     def _guarded(
@@ -391,11 +394,8 @@ class Instrumentation:
 
     # -- the opt-in histogram ----------------------------------------------------------
 
-    def _start_histogram(self) -> None:
-        histogram = self._histogram
-        assert histogram is not None  # noqa: S101 -- created when call_duration is on
-        with _LOCK:
-            TIME_ALL_CALLS[0] += 1  # breakers created from now on measure durations too
+    def _start_histogram(self, histogram: Histogram) -> None:
+        TIME_ALL_CALLS[0] += 1  # breakers created from now on measure durations too
         for _, breaker in self._each((CircuitBreaker,)):
             breaker._core.measure_durations()
 
@@ -421,7 +421,10 @@ class Instrumentation:
 _TIMED_EVENTS: Final = frozenset({CallSucceeded, CallFailed, CallIgnored})
 
 _LOCK = threading.Lock()
-_ACTIVE: list[Instrumentation] = []
+# One handle per provider, for as long as the provider lives.
+_BY_PROVIDER: weakref.WeakKeyDictionary[MeterProvider, Instrumentation] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def instrument(
@@ -463,10 +466,13 @@ def instrument(
             f"meter_provider must be an OpenTelemetry MeterProvider or None, "
             f"not {type(provider).__name__}"
         )
-    meter = provider.get_meter("resilient", __version__)
-    handle = Instrumentation(
-        meter, call_duration=call_duration, quantiles=qs, span_events=span_events
-    )
     with _LOCK:
-        _ACTIVE.append(handle)
+        handle = _BY_PROVIDER.get(provider)
+        if handle is None:
+            handle = Instrumentation(provider.get_meter("resilient", __version__))
+            _BY_PROVIDER[provider] = handle
+    if handle.active:
+        handle.uninstrument()  # called again: the new options replace the old
+    with _LOCK:
+        handle._activate(call_duration=call_duration, quantiles=qs, span_events=span_events)
     return handle
