@@ -26,6 +26,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any, Final
 
+from resilient._atomic import counted
 from resilient._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
@@ -243,10 +244,10 @@ class BreakerCore(EventSource):
 
     def _restart_rejections(self) -> None:
         """Start counting a new stay's rejections (the old ones go into the total)."""
-        counted = _counted(self._rejections)
-        self._retired_rejections += self._not_permitted + counted - self._rejections_base
+        drawn = counted(self._rejections)
+        self._retired_rejections += self._not_permitted + drawn - self._rejections_base
         self._not_permitted = 0
-        self._rejections_base = counted
+        self._rejections_base = drawn
 
     def _enter(self, state: CircuitState, events: list[Event]) -> None:
         """Move to ``state`` with a new epoch; record the transition event."""
@@ -578,11 +579,11 @@ class BreakerCore(EventSource):
                 self._expire(self._clock.monotonic(), events)
             snap = self._window.snapshot()
             state = self._state
-            lock_free = _counted(self._rejections) - self._rejections_base
+            lock_free = counted(self._rejections) - self._rejections_base
             not_permitted = self._not_permitted + lock_free
             total_rejected = self._retired_rejections + not_permitted
             successes, failures = self._locked_outcomes
-            successes += _counted(self._claims) - self._locked_claims
+            successes += counted(self._claims) - self._locked_claims
             minimum = self._half_open_calls if state is HALF_OPEN else self._minimum_calls
         self._dispatch(events)
         return CircuitBreakerMetrics(
@@ -599,7 +600,7 @@ class BreakerCore(EventSource):
             buffered_calls_needed=max(minimum - snap.calls, 0),
             total_successful_calls=successes,
             total_failed_calls=failures,
-            total_ignored_calls=_counted(self._ignored_calls),
+            total_ignored_calls=counted(self._ignored_calls),
             total_not_permitted_calls=total_rejected,
         )
 
@@ -654,11 +655,3 @@ class BreakerCore(EventSource):
         if state in _ADMIT_ALL or (state is HALF_OPEN and taken < self._half_open_calls):
             return 0.0
         return None
-
-
-def _counted(counter: itertools.count[int]) -> int:
-    """How many times ``next()`` was called on a fresh ``itertools.count()``.
-
-    Its repr is ``count(N)``; the pickling route to N is deprecated since Python 3.12.
-    """
-    return int(repr(counter)[6:-1])
