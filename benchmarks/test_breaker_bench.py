@@ -4,7 +4,7 @@
 ``python -m pytest benchmarks -q -p no:cacheprovider --benchmark-disable``, which runs each
 benchmark once as a smoke test and asserts no timing. Each group holds the bare call and
 the guarded ones side by side, so the overhead is a difference within one group. The
-peers (``pip install -e '.[bench]'``) are skipped when not installed. ``compare.py`` in
+peers (``pip install -e '.[bench]'``) are skipped when not installed. ``peers.py`` in
 this directory measures the same scenarios in one process, alternating implementations,
 and prints the overhead table of ``docs/benchmarks.md``.
 
@@ -15,7 +15,7 @@ successes take the locked path that fills it; the steady state is the lock-free 
 
 pybreaker is absent from the async groups: its decorator does not guard coroutine
 functions (the wrapper returns the coroutine unawaited, so the call counts as a success
-before it runs and exceptions raised on ``await`` are never recorded; see compare.py).
+before it runs and exceptions raised on ``await`` are never recorded; see peers.py).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
+from peers import OPEN_FOR, BoomError, aboom, aident, boom, ident
 from resilient import CircuitBreaker, CircuitOpenError, CircuitState
 from resilient.testing import ManualClock
 
 # circuitbreaker calls asyncio.iscoroutinefunction, which Python 3.14 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:.*asyncio.iscoroutinefunction.*:DeprecationWarning")
 
-OPEN_FOR = 3600.0
 WARMUP = 200
 
 SYNC_CLOSED = ["bare", "resilient", "circuitbreaker", "pybreaker"]
@@ -41,26 +41,6 @@ SYNC_OPEN = ["bare-raise", "resilient", "resilient-forced", "circuitbreaker", "p
 ASYNC_CLOSED = ["bare", "resilient", "circuitbreaker"]
 ASYNC_OPEN = ["bare-raise", "resilient", "resilient-forced", "circuitbreaker"]
 PLAIN = ["bare", "resilient"]
-
-
-class BoomError(Exception):
-    """The failure of the protected function."""
-
-
-def ident(x: int) -> int:
-    return x
-
-
-async def aident(x: int) -> int:
-    return x
-
-
-def boom(x: int) -> int:
-    raise BoomError
-
-
-async def aboom(x: int) -> int:
-    raise BoomError
 
 
 def _guard(impl: str, fn: Callable[..., Any], *, tripped: bool = False) -> Any:

@@ -5,7 +5,7 @@ ones side by side, so a policy's overhead is a difference within one group. Asyn
 groups run batches of awaits (``conftest.py``): divide a round by its batch size. Tests
 taking the ``run_batch`` fixture run once on asyncio and once on trio, each in a group
 of its own.
-``compare.py`` measures the headline scenarios in one process, alternating
+``peers.py`` measures the same scenarios in one process, alternating
 implementations, and prints the tables of ``docs/benchmarks.md``.
 
 Rows named ``ref-...`` are references, not peers: the standard building block a policy
@@ -33,6 +33,21 @@ from typing import Any
 
 import pytest
 
+from peers import (
+    HUGE_RATE,
+    LONG,
+    TINY_RATE,
+    BoomError,
+    aboom,
+    aby_hand_twice,
+    aflaky,
+    aident,
+    boom,
+    by_hand_twice,
+    fallback_value,
+    flaky,
+    ident,
+)
 from resilient import (
     Bulkhead,
     BulkheadFullError,
@@ -50,9 +65,6 @@ from resilient import (
 pytestmark = pytest.mark.filterwarnings("ignore:.*asyncio.iscoroutinefunction.*:DeprecationWarning")
 
 WARMUP = 200
-LONG = 10.0  # seconds: a timeout that never fires during a benchmark
-HUGE_RATE = 1e9  # calls per second: every call is admitted
-TINY_RATE = 1e-6  # one call per ~11.6 days: after the burst of 1, every call is refused
 
 BULKHEAD = ["bare", "resilient", "ref-semaphore"]
 TIMEOUT_ASYNCIO = ["bare", "resilient", "ref-asyncio-timeout", "ref-anyio-fail-after"]
@@ -63,34 +75,10 @@ PLAIN = ["bare", "resilient"]
 COMPOSED = ["bare", "compose", "stacked"]
 
 
-class BoomError(Exception):
-    """The failure of the protected function."""
-
-
-def ident(x: int) -> int:
-    return x
-
-
-async def aident(x: int) -> int:
-    return x
-
-
-def boom(x: int) -> int:
-    raise BoomError
-
-
-async def aboom(x: int) -> int:
-    raise BoomError
-
-
 def _warm(fn: Callable[[int], Any]) -> Callable[[int], Any]:
     for _ in range(WARMUP):
         assert fn(1) == 1
     return fn
-
-
-def _fallback_value(exc: BaseException | None) -> int:
-    return -1
 
 
 # -- Bulkhead --------------------------------------------------------------------------
@@ -292,7 +280,7 @@ def test_timeout_trio(run_trio_batch, impl: str) -> None:
 @pytest.mark.benchmark(group="fallback, sync call, no failure")
 @pytest.mark.parametrize("impl", PLAIN)
 def test_fallback_sync(benchmark, impl: str) -> None:
-    fallback = Fallback(_fallback_value)
+    fallback = Fallback(fallback_value)
     fn = ident if impl == "bare" else fallback(ident)
     assert benchmark(_warm(fn), 1) == 1
     assert fallback.used == 0
@@ -301,7 +289,7 @@ def test_fallback_sync(benchmark, impl: str) -> None:
 @pytest.mark.benchmark(group="fallback, awaited call, no failure")
 @pytest.mark.parametrize("impl", PLAIN)
 def test_fallback_async(run_batch, impl: str) -> None:
-    fallback = Fallback(_fallback_value)
+    fallback = Fallback(fallback_value)
     fn = aident if impl == "bare" else fallback(aident)
     assert run_batch(fn) == 1
     assert fallback.used == 0
@@ -345,29 +333,6 @@ def test_retry_first_success_async(run_batch, impl: str) -> None:
         assert retry.metrics().retries == 0
 
 
-def _flaky() -> Callable[[int], int]:
-    """A function whose every other call fails: each retried call takes two attempts."""
-    failing = [False]
-
-    def flaky(x: int) -> int:
-        failing[0] = not failing[0]
-        if failing[0]:
-            raise BoomError
-        return x
-
-    return flaky
-
-
-def _aflaky() -> Callable[[int], Awaitable[int]]:
-    """``_flaky()`` as a coroutine function."""
-    flaky = _flaky()
-
-    async def aflaky(x: int) -> int:
-        return flaky(x)
-
-    return aflaky
-
-
 def _retry_once(impl: str, fn: Callable[..., Any]) -> tuple[Any, Retry | None]:
     """``fn`` under ``impl``'s retry, 3 attempts, no wait; and resilient's policy."""
     if impl == "resilient":
@@ -387,18 +352,8 @@ def _check_retried_once(retry: Retry | None) -> None:
 @pytest.mark.benchmark(group="retry, sync call, one retry (fails once), zero wait")
 @pytest.mark.parametrize("impl", RETRY_ONCE)
 def test_retry_once_sync(benchmark, impl: str) -> None:
-    flaky = _flaky()
-    retry = None
-    if impl == "bare":  # the floor: two attempts and one caught exception, by hand
-
-        def fn(x: int) -> int:
-            try:
-                return flaky(x)
-            except BoomError:
-                return flaky(x)
-
-    else:
-        fn, retry = _retry_once(impl, flaky)
+    # The bare row is the floor: two attempts and one caught exception, by hand.
+    fn, retry = (by_hand_twice(flaky()), None) if impl == "bare" else _retry_once(impl, flaky())
     assert benchmark(_warm(fn), 1) == 1
     _check_retried_once(retry)
 
@@ -406,18 +361,8 @@ def test_retry_once_sync(benchmark, impl: str) -> None:
 @pytest.mark.benchmark(group="retry, awaited call, one retry (fails once), zero wait")
 @pytest.mark.parametrize("impl", RETRY_ONCE)
 def test_retry_once_async(run_batch, impl: str) -> None:
-    aflaky = _aflaky()
-    retry = None
-    if impl == "bare":
-
-        async def fn(x: int) -> int:
-            try:
-                return await aflaky(x)
-            except BoomError:
-                return await aflaky(x)
-
-    else:
-        fn, retry = _retry_once(impl, aflaky)
+    bare = impl == "bare"
+    fn, retry = (aby_hand_twice(aflaky()), None) if bare else _retry_once(impl, aflaky())
     assert run_batch(fn) == 1
     _check_retried_once(retry)
 
@@ -495,7 +440,7 @@ def test_keyed_ratelimiter_admit_sync(benchmark, impl: str) -> None:
 
 def _policies(*, timeout: bool) -> list[Any]:
     """Fresh Fallback, CircuitBreaker, (Timeout,) Bulkhead: the recommended order."""
-    policies: list[Any] = [Fallback(_fallback_value), CircuitBreaker()]
+    policies: list[Any] = [Fallback(fallback_value), CircuitBreaker()]
     if timeout:
         policies.append(Timeout(LONG))
     policies.append(Bulkhead(10))
