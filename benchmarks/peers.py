@@ -85,6 +85,7 @@ from resilient import (
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results.json"
 DEFAULT_CHART = ROOT / "docs" / "img" / "benchmarks.png"
+CHART_RANGE_NS = (10, 1_000_000)
 
 OPEN_FOR = 3600.0
 WARMUP = 1_000
@@ -904,7 +905,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
 
     def ns(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0f}"
+        return "-" if value is None else f"{value:,.0f}"
 
     for row in rows:
         ratio = "-" if row["ratio_to_resilient"] is None else f"{row['ratio_to_resilient']:.2f}x"
@@ -1124,8 +1125,15 @@ def chart(rows: list[dict[str, Any]], info: dict[str, Any], path: Path) -> str:
     except ImportError:
         return "matplotlib is not installed: no chart (pip install matplotlib)."
     scenarios = [s for s in ORDER if any(r["scenario"] == s for r in rows)]
-    libraries = sorted({r["library"] for r in rows if not r["library"].startswith("bare")})
-    colours = {lib: plt.get_cmap("tab20")(i % 20) for i, lib in enumerate(libraries)}
+    # resilient in one colour, the references in grey, each peer in a colour of its own.
+    palette = iter([*(plt.get_cmap("tab10")(i) for i in (1, 2, 3, 4, 5, 6, 8, 9)), "black"])
+    colours = {peer: next(palette) for peer in PEERS}
+
+    def colour(library: str) -> Any:
+        if library.startswith("resilient"):
+            return "tab:blue"
+        return colours.get(library.split(",", maxsplit=1)[0], "lightgrey")
+
     columns = 3
     lines = (len(scenarios) + columns - 1) // columns
     fig, axes = plt.subplots(lines, columns, figsize=(18, 2.6 * lines), squeeze=False)
@@ -1142,13 +1150,12 @@ def chart(rows: list[dict[str, Any]], info: dict[str, Any], path: Path) -> str:
         ax.barh(
             [r["library"] for r in shown],
             values,
-            color=[colours[r["library"]] for r in shown],
-            edgecolor=["black" if r["library"].startswith("resilient") else "none" for r in shown],
+            color=[colour(r["library"]) for r in shown],
         )
         for y, value in enumerate(values):
             ax.text(value, y, f" {value:,.0f}", va="center", fontsize=7)
         ax.set_xscale("log")
-        ax.set_xlim(right=max(values, default=10) * 8)
+        ax.set_xlim(CHART_RANGE_NS)  # one scale for every panel, bars from the same floor
         ax.set_title(scenario, fontsize=9)
         ax.tick_params(axis="both", labelsize=7)
     for ax in axes.flat[len(scenarios) :]:
