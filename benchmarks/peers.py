@@ -232,6 +232,15 @@ def aby_hand_twice(fn: Callable[[int], Any]) -> Callable[[int], Any]:
     return twice
 
 
+def attempt(fn: Callable[[int], Any], error: type[BaseException]) -> bool:
+    """Call ``fn(1)``; whether it raised ``error`` (a rejection, in a sync benchmark)."""
+    try:
+        fn(1)
+    except error:
+        return True
+    return False
+
+
 def fallback_value(exc: BaseException | None = None) -> int:
     return -1
 

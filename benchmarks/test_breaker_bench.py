@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from peers import OPEN_FOR, BoomError, aboom, aident, boom, ident
+from peers import OPEN_FOR, BoomError, aboom, aident, attempt, boom, ident
 from resilient import CircuitBreaker, CircuitOpenError, CircuitState
 from resilient.testing import ManualClock
 
@@ -111,14 +111,7 @@ def test_sync_open(benchmark, impl: str) -> None:
             _trip(fn, error)
         assert _is_open(impl, breaker)
 
-    def attempt() -> bool:
-        try:
-            fn(1)
-        except error:
-            return True
-        return False
-
-    assert benchmark(attempt)
+    assert benchmark(attempt, fn, error)
     if breaker is not None:
         assert _is_open(impl, breaker)
 

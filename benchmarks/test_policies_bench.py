@@ -42,6 +42,7 @@ from peers import (
     aby_hand_twice,
     aflaky,
     aident,
+    attempt,
     boom,
     by_hand_twice,
     fallback_value,
@@ -152,15 +153,8 @@ def test_bulkhead_full_sync(benchmark, impl: str) -> None:
     else:
         fn, error = bulkhead(ident), BulkheadFullError
 
-    def attempt() -> bool:
-        try:
-            fn(1)
-        except error:
-            return True
-        return False
-
     with bulkhead:  # the one slot, held by "another caller" for the whole benchmark
-        assert benchmark(attempt)
+        assert benchmark(attempt, fn, error)
     metrics = bulkhead.metrics()
     assert metrics.in_flight == 0
     assert (metrics.rejected > 0) is (impl == "resilient")
@@ -399,14 +393,7 @@ def test_ratelimiter_reject_sync(benchmark, impl: str) -> None:
         fn, error = limiter(ident), RateLimitedError
         assert fn(1) == 1  # the burst of one, used up
 
-    def attempt() -> bool:
-        try:
-            fn(1)
-        except error:
-            return True
-        return False
-
-    assert benchmark(attempt)
+    assert benchmark(attempt, fn, error)
     if impl == "resilient":
         metrics = limiter.metrics()
         assert metrics.admitted == 1
