@@ -2,8 +2,10 @@
 
 Same layout as ``test_breaker_bench.py``: each group holds the bare call and the guarded
 ones side by side, so a policy's overhead is a difference within one group. Async
-groups run batches of awaits (``conftest.py``): divide a round by its batch size.
-``compare.py`` measures the headline scenarios in one process, alternating
+groups run batches of awaits (``conftest.py``): divide a round by its batch size. Tests
+taking the ``run_batch`` fixture run once on asyncio and once on trio, each in a group
+of its own.
+``peers.py`` measures the same scenarios in one process, alternating
 implementations, and prints the tables of ``docs/benchmarks.md``.
 
 Rows named ``ref-...`` are references, not peers: the standard building block a policy
@@ -17,6 +19,9 @@ slots, a timeout of 10 s that never fires, a fallback whose function never fails
 limiter with a rate so high that every call is admitted (or, to measure a rejection,
 so low that after its burst of one every call is refused), a breaker warmed up past its
 100-call window. After each benchmark the policy's metrics are checked to show that.
+The contended bulkhead is measured twice: full (its only slot held for the whole
+benchmark, so every call is rejected) and queued (bursts of concurrent callers, each
+yielding once, for fewer slots than callers, so most callers wait their turn).
 """
 
 from __future__ import annotations
@@ -28,8 +33,25 @@ from typing import Any
 
 import pytest
 
+from peers import (
+    HUGE_RATE,
+    LONG,
+    TINY_RATE,
+    BoomError,
+    aboom,
+    aby_hand_twice,
+    aflaky,
+    aident,
+    attempt,
+    boom,
+    by_hand_twice,
+    fallback_value,
+    flaky,
+    ident,
+)
 from resilient import (
     Bulkhead,
+    BulkheadFullError,
     CircuitBreaker,
     Fallback,
     KeyedRateLimiter,
@@ -44,9 +66,6 @@ from resilient import (
 pytestmark = pytest.mark.filterwarnings("ignore:.*asyncio.iscoroutinefunction.*:DeprecationWarning")
 
 WARMUP = 200
-LONG = 10.0  # seconds: a timeout that never fires during a benchmark
-HUGE_RATE = 1e9  # calls per second: every call is admitted
-TINY_RATE = 1e-6  # one call per ~11.6 days: after the burst of 1, every call is refused
 
 BULKHEAD = ["bare", "resilient", "ref-semaphore"]
 TIMEOUT_ASYNCIO = ["bare", "resilient", "ref-asyncio-timeout", "ref-anyio-fail-after"]
@@ -57,30 +76,10 @@ PLAIN = ["bare", "resilient"]
 COMPOSED = ["bare", "compose", "stacked"]
 
 
-class BoomError(Exception):
-    """The failure of the protected function."""
-
-
-def ident(x: int) -> int:
-    return x
-
-
-async def aident(x: int) -> int:
-    return x
-
-
-def boom(x: int) -> int:
-    raise BoomError
-
-
 def _warm(fn: Callable[[int], Any]) -> Callable[[int], Any]:
     for _ in range(WARMUP):
         assert fn(1) == 1
     return fn
-
-
-def _fallback_value(exc: BaseException | None) -> int:
-    return -1
 
 
 # -- Bulkhead --------------------------------------------------------------------------
@@ -142,6 +141,73 @@ def test_bulkhead_trio(run_trio_batch, impl: str) -> None:
 
     assert run_trio_batch(fn) == 1
     assert bulkhead.metrics().in_flight == 0
+
+
+@pytest.mark.benchmark(group="bulkhead, sync call, full (rejected)")
+@pytest.mark.parametrize("impl", ["bare-raise", "resilient"])
+def test_bulkhead_full_sync(benchmark, impl: str) -> None:
+    bulkhead = Bulkhead(1)
+    if impl == "bare-raise":  # the floor of any rejection: raising and catching
+        fn: Callable[[int], Any] = boom
+        error: type[BaseException] = BoomError
+    else:
+        fn, error = bulkhead(ident), BulkheadFullError
+
+    with bulkhead:  # the one slot, held by "another caller" for the whole benchmark
+        assert benchmark(attempt, fn, error)
+    metrics = bulkhead.metrics()
+    assert metrics.in_flight == 0
+    assert (metrics.rejected > 0) is (impl == "resilient")
+
+
+@pytest.mark.benchmark(group="bulkhead, awaited call, full (rejected)")
+@pytest.mark.parametrize("impl", ["bare-raise", "resilient"])
+def test_bulkhead_full_async(run_batch, impl: str) -> None:
+    bulkhead = Bulkhead(1)
+    if impl == "bare-raise":
+        run_batch(aboom, BoomError)
+        return
+    with bulkhead:  # a sync holder is a holder for async callers too
+        run_batch(bulkhead(aident), BulkheadFullError)
+    assert bulkhead.metrics().in_flight == 0
+
+
+BURST = 8  # concurrent callers per burst in the contended bulkhead benchmark
+
+
+def _burst(fn: Callable[[int], Awaitable[Any]]) -> Callable[[int], Awaitable[Any]]:
+    """One "call" that runs ``BURST`` concurrent calls of ``fn`` in an anyio task group."""
+    import anyio  # noqa: PLC0415 -- a dependency of resilient, imported where used
+
+    async def burst(x: int) -> int:
+        async with anyio.create_task_group() as tg:
+            for _ in range(BURST):
+                tg.start_soon(fn, x)
+        return x
+
+    return burst
+
+
+async def ayield(x: int) -> int:
+    """A call that lets the other tasks run once, as a real I/O call would."""
+    import anyio.lowlevel  # noqa: PLC0415 -- a dependency of resilient, imported where used
+
+    await anyio.lowlevel.checkpoint()
+    return x
+
+
+@pytest.mark.benchmark(
+    group=f"bulkhead, awaited call, contended: bursts of {BURST} callers for 2 slots, "
+    "max_wait=10 s (divide by the burst size)"
+)
+@pytest.mark.parametrize("impl", ["bare", "resilient"])
+def test_bulkhead_contended_async(run_batch, impl: str) -> None:
+    bulkhead = Bulkhead(2, max_wait=LONG)
+    fn = ayield if impl == "bare" else bulkhead(ayield)
+    assert run_batch(_burst(fn), n=100) == 1
+    metrics = bulkhead.metrics()
+    assert metrics.in_flight == metrics.waiting == metrics.rejected == 0
+    assert metrics.max_observed == (0 if impl == "bare" else 2)
 
 
 # -- Timeout ---------------------------------------------------------------------------
@@ -208,18 +274,18 @@ def test_timeout_trio(run_trio_batch, impl: str) -> None:
 @pytest.mark.benchmark(group="fallback, sync call, no failure")
 @pytest.mark.parametrize("impl", PLAIN)
 def test_fallback_sync(benchmark, impl: str) -> None:
-    fallback = Fallback(_fallback_value)
+    fallback = Fallback(fallback_value)
     fn = ident if impl == "bare" else fallback(ident)
     assert benchmark(_warm(fn), 1) == 1
     assert fallback.used == 0
 
 
-@pytest.mark.benchmark(group="fallback, asyncio, 1000 awaits per round, no failure")
+@pytest.mark.benchmark(group="fallback, awaited call, no failure")
 @pytest.mark.parametrize("impl", PLAIN)
-def test_fallback_asyncio(run_asyncio_batch, impl: str) -> None:
-    fallback = Fallback(_fallback_value)
+def test_fallback_async(run_batch, impl: str) -> None:
+    fallback = Fallback(fallback_value)
     fn = aident if impl == "bare" else fallback(aident)
-    assert run_asyncio_batch(fn) == 1
+    assert run_batch(fn) == 1
     assert fallback.used == 0
 
 
@@ -252,52 +318,47 @@ def test_retry_first_success_sync(benchmark, impl: str) -> None:
         assert retry.metrics().retries == 0
 
 
-@pytest.mark.benchmark(group="retry, asyncio, 1000 awaits per round, first attempt succeeds")
+@pytest.mark.benchmark(group="retry, awaited call, first attempt succeeds")
 @pytest.mark.parametrize("impl", RETRY_FIRST)
-def test_retry_first_success_asyncio(run_asyncio_batch, impl: str) -> None:
+def test_retry_first_success_async(run_batch, impl: str) -> None:
     fn, retry = (aident, None) if impl == "bare" else _retrying(impl, aident)
-    assert run_asyncio_batch(fn) == 1
+    assert run_batch(fn) == 1
     if retry is not None:
         assert retry.metrics().retries == 0
 
 
-def _flaky() -> Callable[[int], int]:
-    """A function whose every other call fails: each retried call takes two attempts."""
-    failing = [False]
+def _retry_once(impl: str, fn: Callable[..., Any]) -> tuple[Any, Retry | None]:
+    """``fn`` under ``impl``'s retry, 3 attempts, no wait; and resilient's policy."""
+    if impl == "resilient":
+        retry = Retry(3, wait=0)
+        return retry(fn), retry
+    tenacity = pytest.importorskip("tenacity")
+    return tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(fn), None
 
-    def flaky(x: int) -> int:
-        failing[0] = not failing[0]
-        if failing[0]:
-            raise BoomError
-        return x
 
-    return flaky
+def _check_retried_once(retry: Retry | None) -> None:
+    if retry is not None:
+        metrics = retry.metrics()
+        assert metrics.retries == metrics.recovered > 0
+        assert metrics.exhausted == 0
 
 
 @pytest.mark.benchmark(group="retry, sync call, one retry (fails once), zero wait")
 @pytest.mark.parametrize("impl", RETRY_ONCE)
 def test_retry_once_sync(benchmark, impl: str) -> None:
-    flaky = _flaky()
-    retry = None
-    if impl == "bare":  # the floor: two attempts and one caught exception, by hand
-
-        def fn(x: int) -> int:
-            try:
-                return flaky(x)
-            except BoomError:
-                return flaky(x)
-
-    elif impl == "resilient":
-        retry = Retry(3, wait=0)
-        fn = retry(flaky)
-    else:
-        tenacity = pytest.importorskip("tenacity")
-        fn = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(flaky)
+    # The bare row is the floor: two attempts and one caught exception, by hand.
+    fn, retry = (by_hand_twice(flaky()), None) if impl == "bare" else _retry_once(impl, flaky())
     assert benchmark(_warm(fn), 1) == 1
-    if retry is not None:
-        metrics = retry.metrics()
-        assert metrics.retries == metrics.recovered > WARMUP
-        assert metrics.exhausted == 0
+    _check_retried_once(retry)
+
+
+@pytest.mark.benchmark(group="retry, awaited call, one retry (fails once), zero wait")
+@pytest.mark.parametrize("impl", RETRY_ONCE)
+def test_retry_once_async(run_batch, impl: str) -> None:
+    bare = impl == "bare"
+    fn, retry = (aby_hand_twice(aflaky()), None) if bare else _retry_once(impl, aflaky())
+    assert run_batch(fn) == 1
+    _check_retried_once(retry)
 
 
 # -- RateLimiter -----------------------------------------------------------------------
@@ -312,12 +373,12 @@ def test_ratelimiter_admit_sync(benchmark, impl: str) -> None:
     assert limiter.metrics().rejected == 0
 
 
-@pytest.mark.benchmark(group="rate limiter, asyncio, 1000 awaits per round, admitted")
+@pytest.mark.benchmark(group="rate limiter, awaited call, admitted")
 @pytest.mark.parametrize("impl", PLAIN)
-def test_ratelimiter_admit_asyncio(run_asyncio_batch, impl: str) -> None:
+def test_ratelimiter_admit_async(run_batch, impl: str) -> None:
     limiter = RateLimiter(HUGE_RATE)
     fn = aident if impl == "bare" else limiter(aident)
-    assert run_asyncio_batch(fn) == 1
+    assert run_batch(fn) == 1
     assert limiter.metrics().rejected == 0
 
 
@@ -332,18 +393,24 @@ def test_ratelimiter_reject_sync(benchmark, impl: str) -> None:
         fn, error = limiter(ident), RateLimitedError
         assert fn(1) == 1  # the burst of one, used up
 
-    def attempt() -> bool:
-        try:
-            fn(1)
-        except error:
-            return True
-        return False
-
-    assert benchmark(attempt)
+    assert benchmark(attempt, fn, error)
     if impl == "resilient":
         metrics = limiter.metrics()
         assert metrics.admitted == 1
         assert metrics.rejected >= 1
+
+
+@pytest.mark.benchmark(group="rate limiter, awaited call, rejected")
+@pytest.mark.parametrize("impl", ["bare-raise", "resilient"])
+def test_ratelimiter_reject_async(run_batch, impl: str) -> None:
+    if impl == "bare-raise":
+        run_batch(aboom, BoomError)
+        return
+    limiter = RateLimiter(TINY_RATE, burst=1)
+    fn = limiter(aident)
+    assert limiter(ident)(1) == 1  # the burst of one, used up (one limiter for both)
+    run_batch(fn, RateLimitedError)
+    assert limiter.metrics().admitted == 1
 
 
 @pytest.mark.benchmark(group="keyed rate limiter, sync call, admitted")
@@ -360,7 +427,7 @@ def test_keyed_ratelimiter_admit_sync(benchmark, impl: str) -> None:
 
 def _policies(*, timeout: bool) -> list[Any]:
     """Fresh Fallback, CircuitBreaker, (Timeout,) Bulkhead: the recommended order."""
-    policies: list[Any] = [Fallback(_fallback_value), CircuitBreaker()]
+    policies: list[Any] = [Fallback(fallback_value), CircuitBreaker()]
     if timeout:
         policies.append(Timeout(LONG))
     policies.append(Bulkhead(10))
@@ -401,20 +468,19 @@ def test_compose3_sync(benchmark, impl: str) -> None:
 
 
 @pytest.mark.benchmark(
-    group="compose(Fallback, CircuitBreaker, Timeout, Bulkhead), asyncio, 1000 awaits per round"
+    group="compose(Fallback, CircuitBreaker, Timeout, Bulkhead), sync call "
+    "(the Timeout runs it in a worker thread)"
 )
 @pytest.mark.parametrize("impl", COMPOSED)
-def test_compose4_asyncio(run_asyncio_batch, impl: str) -> None:
-    fn, policies = _composed(impl, aident, timeout=True)
-    assert run_asyncio_batch(fn) == 1
+def test_compose4_sync(benchmark, impl: str) -> None:
+    fn, policies = _composed(impl, ident, timeout=True)
+    assert benchmark(_warm(fn), 1) == 1
     _check_untouched(policies)
 
 
-@pytest.mark.benchmark(
-    group="compose(Fallback, CircuitBreaker, Timeout, Bulkhead), trio, 10000 awaits per trio.run"
-)
+@pytest.mark.benchmark(group="compose(Fallback, CircuitBreaker, Timeout, Bulkhead), awaited call")
 @pytest.mark.parametrize("impl", COMPOSED)
-def test_compose4_trio(run_trio_batch, impl: str) -> None:
+def test_compose4_async(run_batch, impl: str) -> None:
     fn, policies = _composed(impl, aident, timeout=True)
-    assert run_trio_batch(fn) == 1
+    assert run_batch(fn) == 1
     _check_untouched(policies)
