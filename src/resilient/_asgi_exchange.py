@@ -18,13 +18,28 @@ from typing import Any, Final
 
 from resilient._asgi_types import Message, Receive, Scope, Send
 from resilient._deadline import DEADLINE, Deadline
+from resilient._timer import DONE, PENDING, STATE
 
-__all__ = ["START_SCOPES", "Exchange", "FailureStatusError", "Replay"]
+__all__ = ["START_TIMERS", "Exchange", "FailureStatusError", "Replay", "stop_timer"]
 
-START_SCOPES: Final[contextvars.ContextVar[list[Any] | None]] = contextvars.ContextVar(
-    "resilient_asgi_start_scopes", default=None
+START_TIMERS: Final[contextvars.ContextVar[list[Any] | None]] = contextvars.ContextVar(
+    "resilient_asgi_start_timers", default=None
 )
-"""The cancel scopes of the timeouts that end at this request's response start."""
+"""The tokens of the timeouts that end at this request's response start."""
+
+
+def stop_timer(token: Any) -> None:
+    """Make a timeout step's armed deadline never fire; its exit still closes it.
+
+    A loop-timer entry (asyncio, Python 3.11+) is marked done, which the loop timer
+    skips; a cancel scope (trio, Python 3.10) gets an infinite deadline. Both may be
+    done from any task of the loop, and neither if the deadline already fired.
+    """
+    if type(token) is list:
+        if token[STATE] == PENDING:
+            token[STATE] = DONE
+    else:
+        token[0].deadline = math.inf
 
 
 class FailureStatusError(Exception):
@@ -87,14 +102,13 @@ class Exchange:
         "buffering",
         "failed",
         "failure",
-        "head",
         "limit",
         "outer_deadline",
         "replay",
         "scope",
-        "scopes",
         "started",
         "status",
+        "timers",
     )
 
     def __init__(
@@ -111,13 +125,12 @@ class Exchange:
         #: Whether a failed response is held back for a retry or fallback to replace.
         self.buffering = buffering
         self.limit = limit
-        self.head = scope.get("method") == "HEAD"
         self.started = False  # a response start went out to the server
         self.failed = False
         self.status = 0
         self.attempts = 0
         self.replay: Replay | None = None
-        self.scopes: list[Any] | None = None
+        self.timers: list[Any] | None = None
         self.outer_deadline: Deadline | None = None
         self._buffer: list[Message] | None = None
         self._buffered = 0
@@ -126,16 +139,13 @@ class Exchange:
         """Whether another attempt is possible: no response out, the body replayable."""
         return not self.started and (self.replay is None or self.replay.messages is not None)
 
-    def begin_attempt(self, scope: Scope) -> Scope:
-        """Reset for a new attempt; return the scope it runs with.
+    def retry_scope(self) -> Scope:
+        """Reset for another attempt; return the scope it runs with.
 
-        The first attempt runs with the server's ``scope``; a retry with a fresh copy of
+        The first attempt runs with the server's scope; each retry with a fresh copy of
         ``self.scope``, the copy taken before the first (the app may have written into
         the scope, as routers do).
         """
-        self.attempts += 1
-        if self.attempts == 1:
-            return scope
         self._buffer = None
         self._buffered = 0
         self.failed = False
@@ -146,6 +156,9 @@ class Exchange:
 
     async def send(self, message: Message) -> None:
         """The app's ``send``: classify the response, hold back a failed one."""
+        if self.started:  # the body of a response already out: the common case first
+            await self._send(message)
+            return
         buffer = self._buffer
         if buffer is not None:
             buffer.append(message)
@@ -156,7 +169,7 @@ class Exchange:
         if message["type"] == "http.response.start":
             status = message["status"]
             self.status = status
-            if self.scopes:
+            if self.timers:
                 self._end_start_timeouts()
             if self.failure(status):
                 self.failed = True
@@ -167,12 +180,12 @@ class Exchange:
         await self._send(message)
 
     def _end_start_timeouts(self) -> None:
-        # The timeouts that cover the time to the response start stop counting: their
-        # scopes stay open (they close in the task that opened them) but will not fire.
+        # The timeouts that cover the time to the response start stop counting: they
+        # stay armed (they close in the task that opened them) but will not fire.
         # Code that runs from here on (a streamed body) sees the deadline from outside
         # them again; this context is the one the body is produced in.
-        for scope in self.scopes or ():
-            scope.deadline = math.inf
+        for token in self.timers or ():
+            stop_timer(token)
         DEADLINE.set(self.outer_deadline)
 
     async def flush(self) -> None:

@@ -7,8 +7,8 @@ versions that share their core (configuration, counts, events):
   (nothing of the response has gone out, and the request body can be replayed);
   otherwise the outcome it has stands, at once, with no wait;
 * a :class:`~resilient.Timeout` covers, by default, only the time to the response
-  start: its cancel scope is registered with the request, whose ``send`` stops it when
-  the app starts its response, so a long streamed body is not cut off.
+  start: its armed deadline is registered with the request, whose ``send`` stops it
+  when the app starts its response, so a long streamed body is not cut off.
 
 Everything else runs as it would around any coroutine function.
 """
@@ -18,43 +18,30 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from resilient._asgi_exchange import START_SCOPES, Exchange
-from resilient._deadline import DEADLINE
+from resilient._asgi_exchange import START_TIMERS, Exchange
 from resilient._fallback import Fallback
 from resilient._policy import Policy
 from resilient._retry import Retry, RetryCore
-from resilient._timeout import Timeout, TimeoutCore, _cancel_scope, _TimeoutStep
+from resilient._timeout import Timeout, TimeoutCore, _TimeoutStep
 
 __all__ = ["Shape", "adapt"]
 
 
 class _StartTimeoutStep(_TimeoutStep):
-    """A timeout step whose cancel scope the request's ``send`` can stop at response start.
+    """A timeout step whose deadline the request's ``send`` can stop at response start.
 
-    Always an anyio (or trio) cancel scope, whose deadline can be moved from any task
-    of the loop; the request's ``send`` may run in a task of the app's own (a streamed
-    response), not in the one that entered the scope. Tokens have the scope form of
-    :class:`_TimeoutStep`, whose exits close them.
+    The plain step, whose token is registered with the request (``START_TIMERS``); see
+    ``stop_timer`` for how it is stopped from whichever task calls ``send``.
     """
 
     __slots__ = ()
 
     def enter(self) -> Any:
-        core = self._core
-        seconds = core.seconds
-        outer = DEADLINE.get()
-        if outer is not None:
-            left = outer[0] - outer[1].monotonic()
-            if left <= 0.0:
-                raise core.expired(0.0)
-            seconds = min(seconds, left)
-        scope = _cancel_scope(seconds)
-        scope.__enter__()
-        context_token = DEADLINE.set((core.clock.monotonic() + seconds, core.clock))
-        scopes = START_SCOPES.get()
-        if scopes is not None:
-            scopes.append(scope)
-        return (scope, context_token, seconds)
+        token = super().enter()
+        timers = START_TIMERS.get()
+        if timers is not None:
+            timers.append(token)
+        return token
 
 
 class _StartTimeout(Policy):
