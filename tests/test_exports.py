@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import resilient
+import resilient.asgi
 import resilient.testing
 
 
@@ -10,7 +14,8 @@ def test_all_is_sorted_and_complete() -> None:
     assert resilient.__all__ == sorted(resilient.__all__)
     for name in resilient.__all__:
         assert hasattr(resilient, name), name
-    public = {n for n in dir(resilient) if not n.startswith("_")} - {"testing"}
+    # Public submodules are attributes of the package once imported, not names in __all__.
+    public = {n for n in dir(resilient) if not n.startswith("_")} - {"asgi", "testing"}
     assert public == set(resilient.__all__) - {"__version__"}
 
 
@@ -24,6 +29,27 @@ def test_public_names_live_in_the_public_namespace() -> None:
 
 def test_testing_module_surface() -> None:
     assert resilient.testing.__all__ == ["ManualClock", "capture_events", "instant_retries"]
+
+
+def test_asgi_module_surface() -> None:
+    assert resilient.asgi.__all__ == sorted(resilient.asgi.__all__)
+    for name in resilient.asgi.__all__:
+        obj = getattr(resilient.asgi, name)
+        if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__code__")):
+            assert obj.__module__ == "resilient.asgi", name
+    assert "ResilienceMiddleware" in resilient.asgi.__all__
+
+
+def test_the_asgi_module_imports_no_framework() -> None:
+    # The middleware is raw ASGI: importing it must not pull in a web framework.
+    code = (
+        "import sys, resilient.asgi; "
+        "print([m for m in sys.modules if m.split('.')[0] in "
+        "('starlette', 'fastapi', 'httpx', 'uvicorn')])"
+    )
+    command = [sys.executable, "-c", code]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
+    assert out.stdout.strip() == "[]"
 
 
 def test_error_tree() -> None:

@@ -13,6 +13,11 @@ shares), ``_compose``; then one module (or a core/adapter pair) per policy:
 holds policies by name; ``_instrument`` (OpenTelemetry metrics) and ``_tracing`` (span
 events) report them; ``_waiters`` wakes callers across threads and event loops.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
+``resilient.asgi`` is public too (not re-exported here, so importing ``resilient``
+costs nothing for it): the ASGI middleware, over ``_asgi`` (the middleware),
+``_asgi_exchange`` (one request's outcome, held-back response, replayed body),
+``_asgi_policies`` (retries and timeouts adapted to requests), ``_asgi_routes``,
+``_asgi_deadline``, ``_asgi_problem`` and ``_asgi_types``.
 """
 
 from resilient._breaker import CircuitBreaker

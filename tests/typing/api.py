@@ -109,3 +109,43 @@ async def use_composed() -> None:
 
 
 composed("2")  # type: ignore[arg-type]
+
+
+# -- the ASGI middleware ----------------------------------------------------------------
+
+from starlette.applications import Starlette  # noqa: E402
+
+from resilient.asgi import (  # noqa: E402
+    ASGIApp,
+    Receive,
+    ResilienceMiddleware,
+    Route,
+    Scope,
+    Send,
+    client_ip,
+    header_key,
+    timeout_header,
+)
+
+
+async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+
+
+guarded_app: ASGIApp = ResilienceMiddleware(
+    raw_app,
+    pipeline,
+    routes=[Route("/health", None), Route("/users/{id}", bulkhead, methods=["GET"])],
+    key=client_ip,
+    per_key=lambda key: RateLimiter(10),
+    failure_status=lambda status: status >= 500,
+)
+ResilienceMiddleware(
+    raw_app,
+    routes={"/search": timeout},
+    key=header_key("x-api-key"),
+    per_key=lambda key: Bulkhead(2),
+)
+assert_type(timeout_header(), dict[str, str])
+Starlette().add_middleware(ResilienceMiddleware, policy=bulkhead, timeout_body=True)
+ResilienceMiddleware(raw_app, "bulkhead")  # type: ignore[arg-type]

@@ -1,0 +1,284 @@
+"""The ASGI middleware: the library's policies around every HTTP request of an app.
+
+For each HTTP request the middleware picks the policies that guard it (the first
+matching :class:`~resilient._asgi_routes.Route`, else the default policy, and the
+request's per-key policy outside them), sets the deadline the caller sent in a header,
+and runs the app as the guarded call through an :class:`~resilient._asgi_exchange.Exchange`
+that turns the response status into an outcome. What the policies raise is answered
+as problem details (``_asgi_problem``). Lifespan and websocket scopes go straight to
+the app. Guards are built once, at construction (per key: at the key's first request).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import Any, Final
+
+from resilient._asgi_deadline import GRPC_TIMEOUT, REQUEST_TIMEOUT, read_deadline
+from resilient._asgi_exchange import START_TIMERS, Exchange, FailureStatusError, Replay
+from resilient._asgi_policies import Shape, adapt
+from resilient._asgi_problem import send_problem
+from resilient._asgi_routes import KeyedGuards, Route
+from resilient._asgi_types import ASGIApp, Receive, Scope, Send
+from resilient._clock import MONOTONIC, Clock
+from resilient._deadline import DEADLINE
+from resilient._errors import RejectedError, TimeoutExceededError
+from resilient._policy import Policy, build_async
+from resilient._validate import Duration, check_duration, check_int
+
+__all__ = ["ResilienceMiddleware", "is_server_error"]
+
+logger = logging.getLogger("resilient.asgi")
+
+_SENT: Final[Any] = object()  # an attempt's result: the app answered by itself
+
+
+def is_server_error(status: int) -> bool:
+    """The default failure classification: a 5xx status is a failure, anything else not."""
+    return status >= 500  # noqa: PLR2004 -- the HTTP status class, not a magic number
+
+
+class _Plan:
+    """A guard built from one policy, and what it needs from the request."""
+
+    __slots__ = ("guard", "needs", "shape")
+
+    def __init__(self, guard: Callable[..., Awaitable[Any]], shape: Shape) -> None:
+        self.guard = guard
+        self.shape = shape
+        self.needs = shape.merge(None)
+
+
+async def _through(exchange: Exchange, scope: Scope, receive: Receive, inner: Any) -> Any:
+    """The call a per-key guard protects: the rest of the chain (``inner``)."""
+    return await inner(exchange, scope, receive)
+
+
+class ResilienceMiddleware:
+    """Guard every HTTP request of an ASGI app with resilience policies.
+
+    Any framework (Starlette, FastAPI, Litestar, Quart) or raw ASGI::
+
+        app = ResilienceMiddleware(app, compose(CircuitBreaker("api"), Bulkhead(100)))
+        app.add_middleware(ResilienceMiddleware, policy=Bulkhead(100))  # Starlette
+
+    Rejections and timeouts are answered as ``application/problem+json``: an open
+    circuit and a full bulkhead with 503, a rate limit with 429 (both with
+    ``Retry-After`` where known), a timeout with 504. By default a 5xx response of the
+    app counts as a failure for breakers, retries and fallbacks (it is raised inside the
+    guarded call as :class:`~resilient.asgi.FailureStatusError`) and a 4xx does not. If
+    the response had already started when an error hits, no second response is sent:
+    the error propagates and the server aborts the connection.
+
+    Args:
+        app: The ASGI app to protect.
+        policy: Guards every HTTP request that matches no route (``None``: none).
+        routes: Routes by path pattern, first match wins: ``{"/search": p}`` or
+            ``[Route("/orders", p, methods=["POST"]), Route("/health", None)]``. A
+            matching route's policy replaces ``policy`` (``None`` exempts the request).
+        key: A function of the ASGI scope giving the request's key (``client_ip``,
+            ``header_key("x-api-key")``), or ``None`` for a request without one.
+        per_key: Builds the policy of a key at its first request (per-client rate
+            limits and bulkheads); it guards the request outside the other policies.
+        max_keys: The most per-key policies kept (least recently used dropped first).
+        key_ttl: Seconds after which an idle key's policy is dropped.
+        failure_status: A predicate over the response status: whether it is a failure
+            (default: ``status >= 500``).
+        timeout_body: ``False`` (default): a ``Timeout`` in the policies covers the time
+            to the response start; ``True``: the whole response, body included.
+        deadline_headers: Headers carrying the caller's deadline; ``grpc-timeout`` in
+            gRPC's format (``100m``), any other in seconds. The tightest valid one sets
+            the deadline of the request; invalid values are ignored.
+        buffer_limit: Bytes of request body kept to replay on a retry, and of a failed
+            response held back for a retry or fallback to replace (default 64 KiB).
+        clock: The clock of the request deadline and of ``key_ttl`` (default: monotonic).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: Policy | None = None,
+        *,
+        routes: Mapping[str, Policy | None] | Iterable[Route] | None = None,
+        key: Callable[[Scope], Hashable | None] | None = None,
+        per_key: Callable[[Hashable], Policy] | None = None,
+        max_keys: int = 10_000,
+        key_ttl: Duration = 600.0,
+        failure_status: Callable[[int], bool] = is_server_error,
+        timeout_body: bool = False,
+        deadline_headers: Iterable[str] = (REQUEST_TIMEOUT, GRPC_TIMEOUT),
+        buffer_limit: int = 65_536,
+        clock: Clock | None = None,
+    ) -> None:
+        if (key is None) != (per_key is None):
+            raise ValueError("key and per_key go together: key picks the key, per_key builds")
+        if not callable(failure_status):
+            raise TypeError(
+                "failure_status must be a predicate over statuses, "
+                f"not {type(failure_status).__name__}"
+            )
+        if isinstance(deadline_headers, str):
+            raise TypeError("deadline_headers must be a collection of header names, not a str")
+        self.app = app
+        self._failure = failure_status
+        self._timeout_body = bool(timeout_body)
+        self._limit = check_int("buffer_limit", buffer_limit, minimum=0)
+        self._clock = MONOTONIC if clock is None else clock
+        self._deadline_names = {
+            name.lower().encode("latin-1"): name.lower() == GRPC_TIMEOUT
+            for name in deadline_headers
+        }
+        self._attempt = self._make_attempt(app)
+        self._default = None if policy is None else self._plan(policy)
+        if isinstance(routes, Mapping):
+            routes = [Route(pattern, p) for pattern, p in routes.items()]
+        self._routes = [
+            (
+                route.methods,
+                route.pattern,
+                route._regex,
+                None if route.policy is None else self._plan(route.policy),
+            )
+            for route in routes or ()
+        ]
+        self._key = key
+        self._per_key = per_key
+        self._keyed = (
+            None
+            if per_key is None
+            else KeyedGuards(
+                self._build_key,
+                check_int("max_keys", max_keys),
+                check_duration("key_ttl", key_ttl),  # type: ignore[arg-type]
+                self._clock,
+            )
+        )
+
+    @staticmethod
+    def _make_attempt(app: ASGIApp) -> Callable[..., Awaitable[Any]]:
+        async def attempt(exchange: Exchange, scope: Scope, receive: Receive) -> Any:
+            if exchange.attempts:
+                scope = exchange.retry_scope()
+            exchange.attempts += 1
+            replay = exchange.replay
+            await app(scope, receive if replay is None else replay.receive, exchange.send)
+            if exchange.failed:
+                raise FailureStatusError(exchange.status)
+            return _SENT
+
+        return attempt
+
+    def _plan(self, policy: Policy) -> _Plan:
+        shape = adapt(policy, self._timeout_body)
+        return _Plan(build_async(shape.policies, self._attempt), shape)
+
+    def _build_key(self, key: Hashable) -> tuple[Any, Shape]:
+        assert self._per_key is not None  # noqa: S101 -- only built with per_key
+        shape = adapt(self._per_key(key), self._timeout_body)
+        return build_async(shape.policies, _through), shape
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0915 -- one frame per request, on purpose
+        """Handle one ASGI connection: guard HTTP requests, pass anything else through."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # One frame for the whole request, with the routes matched inline: this is the
+        # per-request overhead the benchmark measures.
+        plan = self._default
+        if self._routes:
+            method, path = scope["method"], scope["path"]
+            for methods, literal, regex, route_plan in self._routes:
+                if (methods is None or method in methods) and (
+                    path == literal if regex is None else regex.fullmatch(path) is not None
+                ):
+                    plan = route_plan
+                    break
+        keyed = self._keyed
+        entry = None
+        if keyed is not None:
+            key = self._key(scope)  # type: ignore[misc]
+            if key is not None:
+                entry = keyed.acquire(key)
+        token = timers_token = None
+        try:
+            names = self._deadline_names
+            if names:
+                # Scanned inline: most requests carry no deadline, and a call per
+                # request to find that out costs more than the loop.
+                headers = scope.get("headers", ())
+                for name, _ in headers:
+                    if name in names:
+                        token = self._set_deadline(headers)
+                        break
+            if entry is None:
+                if plan is None:
+                    await self.app(scope, receive, send)
+                    return
+                retries, replaces, start_timeouts = plan.needs
+            else:
+                retries, replaces, start_timeouts = entry.shape.merge(
+                    None if plan is None else plan.shape
+                )
+            exchange = Exchange(
+                send, dict(scope) if retries else scope, self._failure, replaces, self._limit
+            )
+            if retries:
+                exchange.replay = Replay(receive, self._limit)
+            if start_timeouts:
+                exchange.timers = []
+                exchange.outer_deadline = DEADLINE.get()
+                timers_token = START_TIMERS.set(exchange.timers)
+            try:
+                if entry is None:
+                    result = await plan.guard(exchange, scope, receive)  # type: ignore[union-attr]
+                else:
+                    inner = self._attempt if plan is None else plan.guard
+                    result = await entry.guard(exchange, scope, receive, inner)
+            except FailureStatusError:
+                await exchange.flush()  # the app's own response stands
+                return
+            except (RejectedError, TimeoutExceededError) as exc:
+                if exchange.started:
+                    raise  # a second response start is not allowed: the server aborts
+                exchange.discard()
+                await send_problem(send, exc, scope.get("method") == "HEAD")
+                return
+            except Exception:
+                await exchange.flush()  # the app's own error response, if it sent one
+                raise
+            if result is not _SENT:
+                await self._fallback_response(result, exchange, scope, receive, send)
+        finally:
+            if timers_token is not None:
+                START_TIMERS.reset(timers_token)
+            if token is not None:
+                DEADLINE.reset(token)
+            if entry is not None:
+                keyed.release(entry)  # type: ignore[union-attr]
+
+    def _set_deadline(self, headers: Any) -> Any:
+        seconds = read_deadline(headers, self._deadline_names)
+        if seconds is None:
+            return None
+        outer = DEADLINE.get()
+        if outer is not None and outer[0] - outer[1].monotonic() <= seconds:
+            return None  # an enclosing deadline is tighter already
+        clock = self._clock
+        return DEADLINE.set((clock.monotonic() + seconds, clock))
+
+    @staticmethod
+    async def _fallback_response(
+        result: Any, exchange: Exchange, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Answer with what a ``Fallback`` returned: an ASGI app, such as a Response."""
+        if not callable(result):
+            raise TypeError(
+                "a Fallback guarding requests must return an ASGI app to answer with "
+                f"(a Starlette or FastAPI Response, say), not {type(result).__name__}"
+            )
+        if exchange.started:
+            logger.debug("resilient.asgi: a fallback came after the response started; unused")
+            return
+        exchange.discard()
+        await result(scope, receive, send)

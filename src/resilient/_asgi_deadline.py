@@ -1,0 +1,115 @@
+"""Deadline propagation over HTTP: read a caller's deadline, write ours for the next hop.
+
+Two header formats are understood. ``x-request-timeout`` (and any other name the
+middleware is given) carries plain seconds, such as ``1.5``. ``grpc-timeout`` carries
+gRPC's format: at most 8 digits and a unit, ``H`` (hours), ``M`` (minutes), ``S``
+(seconds), ``m`` (milliseconds), ``u`` (microseconds) or ``n`` (nanoseconds), as in
+``100m``. Parsing is strict and never raises: a value that does not match is ignored
+(and logged at DEBUG), because a client's malformed header must never turn into a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from resilient._deadline import remaining
+
+__all__ = [
+    "GRPC_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "format_grpc_timeout",
+    "format_seconds",
+    "parse_grpc_timeout",
+    "parse_seconds",
+    "read_deadline",
+    "timeout_header",
+]
+
+logger = logging.getLogger("resilient.asgi")
+
+REQUEST_TIMEOUT: Final = "x-request-timeout"
+GRPC_TIMEOUT: Final = "grpc-timeout"
+
+# Strict on purpose: float() would also take " 1e3 ", "nan", "inf" and "1_000".
+_SECONDS = re.compile(rb"\d{1,12}(?:\.\d{1,9})?")
+_GRPC = re.compile(rb"(\d{1,8})([HMSmun])")
+_GRPC_UNITS: Final = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+# From the finest unit up: the first in which the value fits 8 digits is the most precise.
+_GRPC_FORMATS: Final = (("n", 1), ("u", 10**3), ("m", 10**6), ("S", 10**9), ("M", 60 * 10**9))
+_GRPC_MAX: Final = 99_999_999
+
+
+def parse_seconds(value: bytes) -> float | None:
+    """``b"1.5"`` -> 1.5; ``None`` for anything that is not plain non-negative seconds."""
+    if _SECONDS.fullmatch(value) is None:
+        return None
+    return float(value)
+
+
+def parse_grpc_timeout(value: bytes) -> float | None:
+    """``b"100m"`` -> 0.1; ``None`` for anything that is not gRPC's timeout format."""
+    match = _GRPC.fullmatch(value)
+    if match is None:
+        return None
+    return int(match[1]) * _GRPC_UNITS[match[2]]
+
+
+def read_deadline(headers: Iterable[tuple[bytes, bytes]], names: dict[bytes, bool]) -> float | None:
+    """The tightest valid timeout among ``headers`` named in ``names``, in seconds.
+
+    ``names`` maps each lower-case header name to whether it uses gRPC's format.
+    """
+    found: float | None = None
+    for name, value in headers:
+        grpc = names.get(name)
+        if grpc is None:
+            continue
+        seconds = parse_grpc_timeout(value) if grpc else parse_seconds(value)
+        if seconds is None:
+            logger.debug("resilient.asgi: ignoring an invalid %s header: %r", name.decode(), value)
+        elif found is None or seconds < found:
+            found = seconds
+    return found
+
+
+def format_seconds(seconds: float) -> str:
+    """Seconds for ``x-request-timeout``, rounded *down* to the millisecond.
+
+    Down, so the next hop never believes it has more time than is left.
+    """
+    return f"{math.floor(max(seconds, 0.0) * 1000) / 1000:.3f}"
+
+
+def format_grpc_timeout(seconds: float) -> str:
+    """Seconds in gRPC's format, in the finest unit that fits 8 digits (``"1500000u"``).
+
+    Rounded up within that unit, as gRPC's own implementations do, so a tiny budget
+    is never sent as zero; beyond what minutes can hold, whole hours (rounded up).
+    """
+    nanos = math.ceil(max(seconds, 0.0) * 1e9)
+    for unit, size in _GRPC_FORMATS:
+        value = -(-nanos // size)
+        if value <= _GRPC_MAX:
+            return f"{value}{unit}"
+    return f"{min(-(-nanos // (3600 * 10**9)), _GRPC_MAX)}H"
+
+
+def timeout_header(name: str = REQUEST_TIMEOUT) -> dict[str, str]:
+    """The header that passes what is left of the current deadline to the next hop.
+
+    ``{"x-request-timeout": "1.234"}`` (seconds, rounded down to the millisecond), or
+    ``{"grpc-timeout": "1234000u"}`` when ``name`` is ``"grpc-timeout"``; an empty dict
+    when no deadline is set, so it can always be merged into outgoing headers::
+
+        await client.get(url, headers={**timeout_header(), "accept": "application/json"})
+    """
+    left = remaining()
+    if left is None:
+        return {}
+    if name.lower() == GRPC_TIMEOUT:
+        return {name: format_grpc_timeout(left)}
+    return {name: format_seconds(left)}

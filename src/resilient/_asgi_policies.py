@@ -1,0 +1,161 @@
+"""The user's policies, adapted to guard an HTTP request rather than a function call.
+
+Two policies need to know about the request, and are swapped for request-aware
+versions that share their core (configuration, counts, events):
+
+* a :class:`~resilient.Retry` may only try again while ``Exchange.repeatable()`` holds
+  (nothing of the response has gone out, and the request body can be replayed);
+  otherwise the outcome it has stands, at once, with no wait;
+* a :class:`~resilient.Timeout` covers, by default, only the time to the response
+  start: its armed deadline is registered with the request, whose ``send`` stops it
+  when the app starts its response, so a long streamed body is not cut off.
+
+Everything else runs as it would around any coroutine function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from resilient._asgi_exchange import START_TIMERS, Exchange
+from resilient._fallback import Fallback
+from resilient._policy import Policy
+from resilient._retry import Retry, RetryCore
+from resilient._timeout import Timeout, TimeoutCore, _TimeoutStep
+
+__all__ = ["Shape", "adapt"]
+
+
+class _StartTimeoutStep(_TimeoutStep):
+    """A timeout step whose deadline the request's ``send`` can stop at response start.
+
+    The plain step, whose token is registered with the request (``START_TIMERS``); see
+    ``stop_timer`` for how it is stopped from whichever task calls ``send``.
+    """
+
+    __slots__ = ()
+
+    def enter(self) -> Any:
+        token = super().enter()
+        timers = START_TIMERS.get()
+        if timers is not None:
+            timers.append(token)
+        return token
+
+
+class _StartTimeout(Policy):
+    """A :class:`~resilient.Timeout` that ends at the response start (see module doc)."""
+
+    __slots__ = ("_step",)
+    kind = "timeout"
+
+    def __init__(self, core: TimeoutCore) -> None:
+        self._step = _StartTimeoutStep(core)
+
+    def _async_step(self) -> _StartTimeoutStep:
+        return self._step
+
+
+class _RequestRetry(Policy):
+    """A :class:`~resilient.Retry` that tries again only while the request allows it.
+
+    The same adapter loop as ``Retry``'s, driving the same flow of its core; the one
+    difference is the check of ``exchange.repeatable()`` (the guarded function's first
+    argument) before each retry.
+    """
+
+    __slots__ = ("_core",)
+    kind = "retry"
+
+    def __init__(self, core: RetryCore) -> None:
+        self._core = core
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        core = self._core
+        start = core.start
+        deposit = None if core.budget is None else core.budget.on_first_attempt
+        asleep = core.clock.asleep
+
+        async def guarded(exchange: Exchange, *args: Any) -> Any:
+            if deposit is not None:
+                deposit()
+            try:
+                result = await fn(exchange, *args)
+            except Exception as exc:
+                steps = start(exc, None)
+                if steps is None or not exchange.repeatable():
+                    raise
+            else:
+                steps = start(None, result)
+                if steps is None or not exchange.repeatable():
+                    return result
+            try:
+                delay = next(steps)
+                while True:
+                    if delay > 0.0:
+                        await asleep(delay)
+                    try:
+                        result = await fn(exchange, *args)
+                    except Exception as exc:
+                        if not exchange.repeatable():
+                            steps.close()
+                            raise
+                        delay = steps.send((exc, None))
+                    else:
+                        if not exchange.repeatable():
+                            steps.close()
+                            return result
+                        delay = steps.send((None, result))
+            except StopIteration as stop:
+                return stop.value
+
+        return guarded
+
+
+class Shape:
+    """What a chain of adapted policies needs from the request.
+
+    Attributes:
+        policies: The adapted policies, outermost first.
+        retries: A retry is in the chain: record the body, copy the scope.
+        replaces: A retry or fallback may replace a failed response: hold it back.
+        start_timeouts: A timeout ends at the response start: track its scope.
+    """
+
+    __slots__ = ("policies", "replaces", "retries", "start_timeouts")
+
+    def __init__(self, policies: tuple[Policy, ...], timeout_body: bool) -> None:
+        adapted: list[Policy] = []
+        self.retries = self.replaces = self.start_timeouts = False
+        for policy in policies:
+            if isinstance(policy, Retry):
+                adapted.append(_RequestRetry(policy._core))
+                self.retries = self.replaces = True
+            elif isinstance(policy, Timeout) and not timeout_body:
+                adapted.append(_StartTimeout(policy._core))
+                self.start_timeouts = True
+            else:
+                adapted.append(policy)
+                self.replaces |= isinstance(policy, Fallback)
+        self.policies = tuple(adapted)
+
+    def merge(self, inner: Shape | None) -> tuple[bool, bool, bool]:
+        """The needs of this chain and ``inner`` together (retries, replaces, timeouts)."""
+        if inner is None:
+            return self.retries, self.replaces, self.start_timeouts
+        return (
+            self.retries or inner.retries,
+            self.replaces or inner.replaces,
+            self.start_timeouts or inner.start_timeouts,
+        )
+
+
+def adapt(policy: Policy, timeout_body: bool) -> Shape:
+    """Flatten ``policy`` and adapt it to guard requests."""
+    if not isinstance(policy, Policy):
+        raise TypeError(
+            f"expected a policy (CircuitBreaker, Bulkhead, compose(...), ...), "
+            f"not {type(policy).__name__}"
+        )
+    return Shape(policy._flatten(), timeout_body)
