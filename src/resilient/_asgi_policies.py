@@ -21,7 +21,7 @@ from typing import Any
 from resilient._asgi_exchange import START_TIMERS, Exchange
 from resilient._fallback import Fallback
 from resilient._policy import Policy
-from resilient._retry import Retry, RetryCore
+from resilient._retry import Retry, RetryCore, async_retrying
 from resilient._timeout import Timeout, TimeoutCore, _TimeoutStep
 
 __all__ = ["Shape", "adapt"]
@@ -60,9 +60,8 @@ class _StartTimeout(Policy):
 class _RequestRetry(Policy):
     """A :class:`~resilient.Retry` that tries again only while the request allows it.
 
-    The same adapter loop as ``Retry``'s, driving the same flow of its core; the one
-    difference is the check of ``exchange.repeatable()`` (the guarded function's first
-    argument) before each retry.
+    ``Retry``'s own async adapter, told to check ``exchange.repeatable()`` (the guarded
+    function's first argument) before each retry.
     """
 
     __slots__ = ("_core",)
@@ -72,45 +71,12 @@ class _RequestRetry(Policy):
         self._core = core
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        core = self._core
-        start = core.start
-        deposit = None if core.budget is None else core.budget.on_first_attempt
-        asleep = core.clock.asleep
+        return async_retrying(self._core, fn, _repeatable)
 
-        async def guarded(exchange: Exchange, *args: Any) -> Any:
-            if deposit is not None:
-                deposit()
-            try:
-                result = await fn(exchange, *args)
-            except Exception as exc:
-                steps = start(exc, None)
-                if steps is None or not exchange.repeatable():
-                    raise
-            else:
-                steps = start(None, result)
-                if steps is None or not exchange.repeatable():
-                    return result
-            try:
-                delay = next(steps)
-                while True:
-                    if delay > 0.0:
-                        await asleep(delay)
-                    try:
-                        result = await fn(exchange, *args)
-                    except Exception as exc:
-                        if not exchange.repeatable():
-                            steps.close()
-                            raise
-                        delay = steps.send((exc, None))
-                    else:
-                        if not exchange.repeatable():
-                            steps.close()
-                            return result
-                        delay = steps.send((None, result))
-            except StopIteration as stop:
-                return stop.value
 
-        return guarded
+def _repeatable(args: tuple[Any, ...]) -> bool:
+    exchange: Exchange = args[0]
+    return exchange.repeatable()
 
 
 class Shape:

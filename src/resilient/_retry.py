@@ -37,7 +37,7 @@ from resilient._policy import CorePolicy
 from resilient._validate import ExceptionMatcher, check_int, compile_matcher, matches
 from resilient._wait import ExponentialJitter, Schedule, as_seconds, compile_wait
 
-__all__ = ["Retry", "RetryMetrics", "instant_retries"]
+__all__ = ["Retry", "RetryMetrics", "async_retrying", "instant_retries"]
 
 KIND: Final = "retry"
 
@@ -323,42 +323,7 @@ class Retry(CorePolicy[RetryCore]):
         return guarded
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        core = self._core
-        start = core.start
-        plain = core.on_result is None and core.budget is None
-        deposit = None if core.budget is None else core.budget.on_first_attempt
-        asleep = core.clock.asleep
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:
-            if deposit is not None:
-                deposit()  # a first attempt counts even if it is then interrupted
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                steps = start(exc, None)
-                if steps is None:
-                    raise
-            else:
-                if plain:
-                    return result
-                steps = start(None, result)
-                if steps is None:
-                    return result
-            try:
-                delay = next(steps)
-                while True:
-                    if delay > 0.0:
-                        await asleep(delay)
-                    try:
-                        result = await fn(*args, **kwargs)
-                    except Exception as exc:
-                        delay = steps.send((exc, None))  # see the sync adapter
-                    else:
-                        delay = steps.send((None, result))
-            except StopIteration as stop:
-                return stop.value
-
-        return guarded
+        return async_retrying(self._core, fn)
 
     def __enter__(self) -> None:
         raise TypeError("a retry calls the function again: decorate it instead")
@@ -382,3 +347,60 @@ class Retry(CorePolicy[RetryCore]):
 
     def __repr__(self) -> str:
         return f"<Retry {self.name!r} attempts={self.attempts}>"
+
+
+def async_retrying(
+    core: RetryCore,
+    fn: Callable[..., Awaitable[Any]],
+    repeatable: Callable[[tuple[Any, ...]], bool] | None = None,
+) -> Callable[..., Awaitable[Any]]:
+    """The async adapter of the retry flow, around ``fn``.
+
+    Args:
+        core: The retry policy's core (its flow, budget and clock).
+        fn: The coroutine function to call again.
+        repeatable: Asked with the call's positional arguments before each retry; when
+            it says no, the last outcome stands (the ASGI middleware cannot repeat a
+            request whose response has started or whose body it did not keep).
+    """
+    start = core.start
+    plain = core.on_result is None and core.budget is None and repeatable is None
+    deposit = None if core.budget is None else core.budget.on_first_attempt
+    asleep = core.clock.asleep
+
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        if deposit is not None:
+            deposit()  # a first attempt counts even if it is then interrupted
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            steps = start(exc, None)
+            if steps is None or (repeatable is not None and not repeatable(args)):
+                raise
+        else:
+            if plain:
+                return result
+            steps = start(None, result)
+            if steps is None or (repeatable is not None and not repeatable(args)):
+                return result
+        try:
+            delay = next(steps)
+            while True:
+                if delay > 0.0:
+                    await asleep(delay)
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    if repeatable is not None and not repeatable(args):
+                        steps.close()
+                        raise
+                    delay = steps.send((exc, None))  # see the sync adapter
+                else:
+                    if repeatable is not None and not repeatable(args):
+                        steps.close()
+                        return result
+                    delay = steps.send((None, result))
+        except StopIteration as stop:
+            return stop.value
+
+    return guarded
