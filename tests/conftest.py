@@ -1,6 +1,9 @@
-"""Shared fixtures: async tests run on asyncio and on trio (anyio's pytest plugin)."""
+"""Shared fixtures: async tests on asyncio and trio (anyio's plugin); fast thread switching."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
@@ -15,3 +18,12 @@ settings.load_profile("resilient")
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run every async test once per backend."""
     return str(request.param)
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Make the interpreter switch threads far more often, to shake out races."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(old)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -38,15 +38,6 @@ OPEN_DURATION = 30.0
 
 class Boom(Exception):
     """The user's own failure."""
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Make the interpreter switch threads far more often, to shake out races."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(old)
 
 
 @dataclass

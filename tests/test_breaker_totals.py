@@ -9,10 +9,8 @@ in HALF_OPEN, manual states) and check the totals against what the caller saw.
 from __future__ import annotations
 
 import random
-import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -132,14 +130,6 @@ def test_totals_are_monotonic_and_survive_reset() -> None:
         assert all(b >= a for a, b in zip(last, now, strict=True))
         last = now
     assert last == expected(seen)
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(old)
 
 
 @pytest.mark.usefixtures("fast_switching")

@@ -18,10 +18,9 @@ loops that yield; no fixed sleep is used to let something happen.
 from __future__ import annotations
 
 import random
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,15 +91,6 @@ class CallerThread(threading.Thread):
     def finish(self) -> None:
         self.join(WAIT)
         assert not self.is_alive(), "caller thread is stuck"
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Make the interpreter switch threads far more often, to shake out races."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(old)
 
 
 # -- many threads and many tasks on one bulkhead -------------------------------------------

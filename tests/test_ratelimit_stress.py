@@ -16,10 +16,9 @@ Threads are released together by a barrier; no fixed sleep waits for anything.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -83,15 +82,6 @@ class Tally:
         assert self.attempts == self.ran + self.rejected
         assert (metrics.admitted, metrics.rejected) == (self.ran, self.rejected)
         assert metrics.admitted + metrics.rejected == self.attempts
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Make the interpreter switch threads far more often, to shake out races."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(old)
 
 
 def sync_ways(limiter: RateLimiter) -> list[Callable[[Callable[[], None]], None]]:
