@@ -143,7 +143,9 @@ class BreakerCore(EventSource):
             raise TypeError(
                 f"window must be a CountWindow or a TimeWindow, not {type(window).__name__}"
             )
-        self._template: Window = window
+        # Only what a fresh window needs is kept: the user's window object holds a
+        # ring (and durations) this breaker never records into.
+        self._template: Window | int = window.size if type(window) is CountWindow else window
         minimum = check_int("minimum_calls", minimum_calls)
         if isinstance(window, CountWindow):
             minimum = min(minimum, window.size)
@@ -236,7 +238,11 @@ class BreakerCore(EventSource):
         if size is not None:
             window: Window = CountWindow(size, _durations=self._timed)
         else:
-            window = self._template.fresh(self._clock, durations=self._timed)
+            template = self._template
+            if isinstance(template, int):
+                window = CountWindow(template, _durations=self._timed)
+            else:
+                window = template.fresh(self._clock, durations=self._timed)
         if isinstance(window, CountWindow):
             # A ring slot is any index modulo the size, so windows may share a counter.
             window._next = self._claims
