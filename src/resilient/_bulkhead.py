@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
-
 from resilient._bulkhead_core import BulkheadCore, BulkheadMetrics
 from resilient._pipeline import PASS, WAIT, Wait
 from resilient._policy import CorePolicy
@@ -58,14 +56,12 @@ class _BulkheadStep:
         if core.enqueue(waiter):
             return
         try:
-            with anyio.move_on_after(core.max_wait):
-                await waiter.wait()
-                return
+            woken = await waiter.wait(core.max_wait)
         except BaseException:  # cancelled while queued: leave without taking a slot
             if core.cancel(waiter):
                 core.release()
             raise
-        if core.timed_out(waiter):
+        if woken or core.timed_out(waiter):
             return
         raise core.rejection()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["AsyncioWaiter", "ThreadWaiter", "TrioWaiter", "Waiter", "async_waiter"]
 
@@ -54,24 +54,44 @@ class ThreadWaiter(Waiter):
 
 
 class AsyncioWaiter(Waiter):
-    """An asyncio task; waits on a future of its own loop."""
+    """An asyncio task; waits on a future of its own loop, with a timer of that loop."""
 
-    __slots__ = ("_future", "_loop")
+    __slots__ = ("_future", "_loop", "_thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self._loop = loop
-        self._future: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.get_ident()
+        self._future: asyncio.Future[bool] = loop.create_future()
 
-    async def wait(self) -> None:
-        """Suspend until woken (cancellable)."""
-        await self._future
+    async def wait(self, timeout: float) -> bool:
+        """Suspend until woken (``True``) or ``timeout`` seconds passed (``False``).
+
+        One timer handle of the loop, not a cancel scope: a queued caller pays for the
+        wait it needs and nothing else (anyio's scope costs ~10x more).
+        """
+        timer = self._loop.call_later(min(timeout, _LONGEST), self._expire)
+        try:
+            return await self._future
+        finally:
+            timer.cancel()
 
     def _set(self) -> None:
         if not self._future.done():
-            self._future.set_result(None)
+            self._future.set_result(True)
+
+    def _expire(self) -> None:
+        if not self._future.done():
+            self._future.set_result(False)
 
     def wake(self) -> bool:
+        if threading.get_ident() == self._thread:
+            # Released in the loop's own thread: no need to go through the loop's
+            # self-pipe (a system call) to reach it.
+            if self._loop.is_closed():
+                return False
+            self._set()
+            return True
         try:
             self._loop.call_soon_threadsafe(self._set)
         except RuntimeError:  # the loop is closed: its task will never run again
@@ -91,9 +111,14 @@ class TrioWaiter(Waiter):
         self._event = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
 
-    async def wait(self) -> None:
-        """Suspend until woken (cancellable)."""
-        await self._event.wait()
+    async def wait(self, timeout: float) -> bool:
+        """Suspend until woken (``True``) or ``timeout`` seconds passed (``False``)."""
+        import trio  # noqa: PLC0415 -- imported already: this waiter exists under trio
+
+        with trio.move_on_after(timeout):
+            await self._event.wait()
+            return True
+        return False
 
     def wake(self) -> bool:
         try:
@@ -101,6 +126,10 @@ class TrioWaiter(Waiter):
         except RuntimeError:  # the trio run is over: nobody is left to wake
             return False
         return True
+
+
+# asyncio's timers take any float, but a huge delay overflows the selector's timeout.
+_LONGEST: Final = 86_400.0 * 365
 
 
 def async_waiter() -> AsyncioWaiter | TrioWaiter:
