@@ -77,7 +77,7 @@ class CallFailed(Event):
         result: The returned value counted as a failure (``None`` for an exception).
         duration: Seconds the call took, or ``None`` where the policy measured none.
         slow: Whether the call counted as slow.
-        recorded: As in :class:`CallSucceeded`.
+        recorded: As in [`CallSucceeded`][resilient.CallSucceeded].
     """
 
     exception: BaseException | None

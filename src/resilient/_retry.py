@@ -241,23 +241,26 @@ class Retry(CorePolicy[RetryCore]):
 
     ``attempts`` counts the first call. When attempts run out, the last exception is
     re-raised unchanged (no ``RetryError`` wrapper), and a result that still matches
-    ``on_result`` is returned as is (with a :class:`~resilient.RetriesExhausted` event).
-    A retry never waits past the current deadline (:func:`resilient.remaining`): if the
-    next wait would end after it, the retry gives up at once. An open circuit
-    (:class:`~resilient.CircuitOpenError`) is not retried unless ``on`` asks for it.
+    ``on_result`` is returned as is (with a
+    [`RetriesExhausted`][resilient.RetriesExhausted] event). A retry never waits past the
+    current deadline ([`remaining()`][resilient.remaining]): if the next wait would end
+    after it, the retry gives up at once. An open circuit
+    ([`CircuitOpenError`][resilient.CircuitOpenError]) is not retried unless ``on`` asks
+    for it.
     Cancellation, ``KeyboardInterrupt`` and ``SystemExit`` are never retried.
 
     Args:
         attempts: Attempts in all, the first included (>= 1).
         wait: Seconds between attempts; a callable ``attempt -> seconds``; a tenacity
             wait strategy (``wait_exponential_jitter(...)``, ``wait_fixed(1) +
-            wait_random(0, 1)``, ...); or :class:`~resilient.ExponentialJitter` (the
+            wait_random(0, 1)``, ...); or [`ExponentialJitter`][resilient.ExponentialJitter] (the
             default, full jitter from 0.1 s up to 10 s) or
-            :class:`~resilient.DecorrelatedJitter`.
+            [`DecorrelatedJitter`][resilient.DecorrelatedJitter].
         on: Exception types, or a predicate, to retry (default: every ``Exception``).
         on_result: A predicate over results to retry.
-        budget: A :class:`~resilient.RetryBudget` or :class:`~resilient.RetryThrottle`
-            shared by the retries that call one dependency.
+        budget: A [`RetryBudget`][resilient.RetryBudget] or
+            [`RetryThrottle`][resilient.RetryThrottle] shared by the retries that call one
+            dependency.
         clock: Where time comes from and how waits happen (default: monotonic, real
             sleeps); ``ManualClock`` makes waits instant.
         name: A name for events and metrics.

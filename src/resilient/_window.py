@@ -176,7 +176,7 @@ class CountWindow(Window):
         self.record_at(next(self._next) % self.size, outcome, duration)
 
     def record_at(self, slot: int, outcome: int, duration: float = 0.0) -> None:
-        """Write ``outcome`` into a slot returned by :meth:`claim`."""
+        """Write ``outcome`` into a slot returned by ``claim()``."""
         outcomes = self._outcomes
         counts = self._counts
         old = outcomes[slot]
