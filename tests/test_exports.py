@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.resources
+
 import resilient
 import resilient.testing
 
@@ -39,3 +42,9 @@ def test_error_tree() -> None:
 
 def test_version() -> None:
     assert isinstance(resilient.__version__, str)
+
+
+def test_installed_package_is_complete() -> None:
+    # Run against the built wheel in CI: a file left out of the package fails here.
+    assert importlib.resources.files("resilient").joinpath("py.typed").is_file()
+    assert importlib.metadata.version("resilient-kit") == resilient.__version__
