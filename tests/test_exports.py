@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.resources
 import subprocess
 import sys
 
@@ -65,3 +67,9 @@ def test_error_tree() -> None:
 
 def test_version() -> None:
     assert isinstance(resilient.__version__, str)
+
+
+def test_installed_package_is_complete() -> None:
+    # Run against the built wheel in CI: a file left out of the package fails here.
+    assert importlib.resources.files("resilient").joinpath("py.typed").is_file()
+    assert importlib.metadata.version("resilient-kit") == resilient.__version__

@@ -483,3 +483,51 @@ def test_instrument_again_returns_the_same_handle_and_reports_once(
         first.uninstrument()
         provider.shutdown()
     assert TIME_ALL_CALLS == [0]
+
+
+def test_histogram_times_named_breakers_only_and_quantiles_skip_unmeasured_slots(
+    reader: InMemoryMetricReader,
+) -> None:
+    clock = ManualClock()
+    named = CircuitBreaker(unique("measured-late"), window=CountWindow(10), clock=clock)
+    for _ in range(4):
+        named.call(ok)  # recorded before durations are measured
+    provider = MeterProvider(metric_readers=[reader])
+    handle = resilient.instrument(provider, call_duration=True)
+    unnamed = CircuitBreaker(clock=clock)
+
+    def half() -> None:
+        clock.advance(0.5)
+
+    try:
+        for _ in range(2):
+            named.call(half)
+        found = points(reader, "resilient.circuit_breaker.call.duration", named.name or "")
+        assert set(by("resilient.quantile", found).values()) == {0.5}  # no 0.0 for old slots
+        with capture_events() as seen:
+            unnamed.call(half)
+        assert [getattr(e, "duration", "?") for e in seen] == [None]  # not measured
+    finally:
+        handle.uninstrument()
+        provider.shutdown()
+
+
+def test_policies_sharing_a_name_report_one_set_of_points(
+    instrumented: resilient.Instrumentation, reader: InMemoryMetricReader
+) -> None:
+    name = unique("shared")
+    clock = ManualClock()
+    budget = RetryBudget(ttl=10, min_retries_per_second=1, ratio=0.5, clock=clock)
+    retries = [Retry(2, wait=0, budget=budget, name=name) for _ in range(3)]
+    breakers = [
+        CircuitBreaker(name, slow_call_duration=100, window=CountWindow(4), clock=clock)
+        for _ in range(2)
+    ]
+    for seconds, breaker in zip((1, 3), breakers, strict=True):
+        breaker.call(lambda s=seconds: clock.advance(s))
+    found = points(reader, "resilient.circuit_breaker.call.duration", name)
+    assert by("resilient.quantile", found) == {0.5: 1.0, 0.9: 3.0, 0.99: 3.0}
+    assert len(found) == 3
+    [(_, balance)] = points(reader, "resilient.retry.budget.balance", name)
+    assert balance == budget.snapshot().balance  # one shared budget counted once
+    assert len(retries) == 3

@@ -1,9 +1,9 @@
 """The ASGI middleware: the library's policies around every HTTP request of an app.
 
 For each HTTP request the middleware picks the policies that guard it (the first
-matching :class:`~resilient._asgi_routes.Route`, else the default policy, and the
+matching `Route`, else the default policy, and the
 request's per-key policy outside them), sets the deadline the caller sent in a header,
-and runs the app as the guarded call through an :class:`~resilient._asgi_exchange.Exchange`
+and runs the app as the guarded call through an `Exchange`
 that turns the response status into an outcome. What the policies raise is answered
 as problem details (``_asgi_problem``). Lifespan and websocket scopes go straight to
 the app. Guards are built once, at construction (per key: at the key's first request).
@@ -67,9 +67,9 @@ class ResilienceMiddleware:
     circuit and a full bulkhead with 503, a rate limit with 429 (both with
     ``Retry-After`` where known), a timeout with 504. By default a 5xx response of the
     app counts as a failure for breakers, retries and fallbacks (it is raised inside the
-    guarded call as :class:`~resilient.asgi.FailureStatusError`) and a 4xx does not. If
-    the response had already started when an error hits, no second response is sent:
-    the error propagates and the server aborts the connection.
+    guarded call as [`FailureStatusError`][resilient.asgi.FailureStatusError]) and a
+    4xx does not. If the response had already started when an error hits, no second
+    response is sent: the error propagates and the server aborts the connection.
 
     Args:
         app: The ASGI app to protect.

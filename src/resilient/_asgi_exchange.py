@@ -169,13 +169,15 @@ class Exchange:
         if message["type"] == "http.response.start":
             status = message["status"]
             self.status = status
-            if self.timers:
-                self._end_start_timeouts()
             if self.failure(status):
                 self.failed = True
                 if self.buffering:
+                    # Held back, not sent: the start timeouts keep counting, since a
+                    # retry or fallback may still answer within them.
                     self._buffer = [message]
                     return
+            if self.timers:
+                self._end_start_timeouts()
             self.started = True
         await self._send(message)
 
@@ -194,6 +196,8 @@ class Exchange:
         if buffer is None:
             return
         self._buffer = None
+        if self.timers:
+            self._end_start_timeouts()  # the held-back start goes out now
         self.started = True
         for message in buffer:
             await self._send(message)

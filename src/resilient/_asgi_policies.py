@@ -79,6 +79,56 @@ def _repeatable(args: tuple[Any, ...]) -> bool:
     return exchange.repeatable()
 
 
+class _Started(BaseException):
+    """Carries an error raised after the response started past a ``Fallback``.
+
+    A BaseException, so that the fallback (which handles Exceptions) lets it through;
+    unwrapped right outside it. Policies inside the fallback saw the error itself.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _RequestFallback(Policy):
+    """A [`Fallback`][resilient.Fallback] that stands aside once the response started.
+
+    Its answer is a new response, and a response that started cannot be replaced: the
+    error must reach the server, which aborts the connection, rather than be handled
+    into a truncated body that looks complete.
+    """
+
+    __slots__ = ("_fallback",)
+    kind = "fallback"
+
+    def __init__(self, fallback: Fallback) -> None:
+        self._fallback = fallback
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def unhandled_once_started(exchange: Exchange, *args: Any) -> Any:
+            try:
+                return await fn(exchange, *args)
+            except Exception as exc:
+                if exchange.started:
+                    raise _Started(exc) from None
+                raise
+
+        handled = self._fallback._async_guard(unhandled_once_started)
+
+        async def guarded(exchange: Exchange, *args: Any) -> Any:
+            try:
+                return await handled(exchange, *args)
+            except _Started as started:
+                error = started.error
+                try:
+                    raise error from None
+                finally:
+                    del error, started  # no frame <-> traceback cycle
+
+        return guarded
+
+
 class Shape:
     """What a chain of adapted policies needs from the request.
 
@@ -101,9 +151,11 @@ class Shape:
             elif isinstance(policy, Timeout) and not timeout_body:
                 adapted.append(_StartTimeout(policy._core))
                 self.start_timeouts = True
+            elif isinstance(policy, Fallback):
+                adapted.append(_RequestFallback(policy))
+                self.replaces = True
             else:
                 adapted.append(policy)
-                self.replaces |= isinstance(policy, Fallback)
         self.policies = tuple(adapted)
 
     def merge(self, inner: Shape | None) -> tuple[bool, bool, bool]:

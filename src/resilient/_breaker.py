@@ -88,7 +88,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
     Semantics follow Resilience4j: outcomes are recorded into a sliding ``window``; once
     ``minimum_calls`` are buffered, the breaker opens when the failure rate **or** the
     slow-call rate reaches its threshold. While OPEN, calls fail fast with
-    :class:`~resilient.CircuitOpenError`. After ``open_duration`` the next call moves it
+    [`CircuitOpenError`][resilient.CircuitOpenError]. After ``open_duration`` the next call moves it
     to HALF_OPEN, where exactly ``half_open_calls`` trial calls pass; their rates decide
     between OPEN and CLOSED.
 
@@ -101,8 +101,9 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         slow_call_rate_threshold: Fraction in (0, 1] of slow calls that opens the breaker.
         slow_call_duration: A call taking strictly longer is slow; ``None`` (the default)
             turns slow-call detection off.
-        window: A :class:`~resilient.CountWindow` or :class:`~resilient.TimeWindow`
-            (used as a template: the breaker records into fresh copies).
+        window: A [`CountWindow`][resilient.CountWindow] or [`TimeWindow`][resilient.TimeWindow]
+            (used as a template: the breaker records into fresh copies). Default:
+            ``CountWindow(100)``.
         minimum_calls: Outcomes needed in the window before rates are evaluated (capped
             at a count window's size).
         open_duration: Seconds to stay OPEN, or a callable from the consecutive-open count
@@ -240,7 +241,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
 
     @property
     def state(self) -> CircuitState:
-        """The current :class:`~resilient.CircuitState`."""
+        """The current [`CircuitState`][resilient.CircuitState]."""
         return self._core.state
 
     @property
@@ -253,15 +254,15 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         return self._core.metrics()
 
     def force_open(self) -> None:
-        """Reject every call until :meth:`reset` (or another manual state)."""
+        """Reject every call until ``reset()`` (or another manual state)."""
         self._core.transition(CircuitState.FORCED_OPEN)
 
     def disable(self) -> None:
-        """Let every call through and record nothing, until :meth:`reset`."""
+        """Let every call through and record nothing, until ``reset()``."""
         self._core.transition(CircuitState.DISABLED)
 
     def metrics_only(self) -> None:
-        """Let every call through and record it, never opening, until :meth:`reset`."""
+        """Let every call through and record it, never opening, until ``reset()``."""
         self._core.transition(CircuitState.METRICS_ONLY)
 
     def reset(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 from array import array
 from collections.abc import Callable
@@ -63,7 +64,8 @@ logger = logging.getLogger("resilient")
 
 KIND: Final = "circuit_breaker"
 
-# Above 0 while an OpenTelemetry duration histogram wants every call measured.
+# Above 0 while an OpenTelemetry duration histogram wants every named breaker's calls
+# measured.
 TIME_ALL_CALLS = [0]
 
 
@@ -176,7 +178,8 @@ class BreakerCore(EventSource):
         # Pay only for what is configured: durations are measured only when slow-call
         # detection or a time window needs them.
         self._timed_by_config = self._slow_duration is not None or window.evicts_by_time
-        self._timed = self._timed_by_config or TIME_ALL_CALLS[0] > 0
+        # A duration histogram records named breakers only (the name is its attribute).
+        self._timed = self._timed_by_config or (TIME_ALL_CALLS[0] > 0 and name is not None)
         # In a count window a success can never raise a rate, so thresholds need checking
         # only on bad outcomes; a time window may evict successes on any call.
         self._check_every_call = window.evicts_by_time
@@ -626,8 +629,14 @@ class BreakerCore(EventSource):
             self._epoch.fast = self._state is CLOSED and self._fast_success
             self._epoch.timed = timed
             window = self._window
-            if timed and isinstance(window, CountWindow) and window._durations is None:
-                window._durations = array("d", bytes(8 * window.size))
+            if isinstance(window, CountWindow):
+                if timed:
+                    # Slots already holding outcomes were not measured: NaN says so.
+                    window._durations = array("d", [math.nan]) * window.size
+                else:
+                    # Lock-free successes would leave stale durations behind.
+                    window._durations = None
+                    window.total_duration = 0.0
 
     def window_durations(self) -> list[float] | None:
         """The durations of the calls in the current count window, if it keeps them."""
@@ -638,7 +647,7 @@ class BreakerCore(EventSource):
             return [
                 duration
                 for outcome, duration in zip(window._outcomes, window._durations, strict=True)
-                if outcome != EMPTY
+                if outcome != EMPTY and not math.isnan(duration)  # NaN: not measured
             ]
 
     def transition_counts(self) -> dict[tuple[CircuitState, CircuitState], int]:

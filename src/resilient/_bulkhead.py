@@ -84,7 +84,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     At most ``max_concurrent`` calls are in flight across every caller of one instance:
     threads and async tasks (asyncio or trio) alike. A caller that finds no free slot
     waits up to ``max_wait`` seconds, in FIFO order with the other waiters, then gets
-    :class:`~resilient.BulkheadFullError`. A slot is released however the call ends:
+    [`BulkheadFullError`][resilient.BulkheadFullError]. A slot is released however the call ends:
     return, exception, cancellation or timeout; a waiter that is cancelled leaves the
     queue without taking a slot.
 

@@ -34,7 +34,7 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """The real clock: :func:`time.monotonic`, :func:`time.sleep` and :func:`anyio.sleep`."""
+    """The real clock: ``time.monotonic()``, ``time.sleep()`` and ``anyio.sleep()``."""
 
     __slots__ = ()
 

@@ -14,7 +14,7 @@ __all__ = ["Composition", "compose"]
 
 
 class Composition(Policy):
-    """Policies applied as one, outermost first; build it with :func:`compose`."""
+    """Policies applied as one, outermost first; build it with [`compose()`][resilient.compose]."""
 
     __slots__ = ("_policies",)
     kind = "composition"

@@ -137,7 +137,7 @@ class RateLimitedError(RejectedError):
 
 
 class WorkersExhaustedError(RejectedError):
-    """Every worker thread of a sync :class:`~resilient.Timeout` is busy.
+    """Every worker thread of a sync [`Timeout`][resilient.Timeout] is busy.
 
     Raised at once, never after queueing: a queued call would spend its own timeout
     waiting for a worker held by calls that already overran theirs.
@@ -147,7 +147,7 @@ class WorkersExhaustedError(RejectedError):
 class TimeoutExceededError(ResilienceError, TimeoutError):
     """A call ran past its deadline.
 
-    It is also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    It is also a builtin ``TimeoutError``, so ``except TimeoutError`` catches it.
 
     Attributes:
         seconds: The timeout that expired (the tighter of the policy's own and the

@@ -78,7 +78,7 @@ class CallFailed(Event):
         result: The returned value counted as a failure (``None`` for an exception).
         duration: Seconds the call took, or ``None`` where the policy measured none.
         slow: Whether the call counted as slow.
-        recorded: As in :class:`CallSucceeded`.
+        recorded: As in [`CallSucceeded`][resilient.CallSucceeded].
     """
 
     exception: BaseException | None
@@ -175,7 +175,8 @@ class RetriesExhausted(Event):
     Attributes:
         attempts: Attempts made.
         reason: ``"attempts"`` (all used), ``"deadline"`` (the next wait would end past
-            the current deadline) or ``"budget"`` (the retry budget refused).
+            the current deadline), ``"budget"`` (the retry budget refused) or
+            ``"not_repeatable"`` (the ASGI middleware could not repeat the request).
         exception: The last exception, or ``None`` if the last result is returned.
         result: The last result, returned as is (``None`` for an exception).
     """

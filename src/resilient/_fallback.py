@@ -107,7 +107,7 @@ class Fallback(CorePolicy[FallbackCore]):
         handler: Called with the exception (or the unwanted result); its return value
             is what the caller gets. It may raise instead.
         on: Exception types, or a predicate, that the fallback handles (default: every
-            :class:`Exception`).
+            ``Exception``).
         on_result: A predicate over return values; a match is replaced as well.
         name: A name for events and metrics.
     """

@@ -1,4 +1,4 @@
-"""OpenTelemetry metrics for every named policy: :func:`resilient.instrument`.
+"""OpenTelemetry metrics for every named policy: [`instrument`][resilient.instrument].
 
 Calling an instrument costs far more than a policy does: with the SDK, one
 ``counter.add`` with three attributes is about 16 µs and one ``histogram.record`` about
@@ -8,7 +8,7 @@ and every instrument but the opt-in duration histogram is *observable*: its call
 reads those counts when a reader collects, once per export interval.
 
 Policies are found through the process-wide set of live policies, so a policy created
-before or after :func:`instrument` is observed alike. Only named policies are reported:
+before or after ``instrument()`` is observed alike. Only named policies are reported:
 the name is the ``resilient.policy`` attribute, and an unnamed policy has none. Two
 policies with one name and kind are reported as one: their counts add up.
 """
@@ -119,12 +119,13 @@ def _outcomes(policy: CorePolicy[Any]) -> dict[str, int]:
 
 
 class Instrumentation:
-    """What :func:`instrument` turned on; :meth:`uninstrument` turns it off.
+    """What [`instrument`][resilient.instrument] turned on; `uninstrument()` turns it off.
 
-    There is one per meter provider: calling :func:`instrument` again with the same
-    provider returns the same handle with the new options. OpenTelemetry has no way to
-    remove an instrument from a meter, so after :meth:`uninstrument` the instruments
-    stay registered and report nothing until :func:`instrument` is called again.
+    There is one per meter provider: calling [`instrument`][resilient.instrument] again
+    with the same provider returns the same handle with the new options. OpenTelemetry
+    has no way to remove an instrument from a meter, so after `uninstrument()` the
+    instruments stay registered and report nothing until
+    [`instrument`][resilient.instrument] is called again.
 
     Attributes:
         meter: The meter the instruments were created on.
@@ -146,7 +147,7 @@ class Instrumentation:
 
     @property
     def active(self) -> bool:
-        """Whether the instruments report (``False`` after :meth:`uninstrument`)."""
+        """Whether the instruments report (``False`` after `uninstrument()`)."""
         return self._active
 
     def _activate(
@@ -169,17 +170,21 @@ class Instrumentation:
     def uninstrument(self) -> None:
         """Stop reporting: observable instruments go quiet, listeners are removed."""
         with _LOCK:
-            self._active = False
-            if self._histogram_listener is not None:
-                remove_global_listener(self._histogram_listener)
-                self._histogram_listener = None
-                TIME_ALL_CALLS[0] -= 1
-                if not TIME_ALL_CALLS[0]:  # no other histogram wants them
-                    for _, breaker in self._each((CircuitBreaker,)):
-                        breaker._core.measure_durations(on=False)
-            if self._spans is not None:
-                self._spans.stop()
-                self._spans = None
+            self._deactivate()
+
+    def _deactivate(self) -> None:
+        # With _LOCK held.
+        self._active = False
+        if self._histogram_listener is not None:
+            remove_global_listener(self._histogram_listener)
+            self._histogram_listener = None
+            TIME_ALL_CALLS[0] -= 1
+            if not TIME_ALL_CALLS[0]:  # no other histogram wants them
+                for _, breaker in self._each((CircuitBreaker,)):
+                    breaker._core.measure_durations(on=False)
+        if self._spans is not None:
+            self._spans.stop()
+            self._spans = None
 
     # -- instruments -------------------------------------------------------------------
 
@@ -338,8 +343,10 @@ class Instrumentation:
         return read
 
     def _window_quantiles(self) -> Iterator[Observation]:
-        for (kind, name), breaker in self._each((CircuitBreaker,)):
-            durations = self._read((kind, name), breaker, breaker._core.window_durations)
+        merged: dict[Key, list[float]] = defaultdict(list)
+        for key, breaker in self._each((CircuitBreaker,)):
+            merged[key].extend(self._read(key, breaker, breaker._core.window_durations) or ())
+        for (kind, name), durations in merged.items():
             if not durations:
                 continue
             durations.sort()
@@ -369,12 +376,18 @@ class Instrumentation:
             yield Observation(value, {POLICY: name, KIND: kind})
 
     def _budget_balance(self) -> Iterator[Observation]:
-        for (kind, name), retry in self._each((Retry,)):
+        # Retries sharing a name may share a budget too: each budget counts once.
+        budgets: dict[Key, dict[int, Any]] = defaultdict(dict)
+        for key, retry in self._each((Retry,)):
             budget = retry._core.budget
             if budget is not None:
-                snap = self._read((kind, name), retry, budget.snapshot)
-                if snap is not None:
-                    yield Observation(snap.balance, {POLICY: name, KIND: kind})
+                budgets[key][id(budget)] = budget
+        for (kind, name), distinct in budgets.items():
+            total = 0.0
+            for budget in distinct.values():
+                snap = self._read((kind, name), budget, budget.snapshot)
+                total += snap.balance if snap is not None else 0.0
+            yield Observation(total, {POLICY: name, KIND: kind})
 
     def _abandoned(self) -> Iterator[Observation]:
         totals: dict[Key, int] = defaultdict(int)
@@ -453,7 +466,8 @@ def instrument(
             fallback, timeout and state transition (a no-op where no span records).
 
     Returns:
-        The :class:`Instrumentation`; call :meth:`~Instrumentation.uninstrument` to stop.
+        The [`Instrumentation`][resilient.Instrumentation]; call its
+        [`uninstrument`][resilient.Instrumentation.uninstrument] to stop.
     """
     qs = tuple(quantiles)
     given: tuple[object, ...] = qs
@@ -471,8 +485,7 @@ def instrument(
         if handle is None:
             handle = Instrumentation(provider.get_meter("resilient", __version__))
             _BY_PROVIDER[provider] = handle
-    if handle.active:
-        handle.uninstrument()  # called again: the new options replace the old
-    with _LOCK:
+        if handle.active:
+            handle._deactivate()  # called again: the new options replace the old
         handle._activate(call_duration=call_duration, quantiles=qs, span_events=span_events)
     return handle

@@ -78,7 +78,7 @@ class KeyedRateLimiterCore(GcraCore):
 
 
 class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
-    """A :class:`RateLimiter` per key (per user, per tenant), in bounded memory.
+    """A [`RateLimiter`][resilient.RateLimiter] per key (per user, per tenant), in bounded memory.
 
     ``key`` maps a call's arguments to its key: ``key=lambda user_id, *a, **k: user_id``.
     Keys that have been idle long enough to be fully replenished are dropped (they

@@ -252,7 +252,7 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
 
     A call over the rate waits up to ``max_wait`` for its slot (reserved, so waiting
     callers are served in order and never starve each other), else raises
-    :class:`~resilient.RateLimitedError` whose ``retry_after`` is exactly the seconds
+    [`RateLimitedError`][resilient.RateLimitedError] whose ``retry_after`` is exactly the seconds
     until a call would be admitted. Waits never run past the current deadline.
 
     Args:

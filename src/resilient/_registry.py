@@ -120,7 +120,7 @@ class Registry:
         return self._get_or_create("timeout", name, options)  # type: ignore[return-value]
 
     def retry(self, name: str, **options: Any) -> Retry:
-        """The retry called ``name`` (options as :class:`~resilient.Retry`'s)."""
+        """The retry called ``name`` (options as [`Retry`][resilient.Retry]'s)."""
         return self._get_or_create("retry", name, options)  # type: ignore[return-value]
 
     def rate_limiter(self, name: str, **options: Any) -> RateLimiter:

@@ -173,19 +173,32 @@ class RetryCore(EventSource):
             )
             return 0.0
 
-    def start(self, exc: BaseException | None, result: Any) -> Flow | None:
+    def start(
+        self,
+        exc: BaseException | None,
+        result: Any,
+        may_retry: Callable[[], bool] | None = None,
+    ) -> Flow | None:
         """After the first attempt: report its outcome, and return the retry flow or ``None``.
 
         ``None`` means the first outcome stands (returned or re-raised by the adapter).
+        ``may_retry`` is asked before each retry; when it says no, the last outcome
+        stands and the call counts as exhausted (the ASGI middleware cannot repeat a
+        request whose response went out).
         """
         budget = self.budget
         if budget is not None:
             budget.on_outcome(failed=exc is not None)
         if not self.retryable(exc, result):
             return None
-        return self.flow(exc, result)
+        return self.flow(exc, result, may_retry)
 
-    def flow(self, exc: BaseException | None, result: Any) -> Flow:
+    def flow(
+        self,
+        exc: BaseException | None,
+        result: Any,
+        may_retry: Callable[[], bool] | None = None,
+    ) -> Flow:
         """The retries after a first attempt whose outcome is retryable (see module doc)."""
         testing, cap = _testing
         attempts = self.attempts if cap is None else min(self.attempts, cap)
@@ -195,6 +208,10 @@ class RetryCore(EventSource):
         attempt = 1
         reason = "attempts"
         while attempt < attempts:
+            if may_retry is not None and not may_retry():
+                reason = "not_repeatable"
+                self._count(2)
+                break
             delay = 0.0 if testing else self._delay(schedule, attempt, exc, result)
             left = remaining()
             if left is not None and delay >= left:
@@ -242,23 +259,26 @@ class Retry(CorePolicy[RetryCore]):
 
     ``attempts`` counts the first call. When attempts run out, the last exception is
     re-raised unchanged (no ``RetryError`` wrapper), and a result that still matches
-    ``on_result`` is returned as is (with a :class:`~resilient.RetriesExhausted` event).
-    A retry never waits past the current deadline (:func:`resilient.remaining`): if the
-    next wait would end after it, the retry gives up at once. An open circuit
-    (:class:`~resilient.CircuitOpenError`) is not retried unless ``on`` asks for it.
+    ``on_result`` is returned as is (with a
+    [`RetriesExhausted`][resilient.RetriesExhausted] event). A retry never waits past the
+    current deadline ([`remaining()`][resilient.remaining]): if the next wait would end
+    after it, the retry gives up at once. An open circuit
+    ([`CircuitOpenError`][resilient.CircuitOpenError]) is not retried unless ``on`` asks
+    for it.
     Cancellation, ``KeyboardInterrupt`` and ``SystemExit`` are never retried.
 
     Args:
         attempts: Attempts in all, the first included (>= 1).
         wait: Seconds between attempts; a callable ``attempt -> seconds``; a tenacity
             wait strategy (``wait_exponential_jitter(...)``, ``wait_fixed(1) +
-            wait_random(0, 1)``, ...); or :class:`~resilient.ExponentialJitter` (the
+            wait_random(0, 1)``, ...); or [`ExponentialJitter`][resilient.ExponentialJitter] (the
             default, full jitter from 0.1 s up to 10 s) or
-            :class:`~resilient.DecorrelatedJitter`.
+            [`DecorrelatedJitter`][resilient.DecorrelatedJitter].
         on: Exception types, or a predicate, to retry (default: every ``Exception``).
         on_result: A predicate over results to retry.
-        budget: A :class:`~resilient.RetryBudget` or :class:`~resilient.RetryThrottle`
-            shared by the retries that call one dependency.
+        budget: A [`RetryBudget`][resilient.RetryBudget] or
+            [`RetryThrottle`][resilient.RetryThrottle] shared by the retries that call one
+            dependency.
         clock: Where time comes from and how waits happen (default: monotonic, real
             sleeps); ``ManualClock`` makes waits instant.
         name: A name for events and metrics.
@@ -360,8 +380,9 @@ def async_retrying(
         core: The retry policy's core (its flow, budget and clock).
         fn: The coroutine function to call again.
         repeatable: Asked with the call's positional arguments before each retry; when
-            it says no, the last outcome stands (the ASGI middleware cannot repeat a
-            request whose response has started or whose body it did not keep).
+            it says no, the last outcome stands, counted as exhausted (the ASGI
+            middleware cannot repeat a request whose response has started or whose body
+            it did not keep).
     """
     start = core.start
     plain = core.on_result is None and core.budget is None and repeatable is None
@@ -371,17 +392,18 @@ def async_retrying(
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         if deposit is not None:
             deposit()  # a first attempt counts even if it is then interrupted
+        may_retry = None if repeatable is None else lambda: repeatable(args)
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            steps = start(exc, None)
-            if steps is None or (repeatable is not None and not repeatable(args)):
+            steps = start(exc, None, may_retry)
+            if steps is None:
                 raise
         else:
             if plain:
                 return result
-            steps = start(None, result)
-            if steps is None or (repeatable is not None and not repeatable(args)):
+            steps = start(None, result, may_retry)
+            if steps is None:
                 return result
         try:
             delay = next(steps)
@@ -391,14 +413,8 @@ def async_retrying(
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception as exc:
-                    if repeatable is not None and not repeatable(args):
-                        steps.close()
-                        raise
                     delay = steps.send((exc, None))  # see the sync adapter
                 else:
-                    if repeatable is not None and not repeatable(args):
-                        steps.close()
-                        return result
                     delay = steps.send((None, result))
         except StopIteration as stop:
             return stop.value

@@ -233,11 +233,11 @@ class Timeout(CorePolicy[TimeoutCore]):
     (Python cannot stop it), its result is discarded, and it is counted in
     ``metrics().abandoned_running``. At most ``max_workers`` sync calls run at once; when
     every worker is busy a call is rejected at once with
-    :class:`~resilient.WorkersExhaustedError`, never queued.
+    [`WorkersExhaustedError`][resilient.WorkersExhaustedError], never queued.
 
     Deadlines nest: under an outer deadline (another ``Timeout``, or one set by the ASGI
-    middleware) the tighter one wins, and :func:`resilient.remaining` tells the code
-    inside how many seconds are left.
+    middleware) the tighter one wins, and [`resilient.remaining()`][resilient.remaining]
+    tells the code inside how many seconds are left.
 
     ``async with Timeout(2):`` guards a block of async code the same way.
 
@@ -245,8 +245,9 @@ class Timeout(CorePolicy[TimeoutCore]):
         seconds: The timeout (> 0), as seconds or a ``timedelta``.
         name: A name for errors, events and metrics.
         max_workers: Worker threads for sync calls (>= 1, default 32).
-        clock: The clock :func:`resilient.remaining` measures with (default: monotonic).
-            Cancellation itself always follows the event loop's (or the OS's) time.
+        clock: The clock [`remaining()`][resilient.remaining] measures with (default:
+            monotonic). Cancellation itself always follows the event loop's (or the OS's)
+            time.
     """
 
     __slots__ = ("_step",)

@@ -38,7 +38,7 @@ class ExponentialJitter:
     Args:
         base: The cap of the first wait, in seconds (> 0).
         max: The largest wait, in seconds.
-        random: A :class:`random.Random` to draw from (seed it for reproducible tests).
+        random: A ``random.Random`` to draw from (seed it for reproducible tests).
     """
 
     __slots__ = ("_random", "base", "max")
@@ -80,7 +80,7 @@ class DecorrelatedJitter:
     Args:
         median_first: The median of the first wait, in seconds (> 0).
         max: The largest wait, in seconds.
-        random: A :class:`random.Random` to draw from.
+        random: A ``random.Random`` to draw from.
     """
 
     __slots__ = ("_random", "max", "median_first")

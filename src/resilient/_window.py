@@ -19,6 +19,7 @@ import itertools
 import math
 from array import array
 from dataclasses import dataclass
+from math import isnan
 from typing import TYPE_CHECKING, Final
 
 from resilient._clock import MONOTONIC, Clock
@@ -176,7 +177,7 @@ class CountWindow(Window):
         self.record_at(next(self._next) % self.size, outcome, duration)
 
     def record_at(self, slot: int, outcome: int, duration: float = 0.0) -> None:
-        """Write ``outcome`` into a slot returned by :meth:`claim`."""
+        """Write ``outcome`` into a slot returned by ``claim()``."""
         outcomes = self._outcomes
         counts = self._counts
         old = outcomes[slot]
@@ -189,7 +190,10 @@ class CountWindow(Window):
         self.slow_failures = counts[SLOW_FAILURE]
         durations = self._durations
         if durations is not None:
-            self.total_duration += duration - durations[slot]
+            previous = durations[slot]
+            # NaN marks a slot recorded before durations were measured (see
+            # BreakerCore.measure_durations): it added nothing to the total.
+            self.total_duration += duration if isnan(previous) else duration - previous
             durations[slot] = duration
 
     def __repr__(self) -> str:

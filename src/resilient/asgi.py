@@ -15,7 +15,8 @@ Quart) or none, and imports none of them::
 Rejections become ``application/problem+json`` responses (503, 429, 504, with
 ``Retry-After``), a 5xx response of the app counts as a failure, the caller's deadline
 header (``x-request-timeout``, ``grpc-timeout``) sets the request's deadline, and
-:func:`timeout_header` passes what is left of it to the next hop. See ``docs/asgi.md``.
+[`timeout_header`][resilient.asgi.timeout_header] passes what is left of it to the next
+hop. See ``docs/asgi.md``.
 """
 
 from resilient._asgi import ResilienceMiddleware, is_server_error
