@@ -10,8 +10,9 @@ shares), ``_compose``; then one module (or a core/adapter pair) per policy:
 ``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
 ``_timer``, ``_workers`` and ``_deadline``), ``_fallback``, ``_retry`` (with
 ``_wait`` and ``_budget``), ``_ratelimit`` (and ``_keyed_ratelimit``); ``_registry``
-holds policies by name; ``_instrument`` (OpenTelemetry metrics) and ``_tracing`` (span
-events) report them; ``_waiters`` wakes callers across threads and event loops.
+holds policies by name; ``_instrument`` (OpenTelemetry metrics, read by
+``_readings``) and ``_tracing`` (span events) report them; ``_atomic`` counts without
+locks; ``_waiters`` wakes callers across threads and event loops.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 ``resilient.asgi`` is public too (not re-exported here, so importing ``resilient``
 costs nothing for it): the ASGI middleware, over ``_asgi`` (the middleware),

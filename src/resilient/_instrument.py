@@ -16,20 +16,16 @@ policies with one name and kind are reported as one: their counts add up.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import weakref
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 from opentelemetry import metrics as otel
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, Observation
 
 from resilient._breaker import CircuitBreaker
 from resilient._breaker_core import TIME_ALL_CALLS
-from resilient._breaker_state import CircuitState
-from resilient._bulkhead import Bulkhead
 from resilient._events import (
     CallFailed,
     CallIgnored,
@@ -38,12 +34,7 @@ from resilient._events import (
     add_global_listener,
     remove_global_listener,
 )
-from resilient._fallback import Fallback
-from resilient._keyed_ratelimit import KeyedRateLimiter
-from resilient._policy import CorePolicy, live_policies
-from resilient._ratelimit import RateLimiter
-from resilient._retry import Retry
-from resilient._timeout import Timeout
+from resilient._readings import KIND, OUTCOME, POLICY, Readings
 from resilient._tracing import SpanEvents
 from resilient._version import __version__
 
@@ -51,74 +42,10 @@ __all__ = ["Instrumentation", "instrument"]
 
 logger = logging.getLogger("resilient")
 
-POLICY: Final = "resilient.policy"
-KIND: Final = "resilient.kind"
-OUTCOME: Final = "resilient.outcome"
-STATE: Final = "resilient.state"
-
-Key = tuple[str, str]  # (kind, name)
 Attrs = dict[str, str | float]
 
 
-def _named() -> Iterator[tuple[Key, CorePolicy[Any]]]:
-    for policy in live_policies():
-        name = policy.name
-        if name is not None:
-            yield (policy.kind, name), policy
-
-
-def _breaker_outcomes(breaker: CircuitBreaker) -> dict[str, int]:
-    m = breaker.metrics()
-    return {
-        "success": m.total_successful_calls,
-        "failure": m.total_failed_calls,
-        "ignored": m.total_ignored_calls,
-        "rejected": m.total_not_permitted_calls,
-    }
-
-
-def _timeout_outcomes(timeout: Timeout) -> dict[str, int]:
-    m = timeout.metrics()
-    return {"timeout": m.timeouts, "rejected": m.rejected}
-
-
-def _limiter_outcomes(limiter: RateLimiter | KeyedRateLimiter) -> dict[str, int]:
-    m = limiter.metrics()
-    return {"admitted": m.admitted, "rejected": m.rejected}
-
-
-def _retry_outcomes(retry: Retry) -> dict[str, int]:
-    m = retry.metrics()
-    return {
-        "retry": m.retries,
-        "recovered": m.recovered,
-        "exhausted": m.exhausted,
-        "deadline": m.deadline_give_ups,
-        "budget_refused": m.budget_refusals,
-    }
-
-
-# A policy's call counts by outcome, since it was created, by the policy's class.
-_OUTCOMES: Final[dict[type, Callable[[Any], dict[str, int]]]] = {
-    CircuitBreaker: _breaker_outcomes,
-    Bulkhead: lambda b: {"rejected": b.metrics().rejected},
-    Timeout: _timeout_outcomes,
-    RateLimiter: _limiter_outcomes,
-    KeyedRateLimiter: _limiter_outcomes,
-    Retry: _retry_outcomes,
-    Fallback: lambda f: {"fallback": f._core.used},
-}
-
-
-def _outcomes(policy: CorePolicy[Any]) -> dict[str, int]:
-    for cls in type(policy).__mro__:  # a user's subclass reports as its base
-        read = _OUTCOMES.get(cls)
-        if read is not None:
-            return read(policy)
-    return {}
-
-
-class Instrumentation:
+class Instrumentation(Readings):
     """What [`instrument`][resilient.instrument] turned on; `uninstrument()` turns it off.
 
     There is one per meter provider: calling [`instrument`][resilient.instrument] again
@@ -285,125 +212,6 @@ class Instrumentation:
                 return []
 
         return callback
-
-    def _each(self, kinds: tuple[type, ...]) -> Iterator[tuple[Key, Any]]:
-        for key, policy in _named():
-            if isinstance(policy, kinds):
-                yield key, policy
-
-    def _read(self, key: Key, policy: CorePolicy[Any], read: Callable[[], Any]) -> Any:
-        # One policy failing to report must not hide the others.
-        try:
-            return read()
-        except Exception:
-            self.callback_errors += 1
-            logger.exception("resilient: reading %s %r for OpenTelemetry failed", *key)
-            return None
-
-    def _calls(self) -> Iterator[Observation]:
-        totals: dict[tuple[str, str, str], int] = defaultdict(int)
-        for key, policy in _named():
-            counts = self._read(key, policy, lambda p=policy: _outcomes(p))  # type: ignore[misc]
-            for outcome, value in (counts or {}).items():
-                totals[(key[0], key[1], outcome)] += value
-        for (kind, name, outcome), value in totals.items():
-            yield Observation(value, {POLICY: name, KIND: kind, OUTCOME: outcome})
-
-    def _breaker_state(self) -> Iterator[Observation]:
-        per_state: dict[Key, dict[CircuitState, int]] = {}
-        for key, breaker in self._each((CircuitBreaker,)):
-            state = self._read(key, breaker, lambda b=breaker: b.state)  # type: ignore[misc]
-            if state is not None:
-                counts = per_state.setdefault(key, dict.fromkeys(CircuitState, 0))
-                counts[state] += 1
-        for (kind, name), counts in per_state.items():
-            for state, value in counts.items():
-                yield Observation(value, {POLICY: name, KIND: kind, STATE: state.value})
-
-    def _transitions(self) -> Iterator[Observation]:
-        totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
-        for key, breaker in self._each((CircuitBreaker,)):
-            read = breaker._core.transition_counts
-            for (before, after), value in (self._read(key, breaker, read) or {}).items():
-                totals[(key[0], key[1], before.value, after.value)] += value
-        for (kind, name, before, after), value in totals.items():
-            attrs = {POLICY: name, KIND: kind, "resilient.from_state": before, STATE: after}
-            yield Observation(value, attrs)
-
-    def _rate(self, field: str) -> Callable[[], Iterator[Observation]]:
-        def read() -> Iterator[Observation]:
-            worst: dict[Key, float] = {}
-            for key, breaker in self._each((CircuitBreaker,)):
-                metrics = self._read(key, breaker, breaker.metrics)
-                if metrics is not None:
-                    worst[key] = max(worst.get(key, 0.0), getattr(metrics, field))
-            for (kind, name), value in worst.items():
-                yield Observation(value, {POLICY: name, KIND: kind})
-
-        return read
-
-    def _window_quantiles(self) -> Iterator[Observation]:
-        merged: dict[Key, list[float]] = defaultdict(list)
-        for key, breaker in self._each((CircuitBreaker,)):
-            merged[key].extend(self._read(key, breaker, breaker._core.window_durations) or ())
-        for (kind, name), durations in merged.items():
-            if not durations:
-                continue
-            durations.sort()
-            for q in self._quantiles:
-                value = durations[max(math.ceil(q * len(durations)) - 1, 0)]  # nearest rank
-                yield Observation(value, {POLICY: name, KIND: kind, "resilient.quantile": q})
-
-    def _bulkhead(self, field: str) -> Callable[[], Iterator[Observation]]:
-        def read() -> Iterator[Observation]:
-            totals: dict[Key, int] = defaultdict(int)
-            for key, bulkhead in self._each((Bulkhead,)):
-                metrics = self._read(key, bulkhead, bulkhead.metrics)
-                if metrics is not None:
-                    totals[key] += getattr(metrics, field)
-            for (kind, name), value in totals.items():
-                yield Observation(value, {POLICY: name, KIND: kind})
-
-        return read
-
-    def _limiter_waited(self) -> Iterator[Observation]:
-        totals: dict[Key, int] = defaultdict(int)
-        for key, limiter in self._each((RateLimiter, KeyedRateLimiter)):
-            metrics = self._read(key, limiter, limiter.metrics)
-            if metrics is not None:
-                totals[key] += metrics.waited
-        for (kind, name), value in totals.items():
-            yield Observation(value, {POLICY: name, KIND: kind})
-
-    def _budget_balance(self) -> Iterator[Observation]:
-        # Retries sharing a name may share a budget too: each budget counts once.
-        budgets: dict[Key, dict[int, Any]] = defaultdict(dict)
-        for key, retry in self._each((Retry,)):
-            budget = retry._core.budget
-            if budget is not None:
-                budgets[key][id(budget)] = budget
-        for (kind, name), distinct in budgets.items():
-            total = 0.0
-            for budget in distinct.values():
-                snap = self._read((kind, name), budget, budget.snapshot)
-                total += snap.balance if snap is not None else 0.0
-            yield Observation(total, {POLICY: name, KIND: kind})
-
-    def _abandoned(self) -> Iterator[Observation]:
-        totals: dict[Key, int] = defaultdict(int)
-        for key, timeout in self._each((Timeout,)):
-            metrics = self._read(key, timeout, timeout.metrics)
-            if metrics is not None:
-                totals[key] += metrics.abandoned_running
-        for (kind, name), value in totals.items():
-            yield Observation(value, {POLICY: name, KIND: kind})
-
-    def _listener_errors(self) -> Iterator[Observation]:
-        totals: dict[Key, int] = defaultdict(int)
-        for key, policy in _named():
-            totals[key] += policy.listener_errors
-        for (kind, name), value in totals.items():
-            yield Observation(value, {POLICY: name, KIND: kind})
 
     # -- the opt-in histogram ----------------------------------------------------------
 
