@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from resilient._atomic import counted
+from resilient._breaker_readouts import BreakerReadouts
 from resilient._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
@@ -35,7 +36,6 @@ from resilient._breaker_state import (
     HALF_OPEN,
     METRICS_ONLY,
     OPEN,
-    CircuitBreakerMetrics,
     CircuitState,
     Epoch,
 )
@@ -54,7 +54,7 @@ from resilient._events import (
 )
 from resilient._pipeline import NO_RESULT
 from resilient._validate import check_duration, check_int, check_rate, compile_matcher
-from resilient._window import EMPTY, FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
+from resilient._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
 __all__ = ["TIME_ALL_CALLS", "BreakerCore"]
 
@@ -69,7 +69,7 @@ KIND: Final = "circuit_breaker"
 TIME_ALL_CALLS = [0]
 
 
-class BreakerCore(EventSource):
+class BreakerCore(BreakerReadouts, EventSource):
     """The circuit breaker state machine; see the module docstring."""
 
     __slots__ = (
@@ -580,39 +580,6 @@ class BreakerCore(EventSource):
                 self._enter(target, events)
         self._dispatch(events)
 
-    def metrics(self) -> CircuitBreakerMetrics:
-        """A frozen snapshot of the current window and state."""
-        events: list[Event] = []
-        with self._lock:
-            if self._half_open_max is not None:
-                self._expire(self._clock.monotonic(), events)
-            snap = self._window.snapshot()
-            state = self._state
-            lock_free = counted(self._rejections) - self._rejections_base
-            not_permitted = self._not_permitted + lock_free
-            total_rejected = self._retired_rejections + not_permitted
-            successes, failures = self._locked_outcomes
-            successes += counted(self._claims) - self._locked_claims
-            minimum = self._half_open_calls if state is HALF_OPEN else self._minimum_calls
-        self._dispatch(events)
-        return CircuitBreakerMetrics(
-            state=state,
-            calls=snap.calls,
-            failed_calls=snap.failed_calls,
-            slow_calls=snap.slow_calls,
-            slow_failed_calls=snap.slow_failed_calls,
-            successful_calls=snap.successful_calls,
-            not_permitted_calls=not_permitted,
-            failure_rate=snap.failure_rate,
-            slow_call_rate=snap.slow_call_rate,
-            total_duration=snap.total_duration,
-            buffered_calls_needed=max(minimum - snap.calls, 0),
-            total_successful_calls=successes,
-            total_failed_calls=failures,
-            total_ignored_calls=counted(self._ignored_calls),
-            total_not_permitted_calls=total_rejected,
-        )
-
     def measure_durations(self, on: bool = True) -> None:
         """Measure every call's duration (for a duration histogram), or stop doing so.
 
@@ -637,36 +604,3 @@ class BreakerCore(EventSource):
                     # Lock-free successes would leave stale durations behind.
                     window._durations = None
                     window.total_duration = 0.0
-
-    def window_durations(self) -> list[float] | None:
-        """The durations of the calls in the current count window, if it keeps them."""
-        with self._lock:
-            window = self._window
-            if not isinstance(window, CountWindow) or window._durations is None:
-                return None
-            return [
-                duration
-                for outcome, duration in zip(window._outcomes, window._durations, strict=True)
-                if outcome != EMPTY and not math.isnan(duration)  # NaN: not measured
-            ]
-
-    def transition_counts(self) -> dict[tuple[CircuitState, CircuitState], int]:
-        """How many times each (from, to) transition happened since creation."""
-        with self._lock:
-            return dict(self._transitions)
-
-    def retry_after(self) -> float | None:
-        """Seconds until an OPEN breaker admits a trial call; 0.0 if it admits now."""
-        events: list[Event] = []
-        with self._lock:
-            now = self._clock.monotonic()
-            self._expire(now, events)
-            state = self._state
-            open_until = self._open_until
-            taken = self._half_open_taken
-        self._dispatch(events)
-        if state is OPEN:
-            return max(open_until - now, 0.0)
-        if state in _ADMIT_ALL or (state is HALF_OPEN and taken < self._half_open_calls):
-            return 0.0
-        return None
