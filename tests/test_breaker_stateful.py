@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 import pytest
@@ -308,6 +309,8 @@ class BreakerMachine(RuleBasedStateMachine):
         self.config = config
         self.breaker = config.make_breaker(self.name, self.clock)
         self.model = Model(config)
+        # What callers saw, for the totals since creation (any state, recorded or not).
+        self.seen: Counter[str] = Counter()
 
     # -- rules -------------------------------------------------------------------------
 
@@ -333,6 +336,14 @@ class BreakerMachine(RuleBasedStateMachine):
         except (Boom, Other) as error:
             got = Admitted(RAISED[type(error)])
         assert got == expected
+        if isinstance(got, Rejected):
+            self.seen["rejected"] += 1
+        elif kind == "ignored":
+            self.seen["ignored"] += 1
+        elif kind == "fail" or (kind == "bad_result" and self.config.record_result):
+            self.seen["failed"] += 1
+        else:
+            self.seen["succeeded"] += 1  # "other" is not recorded as a failure: a success
         if before is METRICS_ONLY:
             assert self.breaker.state is METRICS_ONLY
         if before is FORCED_OPEN:
@@ -393,6 +404,13 @@ class BreakerMachine(RuleBasedStateMachine):
             if isinstance(event, StateTransition) and event.policy == self.name
         ]
         assert transitions == self.model.transitions
+        seen = self.seen
+        assert (
+            metrics.total_successful_calls,
+            metrics.total_failed_calls,
+            metrics.total_ignored_calls,
+            metrics.total_not_permitted_calls,
+        ) == (seen["succeeded"], seen["failed"], seen["ignored"], seen["rejected"])
 
 
 BreakerMachine.TestCase.settings = settings(
