@@ -53,7 +53,14 @@ from resilient._events import (
     StateTransition,
 )
 from resilient._pipeline import NO_RESULT
-from resilient._validate import check_duration, check_int, check_rate, compile_matcher
+from resilient._validate import (
+    check_duration,
+    check_int,
+    check_name,
+    check_rate,
+    check_result_predicate,
+    compile_matcher,
+)
 from resilient._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
 __all__ = ["TIME_ALL_CALLS", "BreakerCore"]
@@ -78,8 +85,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         "_clock",
         "_epoch",
         "_failure_threshold",
-        "_fast_by_config",
-        "_fast_success",
+        "_fast_capable",
         "_free",
         "_half_open_calls",
         "_half_open_done",
@@ -133,9 +139,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         clock: Clock | None,
     ) -> None:
         super().__init__()
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-        self.name = name
+        self.name = check_name(name)
         self._failure_threshold = check_rate("failure_rate_threshold", failure_rate_threshold)
         self._slow_threshold = check_rate("slow_call_rate_threshold", slow_call_rate_threshold)
         self._slow_duration = check_duration(
@@ -161,12 +165,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         )
         self._record = compile_matcher("record", record)
         self._ignore = compile_matcher("ignore", ignore)
-        if record_result is not None and not callable(record_result):
-            raise TypeError(
-                f"record_result must be a predicate over results or None, "
-                f"not {type(record_result).__name__}"
-            )
-        self._record_result: Callable[[Any], bool] | None = record_result
+        self._record_result = check_result_predicate("record_result", record_result)
         if clock is None:
             clock = MONOTONIC
         elif not isinstance(clock, Clock):
@@ -189,18 +188,17 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._half_open_since = 0.0
         self._half_open_taken = 0
         self._half_open_done = 0
-        self._fast_success = (
-            not self._timed and record_result is None and isinstance(window, CountWindow)
-        )
-        self._fast_by_config = (
-            not self._timed_by_config and record_result is None and isinstance(window, CountWindow)
-        )
+        # A plain success may skip the lock (see on_success) when nothing but the ring
+        # needs it: a count window, no record_result, and no duration to measure.
+        self._fast_capable = record_result is None and isinstance(window, CountWindow)
         self._start_totals()
         self._window = self._new_window()
         self._not_permitted = 0
         self._state = CLOSED
         self._rejection_logged = False
-        self._epoch = Epoch(CLOSED, self._window, self._fast_success, self._timed)
+        self._epoch = Epoch(
+            CLOSED, self._window, self._fast_capable and not self._timed, self._timed
+        )
         self._free: Epoch | None = self._epoch
 
     @staticmethod
@@ -266,7 +264,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._epoch = Epoch(
             state,
             self._window,
-            state is CLOSED and self._fast_success,
+            state is CLOSED and self._fast_capable and not self._timed,
             self._timed,
         )
         self._free = self._epoch if state in _ADMIT_ALL else None
@@ -591,9 +589,8 @@ class BreakerCore(BreakerReadouts, EventSource):
             if timed is self._timed:
                 return
             self._timed = timed
-            self._fast_success = self._fast_by_config and not timed
             # Changed in place, not replaced: calls holding this ticket stay recorded.
-            self._epoch.fast = self._state is CLOSED and self._fast_success
+            self._epoch.fast = self._state is CLOSED and self._fast_capable and not timed
             self._epoch.timed = timed
             window = self._window
             if isinstance(window, CountWindow):

@@ -19,7 +19,7 @@ from typing import Final
 
 from resilient._errors import BulkheadFullError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
-from resilient._validate import check_duration, check_int
+from resilient._validate import check_duration, check_int, check_name
 from resilient._waiters import Waiter
 
 __all__ = ["BulkheadCore", "BulkheadMetrics"]
@@ -62,9 +62,7 @@ class BulkheadCore(EventSource):
 
     def __init__(self, max_concurrent: int, max_wait: object, name: str | None) -> None:
         super().__init__()
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-        self.name = name
+        self.name = check_name(name)
         self.max_concurrent = check_int("max_concurrent", max_concurrent)
         wait = check_duration("max_wait", max_wait)
         assert wait is not None  # noqa: S101 -- allow_none is off

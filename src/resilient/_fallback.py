@@ -17,7 +17,13 @@ from resilient._decorate import is_async_callable
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
 from resilient._pipeline import PASS, Deferred, Wait
 from resilient._policy import CorePolicy
-from resilient._validate import ExceptionMatcher, compile_matcher, matches
+from resilient._validate import (
+    ExceptionMatcher,
+    check_name,
+    check_result_predicate,
+    compile_matcher,
+    matches,
+)
 
 __all__ = ["Fallback"]
 
@@ -33,11 +39,8 @@ class FallbackCore(EventSource):
         super().__init__()
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-        if on_result is not None and not callable(on_result):
-            kind = type(on_result).__name__
-            raise TypeError(f"on_result must be a predicate over results or None, not {kind}")
+        name = check_name(name)
+        on_result = check_result_predicate("on_result", on_result)
         self.handler: Callable[[Any], Any] = handler
         self.handler_is_async = is_async_callable(handler)
         self.on = compile_matcher("on", on)

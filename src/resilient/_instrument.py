@@ -26,6 +26,7 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvid
 
 from resilient._breaker import CircuitBreaker
 from resilient._breaker_core import TIME_ALL_CALLS
+from resilient._bulkhead import Bulkhead
 from resilient._events import (
     CallFailed,
     CallIgnored,
@@ -34,7 +35,11 @@ from resilient._events import (
     add_global_listener,
     remove_global_listener,
 )
+from resilient._keyed_ratelimit import KeyedRateLimiter
+from resilient._policy import CorePolicy
+from resilient._ratelimit import RateLimiter
 from resilient._readings import KIND, OUTCOME, POLICY, Readings
+from resilient._timeout import Timeout
 from resilient._tracing import SpanEvents
 from resilient._version import __version__
 
@@ -43,6 +48,7 @@ __all__ = ["Instrumentation", "instrument"]
 logger = logging.getLogger("resilient")
 
 Attrs = dict[str, str | float]
+LIMITERS: Final = (RateLimiter, KeyedRateLimiter)
 
 
 class Instrumentation(Readings):
@@ -155,25 +161,25 @@ class Instrumentation(Readings):
         )
         m.create_observable_up_down_counter(
             "resilient.bulkhead.in_flight",
-            callbacks=[self._guarded(self._bulkhead("in_flight"))],
+            callbacks=[self._guarded(self._summed((Bulkhead,), lambda b: b.metrics().in_flight))],
             unit="{call}",
             description="Calls holding a bulkhead slot.",
         )
         m.create_observable_up_down_counter(
             "resilient.bulkhead.waiting",
-            callbacks=[self._guarded(self._bulkhead("waiting"))],
+            callbacks=[self._guarded(self._summed((Bulkhead,), lambda b: b.metrics().waiting))],
             unit="{call}",
             description="Callers queued for a bulkhead slot.",
         )
         m.create_observable_up_down_counter(
             "resilient.bulkhead.limit",
-            callbacks=[self._guarded(self._bulkhead("max_concurrent"))],
+            callbacks=[self._guarded(self._summed((Bulkhead,), lambda b: b.max_concurrent))],
             unit="{call}",
             description="The bulkhead's max_concurrent.",
         )
         m.create_observable_counter(
             "resilient.rate_limiter.waited",
-            callbacks=[self._guarded(self._limiter_waited)],
+            callbacks=[self._guarded(self._summed(LIMITERS, lambda r: r.metrics().waited))],
             unit="{call}",
             description="Calls admitted by a rate limiter after waiting for their slot.",
         )
@@ -185,13 +191,15 @@ class Instrumentation(Readings):
         )
         m.create_observable_up_down_counter(
             "resilient.timeout.abandoned",
-            callbacks=[self._guarded(self._abandoned)],
+            callbacks=[
+                self._guarded(self._summed((Timeout,), lambda t: t.metrics().abandoned_running))
+            ],
             unit="{call}",
             description="Sync calls past their timeout that still run in a worker thread.",
         )
         m.create_observable_counter(
             "resilient.listener.errors",
-            callbacks=[self._guarded(self._listener_errors)],
+            callbacks=[self._guarded(self._summed((CorePolicy,), lambda p: p.listener_errors))],
             unit="{error}",
             description="Exceptions raised by event listeners (logged; calls unaffected).",
         )

@@ -32,7 +32,7 @@ from resilient._errors import RateLimitedError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
-from resilient._validate import Duration, check_duration, check_int, check_number
+from resilient._validate import Duration, check_duration, check_int, check_name, check_number
 
 __all__ = ["GcraCore", "RateLimiter", "RateLimiterMetrics"]
 
@@ -86,9 +86,7 @@ class GcraCore(EventSource):
         clock: Clock | None,
     ) -> None:
         super().__init__()
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-        self.name = name
+        self.name = check_name(name)
         self.rate = check_number("rate", rate, minimum=0.0, inclusive=False)
         period = check_duration("per", per, allow_zero=False)
         assert period is not None  # noqa: S101 -- allow_none is off

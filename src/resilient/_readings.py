@@ -174,26 +174,21 @@ class Readings:
                 value = durations[max(math.ceil(q * len(durations)) - 1, 0)]  # nearest rank
                 yield Observation(value, {POLICY: name, KIND: kind, "resilient.quantile": q})
 
-    def _bulkhead(self, field: str) -> Callable[[], Iterator[Observation]]:
+    def _summed(
+        self, kinds: tuple[type, ...], value: Callable[[Any], float]
+    ) -> Callable[[], Iterator[Observation]]:
+        """A reading of ``value(policy)``, added up over the policies sharing a name."""
+
         def read() -> Iterator[Observation]:
-            totals: dict[Key, int] = defaultdict(int)
-            for key, bulkhead in self._each((Bulkhead,)):
-                metrics = self._read(key, bulkhead, bulkhead.metrics)
-                if metrics is not None:
-                    totals[key] += getattr(metrics, field)
-            for (kind, name), value in totals.items():
-                yield Observation(value, {POLICY: name, KIND: kind})
+            totals: dict[Key, float] = defaultdict(int)
+            for key, policy in self._each(kinds):
+                got = self._read(key, policy, lambda p=policy: value(p))  # type: ignore[misc]
+                if got is not None:
+                    totals[key] += got
+            for (kind, name), total in totals.items():
+                yield Observation(total, {POLICY: name, KIND: kind})
 
         return read
-
-    def _limiter_waited(self) -> Iterator[Observation]:
-        totals: dict[Key, int] = defaultdict(int)
-        for key, limiter in self._each((RateLimiter, KeyedRateLimiter)):
-            metrics = self._read(key, limiter, limiter.metrics)
-            if metrics is not None:
-                totals[key] += metrics.waited
-        for (kind, name), value in totals.items():
-            yield Observation(value, {POLICY: name, KIND: kind})
 
     def _budget_balance(self) -> Iterator[Observation]:
         # Retries sharing a name may share a budget too: each budget counts once.
@@ -208,19 +203,3 @@ class Readings:
                 snap = self._read((kind, name), budget, budget.snapshot)
                 total += snap.balance if snap is not None else 0.0
             yield Observation(total, {POLICY: name, KIND: kind})
-
-    def _abandoned(self) -> Iterator[Observation]:
-        totals: dict[Key, int] = defaultdict(int)
-        for key, timeout in self._each((Timeout,)):
-            metrics = self._read(key, timeout, timeout.metrics)
-            if metrics is not None:
-                totals[key] += metrics.abandoned_running
-        for (kind, name), value in totals.items():
-            yield Observation(value, {POLICY: name, KIND: kind})
-
-    def _listener_errors(self) -> Iterator[Observation]:
-        totals: dict[Key, int] = defaultdict(int)
-        for key, policy in _named():
-            totals[key] += policy.listener_errors
-        for (kind, name), value in totals.items():
-            yield Observation(value, {POLICY: name, KIND: kind})

@@ -34,7 +34,14 @@ from resilient._events import (
     RetryScheduled,
 )
 from resilient._policy import CorePolicy
-from resilient._validate import ExceptionMatcher, check_int, compile_matcher, matches
+from resilient._validate import (
+    ExceptionMatcher,
+    check_int,
+    check_name,
+    check_result_predicate,
+    compile_matcher,
+    matches,
+)
 from resilient._wait import ExponentialJitter, Schedule, as_seconds, compile_wait
 
 __all__ = ["Retry", "RetryMetrics", "async_retrying", "instant_retries"]
@@ -117,9 +124,7 @@ class RetryCore(EventSource):
         name: str | None,
     ) -> None:
         super().__init__()
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-        self.name = name
+        self.name = check_name(name)
         self.attempts = check_int("attempts", attempts)
         self._new_schedule = compile_wait(wait)
         self.on = compile_matcher("on", on)
@@ -130,10 +135,7 @@ class RetryCore(EventSource):
             or (isinstance(on, tuple) and any(issubclass(t, RejectedError) for t in on))
             or (self.on is not None and not isinstance(on, (type, tuple)))
         )
-        if on_result is not None and not callable(on_result):
-            kind = type(on_result).__name__
-            raise TypeError(f"on_result must be a predicate over results or None, not {kind}")
-        self.on_result: Callable[[Any], bool] | None = on_result
+        self.on_result = check_result_predicate("on_result", on_result)
         if budget is not None and not isinstance(budget, (RetryBudget, RetryThrottle)):
             raise TypeError(
                 "budget must be a RetryBudget, a RetryThrottle or None, "

@@ -38,7 +38,7 @@ from resilient._events import (
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._timer import CANCELLING, DONE, FIRED, PENDING, STATE, TASK, loop_timer
-from resilient._validate import Duration, check_duration, check_int
+from resilient._validate import Duration, check_duration, check_int, check_name
 from resilient._workers import Job, WorkerPool
 
 __all__ = ["Timeout", "TimeoutMetrics"]
@@ -77,9 +77,7 @@ class TimeoutCore(EventSource):
         self, seconds: object, name: str | None, clock: Clock | None, max_workers: int
     ) -> None:
         super().__init__()
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-        self.name = name
+        self.name = check_name(name)
         value = check_duration("seconds", seconds, allow_zero=False)
         assert value is not None  # noqa: S101 -- allow_none is off
         self.seconds = value

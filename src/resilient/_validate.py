@@ -109,6 +109,22 @@ def _is_exception_type(obj: object) -> bool:
     return isinstance(obj, type) and issubclass(obj, BaseException)
 
 
+def check_name(name: object) -> str | None:
+    """A policy's name: a str, or ``None``."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+    return name
+
+
+def check_result_predicate(option: str, value: object) -> Callable[[Any], bool] | None:
+    """A predicate over return values (``record_result``, ``on_result``), or ``None``."""
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{option} must be a predicate over results or None, not {type(value).__name__}"
+        )
+    return value
+
+
 @functools.lru_cache(maxsize=256)
 def _isinstance_of(
     types: type[BaseException] | tuple[type[BaseException], ...],
