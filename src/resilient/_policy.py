@@ -207,7 +207,11 @@ def _exit_block(step: Step, token: Any, exc: BaseException | None) -> bool:
         return False
     converted = step.exit_cancel(token, exc)
     if converted is not exc:
-        raise converted from exc
+        try:
+            raise converted from exc
+        finally:
+            # The traceback holds this frame: keeping the error in it would be a cycle.
+            del converted, exc
     return False
 
 
