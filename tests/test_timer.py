@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from resilient import Bulkhead, CircuitBreaker, Timeout, TimeoutExceededError, compose
+from resilient._timer import SWEEP_MIN, LoopTimer, loop_timer
 
 ROUNDS = 50  # timeouts per measurement
 
@@ -141,3 +142,84 @@ def test_a_trio_timeout_leaves_no_reference_cycle() -> None:
             gc.enable()
 
     assert trio.run(main) == 0
+
+
+# -- finished calls do not pile up in the timer ----------------------------------------
+
+
+async def _noop() -> None:
+    pass
+
+
+def _queued(timer: LoopTimer) -> int:
+    """Entries the timer holds, finished or not."""
+    return sum(len(lane) for lane in timer._lanes.values()) + len(timer._heap)
+
+
+def test_finished_calls_do_not_pile_up_behind_one_pending_call() -> None:
+    policy = Timeout(30)
+
+    async def main() -> int:
+        slow = asyncio.ensure_future(policy.call_async(asyncio.sleep, 30))
+        await asyncio.sleep(0)  # the slow call's entry now sits first in its lane
+        timer = loop_timer(asyncio.get_running_loop())
+        most = 0
+        for _ in range(5_000):
+            await policy.call_async(_noop)
+            most = max(most, _queued(timer))
+        slow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slow
+        return most
+
+    # Before the fix: 5,001 entries, one per finished call (136 B each).
+    assert asyncio.run(main()) <= SWEEP_MIN + 1
+
+
+def test_finished_calls_cut_short_by_an_outer_deadline_do_not_pile_up() -> None:
+    # An inner timeout cut short by an outer deadline goes to the heap, where a finished
+    # entry used to stay until its deadline had passed.
+    outer, inner = Timeout(30), Timeout(60)
+
+    async def main() -> int:
+        timer = loop_timer(asyncio.get_running_loop())
+        most = 0
+        async with outer:
+            for _ in range(5_000):
+                await inner.call_async(_noop)
+                most = max(most, _queued(timer))
+        return most
+
+    assert asyncio.run(main()) <= SWEEP_MIN + 2  # before the fix: 5,000
+
+
+@pytest.mark.parametrize("where", ["lane", "heap"])
+def test_pending_calls_survive_the_sweeps_and_still_time_out(where: str) -> None:
+    # 100 calls left pending among 500 finished ones: the sweeps that drop the finished
+    # entries must keep every pending one, in order, so each still times out.
+    policy = Timeout(0.2 if where == "lane" else 10)
+
+    async def start_all() -> tuple[list[asyncio.Future[None]], int]:
+        timer = loop_timer(asyncio.get_running_loop())
+        slow: list[asyncio.Future[None]] = []
+        most = 0
+        for _ in range(100):
+            slow.append(asyncio.ensure_future(policy.call_async(asyncio.sleep, 10)))
+            await asyncio.sleep(0)  # let it arm its deadline
+            for _ in range(5):
+                await policy.call_async(_noop)
+            most = max(most, _queued(timer))
+        return slow, most
+
+    async def main() -> tuple[list[object], int]:
+        if where == "lane":
+            slow, most = await start_all()
+        else:
+            async with Timeout(0.2):  # cuts every call (and task) started inside short
+                slow, most = await start_all()
+        outcomes = await asyncio.gather(*slow, return_exceptions=True)
+        return [type(outcome) for outcome in outcomes], most
+
+    outcomes, most = asyncio.run(main())
+    assert outcomes == [TimeoutExceededError] * 100
+    assert most <= 2 * 100 + 1  # swept: 600 entries went in

@@ -14,7 +14,12 @@ using ``Task.uncancel()`` (Python 3.11+), so a cancellation from anyone else sti
 propagates as a cancellation.
 
 An entry is a list ``[state, task, cancelling_at_entry, deadline]``: the cheapest
-mutable record, built once per guarded call.
+mutable record, built once per guarded call. A call that finishes only marks its entry
+done; the entry leaves its lane when it reaches the front. Behind one slow call at the
+front, though, finished entries would pile up for the whole timeout (timeout x call
+rate of them), so a lane (and the heap) is swept of finished entries whenever it has
+doubled since its last sweep: memory stays proportional to the calls in flight, and
+the sweeps cost O(1) per call amortised.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ DEADLINE: Final = 3
 
 Entry = list[Any]
 
+# Below this length a lane (or the heap) is never swept: short queues cost nothing to
+# keep, and sweeping them would be a cost on every few calls.
+SWEEP_MIN: Final = 64
+
 
 class LoopTimer:
     """The deadlines of one event loop; only ever touched from that loop's thread.
@@ -53,9 +62,11 @@ class LoopTimer:
     __slots__ = (
         "__weakref__",
         "_heap",
+        "_heap_sweep_at",
         "_lanes",
         "_loop",
         "_seq",
+        "_sweep_at",
         "_when",
         "standard_time",
     )
@@ -68,6 +79,9 @@ class LoopTimer:
         self._heap: list[tuple[float, int, Entry]] = []
         self._seq = itertools.count()
         self._when = math.inf
+        # The length at which each lane (and the heap) is next swept of finished entries.
+        self._sweep_at: dict[float, int] = {}
+        self._heap_sweep_at = SWEEP_MIN
         self.standard_time = getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time
 
     def add(self, entry: Entry, seconds: float, regular: bool) -> None:
@@ -83,10 +97,29 @@ class LoopTimer:
             while lane and lane[0][STATE] != PENDING:
                 lane.popleft()
             lane.append(entry)
+            if len(lane) > SWEEP_MIN and len(lane) > self._sweep_at.get(seconds, 0):
+                self._sweep_lane(seconds, lane)
         else:
-            heapq.heappush(self._heap, (entry[DEADLINE], next(self._seq), entry))
+            heap = self._heap
+            heapq.heappush(heap, (entry[DEADLINE], next(self._seq), entry))
+            if len(heap) > self._heap_sweep_at:
+                self._sweep_heap()
         if entry[DEADLINE] < self._when:
             self._arm(entry[DEADLINE])
+
+    def _sweep_lane(self, seconds: float, lane: collections.deque[Entry]) -> None:
+        # Filtering keeps the deadline order; the next sweep waits until the lane has
+        # doubled again, so each entry is swept over O(1) times.
+        pending = [entry for entry in lane if entry[STATE] == PENDING]
+        lane.clear()
+        lane.extend(pending)
+        self._sweep_at[seconds] = 2 * len(pending)
+
+    def _sweep_heap(self) -> None:
+        heap = self._heap
+        heap[:] = [item for item in heap if item[2][STATE] == PENDING]
+        heapq.heapify(heap)
+        self._heap_sweep_at = max(SWEEP_MIN, 2 * len(heap))
 
     def _arm(self, when: float) -> None:
         # An earlier handle is left to fire on its own (it then finds nothing due and
@@ -119,6 +152,7 @@ class LoopTimer:
                 lane.popleft()
             if not lane:
                 del self._lanes[seconds]
+                self._sweep_at.pop(seconds, None)
         heap = self._heap
         while heap:
             deadline, _, entry = heap[0]
