@@ -32,7 +32,9 @@ class KeyedRateLimiterCore(GcraCore):
 
     def reserve(self, key: Hashable) -> tuple[int, int]:
         """As :meth:`RateLimiterCore.reserve`, for ``key``."""
-        now = self.now()
+        clock = self.float_clock
+        reading = None if clock is None else clock.monotonic()
+        now = self.now() if reading is None else round(reading * _NS)
         tats = self._tats
         with self._lock:
             tat = tats.get(key, now)
@@ -47,7 +49,7 @@ class KeyedRateLimiterCore(GcraCore):
                 self._evict(now)
                 return max(delay, 0), new_tat
             self.rejected += 1
-        raise self.rejection(delay / _NS, key)
+        raise self.rejection(self.retry_after(delay, now, reading), key)
 
     def _evict(self, now: int) -> None:
         tats = self._tats

@@ -8,6 +8,9 @@ timers: over any window of ``w`` seconds, at most ``w / interval + burst`` calls
 
 Time is kept in integer nanoseconds, so the arithmetic is exact: with floats,
 ``0.1 + 1.0 - 1.0 - 0.1`` is not 0, and a call exactly on time would be told to wait.
+Only ``retry_after`` goes back to float seconds, and a clock that reports floats is
+coarser than a nanosecond once it reads large values (119 ns apart at 1e9 s), so it is
+rounded up to what that clock can show: waiting exactly ``retry_after`` is enough.
 
 A caller may wait up to ``max_wait`` for its turn: its slot is *reserved* (the TAT moves
 on at once), so waiting callers queue in order and never starve each other. A caller
@@ -65,6 +68,7 @@ class GcraCore(EventSource):
         "admitted",
         "burst",
         "clock",
+        "float_clock",
         "interval",
         "max_wait",
         "name",
@@ -105,6 +109,8 @@ class GcraCore(EventSource):
         self.now: Callable[[], int] = (
             time.monotonic_ns if self.clock is MONOTONIC else self._now_from_clock
         )
+        # A clock read as float seconds: the reading is kept for retry_after's rounding.
+        self.float_clock: Clock | None = None if self.clock is MONOTONIC else self.clock
         self._lock = threading.Lock()
         self.admitted = 0
         self.waited = 0
@@ -112,6 +118,29 @@ class GcraCore(EventSource):
 
     def _now_from_clock(self) -> int:
         return round(self.clock.monotonic() * _NS)
+
+    def retry_after(self, delay: int, now: int, reading: float | None) -> float:
+        """``delay`` nanoseconds as the seconds a refused caller must wait, rounded up.
+
+        ``reading`` is the float clock's reading that gave ``now`` (``None`` for the
+        integer-nanosecond default clock). A caller who waits the returned seconds
+        reads at least ``reading + seconds`` (rounded to a float, as the clock rounds
+        it), and that reading must be admitted: the smallest such wait is found by
+        stepping one representable reading at a time (a few steps at most).
+        """
+        seconds = delay / _NS
+        if reading is None:
+            return seconds if seconds * _NS >= delay else math.nextafter(seconds, math.inf)
+        due = now + delay
+        arrival = reading + seconds
+        while round(arrival * _NS) < due:
+            # The next reading the clock can show, as a wait from `reading` (exact when
+            # the two are close); never less than one step of the wait itself.
+            seconds = max(
+                math.nextafter(seconds, math.inf), math.nextafter(arrival, math.inf) - reading
+            )
+            arrival = reading + seconds
+        return seconds
 
     def allowed_wait(self) -> int:
         """Nanoseconds a caller may wait now: ``max_wait``, cut by the current deadline."""
@@ -172,7 +201,9 @@ class RateLimiterCore(GcraCore):
 
     def reserve(self) -> tuple[int, int]:
         """Admit or reserve a slot: (nanoseconds to wait, the reserved TAT); raise if refused."""
-        now = self.now()
+        clock = self.float_clock
+        reading = None if clock is None else clock.monotonic()
+        now = self.now() if reading is None else round(reading * _NS)
         with self._lock:
             tat = self._tat[0]
             new_tat = (tat if tat > now else now) + self.interval
@@ -187,7 +218,7 @@ class RateLimiterCore(GcraCore):
                 self.waited += 1
                 return delay, new_tat
             self.rejected += 1
-        raise self.rejection(delay / _NS)
+        raise self.rejection(self.retry_after(delay, now, reading))
 
     def give_back(self, reserved_tat: int) -> None:
         """A reserved caller gave up: return its slot if nobody reserved after it."""
