@@ -20,7 +20,7 @@ from resilient._asgi_exchange import START_TIMERS, Exchange, FailureStatusError,
 from resilient._asgi_policies import Shape, adapt
 from resilient._asgi_problem import send_problem
 from resilient._asgi_routes import KeyedGuards, Route
-from resilient._asgi_types import ASGIApp, Receive, Scope, Send
+from resilient._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import DEADLINE
 from resilient._errors import RejectedError, TimeoutExceededError
@@ -37,6 +37,23 @@ _SENT: Final[Any] = object()  # an attempt's result: the app answered by itself
 def is_server_error(status: int) -> bool:
     """The default failure classification: a 5xx status is a failure, anything else not."""
     return status >= 500  # noqa: PLR2004 -- the HTTP status class, not a magic number
+
+
+class _Watch:
+    """The ``send`` of a request no policy guards: notes that the response started."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    def send(self, message: Message) -> Awaitable[None]:
+        # Not a coroutine: the server's own awaitable is handed back, which saves a
+        # frame per message on the path that is meant to cost almost nothing.
+        if message["type"] == "http.response.start":
+            self.started = True
+        return self._send(message)
 
 
 class _Plan:
@@ -65,7 +82,8 @@ class ResilienceMiddleware:
 
     Rejections and timeouts are answered as ``application/problem+json``: an open
     circuit and a full bulkhead with 503, a rate limit with 429 (both with
-    ``Retry-After`` where known), a timeout with 504. By default a 5xx response of the
+    ``Retry-After`` where known), a timeout with 504; so are those the app raises, on
+    every request, guarded or not. By default a 5xx response of the
     app counts as a failure for breakers, retries and fallbacks (it is raised inside the
     guarded call as [`FailureStatusError`][resilient.asgi.FailureStatusError]) and a
     4xx does not. If the response had already started when an error hits, no second
@@ -78,7 +96,8 @@ class ResilienceMiddleware:
             ``[Route("/orders", p, methods=["POST"]), Route("/health", None)]``. A
             matching route's policy replaces ``policy`` (``None`` exempts the request).
         key: A function of the ASGI scope giving the request's key (``client_ip``,
-            ``header_key("x-api-key")``), or ``None`` for a request without one.
+            ``header_key("x-api-key")``), or ``None`` for a request without one. A
+            ``KeyedRateLimiter`` in any of the policies is also called with the scope.
         per_key: Builds the policy of a key at its first request (per-client rate
             limits and bulkheads); it guards the request outside the other policies.
         max_keys: The most per-key policies kept (least recently used dropped first).
@@ -213,7 +232,15 @@ class ResilienceMiddleware:
                         break
             if entry is None:
                 if plan is None:
-                    await self.app(scope, receive, send)
+                    # No policy, but the app's own policy errors get the same answers:
+                    # one rule for every request.
+                    watch = _Watch(send)
+                    try:
+                        await self.app(scope, receive, watch.send)
+                    except (RejectedError, TimeoutExceededError) as exc:
+                        if watch.started:
+                            raise  # a second response start is not allowed
+                        await send_problem(send, exc, scope.get("method") == "HEAD")
                     return
                 retries, replaces, start_timeouts = plan.needs
             else:

@@ -8,7 +8,9 @@ versions that share their core (configuration, counts, events):
   otherwise the outcome it has stands, at once, with no wait;
 * a :class:`~resilient.Timeout` covers, by default, only the time to the response
   start: its armed deadline is registered with the request, whose ``send`` stops it
-  when the app starts its response, so a long streamed body is not cut off.
+  when the app starts its response, so a long streamed body is not cut off;
+* a :class:`~resilient.KeyedRateLimiter` calls its ``key`` with the request's ASGI
+  scope (as the middleware's own ``key`` is), never with the middleware's internals.
 
 Everything else runs as it would around any coroutine function.
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 from resilient._asgi_exchange import START_TIMERS, Exchange
 from resilient._fallback import Fallback
+from resilient._keyed_ratelimit import KeyedRateLimiter
 from resilient._policy import Policy
 from resilient._retry import Retry, RetryCore, async_retrying
 from resilient._timeout import Timeout, TimeoutCore, _TimeoutStep
@@ -72,6 +75,30 @@ class _RequestRetry(Policy):
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         return async_retrying(self._core, fn, _repeatable)
+
+
+class _RequestKeyedRateLimiter(Policy):
+    """A :class:`~resilient.KeyedRateLimiter` keyed by ``key(scope)``: a stable argument.
+
+    The guarded call's arguments are the middleware's own (the request's ``Exchange``
+    first); a user's key must not depend on them. The ASGI scope is the one argument
+    documented for keys, here as for the middleware's ``key=``.
+    """
+
+    __slots__ = ("_limiter",)
+    kind = "rate_limiter"
+
+    def __init__(self, limiter: KeyedRateLimiter) -> None:
+        self._limiter = limiter
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        key, acquire = self._limiter._key, self._limiter.acquire_async
+
+        async def guarded(exchange: Exchange, scope: Any, *args: Any) -> Any:
+            await acquire(key(scope))
+            return await fn(exchange, scope, *args)
+
+        return guarded
 
 
 def _repeatable(args: tuple[Any, ...]) -> bool:
@@ -154,6 +181,8 @@ class Shape:
             elif isinstance(policy, Fallback):
                 adapted.append(_RequestFallback(policy))
                 self.replaces = True
+            elif isinstance(policy, KeyedRateLimiter):
+                adapted.append(_RequestKeyedRateLimiter(policy))
             else:
                 adapted.append(policy)
         self.policies = tuple(adapted)

@@ -83,6 +83,8 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
     """A [`RateLimiter`][resilient.RateLimiter] per key (per user, per tenant), in bounded memory.
 
     ``key`` maps a call's arguments to its key: ``key=lambda user_id, *a, **k: user_id``.
+    Guarding requests in the ASGI middleware, ``key`` is called with the request's ASGI
+    scope alone (``resilient.asgi.client_ip`` and ``header_key(...)`` fit).
     Keys that have been idle long enough to be fully replenished are dropped (they
     behave exactly like new keys); beyond ``max_keys`` the least recently used key is
     dropped even if not idle, which can only make that key's limit more permissive.
