@@ -195,7 +195,7 @@ def test_success_at_once_calls_once_without_waiting_or_events(flavor: Flavor) ->
     assert script.calls == 1
     assert clock.sleeps == []
     assert events == []
-    assert retry.metrics() == RetryMetrics(0, 0, 0, 0, 0)
+    assert retry.metrics() == RetryMetrics(0, 0, 0, 0, 0, first_attempt=1)
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 3, 5])
@@ -321,7 +321,7 @@ def test_a_non_retryable_exception_on_a_retry_propagates_at_once(flavor: Flavor)
     assert script.calls == 2
     assert clock.monotonic() == 1
     assert exhausted(events) == []  # nothing was exhausted: the error was not retryable
-    assert retry.metrics() == RetryMetrics(1, 0, 0, 0, 0)
+    assert retry.metrics() == RetryMetrics(1, 0, 0, 0, 0, stopped=1)
 
 
 def test_listeners_on_the_policy_receive_its_events(flavor: Flavor) -> None:
@@ -349,8 +349,14 @@ def test_metrics_accumulate_over_calls(flavor: Flavor) -> None:
     with pytest.raises(Boom):
         flavor.run(compose(Timeout(0.5, clock=clock), retry), Script(Boom))  # deadline
     assert retry.metrics() == RetryMetrics(
-        retries=5, recovered=2, exhausted=1, deadline_give_ups=1, budget_refusals=0
+        retries=5,
+        recovered=2,
+        exhausted=1,
+        deadline_give_ups=1,
+        budget_refusals=0,
+        first_attempt=1,
     )
+    assert retry.metrics().calls == 5
 
 
 def test_decorates_sync_and_async_functions() -> None:
@@ -378,14 +384,14 @@ def test_decorates_sync_and_async_functions() -> None:
 
 def test_retry_is_not_a_context_manager() -> None:
     retry = Retry()
-    with pytest.raises(TypeError, match="decorate"), retry:
+    with pytest.raises(TypeError, match="for attempt in retry"), retry:
         pass
 
     async def main() -> None:
         async with retry:
             pass
 
-    with pytest.raises(TypeError, match="decorate"):
+    with pytest.raises(TypeError, match="async for attempt in retry"):
         anyio.run(main)
 
 
@@ -1184,7 +1190,10 @@ def test_retries_stop_once_an_inner_breaker_opens(flavor: Flavor) -> None:
         flavor.run(compose(retry, breaker), again)
     assert again.calls == 0  # still open: rejected at once, and not retried
     assert clock.monotonic() == 2
-    assert retry.metrics() == RetryMetrics(2, 0, 0, 0, 0)
+    # Each call ends in one outcome: the first stopped by the open circuit after its
+    # retries (it used to be in none), the second rejected on its first attempt.
+    assert retry.metrics() == RetryMetrics(2, 0, 0, 0, 0, stopped=1, first_attempt=1)
+    assert retry.metrics().calls == 2
 
 
 def test_retry_through_an_open_breaker_when_asked_waits_for_it(flavor: Flavor) -> None:

@@ -454,7 +454,7 @@ def test_mixed_traffic_accounting_through_retry(flavor: Flavor) -> None:
             outcomes.append("refused")
     assert outcomes == ["recovered"] * 4 + ["refused"]
     assert budget.snapshot() == BudgetSnapshot(0.5, 9, 4, 1)  # 9 x 0.5 - 4
-    assert retry.metrics() == RetryMetrics(4, 4, 0, 0, 1)
+    assert retry.metrics() == RetryMetrics(4, 4, 0, 0, 1, first_attempt=4)
 
     clock.advance(10)  # the window empties
     assert budget.snapshot() == BudgetSnapshot(0.0, 0, 0, 1)
@@ -548,7 +548,7 @@ def test_retry_throttle_under_a_retry(flavor: Flavor) -> None:
     assert flavor.run(retry, recovered) == "ok"
     assert recovered.calls == 2
     assert throttle.snapshot() == BudgetSnapshot(0.5, 12, 5, 2)
-    assert retry.metrics() == RetryMetrics(5, 1, 0, 0, 2)
+    assert retry.metrics() == RetryMetrics(5, 1, 0, 0, 2, first_attempt=9)
 
 
 def test_a_deadline_give_up_does_not_spend_the_budget(flavor: Flavor) -> None:

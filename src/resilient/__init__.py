@@ -56,12 +56,14 @@ from resilient._keyed_ratelimit import KeyedRateLimiter
 from resilient._ratelimit import RateLimiter, RateLimiterMetrics
 from resilient._registry import Registry, default_registry
 from resilient._retry import Retry, RetryMetrics
+from resilient._retry_block import Attempt
 from resilient._timeout import Timeout, TimeoutMetrics
 from resilient._version import __version__
 from resilient._wait import DecorrelatedJitter, ExponentialJitter
 from resilient._window import CountWindow, TimeWindow, WindowSnapshot
 
 __all__ = [
+    "Attempt",
     "BudgetSnapshot",
     "Bulkhead",
     "BulkheadFullError",

@@ -1,259 +1,24 @@
-"""The retry policy: one retry flow in the core, driven by a sync and an async adapter.
+"""The retry policy: the decorator's sync and async adapters around the core's flow.
 
-The flow (:meth:`RetryCore.flow`) is a generator, as httpx's auth flow is: it yields the
-seconds to wait before the next attempt and receives that attempt's outcome; it returns
-the final result or raises the final exception. Every decision lives there: whether an
-outcome is retried, how long to wait, whether the deadline or the budget allows it. The
-adapters only sleep (with the policy's clock), call, and send the outcome back.
-
-The first attempt needs no flow: a call that succeeds at once pays for one ``try`` (and,
-when ``on_result`` or a budget is set, one call to :meth:`RetryCore.start`). All
-per-call state (attempt number, the wait schedule) lives in the generator, never in the
-policy, so concurrent calls never see each other's attempts (tenacity shares one
-statistics dict between them).
+The decisions (what is retried, how long to wait, when to give up) live in
+``_retry_core.py``; ``for attempt in retry`` blocks are in ``_retry_block.py``. The
+adapters here only sleep (with the policy's clock), call, and send the outcome back.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import threading
-from collections.abc import Awaitable, Callable, Generator, Iterator
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, ClassVar
 
 from resilient._budget import RetryBudget, RetryThrottle
-from resilient._clock import MONOTONIC, Clock
-from resilient._deadline import remaining
-from resilient._errors import CircuitOpenError, RejectedError
-from resilient._events import (
-    GLOBAL_LISTENERS,
-    NOTABLE_LISTENERS,
-    EventSource,
-    RetriesExhausted,
-    RetryScheduled,
-)
+from resilient._clock import Clock
 from resilient._policy import CorePolicy
-from resilient._validate import (
-    ExceptionMatcher,
-    check_int,
-    check_name,
-    check_result_predicate,
-    compile_matcher,
-    matches,
-)
-from resilient._wait import ExponentialJitter, Schedule, as_seconds, compile_wait
+from resilient._retry_block import AsyncRetrying, Attempt, Retrying
+from resilient._retry_core import RetryCore, RetryMetrics, instant_retries
+from resilient._validate import ExceptionMatcher
+from resilient._wait import MAX_WAIT, ExponentialJitter
 
-__all__ = ["Retry", "RetryMetrics", "async_retrying", "instant_retries"]
-
-KIND: Final = "retry"
-
-logger = logging.getLogger("resilient")
-
-Flow = Generator[float, "tuple[BaseException | None, Any]", Any]
-
-# The testing switch (resilient.testing.instant_retries): (on, attempts cap or None).
-_testing: tuple[bool, int | None] = (False, None)
-_testing_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def instant_retries(attempts: int | None = None) -> Iterator[None]:
-    """Make every ``Retry`` in the process wait 0 s, and cap attempts at ``attempts``.
-
-    For a user's own test suite, like stamina's ``set_testing``: code under test keeps
-    its retry policies, and the tests run in milliseconds and deterministically. The
-    previous setting is restored on exit, so blocks nest.
-    """
-    global _testing  # noqa: PLW0603 -- a process-wide switch, by design
-    if attempts is not None:
-        check_int("attempts", attempts)
-    with _testing_lock:
-        previous = _testing
-        _testing = (True, attempts)
-    try:
-        yield
-    finally:
-        with _testing_lock:
-            _testing = previous
-
-
-@dataclass(frozen=True, slots=True)
-class RetryMetrics:
-    """A retry policy's counts since it was created.
-
-    Attributes:
-        retries: Attempts after the first.
-        recovered: Calls that succeeded on a retry.
-        exhausted: Calls that gave up after their last attempt.
-        deadline_give_ups: Calls that gave up because the next wait would pass the deadline.
-        budget_refusals: Calls that gave up because the retry budget refused.
-    """
-
-    retries: int
-    recovered: int
-    exhausted: int
-    deadline_give_ups: int
-    budget_refusals: int
-
-
-class RetryCore(EventSource):
-    """What is retried, how long to wait, and the retry flow itself."""
-
-    __slots__ = (
-        "_counts",
-        "_lock",
-        "_new_schedule",
-        "_retry_open_circuit",
-        "attempts",
-        "budget",
-        "clock",
-        "name",
-        "on",
-        "on_result",
-    )
-
-    def __init__(
-        self,
-        attempts: int,
-        wait: object,
-        on: object,
-        on_result: object,
-        budget: object,
-        clock: Clock | None,
-        name: str | None,
-    ) -> None:
-        super().__init__()
-        self.name = check_name(name)
-        self.attempts = check_int("attempts", attempts)
-        self._new_schedule = compile_wait(wait)
-        self.on = compile_matcher("on", on)
-        # An open circuit says when to come back; retrying it only adds rejections. It is
-        # retried only when `on` asks for rejections by type, or decides by predicate.
-        self._retry_open_circuit = (
-            (isinstance(on, type) and issubclass(on, RejectedError))
-            or (isinstance(on, tuple) and any(issubclass(t, RejectedError) for t in on))
-            or (self.on is not None and not isinstance(on, (type, tuple)))
-        )
-        self.on_result = check_result_predicate("on_result", on_result)
-        if budget is not None and not isinstance(budget, (RetryBudget, RetryThrottle)):
-            raise TypeError(
-                "budget must be a RetryBudget, a RetryThrottle or None, "
-                f"not {type(budget).__name__}"
-            )
-        self.budget: RetryBudget | RetryThrottle | None = budget
-        self.clock = MONOTONIC if clock is None else clock
-        self._lock = threading.Lock()
-        # retries, recovered, exhausted, deadline give-ups, budget refusals
-        self._counts = [0, 0, 0, 0, 0]
-
-    def retryable(self, exc: BaseException | None, result: Any) -> bool:
-        """Whether this outcome (an :class:`Exception`, or a result) is worth a retry."""
-        if exc is not None:
-            if isinstance(exc, CircuitOpenError) and not self._retry_open_circuit:
-                return False
-            return self.on is not None and matches(self.on, exc, "the `on` predicate", self.name)
-        check = self.on_result
-        return check is not None and matches(check, result, "on_result", self.name)
-
-    def _count(self, index: int) -> None:
-        with self._lock:
-            self._counts[index] += 1
-
-    def _delay(
-        self, schedule: Schedule, attempt: int, exc: BaseException | None, result: Any
-    ) -> float:
-        # A wait strategy is user code: if it fails, the retry still happens (at once)
-        # rather than replacing the caller's error with the strategy's.
-        try:
-            return as_seconds(schedule(attempt, exc, result))
-        except Exception:
-            logger.exception(
-                "resilient: the wait strategy of retry %r failed at attempt %d; retrying at once",
-                self.name,
-                attempt,
-            )
-            return 0.0
-
-    def start(
-        self,
-        exc: BaseException | None,
-        result: Any,
-        may_retry: Callable[[], bool] | None = None,
-    ) -> Flow | None:
-        """After the first attempt: report its outcome, and return the retry flow or ``None``.
-
-        ``None`` means the first outcome stands (returned or re-raised by the adapter).
-        ``may_retry`` is asked before each retry; when it says no, the last outcome
-        stands and the call counts as exhausted (the ASGI middleware cannot repeat a
-        request whose response went out).
-        """
-        budget = self.budget
-        if budget is not None:
-            budget.on_outcome(failed=exc is not None)
-        if not self.retryable(exc, result):
-            return None
-        return self.flow(exc, result, may_retry)
-
-    def flow(
-        self,
-        exc: BaseException | None,
-        result: Any,
-        may_retry: Callable[[], bool] | None = None,
-    ) -> Flow:
-        """The retries after a first attempt whose outcome is retryable (see module doc)."""
-        testing, cap = _testing
-        attempts = self.attempts if cap is None else min(self.attempts, cap)
-        schedule = self._new_schedule()
-        budget = self.budget
-        observed = self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS
-        attempt = 1
-        reason = "attempts"
-        while attempt < attempts:
-            if may_retry is not None and not may_retry():
-                reason = "not_repeatable"
-                self._count(2)
-                break
-            delay = 0.0 if testing else self._delay(schedule, attempt, exc, result)
-            left = remaining()
-            if left is not None and delay >= left:
-                reason = "deadline"
-                self._count(3)
-                break
-            if budget is not None and not budget.try_retry():
-                reason = "budget"
-                self._count(4)
-                break
-            self._count(0)
-            if observed:
-                self.emit(RetryScheduled(self.name, KIND, attempt, delay, exc, result))
-            exc, result = yield delay
-            attempt += 1
-            if budget is not None:
-                budget.on_outcome(failed=exc is not None)
-            if not self.retryable(exc, result):
-                if exc is not None:
-                    try:
-                        raise exc
-                    finally:
-                        del exc  # no generator frame <-> traceback cycle
-                self._count(1)
-                return result
-        else:
-            self._count(2)
-        if observed:
-            self.emit(RetriesExhausted(self.name, KIND, attempt, reason, exc, result))
-        if exc is not None:
-            try:
-                raise exc
-            finally:
-                del exc
-        return result
-
-    def metrics(self) -> RetryMetrics:
-        """A frozen snapshot of the counts."""
-        with self._lock:
-            return RetryMetrics(*self._counts)
+__all__ = ["Retry", "RetryCore", "RetryMetrics", "async_retrying", "instant_retries"]
 
 
 class Retry(CorePolicy[RetryCore]):
@@ -268,6 +33,19 @@ class Retry(CorePolicy[RetryCore]):
     ([`CircuitOpenError`][resilient.CircuitOpenError]) is not retried unless ``on`` asks
     for it.
     Cancellation, ``KeyboardInterrupt`` and ``SystemExit`` are never retried.
+
+    No wait is longer than [`MAX_WAIT`][resilient.Retry.MAX_WAIT] (one day): a constant
+    ``wait`` above it is refused, a computed one is clamped to it. If a wait itself
+    fails, the call ends with its last outcome (the exception chained to the wait's).
+
+    A retry also guards a block of code, as tenacity's ``Retrying`` does::
+
+        for attempt in retry:
+            with attempt:
+                ...
+
+    (``async for attempt in retry: async with attempt: ...`` in async code); see
+    [`Attempt`][resilient.Attempt].
 
     Args:
         attempts: Attempts in all, the first included (>= 1).
@@ -289,6 +67,10 @@ class Retry(CorePolicy[RetryCore]):
     __slots__ = ()
     kind = "retry"
 
+    #: The longest wait between two attempts, in seconds (one day). A subclass may set
+    #: its own; it is read when a policy is constructed.
+    MAX_WAIT: ClassVar[float] = MAX_WAIT
+
     def __init__(
         self,
         attempts: int = 3,
@@ -302,7 +84,9 @@ class Retry(CorePolicy[RetryCore]):
     ) -> None:
         if wait is None:
             wait = ExponentialJitter()
-        self._core = RetryCore(attempts, wait, on, on_result, budget, clock, name)
+        self._core = RetryCore(
+            attempts, wait, on, on_result, budget, clock, name, max_wait=self.MAX_WAIT
+        )
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         core = self._core
@@ -310,6 +94,7 @@ class Retry(CorePolicy[RetryCore]):
         plain = core.on_result is None and core.budget is None
         deposit = None if core.budget is None else core.budget.on_first_attempt
         sleep = core.clock.sleep
+        first_ended = core.first_attempt_ended
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if deposit is not None:
@@ -322,6 +107,7 @@ class Retry(CorePolicy[RetryCore]):
                     raise
             else:
                 if plain:
+                    first_ended()
                     return result
                 steps = start(None, result)
                 if steps is None:
@@ -330,7 +116,10 @@ class Retry(CorePolicy[RetryCore]):
                 delay = next(steps)
                 while True:
                     if delay > 0.0:
-                        sleep(delay)
+                        try:
+                            sleep(delay)
+                        except Exception as wait_error:
+                            steps.throw(wait_error)  # ends the flow: the last outcome stands
                     # The outcome goes straight into send(): kept in a local, an
                     # exception re-raised by the flow would hold this frame in a cycle.
                     try:
@@ -348,10 +137,23 @@ class Retry(CorePolicy[RetryCore]):
         return async_retrying(self._core, fn)
 
     def __enter__(self) -> None:
-        raise TypeError("a retry calls the function again: decorate it instead")
+        raise TypeError(
+            "a retry runs the block again: write `for attempt in retry: with attempt: ...`"
+        )
 
     async def __aenter__(self) -> None:
-        raise TypeError("a retry calls the function again: decorate it instead")
+        raise TypeError(
+            "a retry runs the block again: write "
+            "`async for attempt in retry: async with attempt: ...`"
+        )
+
+    def __iter__(self) -> Iterator[Attempt]:
+        """Retry a block: ``for attempt in retry: with attempt: ...`` (one fresh call each time)."""
+        return Retrying(self._core)
+
+    def __aiter__(self) -> AsyncIterator[Attempt]:
+        """Retry an async block: ``async for attempt in retry: async with attempt: ...``."""
+        return AsyncRetrying(self._core)
 
     @property
     def attempts(self) -> int:
@@ -390,6 +192,7 @@ def async_retrying(
     plain = core.on_result is None and core.budget is None and repeatable is None
     deposit = None if core.budget is None else core.budget.on_first_attempt
     asleep = core.clock.asleep
+    first_ended = core.first_attempt_ended
 
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         if deposit is not None:
@@ -403,6 +206,7 @@ def async_retrying(
                 raise
         else:
             if plain:
+                first_ended()
                 return result
             steps = start(None, result, may_retry)
             if steps is None:
@@ -411,7 +215,10 @@ def async_retrying(
             delay = next(steps)
             while True:
                 if delay > 0.0:
-                    await asleep(delay)
+                    try:
+                        await asleep(delay)
+                    except Exception as wait_error:
+                        steps.throw(wait_error)  # ends the flow: the last outcome stands
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception as exc:

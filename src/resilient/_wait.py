@@ -22,11 +22,19 @@ import datetime
 import math
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from resilient._validate import check_duration
 
-__all__ = ["DecorrelatedJitter", "ExponentialJitter", "Schedule", "compile_wait"]
+__all__ = ["MAX_WAIT", "DecorrelatedJitter", "ExponentialJitter", "Schedule", "compile_wait"]
+
+MAX_WAIT: Final = 86_400.0
+"""The longest wait between two attempts, in seconds (one day): ``Retry.MAX_WAIT``.
+
+``time.sleep`` overflows near 9.2e9 s and an async sleep that long never ends, so a
+constant ``wait`` above it is refused at construction and a computed wait (a callable,
+a tenacity strategy with no ``max``) is clamped to it.
+"""
 
 Schedule = Callable[[int, "BaseException | None", Any], float]
 """``schedule(attempt, exception, result) -> seconds`` for the wait after ``attempt``."""
@@ -155,15 +163,25 @@ def _tenacity_schedule(wait: Any) -> Schedule:
 
 
 def as_seconds(value: object) -> float:
-    """A wait as seconds: numbers and timedeltas, never negative (a user callable's value)."""
+    """A wait as seconds: numbers and timedeltas, never negative (a user callable's value).
+
+    NaN is 0; an int too large for a float is ``inf`` (the caller clamps it).
+    """
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
-    seconds = float(value)  # type: ignore[arg-type]
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return math.inf if value > 0 else 0.0  # type: ignore[operator]
     return seconds if seconds > 0.0 else 0.0
 
 
-def compile_wait(wait: object) -> Callable[[], Schedule]:
-    """Turn any accepted ``wait`` into a factory of per-call schedules, or raise."""
+def compile_wait(wait: object, max_wait: float = MAX_WAIT) -> Callable[[], Schedule]:
+    """Turn any accepted ``wait`` into a factory of per-call schedules, or raise.
+
+    A constant above ``max_wait`` is refused; what a strategy computes is clamped to
+    ``max_wait`` by the retry flow, at each attempt.
+    """
     if isinstance(wait, (ExponentialJitter, DecorrelatedJitter)):
         return wait.schedule
     if _is_tenacity_wait(wait):
@@ -182,5 +200,9 @@ def compile_wait(wait: object) -> Callable[[], Schedule]:
         return lambda: schedule
     seconds = check_duration("wait", wait)
     assert seconds is not None  # noqa: S101 -- allow_none is off
+    if seconds > max_wait:
+        raise ValueError(
+            f"wait must be between 0 and {max_wait:g} seconds (Retry.MAX_WAIT), got {seconds!r}"
+        )
     fixed: Schedule = lambda _attempt, _exc, _result: seconds  # noqa: E731
     return lambda: fixed
