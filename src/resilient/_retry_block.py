@@ -7,9 +7,10 @@ how its block ended; before the next attempt, the block is driven by the same
 :meth:`~resilient._retry_core.RetryCore.flow` as the decorator: the same waits, budget,
 deadline, events and counts. Only the sleep differs between the sync and async drivers.
 
-An exception inside ``with attempt:`` is held by the attempt (the ``with`` statement
-swallows it) and re-raised unchanged by the loop when the retry gives up, so code after
-the ``with`` block in the loop body runs after a failed attempt too, as with tenacity.
+An attempt reports its outcome as its ``with`` block ends. An exception that will be
+retried is swallowed there (so code after the ``with`` block in the loop body runs after
+a failed attempt too, as with tenacity); one that is not, or when the retry gives up,
+goes on unchanged out of the ``with`` block and the loop.
 """
 
 from __future__ import annotations
@@ -72,63 +73,73 @@ class Attempt:
 
 
 class _Block:
-    """One retried block: its attempt number, its flow, the last attempt's error."""
+    """One retried block: its attempt number, its flow, the wait before the next attempt.
 
-    __slots__ = ("_core", "_done", "_error", "_number", "_steps")
+    The outcome of an attempt is reported when its ``with`` block ends (so a ``return``
+    or ``break`` inside it still counts as a success); only the wait happens in the
+    loop's ``__next__``/``__anext__``, where sync and async differ.
+    """
+
+    __slots__ = ("_core", "_delay", "_done", "_number", "_steps")
 
     def __init__(self, core: RetryCore) -> None:
         self._core = core
         self._steps: Flow | None = None
-        self._error: Exception | None = None
+        self._delay: float | None = None  # the wait before the next attempt, once decided
         self._number = 0
         self._done = False
 
     def _ended(self, exc: BaseException | None) -> bool:
-        if isinstance(exc, Exception):
-            self._error = exc
-            return True  # held, to be retried or re-raised by the loop
-        return False
-
-    def _next_wait(self) -> float | None:
-        """The seconds to wait before the next attempt, or ``None`` when the block is done.
-
-        Raises the last exception when the retry gives up on it.
-        """
-        if self._done:
-            return None
+        """Report an attempt's end; ``True`` swallows ``exc`` because it will be retried."""
+        if exc is None:
+            self._succeeded()
+            return False
+        if not isinstance(exc, Exception):
+            self._done = True  # cancellation, KeyboardInterrupt: never retried
+            return False
         core = self._core
-        if not self._number:
-            budget = core.budget
-            if budget is not None:
-                budget.on_first_attempt()
-            return 0.0
-        error, self._error = self._error, None
         steps = self._steps
-        if error is None:  # the attempt succeeded (or its block was never entered)
-            self._done = True
-            if steps is None:
-                core.start(None, None, judge_result=False)  # budget, first_attempt
-            else:
-                with contextlib.suppress(StopIteration):  # recovered
-                    steps.send((None, None))
-            return None
-        # From here on the flow raises the last error when it gives up on it.
         self._done = True
         try:
             if steps is None:
-                steps = self._steps = core.start(error, None, judge_result=False)
-                delay = next(steps) if steps is not None else None
+                steps = self._steps = core.start(exc, None, judge_result=False)
+                if steps is None:
+                    return False  # not retried: it propagates unchanged
+                self._delay = next(steps)
             else:
-                delay = steps.send((error, None))
-            if delay is None:
-                raise error  # not retried: the first outcome stands
-        finally:
-            del error  # no frame <-> traceback cycle
+                self._delay = steps.send((exc, None))
+        except Exception as raised:
+            if raised is exc:
+                return False  # the retry gave up on it: it propagates unchanged
+            raise  # pragma: no cover - the flow raises nothing else
         self._done = False
+        return True
+
+    def _succeeded(self) -> None:
+        self._done = True
+        steps = self._steps
+        if steps is None:
+            self._core.start(None, None, judge_result=False)  # budget, first_attempt
+            return
+        with contextlib.suppress(StopIteration):  # recovered
+            steps.send((None, None))
+
+    def _next_wait(self) -> float | None:
+        """The seconds to wait before the next attempt, or ``None`` when the block is done."""
+        if self._done:
+            return None
+        if not self._number:
+            budget = self._core.budget
+            if budget is not None:
+                budget.on_first_attempt()
+            return 0.0
+        delay, self._delay = self._delay, None
+        if delay is None:  # the last attempt's block was never entered, or never left
+            self._done = True
         return delay
 
     def _wait_failed(self, wait_error: Exception) -> None:
-        """End the flow after a failed wait: its last exception is raised."""
+        """End the flow after a failed wait: it raises the last attempt's exception."""
         self._done = True
         steps = self._steps
         assert steps is not None  # noqa: S101 -- a wait follows a flow's yield
