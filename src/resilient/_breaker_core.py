@@ -51,6 +51,7 @@ from resilient._events import (
     Event,
     EventSource,
     StateTransition,
+    log_transition,
 )
 from resilient._pipeline import NO_RESULT
 from resilient._validate import (
@@ -271,7 +272,22 @@ class BreakerCore(BreakerReadouts, EventSource):
         if previous is not state:
             key = (previous, state)
             self._transitions[key] = self._transitions.get(key, 0) + 1
-            events.append(StateTransition(self.name, KIND, previous, state))
+            events.append(self._transition_event(previous, state))
+
+    def _transition_event(self, previous: CircuitState, state: CircuitState) -> StateTransition:
+        if state is not OPEN:
+            return StateTransition(self.name, KIND, previous, state)
+        window = self._window  # the window that tripped it: OPEN keeps it
+        calls = window.calls
+        return StateTransition(
+            self.name,
+            KIND,
+            previous,
+            state,
+            window.failures / calls if calls else 0.0,
+            window.slow / calls if calls else 0.0,
+            calls,
+        )
 
     def _open(self, at: float, events: list[Event]) -> None:
         """Trip to OPEN from ``at``, keeping the window that tripped it."""
@@ -283,7 +299,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             except Exception:
                 seconds = self._last_open_duration
                 logger.exception(
-                    "resilient: open_duration(%d) of breaker %r failed; staying open %ss",
+                    "open_duration(%d) of breaker %r failed; staying open %ss",
                     self._open_attempt,
                     self.name,
                     seconds,
@@ -326,12 +342,7 @@ class BreakerCore(BreakerReadouts, EventSource):
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, StateTransition):
-                logger.warning(
-                    "resilient: circuit breaker %r: %s -> %s",
-                    self.name,
-                    event.from_state.value,
-                    event.to_state.value,
-                )
+                log_transition(event)
         if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             for event in events:
                 self.emit(event)
@@ -426,7 +437,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         # refuse thousands of calls a second, each counted in metrics() and, for those
         # who listen, reported as an event.
         if first and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("resilient: circuit breaker %r is rejecting calls: %s", self.name, error)
+            logger.debug("circuit breaker %r is rejecting calls: %s", self.name, error)
         if events:
             self._dispatch(events)
 
@@ -462,8 +473,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             failed = not ignored and self._record is not None and self._record(exc)
         except Exception:
             logger.exception(
-                "resilient: the record/ignore predicate of breaker %r raised; "
-                "counting the call as a failure",
+                "the record/ignore predicate of breaker %r raised; counting the call as a failure",
                 self.name,
             )
             ignored, failed = False, True
@@ -487,7 +497,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             return bool(check(result))
         except Exception:
             logger.exception(
-                "resilient: record_result of breaker %r raised; counting the result as a success",
+                "record_result of breaker %r raised; counting the result as a success",
                 self.name,
             )
             return False

@@ -32,6 +32,7 @@ __all__ = [
     "RetryScheduled",
     "StateTransition",
     "add_global_listener",
+    "log_transition",
     "remove_global_listener",
 ]
 
@@ -119,10 +120,17 @@ class StateTransition(Event):
     Attributes:
         from_state: The state before.
         to_state: The state after.
+        failure_rate: On a move to OPEN, the failure rate of the window that tripped it
+            (``None`` otherwise).
+        slow_call_rate: On a move to OPEN, that window's slow-call rate.
+        calls: On a move to OPEN, the number of calls in that window.
     """
 
     from_state: Any
     to_state: Any
+    failure_rate: float | None = None
+    slow_call_rate: float | None = None
+    calls: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +195,37 @@ class RetriesExhausted(Event):
     result: Any
 
 
+# States whose entry an operator must hear about: calls are being refused.
+_REJECTING_STATES = frozenset({"open", "forced_open"})
+
+
+def log_transition(event: StateTransition) -> None:
+    """Log a breaker's state change: WARNING into a rejecting state, INFO otherwise.
+
+    The logger's name says ``resilient``, so the message does not repeat it. A trip to
+    OPEN carries the figures that caused it.
+    """
+    before = getattr(event.from_state, "value", event.from_state)
+    after = getattr(event.to_state, "value", event.to_state)
+    level = logging.WARNING if after in _REJECTING_STATES else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
+    if event.calls is None:
+        logger.log(level, "circuit breaker %r: %s -> %s", event.policy, before, after)
+        return
+    logger.log(
+        level,
+        "circuit breaker %r: %s -> %s "
+        "(failure rate %.1f%%, slow-call rate %.1f%%, calls in the window: %d)",
+        event.policy,
+        before,
+        after,
+        100 * (event.failure_rate or 0.0),
+        100 * (event.slow_call_rate or 0.0),
+        event.calls,
+    )
+
+
 Listener: TypeAlias = Callable[[Event], object]
 """A callable that receives each event record; its return value is ignored."""
 
@@ -245,7 +284,7 @@ class EventSource:
             except Exception:
                 self.listener_errors += 1
                 logger.exception(
-                    "resilient: listener %r raised on %s; the call's result is unaffected",
+                    "listener %r raised on %s; the call's result is unaffected",
                     listener,
                     type(event).__name__,
                 )

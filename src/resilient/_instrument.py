@@ -216,7 +216,7 @@ class Instrumentation(Readings):
                 return list(read())
             except Exception:
                 self.callback_errors += 1
-                logger.exception("resilient: reading metrics for OpenTelemetry failed")
+                logger.exception("reading metrics for OpenTelemetry failed")
                 return []
 
         return callback

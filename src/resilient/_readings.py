@@ -117,7 +117,7 @@ class Readings:
             return read()
         except Exception:
             self.callback_errors += 1
-            logger.exception("resilient: reading %s %r for OpenTelemetry failed", *key)
+            logger.exception("reading %s %r for OpenTelemetry failed", *key)
             return None
 
     def _calls(self) -> Iterator[Observation]:

@@ -47,7 +47,7 @@ def matches(
     try:
         return bool(predicate(value))
     except Exception:
-        logger.exception("resilient: %s of %r raised; treated as no match", what, policy)
+        logger.exception("%s of %r raised; treated as no match", what, policy)
         return False
 
 
