@@ -923,6 +923,7 @@ def test_metrics_fields() -> None:
         "waiting",
         "rejected",
         "max_observed",
+        "admitted",
     ]
     with pytest.raises(dataclasses.FrozenInstanceError):
         m.in_flight = 1  # type: ignore[misc]

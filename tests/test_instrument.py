@@ -193,7 +193,8 @@ def test_bulkhead_rate_limiter_timeout_fallback_and_retry(
     after = reader.get_metrics_data()
     assert after is not None
     assert by("resilient.outcome", points(reader, "resilient.calls", bulkhead.name or "")) == {
-        "rejected": 1
+        "admitted": 2,
+        "rejected": 1,
     }
     assert points(reader, "resilient.bulkhead.in_flight", bulkhead.name or "")[0][1] == 0
     assert points(reader, "resilient.bulkhead.limit", bulkhead.name or "")[0][1] == 2
@@ -240,6 +241,8 @@ def test_bulkhead_rate_limiter_timeout_fallback_and_retry(
         "exhausted": 1,
         "deadline": 0,
         "budget_refused": 0,
+        "stopped": 0,
+        "first_attempt": 0,
     }
     [(_, balance)] = points(reader, "resilient.retry.budget.balance", retry.name or "")
     assert balance == budget.snapshot().balance
@@ -256,6 +259,7 @@ async def test_timeouts_are_counted(
     with pytest.raises(TimeoutExceededError):
         await timeout.call_async(hang)
     assert by("resilient.outcome", points(reader, "resilient.calls", timeout.name or "")) == {
+        "admitted": 1,
         "timeout": 1,
         "rejected": 0,
     }

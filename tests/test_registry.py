@@ -129,6 +129,7 @@ def test_snapshot_is_plain_json_data() -> None:
         "waiting": 0,
         "rejected": 0,
         "max_observed": 0,
+        "admitted": 0,
     }
 
 

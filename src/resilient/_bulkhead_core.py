@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
+from resilient._atomic import counted
 from resilient._errors import BulkheadFullError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._validate import check_duration, check_int, check_name
@@ -37,6 +39,8 @@ class BulkheadMetrics:
         waiting: Callers queued for a slot now.
         rejected: Callers refused since the bulkhead was created.
         max_observed: The most calls ever in flight at once.
+        admitted: Slots granted since the bulkhead was created (at once or after a
+            wait); ``rejected / (admitted + rejected)`` is the rejection ratio.
     """
 
     max_concurrent: int
@@ -44,6 +48,8 @@ class BulkheadMetrics:
     waiting: int
     rejected: int
     max_observed: int
+    # Left out of ==, so that snapshots compare by state and their other counts.
+    admitted: int = field(default=0, compare=False)
 
 
 class BulkheadCore(EventSource):
@@ -52,6 +58,7 @@ class BulkheadCore(EventSource):
     __slots__ = (
         "_lock",
         "_low_water",
+        "_released",
         "_slots",
         "_waiters",
         "max_concurrent",
@@ -72,6 +79,10 @@ class BulkheadCore(EventSource):
         self._lock = threading.Lock()
         self._low_water = self.max_concurrent
         self.rejected = 0
+        # Slots given back, counted lock-free (next() on itertools.count is atomic under
+        # the GIL): admitted calls are those plus the ones in flight. Counted here, once,
+        # rather than on each of the inlined fast paths that take a slot.
+        self._released = itertools.count()
 
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; ``False`` if none is free."""
@@ -130,6 +141,7 @@ class BulkheadCore(EventSource):
     def release(self) -> None:
         """Return a slot; if callers are queued, hand free slots to them in order."""
         self._slots.append(True)
+        next(self._released)
         # Slot first, queue second: a waiter queues itself before its last look at the
         # pool, so one of the two always sees the other (no slot is left idle).
         if self._waiters:
@@ -174,4 +186,5 @@ class BulkheadCore(EventSource):
             waiting=waiting,
             rejected=self.rejected,
             max_observed=self.max_concurrent - self._low_water,
+            admitted=counted(self._released) + self.max_concurrent - free,
         )

@@ -8,9 +8,10 @@ and every instrument but the opt-in duration histogram is *observable*: its call
 reads those counts when a reader collects, once per export interval.
 
 Policies are found through the process-wide set of live policies, so a policy created
-before or after ``instrument()`` is observed alike. Only named policies are reported:
-the name is the ``resilient.policy`` attribute, and an unnamed policy has none. Two
-policies with one name and kind are reported as one: their counts add up.
+before or after ``instrument()`` is observed alike. Every policy is reported: the
+``resilient.policy`` attribute is its name or, for an unnamed one, the ``module.qualname``
+of the first function it decorated (else ``"<unnamed>"``). Two policies with one name
+and kind are reported as one: their counts add up.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class Instrumentation(Readings):
             self._histogram_listener = None
             TIME_ALL_CALLS[0] -= 1
             if not TIME_ALL_CALLS[0]:  # no other histogram wants them
-                for _, breaker in self._each((CircuitBreaker,)):
+                for _, breaker in self._each((CircuitBreaker,), explicit=True):
                     breaker._core.measure_durations(on=False)
         if self._spans is not None:
             self._spans.stop()
@@ -225,7 +226,7 @@ class Instrumentation(Readings):
 
     def _start_histogram(self, histogram: Histogram) -> None:
         TIME_ALL_CALLS[0] += 1  # breakers created from now on measure durations too
-        for _, breaker in self._each((CircuitBreaker,)):
+        for _, breaker in self._each((CircuitBreaker,), explicit=True):
             breaker._core.measure_durations()
 
         def record(event: Event) -> None:
@@ -263,7 +264,7 @@ def instrument(
     quantiles: Sequence[float] = (0.5, 0.9, 0.99),
     span_events: bool = True,
 ) -> Instrumentation:
-    """Report every named policy's metrics through OpenTelemetry.
+    """Report every policy's metrics through OpenTelemetry.
 
     With no SDK configured this costs nothing per call: the counts are kept by the
     policies anyway and read by observable instruments at collection time. The table of

@@ -9,6 +9,7 @@ those two hooks, so every policy decorates, composes and nests the same way.
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from resilient._pipeline import NO_RESULT, Step, Wait, async_runner, sync_runner
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["CorePolicy", "Policy", "live_policies"]
+__all__ = ["UNNAMED", "CorePolicy", "Policy", "live_policies", "reported_name"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -71,7 +72,9 @@ class Policy:
 
     def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]:
         """Decorate ``fn`` (sync or async) so that every call goes through this policy."""
-        return decorate(fn, self._sync_guard, self._async_guard, self)  # type: ignore[no-any-return]
+        wrapper = decorate(fn, self._sync_guard, self._async_guard, self)
+        _remember_guarded(self._flatten(), fn)
+        return wrapper  # type: ignore[no-any-return]
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn(*args, **kwargs)`` through this policy and return its result."""
@@ -164,6 +167,48 @@ def live_policies() -> list[CorePolicy[Any]]:
     """The policies alive now (constructed, not yet garbage-collected)."""
     with _LIVE_LOCK:
         return [p for p in _LIVE if hasattr(p, "_core")]  # skip one failing its __init__
+
+
+UNNAMED = "<unnamed>"
+"""What an unnamed policy that decorated no function is reported as in metrics."""
+
+# The first function each unnamed policy decorated, as `module.qualname`: what it is
+# reported as in metrics, so that it is not left out (issue 13: unnamed policies vanished
+# from OpenTelemetry). Weak: it goes when the policy does.
+_GUARDED: weakref.WeakKeyDictionary[Policy, str] = weakref.WeakKeyDictionary()
+_GUARDED_LOCK = threading.Lock()
+
+
+def _function_name(fn: object) -> str:
+    while isinstance(fn, (classmethod, staticmethod, functools.partial)):
+        fn = fn.__func__ if not isinstance(fn, functools.partial) else fn.func
+    owner = fn if hasattr(fn, "__qualname__") else type(fn)
+    module = getattr(owner, "__module__", None)
+    qualname = getattr(owner, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+def _remember_guarded(policies: tuple[Policy, ...], fn: object) -> None:
+    name = None
+    for policy in policies:
+        if getattr(policy, "name", None) is None and policy not in _GUARDED:
+            if name is None:
+                name = _function_name(fn)
+            with _GUARDED_LOCK:
+                _GUARDED.setdefault(policy, name)
+
+
+def reported_name(policy: Policy) -> str:
+    """The name a policy is reported under in metrics.
+
+    Its ``name``; for an unnamed policy, the ``module.qualname`` of the first function it
+    decorated (alone or in a composition); else ``"<unnamed>"``.
+    """
+    name = getattr(policy, "name", None)
+    if name is not None:
+        return str(name)
+    with _GUARDED_LOCK:
+        return _GUARDED.get(policy, UNNAMED)
 
 
 class CorePolicy(Policy, Generic[C]):

@@ -1,8 +1,10 @@
 """What the OpenTelemetry instruments read from the policies, at collection time.
 
-Each reading walks the live named policies (see ``_policy.live_policies``), groups them by
-kind and name, and turns their counts into observations. A policy that fails to report
-is logged and counted, and the others are still reported. ``_instrument.py`` creates the
+Each reading walks the live policies (see ``_policy.live_policies``), groups them by kind
+and the name they are reported under (``_policy.reported_name``: an unnamed policy is
+reported under the first function it decorated, never dropped), and turns their counts
+into observations. A policy that fails to report is logged and counted, and the others
+are still reported. ``_instrument.py`` creates the
 instruments and owns their life; this module only reads.
 """
 
@@ -21,7 +23,7 @@ from resilient._breaker_state import CircuitState
 from resilient._bulkhead import Bulkhead
 from resilient._fallback import Fallback
 from resilient._keyed_ratelimit import KeyedRateLimiter
-from resilient._policy import CorePolicy, live_policies
+from resilient._policy import CorePolicy, live_policies, reported_name
 from resilient._ratelimit import RateLimiter
 from resilient._retry import Retry
 from resilient._timeout import Timeout
@@ -38,11 +40,16 @@ STATE: Final = "resilient.state"
 Key = tuple[str, str]  # (kind, name)
 
 
-def _named() -> Iterator[tuple[Key, CorePolicy[Any]]]:
+def _named(explicit: bool = False) -> Iterator[tuple[Key, CorePolicy[Any]]]:
+    """Every live policy under the name it is reported as (see ``reported_name``).
+
+    With ``explicit``, only the policies given a name (the duration histogram, whose
+    events carry the policy's own name, records no others).
+    """
     for policy in live_policies():
-        name = policy.name
-        if name is not None:
-            yield (policy.kind, name), policy
+        if explicit and policy.name is None:
+            continue
+        yield (policy.kind, reported_name(policy)), policy
 
 
 def _breaker_outcomes(breaker: CircuitBreaker) -> dict[str, int]:
@@ -57,7 +64,12 @@ def _breaker_outcomes(breaker: CircuitBreaker) -> dict[str, int]:
 
 def _timeout_outcomes(timeout: Timeout) -> dict[str, int]:
     m = timeout.metrics()
-    return {"timeout": m.timeouts, "rejected": m.rejected}
+    return {"admitted": m.admitted, "timeout": m.timeouts, "rejected": m.rejected}
+
+
+def _bulkhead_outcomes(bulkhead: Bulkhead) -> dict[str, int]:
+    m = bulkhead.metrics()
+    return {"admitted": m.admitted, "rejected": m.rejected}
 
 
 def _limiter_outcomes(limiter: RateLimiter | KeyedRateLimiter) -> dict[str, int]:
@@ -73,13 +85,15 @@ def _retry_outcomes(retry: Retry) -> dict[str, int]:
         "exhausted": m.exhausted,
         "deadline": m.deadline_give_ups,
         "budget_refused": m.budget_refusals,
+        "stopped": m.stopped,
+        "first_attempt": m.first_attempt,
     }
 
 
 # A policy's call counts by outcome, since it was created, by the policy's class.
 _OUTCOMES: Final[dict[type, Callable[[Any], dict[str, int]]]] = {
     CircuitBreaker: _breaker_outcomes,
-    Bulkhead: lambda b: {"rejected": b.metrics().rejected},
+    Bulkhead: _bulkhead_outcomes,
     Timeout: _timeout_outcomes,
     RateLimiter: _limiter_outcomes,
     KeyedRateLimiter: _limiter_outcomes,
@@ -106,8 +120,8 @@ class Readings:
     callback_errors: int
     _quantiles: tuple[float, ...]
 
-    def _each(self, kinds: tuple[type, ...]) -> Iterator[tuple[Key, Any]]:
-        for key, policy in _named():
+    def _each(self, kinds: tuple[type, ...], explicit: bool = False) -> Iterator[tuple[Key, Any]]:
+        for key, policy in _named(explicit):
             if isinstance(policy, kinds):
                 yield key, policy
 

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
 
+from resilient._atomic import counted
 from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import DEADLINE, effective_timeout
 from resilient._errors import TimeoutExceededError, WorkersExhaustedError
@@ -58,6 +60,9 @@ class TimeoutMetrics:
         workers: Worker threads alive (sync calls only).
         busy_workers: Of those, workers running a call.
         abandoned_running: Sync calls that timed out and are still running.
+        admitted: Calls not refused for lack of a worker (sync and async; one whose
+            deadline had already passed counts here and in ``timeouts``);
+            ``rejected / (admitted + rejected)`` is the rejection ratio.
     """
 
     seconds: float
@@ -66,12 +71,23 @@ class TimeoutMetrics:
     workers: int
     busy_workers: int
     abandoned_running: int
+    # Left out of ==, so that snapshots compare by state and their other counts.
+    admitted: int = field(default=0, compare=False)
 
 
 class TimeoutCore(EventSource):
     """Configuration, counts and errors of one timeout policy."""
 
-    __slots__ = ("_count_lock", "clock", "name", "pool", "rejected", "seconds", "timeouts")
+    __slots__ = (
+        "_count_lock",
+        "admitted",
+        "clock",
+        "name",
+        "pool",
+        "rejected",
+        "seconds",
+        "timeouts",
+    )
 
     def __init__(
         self, seconds: object, name: str | None, clock: Clock | None, max_workers: int
@@ -86,6 +102,8 @@ class TimeoutCore(EventSource):
         self.timeouts = 0
         self.rejected = 0
         self._count_lock = threading.Lock()
+        # Counted lock-free (next() on itertools.count is atomic under the GIL).
+        self.admitted = itertools.count()
 
     def expired(self, seconds: float, *, abandoned: bool = False) -> TimeoutExceededError:
         """Count a timeout and build the caller's error."""
@@ -146,6 +164,7 @@ class _TimeoutStep:
 
     def enter(self) -> Any:
         core = self._core
+        next(core.admitted)  # an async call is never refused (a spent deadline: a timeout)
         seconds = core.seconds
         regular = True
         # effective_timeout() written inline (a call is ~50 ns of a ~1.8 us budget), and
@@ -272,12 +291,14 @@ class Timeout(CorePolicy[TimeoutCore]):
         def guarded(*args: Any, **kwargs: Any) -> Any:
             seconds = effective_timeout(core.seconds)
             if seconds <= 0.0:
+                next(core.admitted)  # not refused: timed out at once
                 raise core.expired(0.0)
             context = contextvars.copy_context()
             context.run(DEADLINE.set, (core.clock.monotonic() + seconds, core.clock))
             job = Job(fn, args, kwargs, context)
             if not pool.submit(job):
                 raise core.exhausted()
+            next(core.admitted)
             if not job.wait(seconds, pool.abandoned):
                 raise core.expired(seconds, abandoned=True)
             error = job.error
@@ -315,6 +336,7 @@ class Timeout(CorePolicy[TimeoutCore]):
             workers=workers,
             busy_workers=busy,
             abandoned_running=abandoned,
+            admitted=counted(self._core.admitted),
         )
 
     def __repr__(self) -> str:
