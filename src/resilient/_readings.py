@@ -4,8 +4,8 @@ Each reading walks the live policies (see ``_policy.live_policies``), groups the
 and the name they are reported under (``_policy.reported_name``: an unnamed policy is
 reported under the first function it decorated, never dropped), and turns their counts
 into observations. A policy that fails to report is logged and counted, and the others
-are still reported. ``_instrument.py`` creates the
-instruments and owns their life; this module only reads.
+are still reported. ``_instrument.py`` creates the instruments and owns their life; this
+module only reads.
 """
 
 from __future__ import annotations
