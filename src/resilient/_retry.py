@@ -94,7 +94,7 @@ class Retry(CorePolicy[RetryCore]):
         plain = core.on_result is None and core.budget is None
         deposit = None if core.budget is None else core.budget.on_first_attempt
         sleep = core.clock.sleep
-        first_ended = core.first_attempt_ended
+        first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if deposit is not None:
@@ -107,7 +107,7 @@ class Retry(CorePolicy[RetryCore]):
                     raise
             else:
                 if plain:
-                    first_ended()
+                    next(first_ended)
                     return result
                 steps = start(None, result)
                 if steps is None:
@@ -192,7 +192,7 @@ def async_retrying(
     plain = core.on_result is None and core.budget is None and repeatable is None
     deposit = None if core.budget is None else core.budget.on_first_attempt
     asleep = core.clock.asleep
-    first_ended = core.first_attempt_ended
+    first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
 
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         if deposit is not None:
@@ -206,7 +206,7 @@ def async_retrying(
                 raise
         else:
             if plain:
-                first_ended()
+                next(first_ended)
                 return result
             steps = start(None, result, may_retry)
             if steps is None:

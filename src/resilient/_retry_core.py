@@ -135,13 +135,13 @@ class RetryCore(EventSource):
 
     __slots__ = (
         "_counts",
-        "_first",
         "_lock",
         "_new_schedule",
         "_retry_open_circuit",
         "attempts",
         "budget",
         "clock",
+        "first_attempts",
         "max_wait",
         "name",
         "on",
@@ -182,8 +182,10 @@ class RetryCore(EventSource):
         self.clock = MONOTONIC if clock is None else clock
         self._lock = threading.Lock()
         self._counts = [0, 0, 0, 0, 0, 0]
-        # Calls ended on their first attempt: the hot path, so counted without a lock.
-        self._first = itertools.count()
+        # Calls ended on their first attempt: the hot path, so counted without a lock
+        # (next() on an itertools.count is atomic under the GIL); drivers call next() on
+        # it directly.
+        self.first_attempts = itertools.count()
 
     def retryable(self, exc: BaseException | None, result: Any, judge_result: bool = True) -> bool:
         """Whether this outcome (an :class:`Exception`, or a result) is worth a retry."""
@@ -193,10 +195,6 @@ class RetryCore(EventSource):
             return self.on is not None and matches(self.on, exc, "the `on` predicate", self.name)
         check = self.on_result
         return judge_result and check is not None and matches(check, result, "on_result", self.name)
-
-    def first_attempt_ended(self) -> None:
-        """Count a call that ended on its first attempt (the drivers' plain path)."""
-        next(self._first)
 
     def _count(self, index: int) -> None:
         with self._lock:
@@ -238,7 +236,7 @@ class RetryCore(EventSource):
         if budget is not None:
             budget.on_outcome(failed=exc is not None)
         if not self.retryable(exc, result, judge_result):
-            next(self._first)
+            next(self.first_attempts)
             return None
         return self.flow(exc, result, may_retry, judge_result)
 
@@ -344,5 +342,5 @@ class RetryCore(EventSource):
         with self._lock:
             retries, recovered, exhausted, deadline, budget, stopped = self._counts
         return RetryMetrics(
-            retries, recovered, exhausted, deadline, budget, stopped, counted(self._first)
+            retries, recovered, exhausted, deadline, budget, stopped, counted(self.first_attempts)
         )
