@@ -16,12 +16,12 @@ from __future__ import annotations
 import collections
 import itertools
 import re
-import threading
 from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
 from resilient._asgi_types import Scope
 from resilient._clock import Clock
+from resilient._fork import new_lock
 from resilient._policy import Policy
 
 __all__ = ["KeyedGuards", "Route", "client_ip", "header_key"]
@@ -126,7 +126,7 @@ class _Entry:
 class KeyedGuards:
     """One guard per key, built on first use, in bounded memory (see the module doc)."""
 
-    __slots__ = ("_build", "_clock", "_entries", "_lock", "max_keys", "ttl")
+    __slots__ = ("__weakref__", "_build", "_clock", "_entries", "_lock", "max_keys", "ttl")
 
     def __init__(
         self, build: Callable[[Hashable], tuple[Any, Any]], max_keys: int, ttl: float, clock: Clock
@@ -136,7 +136,7 @@ class KeyedGuards:
         self.ttl = ttl
         self._clock = clock
         self._entries: collections.OrderedDict[Hashable, _Entry] = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
 
     def __len__(self) -> int:
         return len(self._entries)

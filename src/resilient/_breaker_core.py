@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import threading
 from array import array
 from collections.abc import Callable
 from typing import Any, Final
@@ -53,6 +52,7 @@ from resilient._events import (
     StateTransition,
     log_transition,
 )
+from resilient._fork import new_lock, register
 from resilient._pipeline import NO_RESULT
 from resilient._validate import (
     check_duration,
@@ -183,7 +183,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         # In a count window a success can never raise a rate, so thresholds need checking
         # only on bad outcomes; a time window may evict successes on any call.
         self._check_every_call = window.evicts_by_time
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
         self._open_attempt = 0
         self._open_until = 0.0
         self._half_open_since = 0.0
@@ -201,6 +201,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             CLOSED, self._window, self._fast_capable and not self._timed, self._timed
         )
         self._free: Epoch | None = self._epoch
+        register(self)
 
     @staticmethod
     def _check_open_duration(value: object) -> tuple[OpenDuration, float]:
@@ -561,6 +562,13 @@ class BreakerCore(BreakerReadouts, EventSource):
             events.insert(0, event)
         if events:
             self._dispatch(events)
+
+    def _after_fork_in_child(self) -> None:
+        # Trials taken by the parent's other threads will never report in a forked
+        # child: a new half-open stay gives the child its own trials (outcomes of the
+        # old stay's trials, if the forking thread had one, no longer count).
+        if self._state is HALF_OPEN:
+            self._half_open(self._half_open_since, [])
 
     # -- controls and introspection ----------------------------------------------------
 

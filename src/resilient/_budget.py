@@ -20,10 +20,10 @@ Both are thread-safe and report refusals in ``refused``; :class:`RetryBudget` ta
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 from resilient._clock import MONOTONIC, Clock
+from resilient._fork import new_lock
 from resilient._validate import check_duration, check_number, check_rate
 
 __all__ = ["BudgetSnapshot", "RetryBudget", "RetryThrottle"]
@@ -57,6 +57,7 @@ class RetryBudget:
     """
 
     __slots__ = (
+        "__weakref__",
         "_buckets",
         "_clock",
         "_head",
@@ -92,7 +93,7 @@ class RetryBudget:
         # Per bucket: [first attempts, retries]; the ring forgets a bucket as it expires.
         self._buckets = [[0, 0] for _ in range(self._BUCKETS)]
         self._head: int | None = None
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
         self.refused = 0
 
     def _advance(self) -> list[int]:
@@ -161,13 +162,22 @@ class RetryThrottle:
             than 1).
     """
 
-    __slots__ = ("_firsts", "_lock", "_retries", "max_tokens", "refused", "token_ratio", "tokens")
+    __slots__ = (
+        "__weakref__",
+        "_firsts",
+        "_lock",
+        "_retries",
+        "max_tokens",
+        "refused",
+        "token_ratio",
+        "tokens",
+    )
 
     def __init__(self, *, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None:
         self.max_tokens = check_number("max_tokens", max_tokens, minimum=0.0, inclusive=False)
         self.token_ratio = check_number("token_ratio", token_ratio, minimum=0.0, inclusive=False)
         self.tokens = self.max_tokens
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
         self.refused = 0
         self._firsts = 0
         self._retries = 0

@@ -14,13 +14,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
-import threading
 from dataclasses import dataclass, field
 from typing import Final
 
 from resilient._atomic import counted
 from resilient._errors import BulkheadFullError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
+from resilient._fork import new_lock, register
 from resilient._validate import check_duration, check_int, check_name
 from resilient._waiters import Waiter
 
@@ -74,15 +74,20 @@ class BulkheadCore(EventSource):
         wait = check_duration("max_wait", max_wait)
         assert wait is not None  # noqa: S101 -- allow_none is off
         self.max_wait = wait
-        self._slots: collections.deque[bool] = collections.deque([True] * self.max_concurrent)
+        # Bounded: a slot taken before a fork and returned in the child (which starts
+        # with every slot free) is dropped rather than raising the limit.
+        self._slots: collections.deque[bool] = collections.deque(
+            [True] * self.max_concurrent, maxlen=self.max_concurrent
+        )
         self._waiters: collections.deque[Waiter] = collections.deque()
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
         self._low_water = self.max_concurrent
         self.rejected = 0
         # Slots given back, counted lock-free (next() on itertools.count is atomic under
         # the GIL): admitted calls are those plus the ones in flight. Counted here, once,
         # rather than on each of the inlined fast paths that take a slot.
         self._released = itertools.count()
+        register(self)
 
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; ``False`` if none is free."""
@@ -161,6 +166,20 @@ class BulkheadCore(EventSource):
                 with self._lock:
                     waiter.granted = False
                 self.release()
+
+    def _after_fork_in_child(self) -> None:
+        # Slots held and callers queued by the parent's other threads would never come
+        # back in a child, which has only the forking thread: start with every slot
+        # free and keep only the waiters whose thread lives on. The calls that held
+        # the slots stay counted as admitted.
+        missing = self.max_concurrent - len(self._slots)
+        self._released = itertools.count(counted(self._released) + missing)
+        self._slots.extend(itertools.repeat(object=True, times=missing))
+        alive = [waiter for waiter in self._waiters if waiter.survives_fork()]
+        self._waiters.clear()
+        self._waiters.extend(alive)
+        if self._waiters:
+            self._hand_off()
 
     def rejection(self) -> BulkheadFullError:
         """Build (and report) the error for a refused caller."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
+
+from resilient._fork import new_lock
 
 __all__ = [
     "GLOBAL_LISTENERS",
@@ -237,7 +238,7 @@ GLOBAL_LISTENERS: list[Listener] = []
 # make a breaker build a record for every successful or failed call; they may still
 # receive such records when another listener asked for them, and must filter by type.
 NOTABLE_LISTENERS: list[Listener] = []
-_global_lock = threading.Lock()
+_global_lock = new_lock()
 
 
 def add_global_listener(listener: Listener) -> None:
@@ -259,7 +260,7 @@ class EventSource:
         listener_errors: How many times a listener of this policy raised.
     """
 
-    __slots__ = ("_listeners", "listener_errors")
+    __slots__ = ("__weakref__", "_listeners", "listener_errors")
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []

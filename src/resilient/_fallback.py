@@ -9,12 +9,12 @@ at decoration time beats a coroutine returned where a value was expected.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any, Final
 
 from resilient._decorate import is_async_callable
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
+from resilient._fork import new_lock
 from resilient._pipeline import PASS, Deferred, Wait
 from resilient._policy import CorePolicy
 from resilient._validate import (
@@ -47,7 +47,7 @@ class FallbackCore(EventSource):
         self.on_result: Callable[[Any], bool] | None = on_result
         self.name = name
         self.used = 0
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
 
     def use(self, exc: BaseException | None, result: Any) -> Any:
         """Count and report a fallback, and call the handler with what it replaces."""

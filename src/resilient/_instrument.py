@@ -17,7 +17,6 @@ and kind are reported as one: their counts add up.
 from __future__ import annotations
 
 import logging
-import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
@@ -36,6 +35,7 @@ from resilient._events import (
     add_global_listener,
     remove_global_listener,
 )
+from resilient._fork import new_lock
 from resilient._keyed_ratelimit import KeyedRateLimiter
 from resilient._policy import CorePolicy
 from resilient._ratelimit import RateLimiter
@@ -250,7 +250,7 @@ class Instrumentation(Readings):
 
 _TIMED_EVENTS: Final = frozenset({CallSucceeded, CallFailed, CallIgnored})
 
-_LOCK = threading.Lock()
+_LOCK = new_lock()
 # One handle per provider, for as long as the provider lives.
 _BY_PROVIDER: weakref.WeakKeyDictionary[MeterProvider, Instrumentation] = (
     weakref.WeakKeyDictionary()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from resilient._decorate import decorate
 from resilient._events import EventSource, Listener
+from resilient._fork import new_lock
 from resilient._pipeline import NO_RESULT, Step, Wait, async_runner, sync_runner
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ __all__ = ["UNNAMED", "CorePolicy", "Policy", "live_policies", "reported_name"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_CREATE_LOCK = threading.Lock()
+_CREATE_LOCK = new_lock()
 
 
 class Policy:
@@ -160,7 +160,7 @@ C = TypeVar("C", bound=EventSource)
 # Every policy alive, so that instrument() can observe those created before it was called.
 # Weak: a policy nobody uses any more disappears from metrics when it is collected.
 _LIVE: weakref.WeakSet[CorePolicy[Any]] = weakref.WeakSet()
-_LIVE_LOCK = threading.Lock()  # WeakSet iteration is not safe against adds from threads
+_LIVE_LOCK = new_lock()  # WeakSet iteration is not safe against adds from threads
 
 
 def live_policies() -> list[CorePolicy[Any]]:
@@ -176,7 +176,7 @@ UNNAMED = "<unnamed>"
 # reported as in metrics, so that it is not left out (issue 13: unnamed policies vanished
 # from OpenTelemetry). Weak: it goes when the policy does.
 _GUARDED: weakref.WeakKeyDictionary[Policy, str] = weakref.WeakKeyDictionary()
-_GUARDED_LOCK = threading.Lock()
+_GUARDED_LOCK = new_lock()
 
 
 def _function_name(fn: object) -> str:

@@ -22,7 +22,6 @@ The keyed variant, one TAT per key, lives in ``_keyed_ratelimit.py``.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import remaining
 from resilient._errors import RateLimitedError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
+from resilient._fork import new_lock
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._validate import Duration, check_duration, check_int, check_name, check_number
@@ -111,7 +111,7 @@ class GcraCore(EventSource):
         )
         # A clock read as float seconds: the reading is kept for retry_after's rounding.
         self.float_clock: Clock | None = None if self.clock is MONOTONIC else self.clock
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
         self.admitted = 0
         self.waited = 0
         self.rejected = 0

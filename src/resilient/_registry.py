@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from resilient._breaker import CircuitBreaker
 from resilient._bulkhead import Bulkhead
+from resilient._fork import new_lock
 from resilient._policy import Policy
 from resilient._ratelimit import RateLimiter
 from resilient._retry import Retry
@@ -77,7 +77,7 @@ class Registry:
                 raise TypeError(f"defaults[{kind!r}] must be a mapping of options")
             self._defaults[kind] = dict(options)
         self._policies: dict[str, Policy] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
 
     @staticmethod
     def _check_kind(kind: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -42,6 +41,7 @@ from resilient._events import (
     RetriesExhausted,
     RetryScheduled,
 )
+from resilient._fork import new_lock
 from resilient._validate import (
     check_int,
     check_name,
@@ -61,7 +61,7 @@ Flow = Generator[float, "tuple[BaseException | None, Any]", Any]
 
 # The testing switch (resilient.testing.instant_retries): (on, attempts cap or None).
 _testing: tuple[bool, int | None] = (False, None)
-_testing_lock = threading.Lock()
+_testing_lock = new_lock()
 
 # Indexes into RetryCore._counts (all but first_attempt, which is lock-free).
 _RETRIES, _RECOVERED, _EXHAUSTED, _DEADLINE, _BUDGET, _STOPPED = range(6)
@@ -180,7 +180,7 @@ class RetryCore(EventSource):
             )
         self.budget: RetryBudget | RetryThrottle | None = budget
         self.clock = MONOTONIC if clock is None else clock
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
         self._counts = [0, 0, 0, 0, 0, 0]
         # Calls ended on their first attempt: the hot path, so counted without a lock
         # (next() on an itertools.count is atomic under the GIL); drivers call next() on

@@ -19,7 +19,6 @@ import asyncio
 import contextvars
 import itertools
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -37,6 +36,7 @@ from resilient._events import (
     CallTimedOut,
     EventSource,
 )
+from resilient._fork import new_lock
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._timer import CANCELLING, DONE, FIRED, PENDING, STATE, TASK, loop_timer
@@ -101,7 +101,7 @@ class TimeoutCore(EventSource):
         self.pool = WorkerPool(check_int("max_workers", max_workers), name or "unnamed")
         self.timeouts = 0
         self.rejected = 0
-        self._count_lock = threading.Lock()
+        self._count_lock = new_lock(self)
         # Counted lock-free (next() on itertools.count is atomic under the GIL).
         self.admitted = itertools.count()
 

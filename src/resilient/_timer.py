@@ -29,8 +29,11 @@ import collections
 import heapq
 import itertools
 import math
+import threading
 import weakref
 from typing import Any, Final
+
+from resilient._fork import on_fork_in_child
 
 __all__ = ["DONE", "FIRED", "PENDING", "LoopTimer", "loop_timer"]
 
@@ -186,3 +189,17 @@ def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
         timer = _timers[loop] = LoopTimer(loop)
     _last = timer
     return timer
+
+
+def _after_fork_in_child() -> None:
+    # A loop that was running in another thread will never run again in a forked child
+    # (its thread is gone): drop its timer and the entries that keep its tasks alive.
+    global _last  # noqa: PLW0603 -- the one-entry cache above
+    _last = None
+    me = threading.get_ident()
+    for loop in list(_timers.keys()):
+        if loop.is_running() and getattr(loop, "_thread_id", me) != me:
+            del _timers[loop]
+
+
+on_fork_in_child(_after_fork_in_child)

@@ -9,7 +9,6 @@ record for them.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Final
 
 from opentelemetry import trace
@@ -24,12 +23,13 @@ from resilient._events import (
     RetryScheduled,
     StateTransition,
 )
+from resilient._fork import new_lock
 
 __all__ = ["SpanEvents"]
 
 logger = logging.getLogger("resilient")
 
-_lock = threading.Lock()
+_lock = new_lock()
 
 NAMES: Final[dict[type[Event], str]] = {
     CallRejected: "resilient.rejected",

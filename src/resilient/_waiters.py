@@ -33,6 +33,14 @@ class Waiter:
         """
         raise NotImplementedError
 
+    def survives_fork(self) -> bool:
+        """Whether the caller still exists in a child forked while it waits.
+
+        Called in the child, in the thread that forked: only that thread's callers (its
+        event loop's tasks) live on there.
+        """
+        raise NotImplementedError
+
 
 class ThreadWaiter(Waiter):
     """A blocked thread; waits on a lock that ``wake()`` releases."""
@@ -51,6 +59,9 @@ class ThreadWaiter(Waiter):
     def wake(self) -> bool:
         self._lock.release()
         return True
+
+    def survives_fork(self) -> bool:
+        return False  # a blocked thread cannot be the one that forked
 
 
 class AsyncioWaiter(Waiter):
@@ -98,11 +109,14 @@ class AsyncioWaiter(Waiter):
             return False
         return True
 
+    def survives_fork(self) -> bool:
+        return self._thread == threading.get_ident()
+
 
 class TrioWaiter(Waiter):
     """A trio task; waits on a ``trio.Event`` set through the run's token."""
 
-    __slots__ = ("_event", "_token")
+    __slots__ = ("_event", "_thread", "_token")
 
     def __init__(self) -> None:
         import trio  # noqa: PLC0415 -- only under trio, which is then imported already
@@ -110,6 +124,7 @@ class TrioWaiter(Waiter):
         super().__init__()
         self._event = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
 
     async def wait(self, timeout: float) -> bool:
         """Suspend until woken (``True``) or ``timeout`` seconds passed (``False``)."""
@@ -126,6 +141,9 @@ class TrioWaiter(Waiter):
         except RuntimeError:  # the trio run is over: nobody is left to wake
             return False
         return True
+
+    def survives_fork(self) -> bool:
+        return self._thread == threading.get_ident()
 
 
 # asyncio's timers take any float, but a huge delay overflows the selector's timeout.

@@ -8,6 +8,10 @@ again. Workers are bounded: when every worker is busy (with live or abandoned ca
 new call is rejected at once with :class:`~resilient.WorkersExhaustedError`, never
 queued, since a queued call would spend its own timeout waiting for a worker.
 Idle workers exit after ``idle_timeout`` seconds.
+
+A forked child has none of the parent's workers: the pool starts again empty there, in
+a new *generation*, so that a worker of the old one (the thread that forked, if a job
+forked) settles nothing in the new one and exits when its job is done.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import functools
 import threading
 from collections.abc import Callable
 from typing import Any, Final
+
+from resilient._fork import new_lock, register
 
 __all__ = ["Job", "WorkerPool"]
 
@@ -92,6 +98,8 @@ class _Worker(threading.Thread):
     def __init__(self, pool: WorkerPool) -> None:
         super().__init__(name=f"resilient-timeout-{pool.name}", daemon=True)
         self._pool = pool
+        self.generation = pool.generation
+        self.current: Job | None = None  # for a child forked by the job it runs
         self._jobs: collections.deque[Job] = collections.deque()
         self._wake = threading.Semaphore(0)
 
@@ -106,9 +114,12 @@ class _Worker(threading.Thread):
                 if pool.retire(self):
                     return
                 continue
-            job = self._jobs.popleft()
+            job = self.current = self._jobs.popleft()
             job.run(functools.partial(pool.finished, self))
+            self.current = None
             del job
+            if self.generation != pool.generation:
+                return  # a forked child's copy of this worker: the pool has no place for it
 
 
 class WorkerPool:
@@ -118,10 +129,12 @@ class WorkerPool:
         self.max_workers = max_workers
         self.name = name
         self.idle_timeout = idle_timeout
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
         self._idle: list[_Worker] = []
         self._workers = 0
         self.abandoned_running = 0
+        self.generation = 0
+        register(self)
 
     def submit(self, job: Job) -> bool:
         """Hand ``job`` to an idle or new worker; ``False`` if every worker is busy."""
@@ -144,6 +157,8 @@ class WorkerPool:
 
     def finished(self, worker: _Worker, abandoned: bool) -> None:
         with self._lock:
+            if worker.generation != self.generation:
+                return  # counted in the parent, not in this forked child
             if abandoned:
                 self.abandoned_running -= 1
             self._idle.append(worker)
@@ -151,11 +166,26 @@ class WorkerPool:
     def retire(self, worker: _Worker) -> bool:
         """An idle worker timed out waiting: let it exit unless a job just arrived."""
         with self._lock:
+            if worker.generation != self.generation:
+                return True
             if worker in self._idle and not worker._jobs:
                 self._idle.remove(worker)
                 self._workers -= 1
                 return True
             return False
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's workers do not exist here (save the one that forked, if a job
+        # did): forget them all, and the abandoned calls they were running.
+        self.generation += 1
+        self._idle = []
+        self._workers = 0
+        self.abandoned_running = 0
+        current = threading.current_thread()
+        if isinstance(current, _Worker) and current._pool is self and current.current is not None:
+            # Its caller is gone: whatever the caller held of the job's lock is void.
+            current.current._lock = threading.Lock()
+            current.current._done = threading.Event()
 
     def stats(self) -> tuple[int, int, int]:
         """(workers, busy workers, abandoned calls still running)."""

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 
 import anyio.lowlevel
 
 from resilient._events import Event, add_global_listener, remove_global_listener
+from resilient._fork import new_lock
 from resilient._retry import instant_retries
 from resilient._validate import check_duration
 
@@ -30,11 +30,11 @@ class ManualClock:
     Safe to share between threads.
     """
 
-    __slots__ = ("_lock", "_now")
+    __slots__ = ("__weakref__", "_lock", "_now")
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
-        self._lock = threading.Lock()
+        self._lock = new_lock(self)
 
     def monotonic(self) -> float:
         """The current manual time in seconds."""

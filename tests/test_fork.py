@@ -1,0 +1,453 @@
+"""Policies survive ``os.fork()``: a child can use every policy its parent made.
+
+A forked child has only the thread that forked. Each test puts a policy in a state that
+other threads of the parent hold (a lock, worker threads, bulkhead slots, a half-open
+trial, queued waiters), forks, and checks in the child that the policy works. The child
+reports through its exit code; a child that hangs is killed and fails the test, so a
+deadlock cannot block the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import resilient
+from resilient import (
+    Bulkhead,
+    CircuitBreaker,
+    CountWindow,
+    Fallback,
+    KeyedRateLimiter,
+    RateLimiter,
+    Registry,
+    Retry,
+    RetryBudget,
+    RetryThrottle,
+    Timeout,
+    _events,
+    _policy,
+)
+from resilient._workers import Job, WorkerPool
+from resilient.testing import ManualClock, capture_events
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork"), reason="os.fork() is not available on this platform"
+)
+
+HANG_LIMIT = 20.0  # seconds a child may take before it is deemed hung
+
+
+def in_child(check: Callable[[], object]) -> None:
+    """Run ``check`` in a forked child; fail if it raises or does not finish."""
+    with warnings.catch_warnings():
+        # 3.12+ warns that forking a multi-threaded process may deadlock: that is
+        # exactly what these tests check does not happen.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, whose coverage is not collected
+        code = 1
+        try:
+            check()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + HANG_LIMIT
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the forked child hung for {HANG_LIMIT}s")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0, "the check failed in the child (see stderr)"
+
+
+@contextlib.contextmanager
+def held_by_thread(lock: Any) -> Iterator[None]:
+    """Hold ``lock`` from another thread for the duration of the block."""
+    taken = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    taken.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def blocked_calls(
+    policy_call: Callable[[Callable[[], None]], object], count: int
+) -> Iterator[None]:
+    """``count`` parent threads each inside ``policy_call``, blocked until the block ends."""
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+
+    def body() -> None:
+        entered.release()
+        release.wait()
+
+    def run() -> None:
+        with contextlib.suppress(resilient.ResilienceError):
+            policy_call(body)
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for _ in range(count):
+        entered.acquire()
+    try:
+        yield
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
+
+
+# -- item 12.1: worker pools ------------------------------------------------------------
+
+
+def test_sync_timeout_works_in_a_child_after_idle_workers() -> None:
+    timeout = Timeout(2.0, max_workers=2)
+    for _ in range(4):
+        assert timeout.call(lambda: 1) == 1
+
+    def check() -> None:
+        for _ in range(5):
+            assert timeout.call(lambda: 2) == 2
+        metrics = timeout.metrics()
+        assert (metrics.timeouts, metrics.rejected, metrics.workers) == (0, 0, 1)
+
+    in_child(check)
+
+
+def test_sync_timeout_works_in_a_child_after_busy_workers() -> None:
+    timeout = Timeout(30.0, max_workers=2)
+    with blocked_calls(timeout.call, 2):
+        assert timeout.metrics().busy_workers == 2
+
+        def check() -> None:
+            before = timeout.metrics()
+            assert (before.workers, before.busy_workers, before.abandoned_running) == (0, 0, 0)
+            assert timeout.call(lambda: 3) == 3
+            assert timeout.metrics().rejected == 0
+
+        in_child(check)
+
+
+def test_abandoned_calls_of_the_parent_are_not_counted_in_a_child() -> None:
+    timeout = Timeout(0.01, max_workers=1)
+    release = threading.Event()
+    with pytest.raises(resilient.TimeoutExceededError):
+        timeout.call(release.wait)
+    assert timeout.metrics().abandoned_running == 1
+    try:
+
+        def check() -> None:
+            assert timeout.metrics().abandoned_running == 0
+            assert timeout.call(lambda: 4) == 4
+
+        in_child(check)
+    finally:
+        release.set()
+
+
+def test_a_worker_of_the_old_generation_settles_nothing_in_the_new_one() -> None:
+    # What a child forked by a job sees: the worker that forked is the pool's only
+    # survivor. Reset in-process, the old worker plays that part deterministically.
+    pool = WorkerPool(2, "gen")
+    started, release = threading.Event(), threading.Event()
+
+    def job_body() -> None:
+        started.set()
+        release.wait()
+
+    job = Job(job_body, (), {}, contextvars.copy_context())
+    assert pool.submit(job)
+    started.wait()
+    pool._after_fork_in_child()
+    assert pool.stats() == (0, 0, 0)
+    release.set()
+    assert job.wait(30.0, lambda: None)
+    old = [t for t in threading.enumerate() if t.name == "resilient-timeout-gen"]
+    for thread in old:
+        thread.join(timeout=30.0)
+        assert not thread.is_alive()  # it left instead of idling in the new generation
+    assert pool.stats() == (0, 0, 0)
+    done = Job(lambda: 5, (), {}, contextvars.copy_context())
+    assert pool.submit(done)
+    assert done.wait(30.0, lambda: None)
+    assert done.result == 5
+
+
+# -- item 12.4: locks held by other threads at fork ---------------------------------------
+
+
+def test_breaker_with_its_lock_held_by_another_thread_works_in_a_child() -> None:
+    breaker = CircuitBreaker("forked", minimum_calls=2, window=CountWindow(2))
+
+    def fail() -> None:
+        raise ValueError
+
+    def check() -> None:
+        assert breaker.metrics().calls == 0
+        assert breaker.call(lambda: 1) == 1
+        with pytest.raises(ValueError):
+            breaker.call(fail)
+        assert breaker.state is resilient.CircuitState.OPEN
+        assert breaker.metrics().failed_calls == 1
+
+    with held_by_thread(breaker._core._lock):
+        in_child(check)
+
+
+def _fail() -> None:
+    raise ValueError
+
+
+def _raises_value_error(call: Callable[[Callable[[], None]], object]) -> None:
+    with pytest.raises(ValueError):
+        call(_fail)
+
+
+LOCK_CASES: list[tuple[str, Callable[[], tuple[Any, Callable[[], object]]]]] = [
+    (
+        "bulkhead",
+        lambda: (b := Bulkhead(2, max_wait=0.5), b._core._lock, lambda: _fill_and_read(b)),
+    ),
+    ("rate_limiter", lambda: (r := RateLimiter(1e6), r._core._lock, lambda: r.call(lambda: 1))),
+    (
+        "keyed_rate_limiter",
+        lambda: (
+            k := KeyedRateLimiter(1e6, key=lambda: "k"),
+            k._core._lock,
+            lambda: k.call(lambda: 1),
+        ),
+    ),
+    (
+        "timeout",
+        lambda: (t := Timeout(0.01), t._core._count_lock, lambda: _times_out(t)),
+    ),
+    (
+        "fallback",
+        lambda: (f := Fallback(lambda exc: 1), f._core._lock, lambda: f.call(_fail)),
+    ),
+    (
+        "retry",
+        lambda: (
+            r := Retry(2, wait=0, on=ValueError),
+            r._core._lock,
+            lambda: _raises_value_error(r.call),
+        ),
+    ),
+    (
+        "retry_budget",
+        lambda: (
+            b := RetryBudget(),
+            b._lock,
+            lambda: _raises_value_error(Retry(2, wait=0, budget=b).call),
+        ),
+    ),
+    (
+        "retry_throttle",
+        lambda: (
+            b := RetryThrottle(),
+            b._lock,
+            lambda: _raises_value_error(Retry(2, wait=0, budget=b).call),
+        ),
+    ),
+    (
+        "registry",
+        lambda: (r := Registry(), r._lock, lambda: r.circuit_breaker("made-in-child")),
+    ),
+    ("manual_clock", lambda: (c := ManualClock(), c._lock, lambda: c.advance(1))),
+    ("policy_creation", lambda: (None, _policy._LIVE_LOCK, lambda: CircuitBreaker("child"))),
+    ("first_context_manager_use", lambda: (None, _policy._CREATE_LOCK, _first_block)),
+    (
+        "global_listeners",
+        lambda: (None, _events._global_lock, _capture),
+    ),
+]
+
+
+def _times_out(timeout: Timeout) -> None:
+    with pytest.raises(resilient.TimeoutExceededError):
+        timeout.call(time.sleep, 1)
+
+
+def _capture() -> None:
+    with capture_events() as events:
+        CircuitBreaker("captured").force_open()
+    assert events
+
+
+def _fill_and_read(bulkhead: Bulkhead) -> None:
+    with bulkhead, bulkhead:
+        assert bulkhead.metrics().in_flight == 2
+
+
+def _first_block() -> None:
+    with Bulkhead(1):
+        pass
+
+
+@pytest.mark.parametrize(("name", "make"), LOCK_CASES, ids=[name for name, _ in LOCK_CASES])
+def test_a_lock_held_by_another_thread_does_not_hang_the_child(
+    name: str, make: Callable[[], tuple[Any, Any, Callable[[], object]]]
+) -> None:
+    _owner, lock, use = make()
+    with held_by_thread(lock):
+        in_child(use)
+
+
+def test_every_lock_of_the_library_is_reset_in_a_child() -> None:
+    # Locks made directly escape the fork hook; only per-call objects (a job's lock, a
+    # blocked thread's wake-up lock), which no child ever inherits in use, may do so.
+    allowed = {"_fork.py": 1, "_workers.py": 3, "_waiters.py": 1}
+    source = Path(resilient.__file__).parent
+    pattern = re.compile(r"threading\.(Lock|RLock|Condition|Semaphore|BoundedSemaphore)\(")
+    found = {
+        path.name: len(pattern.findall(path.read_text(encoding="utf-8")))
+        for path in source.rglob("*.py")
+    }
+    assert {name: count for name, count in found.items() if count} == allowed
+
+
+# -- per-process structures: bulkhead slots, half-open trials, waiters, timers -----------
+
+
+def test_bulkhead_full_in_the_parent_has_every_slot_free_in_a_child() -> None:
+    bulkhead = Bulkhead(2)
+    with blocked_calls(bulkhead.call, 2):
+        assert bulkhead.metrics().in_flight == 2
+
+        def check() -> None:
+            assert bulkhead.metrics().in_flight == 0
+            with bulkhead, bulkhead:
+                assert bulkhead.metrics().in_flight == 2
+                with pytest.raises(resilient.BulkheadFullError):
+                    bulkhead.call(lambda: None)
+            assert bulkhead.metrics().in_flight == 0
+
+        in_child(check)
+
+
+def test_bulkhead_waiters_of_the_parent_are_dropped_in_a_child() -> None:
+    bulkhead = Bulkhead(1, max_wait=30.0)
+    with blocked_calls(bulkhead.call, 1):
+        waiter = threading.Thread(target=bulkhead.call, args=(lambda: None,), daemon=True)
+        waiter.start()
+        while bulkhead.metrics().waiting == 0:
+            time.sleep(0.001)
+
+        def check() -> None:
+            assert bulkhead.metrics().waiting == 0
+            assert bulkhead.call(lambda: 6) == 6
+            assert bulkhead.metrics().in_flight == 0
+
+        in_child(check)
+    waiter.join()
+
+
+def test_a_slot_taken_before_the_fork_does_not_raise_the_limit_in_the_child() -> None:
+    bulkhead = Bulkhead(1)
+    with bulkhead:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                bulkhead.__exit__(None, None, None)
+                code = 0 if bulkhead.metrics().in_flight == 0 else 2
+                with bulkhead:
+                    code = code or (0 if bulkhead.metrics().in_flight == 1 else 3)
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_half_open_trial_held_by_a_parent_thread_is_free_in_a_child() -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker(
+        "trial",
+        minimum_calls=1,
+        window=CountWindow(1),
+        open_duration=10.0,
+        half_open_calls=1,
+        clock=clock,
+    )
+    with pytest.raises(ValueError):
+        breaker.call(_fail)
+    clock.advance(10.0)
+    with blocked_calls(breaker.call, 1):
+        assert breaker.state is resilient.CircuitState.HALF_OPEN
+        with pytest.raises(resilient.CircuitOpenError):
+            breaker.call(lambda: None)
+
+        def check() -> None:
+            assert breaker.call(lambda: 7) == 7
+            assert breaker.state is resilient.CircuitState.CLOSED
+
+        in_child(check)
+    assert breaker.state is resilient.CircuitState.CLOSED  # the parent's trial decided
+
+
+def test_async_timeouts_work_in_a_child_of_a_process_with_a_loop_in_another_thread() -> None:
+    timeout = Timeout(30.0)
+    short = Timeout(0.01)
+    loop = asyncio.new_event_loop()
+    running = threading.Event()
+    release: asyncio.Event | None = None
+
+    async def parent_side() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        running.set()
+        await timeout.call_async(release.wait)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(parent_side(),))
+    thread.start()
+    running.wait()
+
+    async def child_side() -> None:
+        assert await timeout.call_async(asyncio.sleep, 0, 8) == 8
+        with pytest.raises(resilient.TimeoutExceededError):
+            await short.call_async(asyncio.sleep, 30)
+
+    try:
+        in_child(lambda: asyncio.run(child_side()))
+    finally:
+        assert release is not None
+        loop.call_soon_threadsafe(release.set)
+        thread.join()
+        loop.close()
