@@ -52,7 +52,7 @@ from resilient._events import (
     StateTransition,
     log_transition,
 )
-from resilient._fork import new_lock, register
+from resilient._fork import new_lock
 from resilient._pipeline import NO_RESULT
 from resilient._validate import (
     check_duration,
@@ -201,7 +201,6 @@ class BreakerCore(BreakerReadouts, EventSource):
             CLOSED, self._window, self._fast_capable and not self._timed, self._timed
         )
         self._free: Epoch | None = self._epoch
-        register(self)
 
     @staticmethod
     def _check_open_duration(value: object) -> tuple[OpenDuration, float]:

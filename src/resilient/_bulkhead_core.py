@@ -20,7 +20,7 @@ from typing import Final
 from resilient._atomic import counted
 from resilient._errors import BulkheadFullError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
-from resilient._fork import new_lock, register
+from resilient._fork import new_lock
 from resilient._validate import check_duration, check_int, check_name
 from resilient._waiters import Waiter
 
@@ -87,7 +87,6 @@ class BulkheadCore(EventSource):
         # the GIL): admitted calls are those plus the ones in flight. Counted here, once,
         # rather than on each of the inlined fast paths that take a slot.
         self._released = itertools.count()
-        register(self)
 
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; ``False`` if none is free."""

@@ -10,8 +10,9 @@ per-process structures (worker pools, waiter queues, bulkhead slots, half-open t
 forget the threads that are gone.
 
 Objects take part at construction, at no cost per call: :func:`new_lock` makes a lock
-that is reinitialised in the child for as long as its owner lives, and :func:`register`
-adds an object whose ``_after_fork_in_child()`` runs there. Both hold the owner weakly.
+that is reinitialised in the child for as long as its owner lives, and an owner that has
+an ``_after_fork_in_child()`` method has it called there, after its locks (one weak
+reference per owner, so creating a policy stays cheap).
 """
 
 from __future__ import annotations
@@ -23,46 +24,44 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["ForkAware", "new_lock", "on_fork_in_child", "register"]
+__all__ = ["ForkAware", "new_lock", "on_fork_in_child"]
 
 logger = logging.getLogger("resilient")
 
 
 class ForkAware(Protocol):
-    """An object with per-process structures to reset in a forked child."""
+    """An owner with per-process structures to reset in a forked child."""
 
     def _after_fork_in_child(self) -> None: ...
 
 
-# Locks cannot be referenced weakly, so each is keyed by its owner (held weakly).
-_owned_locks: weakref.WeakKeyDictionary[Any, list[threading.Lock]] = weakref.WeakKeyDictionary()
+# Locks cannot be referenced weakly, so each is filed under a weak reference to its
+# owner (objects hashed by identity), which takes the entry away when the owner dies.
+_owned: dict[weakref.ReferenceType[Any], list[threading.Lock]] = {}
 _module_locks: list[threading.Lock] = []
-_objects: weakref.WeakSet[Any] = weakref.WeakSet()
 _callbacks: list[Callable[[], None]] = []
+
+
+def _forget(ref: weakref.ReferenceType[Any]) -> None:
+    _owned.pop(ref, None)
 
 
 def new_lock(owner: object = None) -> threading.Lock:
     """A ``threading.Lock`` that a forked child finds unlocked.
 
     Args:
-        owner: The object the lock belongs to (held weakly: the lock is forgotten with
-            it); ``None`` for a module's lock, kept for the life of the process.
+        owner: The object the lock belongs to, held weakly: the lock is forgotten with
+            it. If it has an ``_after_fork_in_child()`` method (:class:`ForkAware`),
+            that runs in the child once the owner's locks are unlocked. ``None`` for a
+            module's lock, kept for the life of the process.
     """
     lock = threading.Lock()
     if owner is None:
         _module_locks.append(lock)
     else:
-        locks = _owned_locks.get(owner)
-        if locks is None:
-            _owned_locks[owner] = [lock]
-        else:
-            locks.append(lock)
+        # An owner's second lock finds the entry of its first (equal references).
+        _owned.setdefault(weakref.ref(owner, _forget), []).append(lock)
     return lock
-
-
-def register(obj: ForkAware) -> None:
-    """Call ``obj._after_fork_in_child()`` in every child forked while ``obj`` lives."""
-    _objects.add(obj)
 
 
 def on_fork_in_child(callback: Callable[[], None]) -> None:
@@ -84,13 +83,16 @@ def _after_fork_in_child() -> None:
     # Only the forking thread runs here: nothing else can touch these structures.
     for lock in _module_locks:
         _reinit(lock)
-    for locks in list(_owned_locks.values()):
+    owners = list(_owned.items())
+    for _, locks in owners:
         for lock in locks:
             _reinit(lock)
     for callback in _callbacks:
         _run(callback)
-    for obj in list(_objects):
-        _run(obj._after_fork_in_child)
+    for ref, _ in owners:
+        reset = getattr(ref(), "_after_fork_in_child", None)
+        if reset is not None:
+            _run(reset)
 
 
 def _run(reset: Callable[[], None]) -> None:

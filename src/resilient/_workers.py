@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-from resilient._fork import new_lock, register
+from resilient._fork import new_lock
 
 __all__ = ["Job", "WorkerPool"]
 
@@ -134,7 +134,6 @@ class WorkerPool:
         self._workers = 0
         self.abandoned_running = 0
         self.generation = 0
-        register(self)
 
     def submit(self, job: Job) -> bool:
         """Hand ``job`` to an idle or new worker; ``False`` if every worker is busy."""
