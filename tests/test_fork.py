@@ -54,6 +54,11 @@ HANG_LIMIT = 20.0  # seconds a child may take before it is deemed hung
 
 def in_child(check: Callable[[], object]) -> None:
     """Run ``check`` in a forked child; fail if it raises or does not finish."""
+    wait_for(fork_and_check(check))
+
+
+def fork_and_check(check: Callable[[], object]) -> int:
+    """Fork; the child runs ``check`` and exits (0 if it passed); the parent gets the pid."""
     with warnings.catch_warnings():
         # 3.12+ warns that forking a multi-threaded process may deadlock: that is
         # exactly what these tests check does not happen.
@@ -69,6 +74,11 @@ def in_child(check: Callable[[], object]) -> None:
         finally:
             sys.stderr.flush()
             os._exit(code)
+    return pid
+
+
+def wait_for(pid: int) -> None:
+    """Wait for the child ``pid``: fail if its check failed, kill it if it hangs."""
     deadline = time.monotonic() + HANG_LIMIT
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -178,6 +188,23 @@ def test_abandoned_calls_of_the_parent_are_not_counted_in_a_child() -> None:
         in_child(check)
     finally:
         release.set()
+
+
+def test_a_job_that_forks_can_use_its_timeout_in_the_child() -> None:
+    # The child goes on in the worker thread that ran the job; the parent's other
+    # worker (idle, and gone in the child) must not be handed the child's calls.
+    timeout = Timeout(2.0, max_workers=2)
+    with blocked_calls(timeout.call, 2):
+        pass  # two workers now exist, both idle
+
+    def check() -> None:
+        for _ in range(3):
+            assert timeout.call(lambda: 9) == 9
+        assert timeout.metrics().workers == 1
+
+    pid = timeout.call(fork_and_check, check)
+    wait_for(pid)
+    assert timeout.metrics().workers == 2  # the parent's pool is untouched
 
 
 def test_a_worker_of_the_old_generation_settles_nothing_in_the_new_one() -> None:
