@@ -40,9 +40,11 @@ from resilient import (
     RetryThrottle,
     Timeout,
     _events,
+    _fork,
     _policy,
+    _timer,
 )
-from resilient._workers import Job, WorkerPool
+from resilient._workers import FINISHED, Job, WorkerPool
 from resilient.testing import ManualClock, capture_events
 
 pytestmark = pytest.mark.skipif(
@@ -90,6 +92,24 @@ def wait_for(pid: int) -> None:
             pytest.fail(f"the forked child hung for {HANG_LIMIT}s")
         time.sleep(0.01)
     assert os.waitstatus_to_exitcode(status) == 0, "the check failed in the child (see stderr)"
+
+
+def until(predicate: Callable[[], bool], what: str) -> None:
+    """Poll ``predicate`` (yielding between looks); fail after ``HANG_LIMIT`` seconds."""
+    deadline = time.monotonic() + HANG_LIMIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        threading.Event().wait(0.001)
+
+
+async def until_async(predicate: Callable[[], bool], sleep: Callable[[float], Any]) -> None:
+    """Poll ``predicate`` from a task, yielding to its loop; fail after ``HANG_LIMIT``."""
+    deadline = time.monotonic() + HANG_LIMIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for the task to queue")
+        await sleep(0)
 
 
 @contextlib.contextmanager
@@ -392,8 +412,7 @@ def test_bulkhead_waiters_of_the_parent_are_dropped_in_a_child() -> None:
     with blocked_calls(bulkhead.call, 1):
         waiter = threading.Thread(target=bulkhead.call, args=(lambda: None,), daemon=True)
         waiter.start()
-        while bulkhead.metrics().waiting == 0:
-            time.sleep(0.001)
+        until(lambda: bulkhead.metrics().waiting == 1, "a thread to queue")
 
         def check() -> None:
             assert bulkhead.metrics().waiting == 0
@@ -478,3 +497,196 @@ def test_async_timeouts_work_in_a_child_of_a_process_with_a_loop_in_another_thre
         loop.call_soon_threadsafe(release.set)
         thread.join()
         loop.close()
+
+
+# -- the resets themselves, run in this process ------------------------------------------
+# What a child runs is not measured by coverage, and a child cannot show that the
+# forking thread's own leftovers are handled. Each reset is also driven here directly,
+# from the thread that plays the one that forked.
+
+
+def test_the_fork_hook_unlocks_owned_and_module_locks_then_resets_owners(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_fork, "_owned", {})
+    monkeypatch.setattr(_fork, "_module_locks", [])
+    monkeypatch.setattr(_fork, "_callbacks", [])
+    order: list[str] = []
+
+    class Owner:
+        def __init__(self) -> None:
+            self.first = _fork.new_lock(self)
+            self.second = _fork.new_lock(self)
+
+        def _after_fork_in_child(self) -> None:
+            order.append(f"owner {self.first.locked()} {self.second.locked()}")
+
+    class Failing:
+        def __init__(self) -> None:
+            self.lock = _fork.new_lock(self)
+
+        def _after_fork_in_child(self) -> None:
+            raise RuntimeError("a reset that fails")
+
+    owner, failing, gone = Owner(), Failing(), Owner()
+    module_lock = _fork.new_lock()
+    _fork.on_fork_in_child(lambda: order.append(f"module {module_lock.locked()}"))
+    assert len(_fork._owned) == 3
+    del gone  # forgotten with its owner
+    assert len(_fork._owned) == 2
+    for lock in (owner.first, owner.second, failing.lock, module_lock):
+        lock.acquire()
+    _fork._after_fork_in_child()
+    assert order == ["module False", "owner False False"]  # and the failure was logged
+    assert not failing.lock.locked()
+
+
+def test_a_job_that_resets_its_own_pool_is_settled_by_nobody() -> None:
+    # The hook running in the worker that forked: its job's caller is gone, so the job
+    # gets fresh primitives (nobody waits on them) and the worker leaves when it is done.
+    pool = WorkerPool(1, "own")
+    workers: list[threading.Thread] = []
+
+    def reset_from_the_worker() -> None:
+        workers.append(threading.current_thread())
+        pool._after_fork_in_child()
+
+    job = Job(reset_from_the_worker, (), {}, contextvars.copy_context())
+    old_done = job._done
+    assert pool.submit(job)
+    until(lambda: bool(workers), "the job to start")
+    workers[0].join(timeout=30.0)
+    assert not workers[0].is_alive()
+    assert job._done is not old_done
+    assert job.state == FINISHED
+    assert pool.stats() == (0, 0, 0)
+    assert pool.retire(workers[0])  # type: ignore[arg-type]  # an old worker may always leave
+
+
+def test_bulkhead_reset_frees_slots_drops_thread_waiters_and_absorbs_old_releases() -> None:
+    bulkhead = Bulkhead(2, max_wait=0.05)
+    with blocked_calls(bulkhead.call, 2):
+        queued = threading.Thread(target=_rejected_or_done, args=(bulkhead,), daemon=True)
+        queued.start()
+        until(lambda: bulkhead.metrics().waiting == 1, "a thread to queue")
+        bulkhead._core._after_fork_in_child()
+        metrics = bulkhead.metrics()
+        assert (metrics.in_flight, metrics.waiting) == (0, 0)
+        queued.join()
+    # The blocked calls returned their slots after the reset: absorbed, not added.
+    assert bulkhead.metrics().in_flight == 0
+    with bulkhead, bulkhead, pytest.raises(resilient.BulkheadFullError):
+        bulkhead.call(lambda: None)
+
+
+def _rejected_or_done(bulkhead: Bulkhead) -> None:
+    with contextlib.suppress(resilient.BulkheadFullError):
+        bulkhead.call(lambda: None)
+
+
+async def _queue_then_reset(bulkhead: Bulkhead, spawn: Callable[..., Any]) -> list[int]:
+    done: list[int] = []
+
+    async def waiting_call() -> None:
+        done.append(await bulkhead.call_async(_async_value))
+
+    await spawn(waiting_call)
+    bulkhead._core._after_fork_in_child()  # this thread's tasks live on: it is handed a slot
+    return done
+
+
+async def _async_value() -> int:
+    return 10
+
+
+def test_a_waiting_asyncio_task_of_the_forking_thread_gets_a_slot_after_the_reset() -> None:
+    bulkhead = Bulkhead(1, max_wait=30.0)
+
+    async def main() -> list[int]:
+        tasks: list[asyncio.Task[None]] = []
+
+        async def spawn(fn: Callable[[], Any]) -> None:
+            tasks.append(asyncio.create_task(fn()))
+            await until_async(lambda: bulkhead.metrics().waiting == 1, asyncio.sleep)
+
+        done = await _queue_then_reset(bulkhead, spawn)
+        await asyncio.gather(*tasks)
+        return done
+
+    with blocked_calls(bulkhead.call, 1):
+        assert asyncio.run(main()) == [10]
+    assert bulkhead.metrics().in_flight == 0
+
+
+def test_a_waiting_trio_task_of_the_forking_thread_gets_a_slot_after_the_reset() -> None:
+    trio = pytest.importorskip("trio")
+    bulkhead = Bulkhead(1, max_wait=30.0)
+
+    async def main() -> list[int]:
+        async with trio.open_nursery() as nursery:
+
+            async def spawn(fn: Callable[[], Any]) -> None:
+                nursery.start_soon(fn)
+                await until_async(lambda: bulkhead.metrics().waiting == 1, trio.sleep)
+
+            return await _queue_then_reset(bulkhead, spawn)
+
+    with blocked_calls(bulkhead.call, 1):
+        assert trio.run(main) == [10]
+    assert bulkhead.metrics().in_flight == 0
+
+
+def test_half_open_reset_gives_new_trials_and_ignores_the_old_ones() -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker(
+        "reset-trial", minimum_calls=1, window=CountWindow(1), half_open_calls=1, clock=clock
+    )
+    with pytest.raises(ValueError):
+        breaker.call(_fail)
+    clock.advance(60.0)
+    old_trial_failed = threading.Event()
+
+    def old_trial() -> None:
+        old_trial_failed.wait()
+        raise ValueError
+
+    def run_old() -> None:
+        with contextlib.suppress(ValueError):
+            breaker.call(old_trial)
+
+    thread = threading.Thread(target=run_old, daemon=True)
+    thread.start()
+    until(lambda: breaker.metrics().state is resilient.CircuitState.HALF_OPEN, "the old trial")
+    breaker._core._after_fork_in_child()
+    old_trial_failed.set()
+    thread.join()
+    assert breaker.state is resilient.CircuitState.HALF_OPEN  # the old trial decided nothing
+    assert breaker.call(lambda: 11) == 11
+    assert breaker.state is resilient.CircuitState.CLOSED
+
+
+def test_timer_reset_drops_loops_running_in_other_threads_only() -> None:
+    here = asyncio.new_event_loop()
+    there = asyncio.new_event_loop()
+    running = threading.Event()
+    release: list[asyncio.Event] = []
+
+    async def pending() -> None:
+        release.append(asyncio.Event())
+        running.set()
+        await Timeout(30.0).call_async(release[0].wait)
+
+    thread = threading.Thread(target=there.run_until_complete, args=(pending(),))
+    thread.start()
+    running.wait()
+    try:
+        here.run_until_complete(Timeout(30.0).call_async(asyncio.sleep, 0))
+        assert {here, there} <= set(_timer._timers)
+        _timer._after_fork_in_child()
+        assert here in _timer._timers
+        assert there not in _timer._timers
+    finally:
+        there.call_soon_threadsafe(release[0].set)
+        thread.join()
+        here.close()
+        there.close()
