@@ -569,9 +569,11 @@ def test_bulkhead_reset_frees_slots_drops_thread_waiters_and_absorbs_old_release
         queued = threading.Thread(target=_rejected_or_done, args=(bulkhead,), daemon=True)
         queued.start()
         until(lambda: bulkhead.metrics().waiting == 1, "a thread to queue")
+        admitted = bulkhead.metrics().admitted
         bulkhead._core._after_fork_in_child()
         metrics = bulkhead.metrics()
         assert (metrics.in_flight, metrics.waiting) == (0, 0)
+        assert metrics.admitted == admitted  # the calls that held the slots still count
         queued.join()
     # The blocked calls returned their slots after the reset: absorbed, not added.
     assert bulkhead.metrics().in_flight == 0
