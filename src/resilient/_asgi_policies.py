@@ -129,7 +129,13 @@ class _RequestFallback(Policy):
     __slots__ = ("_fallback",)
     kind = "fallback"
 
-    def __init__(self, fallback: Fallback) -> None:
+    def __init__(self, fallback: Fallback[Any]) -> None:
+        if fallback._core.with_args:
+            # The guarded call's arguments are the middleware's internals, not the user's.
+            raise TypeError(
+                f"{fallback!r} has with_args=True, but a request has no call arguments to "
+                "pass on; use a handler taking only the exception to guard requests"
+            )
         self._fallback = fallback
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

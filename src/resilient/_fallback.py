@@ -5,12 +5,20 @@ handler's value for a matching exception, ``exit_ok`` for a matching result. An 
 handler's value is handed back as a :class:`~resilient._pipeline.Deferred`, which only
 the async runner awaits; an async handler cannot serve a sync function, and saying so
 at decoration time beats a coroutine returned where a value was expected.
+
+With ``with_args=True`` the handler also receives the call's arguments, which a step
+never sees (``enter()`` takes none); the fallback then owns the call as a thin wrapper
+instead, and the same step methods make every decision.
+
+For type checkers, ``Fallback[T]`` is generic in what its handler returns: a decorated
+``Callable[P, R]`` becomes ``Callable[P, R | T]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Final
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
 
 from resilient._decorate import is_async_callable
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
@@ -29,16 +37,67 @@ __all__ = ["Fallback"]
 
 KIND: Final = "fallback"
 
+T = TypeVar("T")  # what the handler returns (awaited, for an async handler)
+R = TypeVar("R")
+P = ParamSpec("P")
+
+
+def _check_handler_arity(handler: Callable[..., Any], with_args: bool) -> None:
+    """Refuse, at construction, a handler that cannot take what it will be given."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # some builtins have no signature: trust them
+        return
+    params = signature.parameters.values()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    var_positional = any(p.kind is p.VAR_POSITIONAL for p in params)
+    var_keyword = any(p.kind is p.VAR_KEYWORD for p in params)
+    if not with_args:
+        try:
+            signature.bind(None)
+        except TypeError:
+            raise TypeError(
+                f"handler {signature} cannot be called with one argument (the exception or "
+                "the matched result); to receive the call's arguments too, pass "
+                "with_args=True and accept them after the exception"
+            ) from None
+        return
+    if not positional and not var_positional:
+        raise TypeError(
+            f"handler {signature} must accept the exception as its first positional "
+            "argument when with_args=True"
+        )
+    if len(params) < 2 and not (var_positional or var_keyword):  # noqa: PLR2004
+        raise TypeError(
+            f"with_args=True passes the call's arguments after the exception, but handler "
+            f"{signature} accepts only one argument; pass with_args=False (the default), or "
+            "accept the arguments (e.g. `def handler(exc, *args, **kwargs)`)"
+        )
+
 
 class FallbackCore(EventSource):
     """What to catch, what to return, and how often it was used."""
 
-    __slots__ = ("_lock", "handler", "handler_is_async", "name", "on", "on_result", "used")
+    __slots__ = (
+        "_lock",
+        "handler",
+        "handler_is_async",
+        "name",
+        "on",
+        "on_result",
+        "used",
+        "with_args",
+    )
 
-    def __init__(self, handler: object, on: object, on_result: object, name: str | None) -> None:
+    def __init__(
+        self, handler: object, on: object, on_result: object, with_args: object, name: str | None
+    ) -> None:
         super().__init__()
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if not isinstance(with_args, bool):
+            raise TypeError(f"with_args must be True or False, not {type(with_args).__name__}")
+        _check_handler_arity(handler, with_args)
         name = check_name(name)
         on_result = check_result_predicate("on_result", on_result)
         self.handler: Callable[[Any], Any] = handler
@@ -46,16 +105,24 @@ class FallbackCore(EventSource):
         self.on = compile_matcher("on", on)
         self.on_result: Callable[[Any], bool] | None = on_result
         self.name = name
+        self.with_args = with_args
         self.used = 0
         self._lock = new_lock(self)
 
-    def use(self, exc: BaseException | None, result: Any) -> Any:
-        """Count and report a fallback, and call the handler with what it replaces."""
+    def use(self, exc: BaseException | None, result: Any, call: Any) -> Any:
+        """Count and report a fallback, and call the handler with what it replaces.
+
+        ``call`` is the ``(args, kwargs)`` of the guarded call under ``with_args``, else
+        ``None``.
+        """
         with self._lock:
             self.used += 1
         if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(FallbackUsed(self.name, KIND, exc, result))
-        return self.handler(exc if exc is not None else result)
+        replaced = exc if exc is not None else result
+        if call is None:
+            return self.handler(replaced)
+        return self.handler(replaced, *call[0], **call[1])
 
 
 class _FallbackStep:
@@ -68,19 +135,20 @@ class _FallbackStep:
     def enter(self) -> None:
         return None
 
-    def exit_ok(self, token: None, result: Any) -> Any:
+    # The token is None inside a runner, or the call's (args, kwargs) under with_args.
+    def exit_ok(self, token: Any, result: Any) -> Any:
         core = self._core
         check = core.on_result
         if check is not None and matches(check, result, "on_result", core.name):
-            value = self._core.use(None, result)
+            value = self._core.use(None, result, token)
             return Deferred(value) if self.defers else value
         return result
 
-    def exit_error(self, token: None, exc: Exception) -> Any:
+    def exit_error(self, token: Any, exc: Exception) -> Any:
         core = self._core
         match = core.on
         if match is not None and matches(match, exc, "the `on` predicate", core.name):
-            value = self._core.use(exc, None)
+            value = self._core.use(exc, None, token)
             return Deferred(value) if self.defers else value
         return PASS
 
@@ -94,7 +162,7 @@ class _FallbackStep:
         raise NotImplementedError
 
 
-class Fallback(CorePolicy[FallbackCore]):
+class Fallback(CorePolicy[FallbackCore], Generic[T]):
     """Return ``handler(exception)`` instead of raising a matching exception.
 
     With ``on_result``, a returned value that matches is replaced by
@@ -106,31 +174,101 @@ class Fallback(CorePolicy[FallbackCore]):
     An async ``handler`` is awaited; it can only guard async functions (decorating a sync
     function with it raises ``TypeError``). A sync handler serves both.
 
+    For type checkers, ``Fallback[T]`` is generic in what the handler returns: a
+    decorated ``Callable[P, R]`` becomes ``Callable[P, R | T]`` (just ``R`` when the
+    handler returns an ``R`` too).
+
     Args:
         handler: Called with the exception (or the unwanted result); its return value
             is what the caller gets. It may raise instead.
         on: Exception types, or a predicate, that the fallback handles (default: every
             ``Exception``).
         on_result: A predicate over return values; a match is replaced as well.
+        with_args: If true, the handler is called as ``handler(exc, *args, **kwargs)``
+            with the guarded call's arguments (checked against the handler's signature
+            at construction).
         name: A name for events and metrics.
     """
 
     __slots__ = ("_async", "_sync")
     kind = "fallback"
 
+    @overload
     def __init__(
         self,
-        handler: Callable[[Any], Any],
+        handler: Callable[[Any], Awaitable[T]],
+        *,
+        on: ExceptionMatcher = ...,
+        on_result: Callable[[Any], bool] | None = ...,
+        with_args: Literal[False] = ...,
+        name: str | None = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        handler: Callable[[Any], T],
+        *,
+        on: ExceptionMatcher = ...,
+        on_result: Callable[[Any], bool] | None = ...,
+        with_args: Literal[False] = ...,
+        name: str | None = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        handler: Callable[..., Awaitable[T]],
+        *,
+        on: ExceptionMatcher = ...,
+        on_result: Callable[[Any], bool] | None = ...,
+        with_args: Literal[True],
+        name: str | None = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        handler: Callable[..., T],
+        *,
+        on: ExceptionMatcher = ...,
+        on_result: Callable[[Any], bool] | None = ...,
+        with_args: Literal[True],
+        name: str | None = ...,
+    ) -> None: ...
+    def __init__(
+        self,
+        handler: Callable[..., Any],
         *,
         on: ExceptionMatcher = Exception,
         on_result: Callable[[Any], bool] | None = None,
+        with_args: bool = False,
         name: str | None = None,
     ) -> None:
-        self._core = FallbackCore(handler, on, on_result, name)
+        self._core = FallbackCore(handler, on, on_result, with_args, name)
         self._async = _FallbackStep(self._core, defer=self._core.handler_is_async)
         self._sync = None if self._core.handler_is_async else _FallbackStep(self._core, defer=False)
 
-    def _sync_step(self) -> _FallbackStep:
+    if TYPE_CHECKING:  # the caller gets R | T; at run time Policy's methods serve as they are
+
+        @overload  # type: ignore[override]
+        def __call__(
+            self, fn: Callable[P, Coroutine[Any, Any, R]], /
+        ) -> Callable[P, Coroutine[Any, Any, R | T]]: ...
+        @overload
+        def __call__(self, fn: Callable[P, R], /) -> Callable[P, R | T]: ...
+        def __call__(self, fn: Callable[..., Any], /) -> Callable[..., Any]: ...
+        def call(  # type: ignore[override]
+            self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+        ) -> R | T: ...
+        async def call_async(  # type: ignore[override]
+            self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+        ) -> R | T: ...
+
+    def _sync_step(self) -> _FallbackStep | None:
+        return None if self._core.with_args else self._sync_checked()
+
+    def _async_step(self) -> _FallbackStep | None:
+        return None if self._core.with_args else self._async
+
+    def _sync_checked(self) -> _FallbackStep:
         if self._sync is None:
             raise TypeError(
                 f"{self!r} has an async handler, which cannot serve a sync function; "
@@ -138,8 +276,45 @@ class Fallback(CorePolicy[FallbackCore]):
             )
         return self._sync
 
-    def _async_step(self) -> _FallbackStep:
-        return self._async
+    # with_args: the handler needs the call's arguments, which only a wrapper sees. The
+    # step still decides; these shells pass it the arguments as its token.
+
+    def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        step = self._sync_checked()
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            call = (args, kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                value = step.exit_error(call, exc)
+                if value is PASS:
+                    raise
+                return value
+            return step.exit_ok(call, result)
+
+        return guarded
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        step = self._async
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            call = (args, kwargs)
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                value = step.exit_error(call, exc)
+                if value is PASS:
+                    raise
+                if type(value) is Deferred:  # awaited here, so its errors chain to exc
+                    return await value.awaitable
+                return value
+            value = step.exit_ok(call, result)
+            if type(value) is Deferred:
+                return await value.awaitable
+            return value
+
+        return guarded
 
     @property
     def used(self) -> int:

@@ -69,7 +69,7 @@ from resilient import (  # noqa: E402
 
 bulkhead = Bulkhead(4, max_wait=0.1)
 timeout = Timeout(1.5)
-fallback = Fallback(lambda exc: [])
+fallback = Fallback(lambda exc: list[str]())
 retry = Retry(3, wait=DecorrelatedJitter(0.1), budget=RetryBudget())
 limiter = RateLimiter(100, per=1.0, burst=10)
 keyed = KeyedRateLimiter(10, key=lambda user, *args, **kwargs: user)
