@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from resilient import CircuitBreaker, Fallback, Retry, compose
+from resilient.asgi import ResilienceMiddleware
 
 
 class Boom(Exception):
@@ -166,8 +167,6 @@ async def test_async_cancellation_is_never_caught() -> None:
 
 def test_asgi_middleware_refuses_a_with_args_fallback() -> None:
     # A request's "arguments" are the middleware's internals: nothing a handler can use.
-    from resilient.asgi import ResilienceMiddleware
-
     async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
         pass
 
