@@ -32,6 +32,7 @@ from resilient._deadline import remaining
 from resilient._errors import (
     BulkheadFullError,
     CircuitOpenError,
+    MisuseError,
     RateLimitedError,
     RejectedError,
     ResilienceError,
@@ -87,6 +88,7 @@ __all__ = [
     "FallbackUsed",
     "Instrumentation",
     "KeyedRateLimiter",
+    "MisuseError",
     "MonotonicClock",
     "RateLimitedError",
     "RateLimiter",

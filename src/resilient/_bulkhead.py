@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from resilient._bulkhead_core import BulkheadCore, BulkheadMetrics
+from resilient._decorate import COROUTINE, refuse_coroutine
 from resilient._pipeline import PASS, WAIT, Wait
 from resilient._policy import CorePolicy
 from resilient._validate import Duration
@@ -120,6 +121,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
         slots = core._slots
         release = core.release
         wait = self._step.enter_wait
+        coroutine = COROUTINE  # a closure variable reads faster than a global
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -130,9 +132,12 @@ class Bulkhead(CorePolicy[BulkheadCore]):
                 if len(slots) < core._low_water:
                     core._low_water = len(slots)
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                if type(result) is coroutine:
+                    refuse_coroutine(fn, result)
             finally:
                 release()
+            return result
 
         return guarded
 

@@ -10,6 +10,12 @@ The tree::
     │   └── WorkersExhaustedError     a sync Timeout has no free worker thread
     └── TimeoutExceededError          also a builtin TimeoutError
 
+    MisuseError                       a TypeError: the library was used the wrong way
+
+``MisuseError`` stands apart from the tree on purpose: it reports a bug in the calling
+code (a sync caller for an async function, a policy decorating a class), which
+``except ResilienceError`` handlers written for outages should not swallow.
+
 Each rejection raises a *fresh* instance, so tracebacks never grow across rejections
 (purgatory re-raises one instance and its traceback grows without bound).
 """
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BulkheadFullError",
     "CircuitOpenError",
+    "MisuseError",
     "RateLimitedError",
     "RejectedError",
     "ResilienceError",
@@ -158,3 +165,16 @@ class TimeoutExceededError(ResilienceError, TimeoutError):
         super().__init__(message)
         self.policy = policy
         self.seconds = seconds
+
+
+class MisuseError(TypeError):
+    """The library was used in a way that cannot work; the message says what to do instead.
+
+    Raised for mistakes a type checker may not catch: ``policy.call()`` given an async
+    function (use ``await policy.call_async()``), ``call_async()`` given a sync one (use
+    ``call()``), a generator function or a class where a function is expected, a
+    function decorated as sync that returns a coroutine, or a policy class used as a
+    decorator without parentheses. It is a ``TypeError``, not a
+    [`ResilienceError`][resilient.ResilienceError]: it reports a bug in the calling
+    code, not an outage.
+    """

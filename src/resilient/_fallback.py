@@ -192,6 +192,7 @@ class Fallback(CorePolicy[FallbackCore], Generic[T]):
 
     __slots__ = ("_async", "_sync")
     kind = "fallback"
+    _callable_option = True
 
     @overload
     def __init__(

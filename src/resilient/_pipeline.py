@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
+from resilient._decorate import COROUTINE, refuse_coroutine
+
 __all__ = ["NO_RESULT", "PASS", "WAIT", "Deferred", "Step", "Wait", "async_runner", "sync_runner"]
 
 
@@ -108,7 +110,7 @@ def _runner_source(defers: tuple[bool, ...], is_async: bool) -> str:
     aw = "await " if is_async else ""
     n = len(defers)
     names = ", ".join(f"e{i}, w{i}, ok{i}, err{i}, can{i}" for i in range(n))
-    out = [f"def make(fn, Wait, PASS, Deferred, {names}):"]
+    out = [f"def make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, {names}):"]
     out.append(f"    {'async ' if is_async else ''}def run(*args, **kwargs):")
     pad = " " * 8
     for i in range(n):
@@ -120,6 +122,8 @@ def _runner_source(defers: tuple[bool, ...], is_async: bool) -> str:
         ]
         pad += "    "
     out.append(f"{pad}result = {aw}fn(*args, **kwargs)")
+    if not is_async:  # a "sync" callable that returned a coroutine: see _decorate
+        out += [f"{pad}if type(result) is COROUTINE:", f"{pad}    refuse_coroutine(fn, result)"]
     for i in reversed(range(n)):
         pad = pad[:-4]
         deferred = (
@@ -169,7 +173,7 @@ def _runner(steps: Sequence[Step], fn: Callable[..., Any], is_async: bool) -> Ca
     for step in steps:
         hooks += (step.enter, step.enter_wait_async if is_async else step.enter_wait)
         hooks += (step.exit_ok, step.exit_error, step.exit_cancel)
-    return make(fn, Wait, PASS, Deferred, *hooks)  # type: ignore[no-any-return]
+    return make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, *hooks)  # type: ignore[no-any-return]
 
 
 def sync_runner(steps: Sequence[Step], fn: Callable[..., Any]) -> Callable[..., Any]:

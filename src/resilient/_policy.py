@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import weakref
 from collections.abc import Awaitable, Callable
-from types import TracebackType
+from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from resilient._decorate import decorate
+from resilient._decorate import (
+    NOT_PLAIN,
+    async_callable_for,
+    check_sync_callable,
+    decorate,
+    refuse_bare_decorator,
+    refusing_coroutines,
+)
 from resilient._events import EventSource, Listener
 from resilient._fork import new_lock
 from resilient._pipeline import NO_RESULT, Step, Wait, async_runner, sync_runner
@@ -29,6 +37,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _CREATE_LOCK = new_lock()
+_ASYNC_DEF: Any = inspect.CO_COROUTINE
 
 
 class Policy:
@@ -39,6 +48,9 @@ class Policy:
 
     #: The ``kind`` of the policy's events and metrics (``"circuit_breaker"``, ...).
     kind: str = "policy"
+    #: Whether the first positional option may be a function (a fallback's handler);
+    #: elsewhere a function there means ``@Policy`` was written without parentheses.
+    _callable_option: bool = False
 
     # -- what a policy provides --------------------------------------------------------
 
@@ -78,12 +90,16 @@ class Policy:
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn(*args, **kwargs)`` through this policy and return its result."""
+        if type(fn) is not FunctionType or fn.__code__.co_flags & NOT_PLAIN:
+            check_sync_callable(fn, self)  # only what is not a plain `def` needs a look
         return self._sync_guard(fn)(*args, **kwargs)  # type: ignore[no-any-return]
 
     async def call_async(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Await ``fn(*args, **kwargs)`` through this policy and return its result."""
+        if type(fn) is not FunctionType or not fn.__code__.co_flags & _ASYNC_DEF:
+            fn = async_callable_for(fn, self)  # only what is not an `async def` needs a look
         return await self._async_guard(fn)(*args, **kwargs)  # type: ignore[no-any-return]
 
     # -- context managers --------------------------------------------------------------
@@ -217,7 +233,9 @@ class CorePolicy(Policy, Generic[C]):
     __slots__ = ("_core",)
     _core: C
 
-    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self:
+    def __new__(cls, *args: Any, **_kwargs: Any) -> Self:
+        if not cls._callable_option:
+            refuse_bare_decorator(cls, args)
         self = super().__new__(cls)
         with _LIVE_LOCK:
             _LIVE.add(self)
@@ -262,6 +280,9 @@ def _exit_block(step: Step, token: Any, exc: BaseException | None) -> bool:
 
 def _build(policies: tuple[Policy, ...], fn: Callable[..., Any], is_async: bool) -> Any:
     call = fn
+    if not is_async and policies[-1]._sync_step() is None:
+        # A wrapper calls fn itself; a runner checks fn's result inline.
+        call = refusing_coroutines(fn)
     pending: list[Step] = []
     for policy in reversed(policies):
         step = policy._async_step() if is_async else policy._sync_step()

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import remaining
+from resilient._decorate import COROUTINE, refuse_coroutine
 from resilient._errors import RateLimitedError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._fork import new_lock
@@ -328,7 +329,10 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
                 wait = step.over_the_rate()
                 if wait is not None:
                     step.enter_wait(wait)
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            if type(result) is COROUTINE:
+                refuse_coroutine(fn, result)
+            return result
 
         return guarded
 
