@@ -174,3 +174,56 @@ def test_the_parser() -> None:
         list(parse("<!-- no-run: oops -->\n\ntext\n", "page.md"))
     with pytest.raises(ValueError, match="never closed"):
         list(parse("```python\nopen\n", "page.md"))
+
+
+# -- examples must be right in every state they can meet ---------------------------------
+# A snippet whose top-level `except CircuitOpenError` branch shows `retry_after` to the
+# user runs once more with its breaker forced open, where `retry_after` is None: a
+# long-lived breaker can be in any state when that branch runs. (Examples that assert
+# one deterministic state are left alone.)
+
+BREAKER = re.compile(r"^(\w+) = CircuitBreaker\(", re.MULTILINE)
+
+
+def forced_open_variant(block: Block) -> Block | None:
+    """``block`` with its breaker forced open just before its top-level ``try``, if any."""
+    lines = block.code.splitlines()
+    breakers = BREAKER.findall(block.code)
+    handlers = [i for i, line in enumerate(lines) if line.startswith("except CircuitOpenError")]
+    if not breakers or not handlers:
+        return None
+    branch = []
+    for line in lines[handlers[0] + 1 :]:
+        if line and not line.startswith(" "):
+            break
+        branch.append(line)
+    shown = "\n".join(branch)
+    if "retry_after" not in shown or "print(" not in shown:
+        return None
+    tries = [i for i, line in enumerate(lines[: handlers[0]]) if line == "try:"]
+    if not tries:
+        return None
+    lines.insert(tries[-1], f"{breakers[0]}.force_open()")
+    code = "\n".join(lines) + "\n"
+    return Block(block.path, block.line, block.tag, code, block.runs)
+
+
+FORCED_OPEN = [v for v in map(forced_open_variant, EXAMPLES) if v is not None]
+
+
+def test_forced_open_variants_include_the_readme() -> None:
+    assert any(block.path == "README.md" for block in FORCED_OPEN)
+
+
+@pytest.mark.parametrize("block", FORCED_OPEN, ids=[block.id for block in FORCED_OPEN])
+def test_example_handles_a_forced_open_breaker(
+    block: Block, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if hasattr(os, "fork"):
+        result = request.getfixturevalue("runner").run(block)
+    else:  # pragma: no cover - exercised on Windows only
+        result = run_alone(block, tmp_path)
+    detail = f"\n--- code\n{block.code}\n--- stdout\n{result['stdout']}\n--- stderr\n{result['stderr']}"
+    assert result["returncode"] == 0, f"{block.id} exited with {result['returncode']}{detail}"
+    assert not result["stderr"], f"{block.id} wrote to stderr{detail}"
+    assert result["stdout"], f"{block.id}: the except branch printed nothing{detail}"
