@@ -223,7 +223,8 @@ def test_example_handles_a_forced_open_breaker(
         result = request.getfixturevalue("runner").run(block)
     else:  # pragma: no cover - exercised on Windows only
         result = run_alone(block, tmp_path)
-    detail = f"\n--- code\n{block.code}\n--- stdout\n{result['stdout']}\n--- stderr\n{result['stderr']}"
+    detail = f"\n--- code\n{block.code}\n--- stdout\n{result['stdout']}"
+    detail += f"\n--- stderr\n{result['stderr']}"
     assert result["returncode"] == 0, f"{block.id} exited with {result['returncode']}{detail}"
     assert not result["stderr"], f"{block.id} wrote to stderr{detail}"
     assert result["stdout"], f"{block.id}: the except branch printed nothing{detail}"
