@@ -158,7 +158,11 @@ class Registry:
         return len(self._policies)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Every policy's kind and metrics as plain, JSON-serialisable data."""
+        """The kind and metrics of every policy created through this registry, as plain data.
+
+        JSON-serialisable. A policy constructed directly (``CircuitBreaker("x")``) is in
+        no registry, even when named.
+        """
         with self._lock:
             policies = sorted(self._policies.items())
         out: dict[str, dict[str, Any]] = {}
