@@ -4,17 +4,42 @@ The composition keeps its policies in order, outermost first, flattened (a compo
 inside a composition is spliced in). Guards are built by ``_policy.build_sync`` and
 ``build_async``, which run each stretch of adjacent steps in one frame: one wrapper and
 one adapter loop where stacked decorators would nest a frame per policy.
+
+For type checkers a composition is generic, as ``Fallback`` is, in what an outermost
+fallback may return instead of the function's result (``Never`` without one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from resilient._fallback import Fallback
 from resilient._policy import Policy
+
+if TYPE_CHECKING:
+    # typing_extensions is only installed on 3.10, and typing's TypeVar takes a default
+    # only from 3.13: the default is for checkers, which read it from here.
+    from typing_extensions import Never
+    from typing_extensions import TypeVar as TypeVarWithDefault
+
+    T = TypeVarWithDefault("T", default=Never)  # what an outermost Fallback may return
+else:
+    T = TypeVar("T")
 
 __all__ = ["Composition", "compose"]
 
+R = TypeVar("R")
+P = ParamSpec("P")
 
-class Composition(Policy):
-    """Policies applied as one, outermost first; build it with [`compose()`][resilient.compose]."""
+
+class Composition(Policy, Generic[T]):
+    """Policies applied as one, outermost first; build it with [`compose()`][resilient.compose].
+
+    For type checkers, ``Composition[T]`` turns a ``Callable[P, R]`` into a
+    ``Callable[P, R | T]``, where ``T`` is what an outermost ``Fallback`` returns
+    (``Never``, so just ``R``, without one).
+    """
 
     __slots__ = ("_policies",)
     kind = "composition"
@@ -31,6 +56,22 @@ class Composition(Policy):
                 )
             flat.extend(policy._flatten())
         self._policies = tuple(flat)
+
+    if TYPE_CHECKING:  # the caller gets R | T; at run time Policy's methods serve as they are
+
+        @overload  # type: ignore[override]
+        def __call__(
+            self, fn: Callable[P, Coroutine[Any, Any, R]], /
+        ) -> Callable[P, Coroutine[Any, Any, R | T]]: ...
+        @overload
+        def __call__(self, fn: Callable[P, R], /) -> Callable[P, R | T]: ...
+        def __call__(self, fn: Callable[..., Any], /) -> Callable[..., Any]: ...
+        def call(  # type: ignore[override]
+            self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+        ) -> R | T: ...
+        async def call_async(  # type: ignore[override]
+            self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+        ) -> R | T: ...
 
     @property
     def policies(self) -> tuple[Policy, ...]:
@@ -50,12 +91,22 @@ class Composition(Policy):
         return f"compose({', '.join(map(repr, self._policies))})"
 
 
-def compose(*policies: Policy) -> Composition:
+@overload
+def compose(  # type: ignore[overload-overlap]
+    first: Fallback[T] | Composition[T], /, *policies: Policy
+) -> Composition[T]: ...
+@overload
+def compose(*policies: Policy) -> Composition[Never]: ...
+def compose(*policies: Policy) -> Composition[Any]:
     """Combine ``policies`` into one, outermost first, exactly like stacked decorators.
 
     ``compose(a, b, c)`` guards a function as ``@a @b @c`` would (``a`` outermost), and is
     itself a policy: a decorator, ``call()``/``call_async()``, and composable again. The
     recommended order, from the outside in, is Fallback, Retry, CircuitBreaker,
     RateLimiter, Timeout, Bulkhead.
+
+    Type checkers see what an outermost ``Fallback`` may return: with
+    ``Fallback(lambda exc: None)`` first, a decorated ``Callable[P, R]`` becomes
+    ``Callable[P, R | None]``. (A fallback further in is not reflected in the type.)
     """
     return Composition(*policies)

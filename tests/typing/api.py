@@ -98,7 +98,7 @@ assert_type(timeout(sync_fn)(1), list[str])
 
 
 async def use_composed() -> None:
-    assert_type(await composed_async(3), bytes)
+    assert_type(await composed_async(3), bytes | list[str])  # the fallback's value
     assert_type(await retry.call_async(async_fn, 1), float)
     async with bulkhead:
         pass

@@ -85,3 +85,41 @@ assert_type(Fallback(by_order, with_args=True), Fallback[str])
 
 same("1")  # type: ignore[arg-type]
 count(1)  # type: ignore[call-arg]
+
+
+# -- in a composition: an outermost Fallback's value shows in the type --------------------
+
+from resilient import CircuitBreaker, Composition, Retry, compose  # noqa: E402
+
+with_fallback = compose(Fallback(text), Retry(2), CircuitBreaker())
+without_fallback = compose(Retry(2), CircuitBreaker())
+nested = compose(with_fallback, Retry(2))
+assert_type(with_fallback, Composition[str])
+assert_type(nested, Composition[str])
+bare: Composition = without_fallback  # the default: Composition[Never]
+
+
+@with_fallback
+def composed_count(a: int) -> int:
+    return a
+
+
+@without_fallback
+def plain_count(a: int) -> int:
+    return a
+
+
+@compose(Fallback(async_text), Retry(2))
+async def composed_async(a: int) -> bytes:
+    return b""
+
+
+assert_type(composed_count(1), int | str)
+assert_type(plain_count(1), int)
+assert_type(with_fallback.call(plain_count, 1), int | str)
+assert_type(compose(Fallback(zero), Retry(2)).call(plain_count, 1), int)
+
+
+async def use_composed() -> None:
+    assert_type(await composed_async(1), bytes | str)
+    assert_type(await with_fallback.call_async(acount_async_handler, 1), int | str)
