@@ -1,4 +1,4 @@
-"""Type tests: checked by mypy (see pyproject's [tool.mypy] files), never run."""
+"""Type tests: checked by mypy (pyproject's [tool.mypy] files) and pyright (.ci/run), never run."""
 
 from __future__ import annotations
 
