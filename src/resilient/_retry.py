@@ -34,7 +34,7 @@ class Retry(CorePolicy[RetryCore]):
     for it.
     Cancellation, ``KeyboardInterrupt`` and ``SystemExit`` are never retried.
 
-    No wait is longer than [`MAX_WAIT`][resilient.Retry.MAX_WAIT] (one day): a constant
+    No wait is longer than `Retry.MAX_WAIT` (one day): a constant
     ``wait`` above it is refused, a computed one is clamped to it. If a wait itself
     fails, the call ends with its last outcome (the exception chained to the wait's).
 
