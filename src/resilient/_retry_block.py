@@ -31,7 +31,7 @@ __all__ = ["AsyncRetrying", "Attempt", "Retrying"]
 class Attempt:
     """One attempt of a retried block: ``with attempt:`` or ``async with attempt:``.
 
-    An [`Exception`][] raised in the block ends the attempt; the loop then decides
+    An ``Exception`` raised in the block ends the attempt; the loop then decides
     whether to retry it (after the wait) or to give up and re-raise it unchanged.
     ``BaseException`` (cancellation, ``KeyboardInterrupt``) passes through and ends the
     loop at once.
