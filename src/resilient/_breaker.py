@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from resilient._breaker_core import BreakerCore
-from resilient._breaker_state import CircuitBreakerMetrics, CircuitState, Epoch
+from resilient._breaker_state import CircuitBreakerMetrics, CircuitState, Epoch, Trial
 from resilient._decorate import COROUTINE, refuse_coroutine
+from resilient._errors import CircuitOpenError
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._window import CountWindow, TimeWindow
@@ -29,6 +30,9 @@ T = TypeVar("T")
 
 _DEFAULT_WINDOW = CountWindow(100)
 
+Ticket = Epoch | Trial
+Token = Ticket | tuple[Ticket, float]  # with the start time when durations are measured
+
 
 class _BreakerStep:
     """The breaker as a pipeline step (for ``compose`` and ``with breaker:``)."""
@@ -40,14 +44,14 @@ class _BreakerStep:
         self._core = core
         self._monotonic = core._clock.monotonic
 
-    def enter(self) -> Epoch | tuple[Epoch, float]:
+    def enter(self) -> Token:
         core = self._core
         timed = core._timed  # read once: instrument() may turn timing on at any moment
         start = self._monotonic() if timed else 0.0  # before a permit is taken
-        ticket = core._free
+        ticket: Ticket | None = core._free
         if ticket is None:
             admitted = core.admit_slow()
-            if not isinstance(admitted, Epoch):
+            if isinstance(admitted, CircuitOpenError):
                 try:
                     raise admitted
                 finally:
@@ -55,24 +59,24 @@ class _BreakerStep:
             ticket = admitted
         return (ticket, start) if timed else ticket
 
-    def _split(self, token: Epoch | tuple[Epoch, float]) -> tuple[Epoch, float]:
+    def _split(self, token: Token) -> tuple[Ticket, float]:
         if type(token) is tuple:
             return token[0], self._monotonic() - token[1]
         return token, 0.0  # type: ignore[return-value]
 
-    def exit_ok(self, token: Epoch | tuple[Epoch, float], result: Any) -> Any:
+    def exit_ok(self, token: Token, result: Any) -> Any:
         if type(token) is tuple:
             self._core.on_success(token[0], result, self._monotonic() - token[1])
         else:
             self._core.on_success(token, result, 0.0)  # type: ignore[arg-type]
         return result
 
-    def exit_error(self, token: Epoch | tuple[Epoch, float], exc: Exception) -> Any:
+    def exit_error(self, token: Token, exc: Exception) -> Any:
         ticket, duration = self._split(token)
         self._core.on_error(ticket, exc, duration)
         return PASS
 
-    def exit_cancel(self, token: Epoch | tuple[Epoch, float], exc: BaseException) -> BaseException:
+    def exit_cancel(self, token: Token, exc: BaseException) -> BaseException:
         self._core.on_cancel(self._split(token)[0])
         return exc
 
@@ -182,26 +186,30 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             # but the `try` that gives it back may come between.
             timed = core._timed
             start = monotonic() if timed else 0.0
-            ticket = core._free
+            ticket: Ticket | None = core._free
             if ticket is None:
                 admitted = admit_slow()
-                if not isinstance(admitted, Epoch):
+                if isinstance(admitted, CircuitOpenError):
                     try:
                         raise admitted  # raised here: one frame, not three
                     finally:
                         del admitted  # no frame <-> traceback cycle left for the GC
                 ticket = admitted
             try:
-                result = fn(*args, **kwargs)
-                if type(result) is coroutine:
-                    refuse_coroutine(fn, result)
-            except Exception as exc:
-                on_error(ticket, exc, monotonic() - start if timed else 0.0)
-                raise
+                try:
+                    result = fn(*args, **kwargs)
+                    if type(result) is coroutine:
+                        refuse_coroutine(fn, result)
+                except Exception as exc:
+                    on_error(ticket, exc, monotonic() - start if timed else 0.0)
+                    raise
+                on_success(ticket, result, monotonic() - start if timed else 0.0)
             except BaseException:
+                # Cancelled, interrupted (a signal handler may raise at any call, the
+                # entry of on_success() included) or finished: a half-open trial's
+                # permit comes back once (on_cancel() is a no-op for anything else).
                 on_cancel(ticket)
                 raise
-            on_success(ticket, result, monotonic() - start if timed else 0.0)
             return result
 
         return guarded
@@ -219,24 +227,28 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             # but the `try` that gives it back may come between.
             timed = core._timed
             start = monotonic() if timed else 0.0
-            ticket = core._free
+            ticket: Ticket | None = core._free
             if ticket is None:
                 admitted = admit_slow()
-                if not isinstance(admitted, Epoch):
+                if isinstance(admitted, CircuitOpenError):
                     try:
                         raise admitted  # raised here: one frame, not three
                     finally:
                         del admitted  # no frame <-> traceback cycle left for the GC
                 ticket = admitted
             try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                on_error(ticket, exc, monotonic() - start if timed else 0.0)
-                raise
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    on_error(ticket, exc, monotonic() - start if timed else 0.0)
+                    raise
+                on_success(ticket, result, monotonic() - start if timed else 0.0)
             except BaseException:
+                # Cancelled, interrupted (a signal handler may raise at any call, the
+                # entry of on_success() included) or finished: a half-open trial's
+                # permit comes back once (on_cancel() is a no-op for anything else).
                 on_cancel(ticket)
                 raise
-            on_success(ticket, result, monotonic() - start if timed else 0.0)
             return result
 
         return guarded

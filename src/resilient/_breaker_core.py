@@ -19,6 +19,7 @@ attribute read is atomic.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -37,9 +38,10 @@ from resilient._breaker_state import (
     OPEN,
     CircuitState,
     Epoch,
+    Trial,
 )
 from resilient._clock import MONOTONIC, Clock
-from resilient._errors import CircuitOpenError
+from resilient._errors import CircuitOpenError, RejectedError
 from resilient._events import (
     GLOBAL_LISTENERS,
     NOTABLE_LISTENERS,
@@ -99,6 +101,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         "_lock",
         "_locked_claims",
         "_locked_outcomes",
+        "_lost",
         "_minimum_calls",
         "_monotonic",
         "_not_permitted",
@@ -106,6 +109,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         "_open_duration",
         "_open_until",
         "_record",
+        "_record_rejections",
         "_record_result",
         "_rejection_logged",
         "_rejections",
@@ -165,6 +169,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             "half_open_max_duration", half_open_max_duration, allow_zero=False, allow_none=True
         )
         self._record = compile_matcher("record", record)
+        self._record_rejections = _named_rejections(record)
         self._ignore = compile_matcher("ignore", ignore)
         self._record_result = check_result_predicate("record_result", record_result)
         if clock is None:
@@ -189,6 +194,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._half_open_since = 0.0
         self._half_open_taken = 0
         self._half_open_done = 0
+        self._lost: collections.deque[Epoch] = collections.deque()  # see Trial
         # A plain success may skip the lock (see on_success) when nothing but the ring
         # needs it: a count window, no record_result, and no duration to measure.
         self._fast_capable = record_result is None and isinstance(window, CountWindow)
@@ -257,7 +263,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._not_permitted = 0
         self._rejections_base = drawn
 
-    def _enter(self, state: CircuitState, events: list[Event]) -> None:
+    def _enter(self, state: CircuitState, events: list[Event | _OpenFor]) -> None:
         """Move to ``state`` with a new epoch; record the transition event."""
         previous = self._state
         self._state = state
@@ -289,33 +295,51 @@ class BreakerCore(BreakerReadouts, EventSource):
             calls,
         )
 
-    def _open(self, at: float, events: list[Event]) -> None:
-        """Trip to OPEN from ``at``, keeping the window that tripped it."""
+    def _open(self, at: float, events: list[Event | _OpenFor]) -> None:
+        """Trip to OPEN from ``at``, keeping the window that tripped it.
+
+        A callable ``open_duration`` is the user's code, so it is not called here, under
+        the lock: the stay starts with the last duration and :meth:`_dispatch` (after the
+        lock is released) asks the callable and moves the deadline, if the breaker is
+        still in the same stay.
+        """
         self._open_attempt += 1
         duration = self._open_duration
         if not isinstance(duration, float):
-            try:
-                seconds = check_duration("open_duration()", duration(self._open_attempt))
-            except Exception:
-                seconds = self._last_open_duration
-                logger.exception(
-                    "open_duration(%d) of breaker %r failed; staying open %ss",
-                    self._open_attempt,
-                    self.name,
-                    seconds,
-                )
-            duration = seconds if seconds is not None else self._last_open_duration
-        self._last_open_duration = duration
+            duration = self._last_open_duration
         self._open_until = at + duration
         self._enter(OPEN, events)
+        if not isinstance(self._open_duration, float):
+            events.append(_OpenFor(self._epoch, at, self._open_attempt))
 
-    def _close(self, events: list[Event]) -> None:
+    def _open_for(self, pending: _OpenFor) -> None:
+        """Ask a callable ``open_duration`` how long to stay open (never under the lock)."""
+        backoff = self._open_duration
+        assert not isinstance(backoff, float)  # noqa: S101 -- only queued for a callable
+        try:
+            seconds = check_duration("open_duration()", backoff(pending.attempt))
+        except Exception:
+            logger.exception(
+                "open_duration(%d) of breaker %r failed; staying open %ss",
+                pending.attempt,
+                self.name,
+                self._last_open_duration,
+            )
+            return
+        if seconds is None:  # pragma: no cover - allow_none is off
+            return
+        with self._lock:
+            if self._epoch is pending.epoch:
+                self._last_open_duration = seconds
+                self._open_until = pending.at + seconds
+
+    def _close(self, events: list[Event | _OpenFor]) -> None:
         self._open_attempt = 0
         self._window = self._new_window()
         self._restart_rejections()
         self._enter(CLOSED, events)
 
-    def _half_open(self, now: float, events: list[Event]) -> None:
+    def _half_open(self, now: float, events: list[Event | _OpenFor]) -> None:
         self._window = self._new_window(self._half_open_calls)
         self._restart_rejections()
         self._half_open_since = now
@@ -323,7 +347,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._half_open_done = 0
         self._enter(HALF_OPEN, events)
 
-    def _expire(self, now: float, events: list[Event]) -> None:
+    def _expire(self, now: float, events: list[Event | _OpenFor]) -> None:
         """Apply the time-driven transition of HALF_OPEN (``half_open_max_duration``)."""
         if self._state is HALF_OPEN and self._half_open_max is not None:
             deadline = self._half_open_since + self._half_open_max
@@ -339,30 +363,34 @@ class BreakerCore(BreakerReadouts, EventSource):
             or window.slow / calls >= self._slow_threshold
         )
 
-    def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[Event | _OpenFor]) -> None:
+        for event in events:
+            if type(event) is _OpenFor:
+                self._open_for(event)
         for event in events:
             if isinstance(event, StateTransition):
                 log_transition(event)
         if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             for event in events:
-                self.emit(event)
+                if not isinstance(event, _OpenFor):
+                    self.emit(event)
 
     # -- the adapters' interface -------------------------------------------------------
 
-    def acquire(self) -> Epoch:
+    def acquire(self) -> Epoch | Trial:
         """Admit a call and return its ticket, or raise :class:`CircuitOpenError`."""
         ticket = self._free
         if ticket is not None:
             return ticket
         admitted = self.admit_slow()
-        if isinstance(admitted, Epoch):
-            return admitted
+        if type(admitted) is not CircuitOpenError:
+            return admitted  # type: ignore[return-value]
         try:
             raise admitted
         finally:
             del admitted  # no frame <-> traceback cycle for the GC to find
 
-    def admit_slow(self) -> Epoch | CircuitOpenError:
+    def admit_slow(self) -> Epoch | Trial | CircuitOpenError:
         """Admit a call outside the free path: a ticket, or the error to raise.
 
         The error is returned, not raised, so that the adapter raises it in its own
@@ -383,12 +411,15 @@ class BreakerCore(BreakerReadouts, EventSource):
                 if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS or first:
                     self._report_rejection(error, None, first=first)
                 return error
-        events: list[Event] = []
+        events: list[Event | _OpenFor] = []
         retry_after: float | None = None
+        ticket: Trial | None
         with self._lock:
             state = self._state
             if state in _ADMIT_ALL:
                 return self._epoch
+            if self._lost:
+                self._take_back_lost(events)
             now = self._clock.monotonic()
             self._expire(now, events)
             if self._state is OPEN and now >= self._open_until:
@@ -396,7 +427,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             state = self._state
             if state is HALF_OPEN and self._half_open_taken < self._half_open_calls:
                 self._half_open_taken += 1
-                ticket = self._epoch
+                ticket = Trial(self._epoch, self._lost)
             else:
                 ticket = None
                 self._not_permitted += 1
@@ -420,7 +451,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self,
         state: CircuitState,
         retry_after: float | None,
-        events: list[Event],
+        events: list[Event | _OpenFor],
         *,
         first: bool,
     ) -> CircuitOpenError:
@@ -429,7 +460,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         return error
 
     def _report_rejection(
-        self, error: CircuitOpenError, events: list[Event] | None, *, first: bool
+        self, error: CircuitOpenError, events: list[Event | _OpenFor] | None, *, first: bool
     ) -> None:
         if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             events = [*(events or ()), CallRejected(self.name, KIND, error)]
@@ -441,14 +472,31 @@ class BreakerCore(BreakerReadouts, EventSource):
         if events:
             self._dispatch(events)
 
-    def on_success(self, ticket: Epoch, result: Any, duration: float) -> None:
+    def _take_back_lost(self, events: list[Event | _OpenFor]) -> None:
+        """Return the permits of trials lost to interrupts (see :class:`Trial`)."""
+        lost = self._lost
+        while lost:
+            if lost.pop() is self._epoch and self._state is HALF_OPEN:
+                self._half_open_taken -= 1
+        if self._state is HALF_OPEN and self._half_open_done >= self._half_open_calls:
+            # An interrupt came between the last trial's count and the decision.
+            self._decide(events)
+
+    def _decide(self, events: list[Event | _OpenFor]) -> None:
+        """Every trial has finished: their rates decide between OPEN and CLOSED."""
+        if self._tripped(self._window, 1):
+            self._open(self._clock.monotonic(), events)
+        else:
+            self._close(events)
+
+    def on_success(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
         """Report that an admitted call returned ``result`` after ``duration`` seconds."""
         if ticket.fast:
             # The hot path: a success in CLOSED claims its ring slot without the lock.
             # If the slot already holds a success, overwriting it changes no count, so
             # there is nothing to write. (A stale ticket only moves the head of a window
             # that no longer records, which is harmless.)
-            window: CountWindow = ticket.window  # type: ignore[assignment]
+            window: CountWindow = ticket.window  # type: ignore[union-attr, assignment]
             slot = next(window._next) % window.size
             if not window._outcomes[slot]:
                 if self._listeners or GLOBAL_LISTENERS:
@@ -457,19 +505,29 @@ class BreakerCore(BreakerReadouts, EventSource):
             self._finish(ticket, SUCCESS, duration, None, None, slot)
             return
         check = self._record_result
-        if check is not None and result is not NO_RESULT and self._result_is_failure(check, result):
-            outcome = FAILURE
-        else:
-            outcome = SUCCESS
+        try:
+            failed = check is not None and result is not NO_RESULT and self._failed(check, result)
+        except BaseException:
+            self.on_cancel(ticket)  # KeyboardInterrupt in record_result: the permit comes back
+            raise
+        outcome = FAILURE if failed else SUCCESS
         slow = self._slow_duration
         if slow is not None and duration > slow:
             outcome |= SLOW
         self._finish(ticket, outcome, duration, None, result if outcome & FAILURE else None)
 
-    def on_error(self, ticket: Epoch, exc: BaseException, duration: float) -> None:
-        """Report that an admitted call raised ``exc`` (an :class:`Exception`)."""
+    def on_error(self, ticket: Epoch | Trial, exc: BaseException, duration: float) -> None:
+        """Report that an admitted call raised ``exc`` (an :class:`Exception`).
+
+        A rejection by one of the library's own policies inside the breaker (a rate
+        limit, a full bulkhead, an inner open breaker) says nothing about the
+        dependency: it is ignored unless ``record`` names its class.
+        """
         try:
             ignored = self._ignore is not None and self._ignore(exc)
+            if not ignored and isinstance(exc, RejectedError):
+                named = self._record_rejections
+                ignored = named is None or not isinstance(exc, named)
             failed = not ignored and self._record is not None and self._record(exc)
         except Exception:
             logger.exception(
@@ -477,6 +535,9 @@ class BreakerCore(BreakerReadouts, EventSource):
                 self.name,
             )
             ignored, failed = False, True
+        except BaseException:
+            self.on_cancel(ticket)  # KeyboardInterrupt in a predicate: the permit comes back
+            raise
         if ignored:
             self._ignored(ticket, exc, duration)
             return
@@ -484,15 +545,22 @@ class BreakerCore(BreakerReadouts, EventSource):
         outcome = SLOW if slow is not None and duration > slow else SUCCESS
         self._finish(ticket, outcome | (FAILURE if failed else 0), duration, exc, None)
 
-    def on_cancel(self, ticket: Epoch) -> None:
-        """Report that an admitted call was cancelled or interrupted: give its slot back."""
+    def on_cancel(self, ticket: Epoch | Trial) -> None:
+        """Report that an admitted call was cancelled or interrupted: give its permit back.
+
+        Only a half-open trial holds a permit; giving it back twice is harmless.
+        """
+        if type(ticket) is not Trial:
+            return
         with self._lock:
-            if ticket is self._epoch and ticket.state is HALF_OPEN:
-                self._half_open_taken -= 1
+            if ticket.live:
+                ticket.live = False
+                if ticket.epoch is self._epoch and self._state is HALF_OPEN:
+                    self._half_open_taken -= 1
 
     # -- outcome bookkeeping -----------------------------------------------------------
 
-    def _result_is_failure(self, check: Callable[[Any], bool], result: Any) -> bool:
+    def _failed(self, check: Callable[[Any], bool], result: Any) -> bool:
         try:
             return bool(check(result))
         except Exception:
@@ -502,7 +570,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             )
             return False
 
-    def _ignored(self, ticket: Epoch, exc: BaseException, duration: float) -> None:
+    def _ignored(self, ticket: Epoch | Trial, exc: BaseException, duration: float) -> None:
         next(self._ignored_calls)
         self.on_cancel(ticket)  # an ignored trial gives its half-open slot back
         if self._listeners or GLOBAL_LISTENERS:
@@ -510,23 +578,30 @@ class BreakerCore(BreakerReadouts, EventSource):
 
     def _finish(
         self,
-        ticket: Epoch,
+        ticket: Epoch | Trial,
         outcome: int,
         duration: float,
         exc: BaseException | None,
         result: Any,
         slot: int | None = None,
     ) -> None:
-        events: list[Event] = []
+        events: list[Event | _OpenFor] = []
+        trial = ticket if type(ticket) is Trial else None
         with self._lock:
             if self._half_open_max is not None and self._state is HALF_OPEN:
                 self._expire(self._clock.monotonic(), events)
             self._locked_outcomes[outcome & FAILURE] += 1
             if slot is not None:
                 self._locked_claims += 1  # claimed on the lock-free path, finished here
-            recorded = ticket is self._epoch
+            if trial is None:
+                epoch: Epoch = ticket  # type: ignore[assignment]
+                recorded = epoch is self._epoch
+            else:
+                # A trial whose permit was given back already decides nothing.
+                epoch = trial.epoch
+                recorded = trial.live and epoch is self._epoch
             if recorded:
-                state = ticket.state
+                state = epoch.state
                 window = self._window
                 if state is not DISABLED and isinstance(window, CountWindow) and slot is None:
                     self._locked_claims += 1  # record() below claims a slot
@@ -541,16 +616,19 @@ class BreakerCore(BreakerReadouts, EventSource):
                         self._open(self._clock.monotonic(), events)
                 elif state is HALF_OPEN:
                     window.record(outcome, duration)
+                    # No call between these two lines: an interrupt (raised only at a
+                    # call) sees the trial either returnable or counted, never lost.
                     self._half_open_done += 1
+                    if trial is not None:
+                        trial.live = False
                     if self._half_open_done >= self._half_open_calls:
-                        if self._tripped(window, 1):
-                            self._open(self._clock.monotonic(), events)
-                        else:
-                            self._close(events)
+                        self._decide(events)
                 elif state is METRICS_ONLY:
                     window.record(outcome, duration)
                 else:  # DISABLED records nothing
                     recorded = False
+            if trial is not None:
+                trial.live = False  # finished: its permit is not given back later
         if self._listeners or GLOBAL_LISTENERS:
             timed = duration if self._timed else None
             slow = bool(outcome & SLOW)
@@ -576,7 +654,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         """The current state (a HALF_OPEN past ``half_open_max_duration`` reads OPEN)."""
         if self._half_open_max is None or self._state is not HALF_OPEN:
             return self._state
-        events: list[Event] = []
+        events: list[Event | _OpenFor] = []
         with self._lock:
             self._expire(self._clock.monotonic(), events)
             state = self._state
@@ -585,7 +663,7 @@ class BreakerCore(BreakerReadouts, EventSource):
 
     def transition(self, target: CircuitState) -> None:
         """Move to a manual state (FORCED_OPEN, DISABLED, METRICS_ONLY) or reset to CLOSED."""
-        events: list[Event] = []
+        events: list[Event | _OpenFor] = []
         with self._lock:
             if target is CLOSED:
                 self._close(events)
@@ -618,3 +696,21 @@ class BreakerCore(BreakerReadouts, EventSource):
                     # Lock-free successes would leave stale durations behind.
                     window._durations = None
                     window.total_duration = 0.0
+
+
+class _OpenFor:
+    """Queued with the events: ask a callable ``open_duration`` once the lock is released."""
+
+    __slots__ = ("at", "attempt", "epoch")
+
+    def __init__(self, epoch: Epoch, at: float, attempt: int) -> None:
+        self.epoch = epoch
+        self.at = at
+        self.attempt = attempt
+
+
+def _named_rejections(record: object) -> tuple[type[RejectedError], ...] | None:
+    """The :class:`RejectedError` classes ``record`` names, which a breaker then counts."""
+    named = record if isinstance(record, tuple) else (record,)
+    found = tuple(t for t in named if isinstance(t, type) and issubclass(t, RejectedError))
+    return found or None

@@ -10,7 +10,7 @@ import itertools
 import math
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from resilient._atomic import counted
 from resilient._breaker_state import (
@@ -22,7 +22,6 @@ from resilient._breaker_state import (
     Epoch,
 )
 from resilient._clock import Clock
-from resilient._events import Event
 from resilient._window import EMPTY, CountWindow, Window
 
 __all__ = ["BreakerReadouts"]
@@ -53,12 +52,12 @@ class BreakerReadouts:
         _not_permitted: int
         _retired_rejections: int
         _transitions: dict[tuple[CircuitState, CircuitState], int]
-        _expire: Callable[[float, list[Event]], None]
-        _dispatch: Callable[[list[Event]], None]
+        _expire: Callable[[float, list[Any]], None]  # events, and work queued for after the lock
+        _dispatch: Callable[[list[Any]], None]
 
     def metrics(self) -> CircuitBreakerMetrics:
         """A frozen snapshot of the current window and state."""
-        events: list[Event] = []
+        events: list[Any] = []
         with self._lock:
             if self._half_open_max is not None:
                 self._expire(self._clock.monotonic(), events)
@@ -108,7 +107,7 @@ class BreakerReadouts:
 
     def retry_after(self) -> float | None:
         """Seconds until an OPEN breaker admits a trial call; 0.0 if it admits now."""
-        events: list[Event] = []
+        events: list[Any] = []
         with self._lock:
             now = self._clock.monotonic()
             self._expire(now, events)

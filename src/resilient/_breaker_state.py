@@ -7,6 +7,7 @@ transitions only.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,6 +23,7 @@ __all__ = [
     "CircuitBreakerMetrics",
     "CircuitState",
     "Epoch",
+    "Trial",
 ]
 
 
@@ -75,6 +77,33 @@ class Epoch:
 
     def __repr__(self) -> str:
         return f"<Epoch {self.state.value} at {id(self):#x}>"
+
+
+class Trial:
+    """The ticket of one half-open trial call: a permit that must come back exactly once.
+
+    ``live`` is cleared (under the breaker's lock) when the trial's outcome is recorded or
+    its permit is given back. A trial lost without either (an interrupt from a signal
+    handler between the permit and the adapter's ``try``, where no handler can see the
+    ticket) returns its permit when it is collected: the finalizer only appends to
+    ``lost``, a deque (one C call, no lock), and the breaker takes those permits back at
+    its next admission.
+    """
+
+    __slots__ = ("epoch", "live", "lost")
+    fast: Final = False  # a trial never takes the lock-free success path
+
+    def __init__(self, epoch: Epoch, lost: deque[Epoch]) -> None:
+        self.epoch = epoch
+        self.lost = lost
+        self.live = True
+
+    def __del__(self) -> None:
+        if self.live:
+            self.lost.append(self.epoch)
+
+    def __repr__(self) -> str:
+        return f"<Trial of {self.epoch!r}{'' if self.live else ' (done)'}>"
 
 
 @dataclass(frozen=True, slots=True)
