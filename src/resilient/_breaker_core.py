@@ -39,6 +39,7 @@ from resilient._breaker_state import (
     CircuitState,
     Epoch,
     Trial,
+    TrialRef,
 )
 from resilient._clock import MONOTONIC, Clock
 from resilient._errors import CircuitOpenError, RejectedError
@@ -122,6 +123,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         "_timed",
         "_timed_by_config",
         "_transitions",
+        "_trials",
         "_window",
         "name",
     )
@@ -194,7 +196,9 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._half_open_since = 0.0
         self._half_open_taken = 0
         self._half_open_done = 0
-        self._lost: collections.deque[Epoch] = collections.deque()  # see Trial
+        # Trials in flight, and those lost to interrupts (see TrialRef).
+        self._trials: set[TrialRef] = set()
+        self._lost: collections.deque[TrialRef] = collections.deque()
         # A plain success may skip the lock (see on_success) when nothing but the ring
         # needs it: a count window, no record_result, and no duration to measure.
         self._fast_capable = record_result is None and isinstance(window, CountWindow)
@@ -268,6 +272,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         previous = self._state
         self._state = state
         self._rejection_logged = False
+        self._trials.clear()  # the permits of an earlier stay no longer matter
         self._epoch = Epoch(
             state,
             self._window,
@@ -426,8 +431,13 @@ class BreakerCore(BreakerReadouts, EventSource):
                 self._half_open(now, events)
             state = self._state
             if state is HALF_OPEN and self._half_open_taken < self._half_open_calls:
+                ticket = Trial(self._epoch)
+                ticket.ref = ref = TrialRef(ticket, self._lost.append)
+                # No call between the count and the registration: an interrupt (raised
+                # only at a call) finds the permit either not taken or owned by a
+                # ticket whose collection gives it back.
                 self._half_open_taken += 1
-                ticket = Trial(self._epoch, self._lost)
+                self._trials.add(ref)
             else:
                 ticket = None
                 self._not_permitted += 1
@@ -474,10 +484,13 @@ class BreakerCore(BreakerReadouts, EventSource):
 
     def _take_back_lost(self, events: list[Event | _OpenFor]) -> None:
         """Return the permits of trials lost to interrupts (see :class:`Trial`)."""
-        lost = self._lost
+        lost, trials = self._lost, self._trials
         while lost:
-            if lost.pop() is self._epoch and self._state is HALF_OPEN:
-                self._half_open_taken -= 1
+            ref = lost.pop()
+            if ref in trials:  # not ended, nor of a stay that is over
+                trials.discard(ref)
+                if ref.epoch is self._epoch and self._state is HALF_OPEN:
+                    self._half_open_taken -= 1
         if self._state is HALF_OPEN and self._half_open_done >= self._half_open_calls:
             # An interrupt came between the last trial's count and the decision.
             self._decide(events)
@@ -554,9 +567,11 @@ class BreakerCore(BreakerReadouts, EventSource):
             return
         with self._lock:
             if ticket.live:
+                # Every change before the first call, for the same reason as above.
                 ticket.live = False
                 if ticket.epoch is self._epoch and self._state is HALF_OPEN:
                     self._half_open_taken -= 1
+                self._trials.discard(ticket.ref)
 
     # -- outcome bookkeeping -----------------------------------------------------------
 
@@ -621,6 +636,7 @@ class BreakerCore(BreakerReadouts, EventSource):
                     self._half_open_done += 1
                     if trial is not None:
                         trial.live = False
+                        self._trials.discard(trial.ref)
                     if self._half_open_done >= self._half_open_calls:
                         self._decide(events)
                 elif state is METRICS_ONLY:
@@ -629,16 +645,26 @@ class BreakerCore(BreakerReadouts, EventSource):
                     recorded = False
             if trial is not None:
                 trial.live = False  # finished: its permit is not given back later
+                self._trials.discard(trial.ref)
         if self._listeners or GLOBAL_LISTENERS:
-            timed = duration if self._timed else None
-            slow = bool(outcome & SLOW)
-            if outcome & FAILURE:
-                event: Event = CallFailed(self.name, KIND, exc, result, timed, slow, recorded)
-            else:
-                event = CallSucceeded(self.name, KIND, timed, slow, recorded)
-            events.insert(0, event)
+            events.insert(0, self._outcome(outcome, duration, exc, result, recorded=recorded))
         if events:
             self._dispatch(events)
+
+    def _outcome(
+        self,
+        outcome: int,
+        duration: float,
+        exc: BaseException | None,
+        result: Any,
+        *,
+        recorded: bool,
+    ) -> Event:
+        timed = duration if self._timed else None
+        slow = bool(outcome & SLOW)
+        if outcome & FAILURE:
+            return CallFailed(self.name, KIND, exc, result, timed, slow, recorded)
+        return CallSucceeded(self.name, KIND, timed, slow, recorded)
 
     def _after_fork_in_child(self) -> None:
         # Trials taken by the parent's other threads will never report in a forked

@@ -7,7 +7,8 @@ transitions only.
 from __future__ import annotations
 
 import enum
-from collections import deque
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,6 +25,7 @@ __all__ = [
     "CircuitState",
     "Epoch",
     "Trial",
+    "TrialRef",
 ]
 
 
@@ -83,27 +85,36 @@ class Trial:
     """The ticket of one half-open trial call: a permit that must come back exactly once.
 
     ``live`` is cleared (under the breaker's lock) when the trial's outcome is recorded or
-    its permit is given back. A trial lost without either (an interrupt from a signal
-    handler between the permit and the adapter's ``try``, where no handler can see the
-    ticket) returns its permit when it is collected: the finalizer only appends to
-    ``lost``, a deque (one C call, no lock), and the breaker takes those permits back at
-    its next admission.
+    its permit is given back. A trial lost without either (an interrupt raised by a
+    signal handler just after the permit was taken, where no handler of the adapter can
+    see the ticket yet) gives its permit back when it is collected: see
+    :class:`TrialRef`.
     """
 
-    __slots__ = ("epoch", "live", "lost")
+    __slots__ = ("__weakref__", "epoch", "live", "ref")
     fast: Final = False  # a trial never takes the lock-free success path
 
-    def __init__(self, epoch: Epoch, lost: deque[Epoch]) -> None:
+    def __init__(self, epoch: Epoch) -> None:
         self.epoch = epoch
-        self.lost = lost
         self.live = True
+        self.ref: TrialRef | None = None
 
-    def __del__(self) -> None:
-        if self.live:
-            self.lost.append(self.epoch)
 
-    def __repr__(self) -> str:
-        return f"<Trial of {self.epoch!r}{'' if self.live else ' (done)'}>"
+class TrialRef(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a live :class:`Trial`, kept by its breaker.
+
+    Its callback is the ``append`` of a deque: a C function, so no Python code runs when
+    a lost trial is collected and no interrupt can land in between (a ``__del__`` could
+    be interrupted at its first line). The breaker drops the reference when the trial
+    ends, and takes back the permits of the references in the deque at its next
+    admission.
+    """
+
+    __slots__ = ("epoch",)
+
+    def __init__(self, trial: Trial, callback: Callable[[TrialRef], None]) -> None:
+        super().__init__(trial, callback)  # type: ignore[call-arg]
+        self.epoch = trial.epoch
 
 
 @dataclass(frozen=True, slots=True)

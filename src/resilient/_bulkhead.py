@@ -10,7 +10,7 @@ from resilient._decorate import COROUTINE, refuse_coroutine
 from resilient._pipeline import PASS, WAIT, Wait
 from resilient._policy import CorePolicy
 from resilient._validate import Duration
-from resilient._waiters import ThreadWaiter, async_waiter
+from resilient._waiters import AsyncioWaiter, ThreadWaiter, TrioWaiter, async_waiter
 
 __all__ = ["Bulkhead"]
 
@@ -18,53 +18,70 @@ __all__ = ["Bulkhead"]
 class _BulkheadStep:
     """Take a slot on enter, give it back on every kind of exit."""
 
-    __slots__ = ("_core", "_release")
+    __slots__ = ("_core", "_release", "pool")
     defers = False
 
     def __init__(self, core: BulkheadCore) -> None:
         self._core = core
         self._release = core.release
+        self.pool = core  # the runner takes and returns slots itself (see SlotPool)
+
+    def slot_hooks(self, is_async: bool) -> tuple[Callable[..., Any], ...]:
+        """What a runner needs besides the pool: (new waiter, wait for it, leave)."""
+        if is_async:
+            return async_waiter, self.wait_for_async, self._core.leave
+        return ThreadWaiter, self.wait_for, self._core.leave
 
     def enter(self) -> Any:
         core = self._core
         slots = core._slots
         try:
             slots.pop()
+            free = len(slots)
+            if free < core._low_water:
+                core._low_water = free
         except IndexError:
             return WAIT
-        if len(slots) < core._low_water:
-            core._low_water = len(slots)
+        except BaseException:
+            # A signal handler raised at a call after the pop (the interpreter checks
+            # for signals after a call, not before): the slot is ours to give back.
+            slots.append(True)
+            raise
         return None
 
-    def enter_wait(self, wait: Wait = WAIT) -> None:
+    def wait_for(self, waiter: ThreadWaiter) -> None:
+        """Return once ``waiter`` holds a slot (``waiter.granted``), or raise the rejection.
+
+        Whatever interrupts it, ``waiter.granted`` tells the caller whether to give a
+        slot back (with :meth:`BulkheadCore.leave`).
+        """
         core = self._core
-        waiter = ThreadWaiter()
-        if core.enqueue(waiter):
-            return
-        try:
-            woken = waiter.wait(core.max_wait)
-        except BaseException:  # KeyboardInterrupt while blocked: leave the queue
-            if core.cancel(waiter):
-                core.release()
-            raise
-        if woken or core.timed_out(waiter):
+        if core.enqueue(waiter) or waiter.wait(core.max_wait) or core.timed_out(waiter):
             return
         raise core.rejection()
 
-    async def enter_wait_async(self, wait: Wait = WAIT) -> None:
+    async def wait_for_async(self, waiter: AsyncioWaiter | TrioWaiter) -> None:
+        """As :meth:`wait_for`, as a task."""
         core = self._core
-        waiter = async_waiter()
-        if core.enqueue(waiter):
-            return
-        try:
-            woken = await waiter.wait(core.max_wait)
-        except BaseException:  # cancelled while queued: leave without taking a slot
-            if core.cancel(waiter):
-                core.release()
-            raise
-        if woken or core.timed_out(waiter):
+        if core.enqueue(waiter) or await waiter.wait(core.max_wait) or core.timed_out(waiter):
             return
         raise core.rejection()
+
+    def enter_wait(self, wait: Wait = WAIT) -> None:
+        waiter = ThreadWaiter()
+        try:
+            self.wait_for(waiter)
+        except BaseException:  # KeyboardInterrupt while blocked: leave the queue
+            self._core.leave(waiter)
+            raise
+
+    async def enter_wait_async(self, wait: Wait = WAIT) -> None:
+        waiter = async_waiter()
+        try:
+            await self.wait_for_async(waiter)
+        except BaseException:  # cancelled while queued: leave without taking a slot
+            self._core.leave(waiter)
+            raise
 
     def exit_ok(self, token: None, result: Any) -> Any:
         self._release()
@@ -114,51 +131,97 @@ class Bulkhead(CorePolicy[BulkheadCore]):
         return self._step
 
     # Alone, the bulkhead gets guards of its own: the step's logic written flat, since
-    # an uncontended call should cost a deque pop and append, not a pipeline.
+    # an uncontended call should cost a deque pop and append, not a pipeline. A signal
+    # handler may raise at any call (KeyboardInterrupt, a SIGALRM timeout), so a slot is
+    # taken and given back by a C call (deque.pop/append) inside the frame's `try`, not
+    # by a Python function, whose first line could be interrupted before it acted.
 
     def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         core = self._core
-        slots = core._slots
-        release = core.release
-        wait = self._step.enter_wait
+        slots, waiters, lock = core._slots, core._waiters, core._lock
+        hand_off = core._hand_off
+        wait_for = self._step.wait_for
         coroutine = COROUTINE  # a closure variable reads faster than a global
+
+        def waited(args: Any, kwargs: Any) -> Any:
+            waiter = ThreadWaiter()
+            try:
+                wait_for(waiter)
+                result = fn(*args, **kwargs)
+                if type(result) is coroutine:
+                    refuse_coroutine(fn, result)
+                return result
+            finally:
+                with lock:  # core.leave(waiter), inlined for the reason above
+                    if waiter.granted:
+                        waiter.granted = False
+                        slots.append(True)
+                    elif waiter in waiters:
+                        waiters.remove(waiter)
+                if waiters:
+                    hand_off()
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 slots.pop()
+                free = len(slots)
+                if free < core._low_water:
+                    core._low_water = free
             except IndexError:
-                wait()
-            else:
-                if len(slots) < core._low_water:
-                    core._low_water = len(slots)
+                return waited(args, kwargs)
+            except BaseException:  # raised at a call after the pop: the slot is ours
+                slots.append(True)
+                raise
             try:
                 result = fn(*args, **kwargs)
                 if type(result) is coroutine:
                     refuse_coroutine(fn, result)
             finally:
-                release()
+                slots.append(True)
+                if waiters:
+                    hand_off()
             return result
 
         return guarded
 
     def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         core = self._core
-        slots = core._slots
-        release = core.release
-        wait = self._step.enter_wait_async
+        slots, waiters, lock = core._slots, core._waiters, core._lock
+        hand_off = core._hand_off
+        wait_for = self._step.wait_for_async
+
+        async def waited(args: Any, kwargs: Any) -> Any:
+            waiter = async_waiter()
+            try:
+                await wait_for(waiter)
+                return await fn(*args, **kwargs)
+            finally:
+                with lock:  # core.leave(waiter), inlined
+                    if waiter.granted:
+                        waiter.granted = False
+                        slots.append(True)
+                    elif waiter in waiters:
+                        waiters.remove(waiter)
+                if waiters:
+                    hand_off()
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 slots.pop()
+                free = len(slots)
+                if free < core._low_water:
+                    core._low_water = free
             except IndexError:
-                await wait()
-            else:
-                if len(slots) < core._low_water:
-                    core._low_water = len(slots)
+                return await waited(args, kwargs)
+            except BaseException:  # raised at a call after the pop: the slot is ours
+                slots.append(True)
+                raise
             try:
                 return await fn(*args, **kwargs)
             finally:
-                release()
+                slots.append(True)
+                if waiters:
+                    hand_off()
 
         return guarded
 

@@ -103,21 +103,47 @@ class BulkheadCore(EventSource):
     def enqueue(self, waiter: Waiter) -> bool:
         """Take a slot or queue ``waiter``; ``True`` if the slot is taken already.
 
+        Either way ``waiter.granted`` says whether ``waiter`` holds a slot, at every
+        instant: it is set before the slot is taken, with no call in between (a signal
+        handler raises only at a call), so an interrupt anywhere leaves the truth in it.
+
         Raises:
             BulkheadFullError: no slot is free and ``max_wait`` is 0.
         """
+        slots = self._slots
         with self._lock:
-            if self.try_acquire():
+            waiter.granted = True
+            try:
+                slots.pop()
+            except IndexError:
+                waiter.granted = False
+            else:
                 return True
             if self.max_wait == 0:
                 self.rejected += 1
             else:
                 self._waiters.append(waiter)
-                if not self.try_acquire():
+                waiter.granted = True  # a last look: a slot freed meanwhile
+                try:
+                    slots.pop()
+                except IndexError:
+                    waiter.granted = False
                     return False
                 self._waiters.remove(waiter)
                 return True
         raise self.rejection()
+
+    def leave(self, waiter: Waiter) -> None:
+        """``waiter``'s call is over: give back its slot, or leave the queue."""
+        with self._lock:
+            if waiter.granted:
+                waiter.granted = False
+                self._slots.append(True)
+            else:
+                with contextlib.suppress(ValueError):  # revoked after a failed wake-up
+                    self._waiters.remove(waiter)
+        if self._waiters:
+            self._hand_off()
 
     def cancel(self, waiter: Waiter) -> bool:
         """Withdraw ``waiter`` (timed out or cancelled); ``True`` if it holds a slot anyway.
@@ -153,10 +179,18 @@ class BulkheadCore(EventSource):
 
     def _hand_off(self) -> None:
         woken = []
+        slots, waiters = self._slots, self._waiters
         with self._lock:
-            while self._waiters and self.try_acquire():
-                waiter = self._waiters.popleft()
-                waiter.granted = True
+            while waiters and slots:
+                waiter = waiters[0]
+                if not waiter.granted:  # granted already if an interrupt came between
+                    waiter.granted = True
+                    try:
+                        slots.pop()
+                    except IndexError:  # taken by a lock-free caller meanwhile
+                        waiter.granted = False
+                        break
+                waiters.popleft()
                 woken.append(waiter)
         for waiter in woken:
             if not waiter.wake():

@@ -74,6 +74,10 @@ class Step(Protocol):
     #: without such a step unwind without an extra coroutine.
     defers: bool
 
+    # A step whose admission is a slot from a pool (a bulkhead) also has ``pool``, a
+    # :class:`SlotPool`, and ``slot_hooks(is_async)``: the runner then takes and returns
+    # the slot itself, with C calls in its own frame, which makes it interrupt-safe.
+
     def enter(self) -> Any:
         """Admit the call: return a token, raise a rejection, or return a :class:`Wait`."""
         ...
@@ -99,7 +103,71 @@ class Step(Protocol):
         ...
 
 
-def _runner_source(defers: tuple[bool, ...], is_async: bool) -> str:
+class SlotPool(Protocol):
+    """A pool of interchangeable slots, as a bulkhead keeps them (see ``_bulkhead_core``).
+
+    A signal handler (``KeyboardInterrupt``, a SIGALRM timeout) may raise at any call the
+    interpreter makes, including the first line of a Python function that would give a
+    slot back. So the runner takes a slot with ``_slots.pop()`` and returns it with
+    ``_slots.append(True)``, C calls after which (and only after which) an interrupt can
+    land, inside a ``try`` of the runner's frame that knows the slot is held.
+    """
+
+    _slots: Any  # collections.deque[bool]
+    _waiters: Any  # collections.deque[Waiter]
+    _lock: Any  # threading.Lock
+    _low_water: int
+
+    def _hand_off(self) -> None: ...
+
+
+def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
+    """The entry and exit of a slot step at level ``i``: (lines before, lines after).
+
+    The exit is a ``finally`` that gives the slot back: a bulkhead never changes the
+    call's outcome, so ``exit_ok``/``exit_error``/``exit_cancel`` would all do just that.
+    A caller that had to wait holds its slot while ``k{i}.granted`` is set (under the
+    pool's lock), so an interrupt at any point of the wait leaves the truth there.
+    """
+    enter = [
+        f"{pad}try:",
+        f"{pad}    s{i}.pop()",
+        f"{pad}    if len(s{i}) < c{i}._low_water:",
+        f"{pad}        c{i}._low_water = len(s{i})",
+        f"{pad}except IndexError:",
+        f"{pad}    k{i} = n{i}()",
+        f"{pad}    try:",
+        f"{pad}        {aw}w{i}(k{i})",
+        f"{pad}    except BaseException:",
+        f"{pad}        l{i}(k{i})",
+        f"{pad}        raise",
+        f"{pad}except BaseException:",
+        f"{pad}    s{i}.append(True)",
+        f"{pad}    raise",
+        f"{pad}else:",
+        f"{pad}    k{i} = None",
+        f"{pad}try:",
+    ]
+    exit_ = [
+        f"{pad}finally:",
+        f"{pad}    if k{i} is None:",
+        f"{pad}        s{i}.append(True)",
+        f"{pad}    else:",
+        f"{pad}        with c{i}._lock:",
+        f"{pad}            if k{i}.granted:",
+        f"{pad}                k{i}.granted = False",
+        f"{pad}                s{i}.append(True)",
+        f"{pad}            elif k{i} in c{i}._waiters:",
+        f"{pad}                c{i}._waiters.remove(k{i})",
+        f"{pad}    if c{i}._waiters:",
+        f"{pad}        c{i}._hand_off()",
+    ]
+    return enter, exit_
+
+
+def _runner_source(
+    defers: tuple[bool, ...], is_async: bool, pools: tuple[bool, ...] | None = None
+) -> str:
     """Source of ``make(fn, steps...) -> run``: the steps unrolled into nested ``try``s.
 
     Level *i*'s ``try`` holds the entry of every inner step and the call, so each level
@@ -109,11 +177,23 @@ def _runner_source(defers: tuple[bool, ...], is_async: bool) -> str:
     """
     aw = "await " if is_async else ""
     n = len(defers)
-    names = ", ".join(f"e{i}, w{i}, ok{i}, err{i}, can{i}" for i in range(n))
+    pools = pools or (False,) * n
+    names = ", ".join(
+        f"s{i}, c{i}, n{i}, w{i}, l{i}" if pools[i] else f"e{i}, w{i}, ok{i}, err{i}, can{i}"
+        for i in range(n)
+    )
     out = [f"def make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, {names}):"]
     out.append(f"    {'async ' if is_async else ''}def run(*args, **kwargs):")
     pad = " " * 8
+    exits: list[list[str]] = []
     for i in range(n):
+        if pools[i]:
+            enter, exit_ = _slot_level(i, pad, aw)
+            out += enter
+            exits.append(exit_)
+            pad += "    "
+            continue
+        exits.append([])
         out += [
             f"{pad}t{i} = e{i}()",
             f"{pad}if type(t{i}) is Wait:",
@@ -126,6 +206,9 @@ def _runner_source(defers: tuple[bool, ...], is_async: bool) -> str:
         out += [f"{pad}if type(result) is COROUTINE:", f"{pad}    refuse_coroutine(fn, result)"]
     for i in reversed(range(n)):
         pad = pad[:-4]
+        if pools[i]:
+            out += exits[i]
+            continue
         deferred = (
             [
                 f"{pad}    if type(result) is Deferred:",
@@ -158,11 +241,12 @@ def _runner_source(defers: tuple[bool, ...], is_async: bool) -> str:
     return "\n".join(out)
 
 
-_makers: dict[tuple[tuple[bool, ...], bool], Callable[..., Any]] = {}
+_makers: dict[tuple[tuple[bool, ...], bool, tuple[bool, ...]], Callable[..., Any]] = {}
 
 
 def _runner(steps: Sequence[Step], fn: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-    key = (tuple(bool(step.defers) for step in steps), is_async)
+    pools = tuple(getattr(step, "pool", None) is not None for step in steps)
+    key = (tuple(bool(step.defers) for step in steps), is_async, pools)
     make = _makers.get(key)
     if make is None:
         namespace: dict[str, Any] = {}
@@ -171,6 +255,11 @@ def _runner(steps: Sequence[Step], fn: Callable[..., Any], is_async: bool) -> Ca
         make = _makers[key] = namespace["make"]
     hooks: list[Any] = []
     for step in steps:
+        pool = getattr(step, "pool", None)
+        if pool is not None:
+            hooks += (pool._slots, pool)
+            hooks += step.slot_hooks(is_async)  # type: ignore[attr-defined]
+            continue
         hooks += (step.enter, step.enter_wait_async if is_async else step.enter_wait)
         hooks += (step.exit_ok, step.exit_error, step.exit_cancel)
     return make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, *hooks)  # type: ignore[no-any-return]
