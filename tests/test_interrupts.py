@@ -169,11 +169,15 @@ def _check(breaker: CircuitBreaker, bulkhead: Bulkhead, interrupts: int) -> None
         pytest.fail("no half-open trial is admitted any more")
 
 
-SHAPES = [
-    "decorator",
-    pytest.param("with", marks=pytest.mark.xfail(reason="work in progress", strict=False)),
-    "compose",
-]
+# A `with` block's __exit__ is a Python function: the interpreter checks for signals at
+# its first line, before any of its code runs, and `with` never calls it again, so
+# whatever the block holds is lost (most often while an exception raised in the block
+# unwinds). No Python code can close that window; see docs/bulkhead.md.
+WITH_EXIT = pytest.mark.xfail(
+    reason="an interrupt at the first line of __exit__ cannot be caught in Python",
+    strict=False,
+)
+SHAPES = ["decorator", pytest.param("with", marks=WITH_EXIT), "compose"]
 
 
 @pytest.mark.usefixtures("main_thread")

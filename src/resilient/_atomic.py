@@ -1,16 +1,33 @@
-"""Counting without a lock: ``itertools.count`` as an atomic counter.
+"""Counting without a lock, and the switch that turns every lock-free path off.
 
 ``next()`` on an ``itertools.count`` is one C call, so under the GIL it is atomic: many
 threads may draw from one counter and no draw is lost or repeated. Hot paths (the
-breaker's ring slots and rejections, the rate limiter's tickets) count this way instead
-of taking a lock.
+breaker's ring slots and rejections) count this way instead of taking a lock.
+
+That relies on the GIL. On a free-threaded CPython (``sys._is_gil_enabled()`` false) an
+``itertools.count`` is not atomic, so :data:`LOCKED` is true there and every path that
+would rely on it takes its lock instead. ``RESILIENT_FORCE_LOCKED=1`` in the environment
+forces the same on a normal build, so that the locked paths can be tested (and timed)
+where no free-threaded interpreter is installed. It is read once, at import.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import sys
+from typing import Final
 
-__all__ = ["counted"]
+__all__ = ["LOCKED", "counted"]
+
+
+def _gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)  # Python 3.13+
+    return True if check is None else bool(check())
+
+
+LOCKED: Final[bool] = os.environ.get("RESILIENT_FORCE_LOCKED", "") == "1" or not _gil_enabled()
+"""Whether the lock-free fast paths are off (free-threaded build, or forced)."""
 
 
 def counted(counter: itertools.count[int]) -> int:

@@ -27,7 +27,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any, Final
 
-from resilient._atomic import counted
+from resilient._atomic import LOCKED, counted
 from resilient._breaker_readouts import BreakerReadouts
 from resilient._breaker_state import (
     _ADMIT_ALL,
@@ -201,7 +201,10 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._lost: collections.deque[TrialRef] = collections.deque()
         # A plain success may skip the lock (see on_success) when nothing but the ring
         # needs it: a count window, no record_result, and no duration to measure.
-        self._fast_capable = record_result is None and isinstance(window, CountWindow)
+        # Never on a free-threaded build (or with RESILIENT_FORCE_LOCKED=1): see _atomic.
+        self._fast_capable = (
+            record_result is None and isinstance(window, CountWindow) and not LOCKED
+        )
         self._start_totals()
         self._window = self._new_window()
         self._not_permitted = 0
@@ -403,7 +406,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         path every caller takes while a dependency is down.
         """
         state = self._state
-        if state is OPEN and self._half_open_max is None:
+        if state is OPEN and self._half_open_max is None and not LOCKED:
             # The common rejection: still OPEN, decided without the lock (reading a
             # stale deadline at a transition only moves one rejection by an instant).
             now = self._monotonic()
@@ -486,11 +489,14 @@ class BreakerCore(BreakerReadouts, EventSource):
         """Return the permits of trials lost to interrupts (see :class:`Trial`)."""
         lost, trials = self._lost, self._trials
         while lost:
-            ref = lost.pop()
+            # Peeked, handled, then popped: an interrupt after any call here leaves the
+            # reference in the deque, found handled (not in `trials`) next time.
+            ref = lost[-1]
             if ref in trials:  # not ended, nor of a stay that is over
-                trials.discard(ref)
                 if ref.epoch is self._epoch and self._state is HALF_OPEN:
                     self._half_open_taken -= 1
+                trials.discard(ref)
+            lost.pop()
         if self._state is HALF_OPEN and self._half_open_done >= self._half_open_calls:
             # An interrupt came between the last trial's count and the decision.
             self._decide(events)
@@ -586,7 +592,11 @@ class BreakerCore(BreakerReadouts, EventSource):
             return False
 
     def _ignored(self, ticket: Epoch | Trial, exc: BaseException, duration: float) -> None:
-        next(self._ignored_calls)
+        if LOCKED:
+            with self._lock:
+                next(self._ignored_calls)
+        else:
+            next(self._ignored_calls)
         self.on_cancel(ticket)  # an ignored trial gives its half-open slot back
         if self._listeners or GLOBAL_LISTENERS:
             self.emit(CallIgnored(self.name, KIND, exc, duration if self._timed else None))

@@ -138,12 +138,24 @@ class Policy:
         var.set(stack[:-1])
         return stack[-1]
 
+    # A signal handler may raise at any call (KeyboardInterrupt, a SIGALRM timeout). If
+    # it does inside __enter__ after the push, `with` never calls __exit__: so the push
+    # is undone and the token handed back. (A lost breaker trial comes back on its own
+    # when collected, see Trial; a bulkhead overrides these methods.)
+
     def __enter__(self) -> None:
         step = self._cm_step(self._sync_step(), "with")
+        var = self._token_stack()
+        stack = var.get()
         token = step.enter()
         if type(token) is Wait:
             token = step.enter_wait(token)
-        self._push(step, token)
+        try:
+            var.set((*stack, (step, token)))
+        except BaseException as exc:
+            var.set(stack)
+            step.exit_cancel(token, exc)
+            raise
 
     def __exit__(
         self,
@@ -156,10 +168,17 @@ class Policy:
 
     async def __aenter__(self) -> None:
         step = self._cm_step(self._async_step(), "async with")
+        var = self._token_stack()
+        stack = var.get()
         token = step.enter()
         if type(token) is Wait:
             token = await step.enter_wait_async(token)
-        self._push(step, token)
+        try:
+            var.set((*stack, (step, token)))
+        except BaseException as exc:
+            var.set(stack)
+            step.exit_cancel(token, exc)
+            raise
 
     async def __aexit__(
         self,

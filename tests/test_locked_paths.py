@@ -1,0 +1,75 @@
+"""The lock-free fast paths switch off on a free-threaded build, or when forced.
+
+``RESILIENT_FORCE_LOCKED=1`` makes a normal build take the paths a free-threaded build
+takes (``sys._is_gil_enabled()`` false). The switch is read at import, so each case runs
+in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from resilient import CircuitBreaker, CountWindow
+    from resilient._atomic import LOCKED
+
+    breaker = CircuitBreaker(window=CountWindow(2), minimum_calls=2, open_duration=60)
+    fast = breaker._core._epoch.fast
+    for _ in range(2):
+        try:
+            breaker.call(lambda: 1 / 0)
+        except ZeroDivisionError:
+            pass
+    for _ in range(3):
+        try:
+            breaker.call(print)
+        except Exception:
+            pass
+    core = breaker._core
+    print(json.dumps({
+        "locked": LOCKED,
+        "fast": fast,
+        "locked_rejections": core._not_permitted,  # counted under the lock
+        "total": breaker.metrics().total_not_permitted_calls,
+        "gil": getattr(sys, "_is_gil_enabled", lambda: True)(),
+    }))
+    """
+)
+
+
+def _probe(force: str | None) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != "RESILIENT_FORCE_LOCKED"}
+    if force is not None:
+        env["RESILIENT_FORCE_LOCKED"] = force
+    out = subprocess.run(  # noqa: S603 -- this interpreter, our own probe
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_forced_locked_paths() -> None:
+    seen = _probe("1")
+    assert seen["locked"] is True
+    assert seen["fast"] is False
+    assert seen["locked_rejections"] == 3  # every rejection took the lock
+    assert seen["total"] == 3
+
+
+@pytest.mark.parametrize("force", [None, "0", ""])
+def test_lock_free_paths_by_default_with_the_gil(force: str | None) -> None:
+    seen = _probe(force)
+    if not seen["gil"]:  # pragma: no cover - a free-threaded interpreter
+        assert seen["locked"] is True
+        return
+    assert seen["locked"] is False
+    assert seen["fast"] is True
+    assert seen["locked_rejections"] == 0  # the lock-free rejection path
+    assert seen["total"] == 3
