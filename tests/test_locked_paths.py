@@ -20,9 +20,10 @@ PROBE = textwrap.dedent(
     import json, sys
     from resilient import CircuitBreaker, CountWindow
     from resilient._atomic import LOCKED
+    from resilient._breaker_core import BreakerCore
 
     breaker = CircuitBreaker(window=CountWindow(2), minimum_calls=2, open_duration=60)
-    fast = breaker._core._epoch.fast
+    success_path = BreakerCore.on_success.__name__
     for _ in range(2):
         try:
             breaker.call(lambda: 1 / 0)
@@ -36,8 +37,7 @@ PROBE = textwrap.dedent(
     core = breaker._core
     print(json.dumps({
         "locked": LOCKED,
-        "fast": fast,
-        "locked_rejections": core._not_permitted,  # counted under the lock
+        "success_path": success_path,
         "total": breaker.metrics().total_not_permitted_calls,
         "gil": getattr(sys, "_is_gil_enabled", lambda: True)(),
     }))
@@ -58,8 +58,7 @@ def _probe(force: str | None) -> dict[str, object]:
 def test_forced_locked_paths() -> None:
     seen = _probe("1")
     assert seen["locked"] is True
-    assert seen["fast"] is False
-    assert seen["locked_rejections"] == 3  # every rejection took the lock
+    assert seen["success_path"] == "_on_success_locked"
     assert seen["total"] == 3
 
 
@@ -70,6 +69,5 @@ def test_lock_free_paths_by_default_with_the_gil(force: str | None) -> None:
         assert seen["locked"] is True
         return
     assert seen["locked"] is False
-    assert seen["fast"] is True
-    assert seen["locked_rejections"] == 0  # the lock-free rejection path
+    assert seen["success_path"] == "on_success"
     assert seen["total"] == 3

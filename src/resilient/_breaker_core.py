@@ -201,10 +201,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._lost: collections.deque[TrialRef] = collections.deque()
         # A plain success may skip the lock (see on_success) when nothing but the ring
         # needs it: a count window, no record_result, and no duration to measure.
-        # Never on a free-threaded build (or with RESILIENT_FORCE_LOCKED=1): see _atomic.
-        self._fast_capable = (
-            record_result is None and isinstance(window, CountWindow) and not LOCKED
-        )
+        self._fast_capable = record_result is None and isinstance(window, CountWindow)
         self._start_totals()
         self._window = self._new_window()
         self._not_permitted = 0
@@ -406,7 +403,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         path every caller takes while a dependency is down.
         """
         state = self._state
-        if state is OPEN and self._half_open_max is None and not LOCKED:
+        if state is OPEN and self._half_open_max is None:
             # The common rejection: still OPEN, decided without the lock (reading a
             # stale deadline at a transition only moves one rejection by an instant).
             now = self._monotonic()
@@ -414,7 +411,11 @@ class BreakerCore(BreakerReadouts, EventSource):
             if now < open_until:
                 # One C call, atomic: no lock on this path. It returns the count before,
                 # so the first rejection of this stay in OPEN is known for free.
-                first = next(self._rejections) == self._rejections_base
+                if LOCKED:  # next() is atomic only under the GIL (see _atomic)
+                    with self._lock:
+                        first = next(self._rejections) == self._rejections_base
+                else:
+                    first = next(self._rejections) == self._rejections_base
                 error = CircuitOpenError._quick(self.name, open_until - now, OPEN)
                 if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS or first:
                     self._report_rejection(error, None, first=first)
@@ -523,6 +524,31 @@ class BreakerCore(BreakerReadouts, EventSource):
                 return
             self._finish(ticket, SUCCESS, duration, None, None, slot)
             return
+        self._on_success_slow(ticket, result, duration)
+
+    def _on_success_locked(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
+        """:meth:`on_success` where ``next()`` on a counter is not atomic (see ``_atomic``).
+
+        The same path, with the slot claimed (and read) under the lock: a success over a
+        success still writes nothing, at the cost of one uncontended lock.
+        """
+        if ticket.fast:
+            window: CountWindow = ticket.window  # type: ignore[union-attr, assignment]
+            with self._lock:
+                slot = next(window._next) % window.size
+                unchanged = not window._outcomes[slot]
+            if unchanged:
+                if self._listeners or GLOBAL_LISTENERS:
+                    self.emit(CallSucceeded(self.name, KIND, None, recorded=ticket is self._epoch))
+                return
+            self._finish(ticket, SUCCESS, duration, None, None, slot)
+            return
+        self._on_success_slow(ticket, result, duration)
+
+    if LOCKED:
+        on_success = _on_success_locked  # chosen once, at import: no test on the hot path
+
+    def _on_success_slow(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
         check = self._record_result
         try:
             failed = check is not None and result is not NO_RESULT and self._failed(check, result)
