@@ -147,14 +147,19 @@ def _hammer_async(call: Callable[[], Awaitable[None]]) -> int:
 
 
 def _lost(breaker: CircuitBreaker, bulkhead: Bulkhead) -> tuple[int, int]:
-    """(bulkhead slots lost, half-open trials lost) once the run is over."""
-    gc.collect()  # a trial lost in a reference cycle comes back when it is collected
+    """(bulkhead slots lost, half-open trials lost) once the run is over.
+
+    A trial is lost when its permit is counted as taken while no ticket of it exists any
+    more, nor a pending give-back: the breaker keeps a weak reference per permit taken
+    (see ``Trial``), so a permit without one can never come back. A ticket still alive
+    (a traceback kept by a log record holds its frame, say) is not lost: its permit
+    comes back when it is collected.
+    """
+    gc.collect()
     core = breaker._core
     with core._lock:
-        trials = getattr(core, "_trials", ())
-        lost = getattr(core, "_lost", ())
-        back = sum(1 for ref in lost if ref in trials and ref.epoch is core._epoch)
-        trials = core._half_open_taken - back
+        pending = sum(1 for ref in getattr(core, "_trials", ()) if ref.epoch is core._epoch)
+        trials = core._half_open_taken - pending
     return bulkhead.metrics().in_flight, trials
 
 
