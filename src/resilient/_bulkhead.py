@@ -139,7 +139,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         core = self._core
         slots, waiters, lock = core._slots, core._waiters, core._lock
-        hand_off = core._hand_off
+        hand_off, released = core._hand_off, core._released
         wait_for = self._step.wait_for
         coroutine = COROUTINE  # a closure variable reads faster than a global
 
@@ -156,6 +156,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
                     if waiter.granted:
                         waiter.granted = False
                         slots.append(True)
+                        next(released)
                     elif waiter in waiters:
                         waiters.remove(waiter)
                 if waiters:
@@ -178,6 +179,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
                     refuse_coroutine(fn, result)
             finally:
                 slots.append(True)
+                next(released)
                 if waiters:
                     hand_off()
             return result
@@ -187,7 +189,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         core = self._core
         slots, waiters, lock = core._slots, core._waiters, core._lock
-        hand_off = core._hand_off
+        hand_off, released = core._hand_off, core._released
         wait_for = self._step.wait_for_async
 
         async def waited(args: Any, kwargs: Any) -> Any:
@@ -200,6 +202,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
                     if waiter.granted:
                         waiter.granted = False
                         slots.append(True)
+                        next(released)
                     elif waiter in waiters:
                         waiters.remove(waiter)
                 if waiters:
@@ -220,6 +223,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
                 return await fn(*args, **kwargs)
             finally:
                 slots.append(True)
+                next(released)
                 if waiters:
                     hand_off()
 

@@ -139,6 +139,7 @@ class BulkheadCore(EventSource):
             if waiter.granted:
                 waiter.granted = False
                 self._slots.append(True)
+                next(self._released)
             else:
                 with contextlib.suppress(ValueError):  # revoked after a failed wake-up
                     self._waiters.remove(waiter)

@@ -117,6 +117,7 @@ class SlotPool(Protocol):
     _waiters: Any  # collections.deque[Waiter]
     _lock: Any  # threading.Lock
     _low_water: int
+    _released: Any  # itertools.count[int]: slots given back (admitted = these + in flight)
 
     def _hand_off(self) -> None: ...
 
@@ -152,11 +153,13 @@ def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
         f"{pad}finally:",
         f"{pad}    if k{i} is None:",
         f"{pad}        s{i}.append(True)",
+        f"{pad}        next(c{i}._released)",
         f"{pad}    else:",
         f"{pad}        with c{i}._lock:",
         f"{pad}            if k{i}.granted:",
         f"{pad}                k{i}.granted = False",
         f"{pad}                s{i}.append(True)",
+        f"{pad}                next(c{i}._released)",
         f"{pad}            elif k{i} in c{i}._waiters:",
         f"{pad}                c{i}._waiters.remove(k{i})",
         f"{pad}    if c{i}._waiters:",
