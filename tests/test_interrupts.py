@@ -57,6 +57,10 @@ class Ignored(Exception):
 def main_thread() -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers run only in the main thread")
+    if sys.gettrace() is not None:
+        # An interrupt inside a trace function's Python code makes the interpreter drop
+        # the trace function: coverage would stop measuring every later test.
+        pytest.skip("a trace function (coverage, a debugger) is installed")
 
 
 def _work() -> None:

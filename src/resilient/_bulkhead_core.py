@@ -88,18 +88,6 @@ class BulkheadCore(EventSource):
         # rather than on each of the inlined fast paths that take a slot.
         self._released = itertools.count()
 
-    def try_acquire(self) -> bool:
-        """Take a free slot without waiting; ``False`` if none is free."""
-        slots = self._slots
-        try:
-            slots.pop()
-        except IndexError:
-            return False
-        free = len(slots)
-        if free < self._low_water:
-            self._low_water = free
-        return True
-
     def enqueue(self, waiter: Waiter) -> bool:
         """Take a slot or queue ``waiter``; ``True`` if the slot is taken already.
 
