@@ -8,6 +8,7 @@ permit returned and the state machine able to admit a trial again.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -192,3 +193,17 @@ def test_predicates_may_read_the_breaker(option: str) -> None:
             breaker.call(_raise, Boom())
 
     assert _run_in_thread(calls)
+
+
+def test_a_lost_trial_ticket_gives_its_permit_back() -> None:
+    # What an interrupt between taking a permit and the adapter's `try` leaves behind: a
+    # ticket nobody will finish. Once collected, its permit is back.
+    clock = ManualClock()
+    breaker = _tripped(clock)
+    ticket = breaker._core.admit_slow()
+    assert not isinstance(ticket, CircuitOpenError)
+    assert not _admits_a_trial(breaker)  # the only trial is taken
+    del ticket
+    gc.collect()
+    assert _admits_a_trial(breaker)
+    assert breaker.state is CircuitState.CLOSED

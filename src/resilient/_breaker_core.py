@@ -411,7 +411,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             if now < open_until:
                 # One C call, atomic: no lock on this path. It returns the count before,
                 # so the first rejection of this stay in OPEN is known for free.
-                if LOCKED:  # next() is atomic only under the GIL (see _atomic)
+                if LOCKED:  # pragma: no cover - the RESILIENT_FORCE_LOCKED=1 run (see _atomic)
                     with self._lock:
                         first = next(self._rejections) == self._rejections_base
                 else:
@@ -498,7 +498,8 @@ class BreakerCore(BreakerReadouts, EventSource):
                     self._half_open_taken -= 1
                 trials.discard(ref)
             lost.pop()
-        if self._state is HALF_OPEN and self._half_open_done >= self._half_open_calls:
+        done = self._half_open_done >= self._half_open_calls
+        if self._state is HALF_OPEN and done:  # pragma: no cover - tests/test_interrupts.py
             # An interrupt came between the last trial's count and the decision.
             self._decide(events)
 
@@ -526,7 +527,9 @@ class BreakerCore(BreakerReadouts, EventSource):
             return
         self._on_success_slow(ticket, result, duration)
 
-    def _on_success_locked(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
+    def _on_success_locked(  # pragma: no cover - the RESILIENT_FORCE_LOCKED=1 run
+        self, ticket: Epoch | Trial, result: Any, duration: float
+    ) -> None:
         """:meth:`on_success` where ``next()`` on a counter is not atomic (see ``_atomic``).
 
         The same path, with the slot claimed (and read) under the lock: a success over a
@@ -545,7 +548,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             return
         self._on_success_slow(ticket, result, duration)
 
-    if LOCKED:
+    if LOCKED:  # pragma: no cover - the RESILIENT_FORCE_LOCKED=1 run
         on_success = _on_success_locked  # chosen once, at import: no test on the hot path
 
     def _on_success_slow(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
@@ -618,7 +621,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             return False
 
     def _ignored(self, ticket: Epoch | Trial, exc: BaseException, duration: float) -> None:
-        if LOCKED:
+        if LOCKED:  # pragma: no cover - the RESILIENT_FORCE_LOCKED=1 run
             with self._lock:
                 next(self._ignored_calls)
         else:

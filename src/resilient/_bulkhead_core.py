@@ -134,21 +134,12 @@ class BulkheadCore(EventSource):
         if self._waiters:
             self._hand_off()
 
-    def cancel(self, waiter: Waiter) -> bool:
-        """Withdraw ``waiter`` (timed out or cancelled); ``True`` if it holds a slot anyway.
-
-        A waiter granted a slot just as it gave up must still release that slot; the
-        caller decides whether to use it (a timeout that lost the race) or release it.
-        """
-        with self._lock:
-            if waiter.granted:
-                return True
-            with contextlib.suppress(ValueError):  # revoked after a failed wake-up
-                self._waiters.remove(waiter)
-            return False
-
     def timed_out(self, waiter: Waiter) -> bool:
-        """Like :meth:`cancel`, counting a rejection when no slot was granted."""
+        """Withdraw ``waiter`` (its wait ran out); ``True`` if it holds a slot anyway.
+
+        A waiter granted a slot just as it gave up keeps it; otherwise it leaves the
+        queue and counts as rejected.
+        """
         with self._lock:
             if waiter.granted:
                 return True

@@ -152,7 +152,7 @@ class Policy:
             token = step.enter_wait(token)
         try:
             var.set((*stack, (step, token)))
-        except BaseException as exc:
+        except BaseException as exc:  # pragma: no cover - an interrupt just after set()
             var.set(stack)
             step.exit_cancel(token, exc)
             raise
@@ -175,7 +175,7 @@ class Policy:
             token = await step.enter_wait_async(token)
         try:
             var.set((*stack, (step, token)))
-        except BaseException as exc:
+        except BaseException as exc:  # pragma: no cover - an interrupt just after set()
             var.set(stack)
             step.exit_cancel(token, exc)
             raise
