@@ -186,7 +186,8 @@ class BulkheadCore(EventSource):
         # free and keep only the waiters whose thread lives on. The calls that held
         # the slots stay counted as admitted.
         missing = self.max_concurrent - len(self._slots)
-        self._released = itertools.count(counted(self._released) + missing)
+        # Advanced in place, not replaced: the guards and runners bound this counter.
+        collections.deque(itertools.islice(self._released, missing), maxlen=0)
         self._slots.extend(itertools.repeat(object=True, times=missing))
         alive = [waiter for waiter in self._waiters if waiter.survives_fork()]
         self._waiters.clear()
