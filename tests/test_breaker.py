@@ -572,7 +572,8 @@ def test_repr_and_state_str() -> None:
         ({"open_duration": -1}, ValueError, "open_duration must be >= 0"),
         ({"open_duration": float("nan")}, ValueError, "open_duration"),
         ({"open_duration": lambda n: -5}, ValueError, "open_duration\\(1\\)"),
-        ({"open_duration": lambda: 5}, ValueError, "open_duration\\(1\\) raised"),
+        ({"open_duration": lambda: 5}, TypeError, "open_duration must be .* called with one"),
+        ({"open_duration": lambda n: 1 / 0}, ValueError, "open_duration\\(1\\) raised"),
         ({"open_duration": None}, TypeError, "open_duration"),
         ({"half_open_calls": 0}, ValueError, "half_open_calls must be an int >= 1"),
         ({"half_open_max_duration": 0}, ValueError, "half_open_max_duration must be > 0"),
@@ -581,7 +582,7 @@ def test_repr_and_state_str() -> None:
         ({"record": (ValueError, 3)}, TypeError, "record must be"),
         ({"ignore": int}, TypeError, "ignore must be"),
         ({"record_result": True}, TypeError, "record_result must be a predicate"),
-        ({"clock": object()}, TypeError, "clock must provide monotonic"),
+        ({"clock": object()}, TypeError, "clock must be a Clock providing monotonic"),
         ({"window": CountWindow(1), "minimum_calls": -1}, ValueError, "minimum_calls"),
     ],
 )

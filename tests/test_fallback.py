@@ -229,7 +229,8 @@ def test_keyboard_interrupt_is_never_swallowed_even_when_asked() -> None:
         handled.append(exc)  # pragma: no cover - must not be called
         return "swallowed"  # pragma: no cover
 
-    for on in (BaseException, KeyboardInterrupt, lambda exc: True):
+    # on=KeyboardInterrupt is refused at construction (see test_construction.py).
+    for on in (BaseException, lambda exc: True):
         fallback = Fallback(handler, on=on)
         with pytest.raises(KeyboardInterrupt):
             fallback.call(raiser, KeyboardInterrupt())

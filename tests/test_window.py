@@ -146,7 +146,7 @@ def test_time_window_eviction_is_by_bucket() -> None:
         (lambda: CountWindow(-3), ValueError, "size"),
         (lambda: CountWindow(2.5), TypeError, "size"),
         (lambda: CountWindow(True), TypeError, "size"),
-        (lambda: TimeWindow(0), ValueError, "seconds must be > 0"),
+        (lambda: TimeWindow(0), ValueError, "seconds must be >= 0.001"),
         (lambda: TimeWindow(-1), ValueError, "seconds"),
         (lambda: TimeWindow(float("inf")), ValueError, "seconds"),
         (lambda: TimeWindow("10"), TypeError, "seconds"),

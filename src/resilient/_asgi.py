@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from resilient._asgi_deadline import GRPC_TIMEOUT, REQUEST_TIMEOUT, read_deadline
 from resilient._asgi_exchange import START_TIMERS, Exchange, FailureStatusError, Replay
@@ -21,11 +21,20 @@ from resilient._asgi_policies import Shape, adapt
 from resilient._asgi_problem import send_problem
 from resilient._asgi_routes import KeyedGuards, Route
 from resilient._asgi_types import ASGIApp, Message, Receive, Scope, Send
-from resilient._clock import MONOTONIC, Clock
+from resilient._clock import Clock
 from resilient._deadline import DEADLINE
 from resilient._errors import RejectedError, TimeoutExceededError
 from resilient._policy import Policy, build_async
-from resilient._validate import Duration, check_duration, check_int
+from resilient._validate import (
+    MAX_BUFFER,
+    MAX_KEYS,
+    Duration,
+    check_arity,
+    check_clock,
+    check_duration,
+    check_int,
+    check_names,
+)
 
 __all__ = ["ResilienceMiddleware", "is_server_error"]
 
@@ -54,6 +63,39 @@ class _Watch:
         if message["type"] == "http.response.start":
             self.started = True
         return self._send(message)
+
+
+def _header_names(names: tuple[str, ...]) -> dict[bytes, bool]:
+    """Deadline header names, lower-cased as ASGI servers send them, and whether gRPC's."""
+    found: dict[bytes, bool] = {}
+    for name in names:
+        try:
+            key = name.lower().encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"deadline_headers must hold latin-1 header names, not {name!r}"
+            ) from None
+        found[key] = name.lower() == GRPC_TIMEOUT
+    return found
+
+
+def _check_routes(routes: object) -> list[Route]:
+    """``routes`` as a list of ``Route``: from a mapping of pattern to policy, or Routes."""
+    if routes is None:
+        return []
+    if isinstance(routes, Mapping):
+        return [Route(pattern, p) for pattern, p in routes.items()]
+    expected = "a mapping of path pattern to policy, or a collection of Route"
+    if isinstance(routes, (str, bytes)):
+        raise TypeError(f"routes must be {expected}, not one {type(routes).__name__}")
+    try:
+        items: list[object] = list(cast("Any", routes))
+    except TypeError:
+        raise TypeError(f"routes must be {expected}, not {type(routes).__name__}") from None
+    for item in items:
+        if not isinstance(item, Route):
+            raise TypeError(f"routes must be {expected}; it holds a {type(item).__name__}")
+    return cast("list[Route]", items)
 
 
 class _Plan:
@@ -132,26 +174,30 @@ class ResilienceMiddleware:
     ) -> None:
         if (key is None) != (per_key is None):
             raise ValueError("key and per_key go together: key picks the key, per_key builds")
-        if not callable(failure_status):
+        if key is not None:
+            check_arity("key", key, 1, "a function of the ASGI scope (one argument) or None")
+            check_arity("per_key", per_key, 1, "a function of the key (one argument) or None")
+        check_arity("failure_status", failure_status, 1, "a predicate over statuses (one argument)")
+        if not callable(app):
+            raise TypeError(f"app must be an ASGI app (a callable), not {type(app).__name__}")
+        if not isinstance(timeout_body, bool):
             raise TypeError(
-                "failure_status must be a predicate over statuses, "
-                f"not {type(failure_status).__name__}"
+                f"timeout_body must be True or False, not {type(timeout_body).__name__}"
             )
-        if isinstance(deadline_headers, str):
-            raise TypeError("deadline_headers must be a collection of header names, not a str")
+        headers = check_names("deadline_headers", deadline_headers, "header names")
         self.app = app
         self._failure = failure_status
-        self._timeout_body = bool(timeout_body)
-        self._limit = check_int("buffer_limit", buffer_limit, minimum=0)
-        self._clock = MONOTONIC if clock is None else clock
-        self._deadline_names = {
-            name.lower().encode("latin-1"): name.lower() == GRPC_TIMEOUT
-            for name in deadline_headers
-        }
+        self._timeout_body = timeout_body
+        self._limit = check_int("buffer_limit", buffer_limit, minimum=0, maximum=MAX_BUFFER)
+        self._clock = check_clock(clock)
+        self._deadline_names = _header_names(headers)
+        max_keys = check_int("max_keys", max_keys, maximum=MAX_KEYS)
+        ttl = check_duration("key_ttl", key_ttl)
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a policy or None, not {type(policy).__name__}")
+        routes = _check_routes(routes)
         self._attempt = self._make_attempt(app)
         self._default = None if policy is None else self._plan(policy)
-        if isinstance(routes, Mapping):
-            routes = [Route(pattern, p) for pattern, p in routes.items()]
         self._routes = [
             (
                 route.methods,
@@ -159,7 +205,7 @@ class ResilienceMiddleware:
                 route._regex,
                 None if route.policy is None else self._plan(route.policy),
             )
-            for route in routes or ()
+            for route in routes
         ]
         self._key = key
         self._per_key = per_key
@@ -168,8 +214,8 @@ class ResilienceMiddleware:
             if per_key is None
             else KeyedGuards(
                 self._build_key,
-                check_int("max_keys", max_keys),
-                check_duration("key_ttl", key_ttl),  # type: ignore[arg-type]
+                max_keys,
+                ttl,  # type: ignore[arg-type]
                 self._clock,
             )
         )

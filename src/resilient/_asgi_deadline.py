@@ -41,6 +41,7 @@ _GRPC_UNITS: Final = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-
 # From the finest unit up: the first in which the value fits 8 digits is the most precise.
 _GRPC_FORMATS: Final = (("n", 1), ("u", 10**3), ("m", 10**6), ("S", 10**9), ("M", 60 * 10**9))
 _GRPC_MAX: Final = 99_999_999
+_LOGGED_PREFIX: Final = 64  # bytes of an invalid deadline header shown at DEBUG
 
 
 def parse_seconds(value: bytes) -> float | None:
@@ -70,7 +71,13 @@ def read_deadline(headers: Iterable[tuple[bytes, bytes]], names: dict[bytes, boo
             continue
         seconds = parse_grpc_timeout(value) if grpc else parse_seconds(value)
         if seconds is None:
-            logger.debug("resilient.asgi: ignoring an invalid %s header: %r", name.decode(), value)
+            # A prefix only: a header can be megabytes, and is the caller's to choose.
+            logger.debug(
+                "resilient.asgi: ignoring an invalid %s header (%d bytes): %r",
+                name.decode("latin-1"),
+                len(value),
+                bytes(value[:_LOGGED_PREFIX]),
+            )
         elif found is None or seconds < found:
             found = seconds
     return found

@@ -23,6 +23,7 @@ from resilient._asgi_types import Scope
 from resilient._clock import Clock
 from resilient._fork import new_lock
 from resilient._policy import Policy
+from resilient._validate import check_names
 
 __all__ = ["KeyedGuards", "Route", "client_ip", "header_key"]
 
@@ -70,12 +71,11 @@ class Route:
             raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError(f"policy must be a policy or None, not {type(policy).__name__}")
-        if isinstance(methods, str):
-            raise TypeError("methods must be a collection of method names, not one str")
+        names = None if methods is None else check_names("methods", methods, "method names")
         self._regex = _compile(pattern)
         self.pattern = pattern
         self.policy = policy
-        self.methods = None if methods is None else frozenset(m.upper() for m in methods)
+        self.methods = None if names is None else frozenset(m.upper() for m in names)
 
     def matches(self, method: str, path: str) -> bool:
         """Whether a request with ``method`` and ``path`` falls under this route."""
@@ -101,6 +101,8 @@ def client_ip(scope: Scope) -> str | None:
 
 def header_key(name: str) -> Callable[[Scope], str | None]:
     """A ``key`` function reading the header ``name`` (an API key, a tenant id)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a header name (a str), not {type(name).__name__}")
     wanted = name.lower().encode("latin-1")
 
     def key(scope: Scope) -> str | None:

@@ -41,7 +41,7 @@ from resilient._breaker_state import (
     Trial,
     TrialRef,
 )
-from resilient._clock import MONOTONIC, Clock
+from resilient._clock import Clock
 from resilient._errors import CircuitOpenError, RejectedError
 from resilient._events import (
     GLOBAL_LISTENERS,
@@ -58,6 +58,8 @@ from resilient._events import (
 from resilient._fork import new_lock
 from resilient._pipeline import NO_RESULT
 from resilient._validate import (
+    check_arity,
+    check_clock,
     check_duration,
     check_int,
     check_name,
@@ -174,12 +176,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._record_rejections = _named_rejections(record)
         self._ignore = compile_matcher("ignore", ignore)
         self._record_result = check_result_predicate("record_result", record_result)
-        if clock is None:
-            clock = MONOTONIC
-        elif not isinstance(clock, Clock):
-            raise TypeError(
-                f"clock must provide monotonic(), sleep() and asleep(), not {type(clock).__name__}"
-            )
+        clock = check_clock(clock)
         self._clock = clock
         self._monotonic = clock.monotonic  # bound once: read on every rejection
         # Pay only for what is configured: durations are measured only when slow-call
@@ -215,6 +212,7 @@ class BreakerCore(BreakerReadouts, EventSource):
     @staticmethod
     def _check_open_duration(value: object) -> tuple[OpenDuration, float]:
         if callable(value) and not isinstance(value, (int, float)):
+            check_arity("open_duration", value, 1, "seconds or a callable attempt -> seconds")
             try:
                 first = value(1)
             except Exception as exc:

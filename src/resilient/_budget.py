@@ -22,9 +22,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from resilient._clock import MONOTONIC, Clock
+from resilient._clock import Clock
 from resilient._fork import new_lock
-from resilient._validate import check_duration, check_number, check_rate
+from resilient._validate import (
+    MIN_BUCKET_SECONDS,
+    check_clock,
+    check_duration,
+    check_number,
+    check_rate,
+)
 
 __all__ = ["BudgetSnapshot", "RetryBudget", "RetryThrottle"]
 
@@ -80,7 +86,8 @@ class RetryBudget:
         ratio: float = 0.2,
         clock: Clock | None = None,
     ) -> None:
-        seconds = check_duration("ttl", ttl, allow_zero=False)
+        # Ten buckets, each at least MIN_BUCKET_SECONDS wide (see TimeWindow).
+        seconds = check_duration("ttl", ttl, minimum=self._BUCKETS * MIN_BUCKET_SECONDS)
         assert seconds is not None  # noqa: S101 -- allow_none is off
         self.ttl = seconds
         self.min_retries_per_second = check_number(
@@ -88,7 +95,7 @@ class RetryBudget:
         )
         self.ratio = check_rate("ratio", ratio)
         self.reserve = self.min_retries_per_second * self.ttl
-        self._clock = MONOTONIC if clock is None else clock
+        self._clock = check_clock(clock)
         self._width = self.ttl / self._BUCKETS
         # Per bucket: [first attempts, retries]; the ring forgets a bucket as it expires.
         self._buckets = [[0, 0] for _ in range(self._BUCKETS)]

@@ -15,7 +15,7 @@ from typing import Any
 from resilient._clock import Clock
 from resilient._policy import CorePolicy
 from resilient._ratelimit import _NS, GcraCore, RateLimiterMetrics
-from resilient._validate import Duration, check_int
+from resilient._validate import MAX_KEYS, Duration, check_int
 
 __all__ = ["KeyedRateLimiter"]
 
@@ -27,7 +27,7 @@ class KeyedRateLimiterCore(GcraCore):
 
     def __init__(self, *args: Any, max_keys: object) -> None:
         super().__init__(*args)
-        self.max_keys = check_int("max_keys", max_keys)
+        self.max_keys = check_int("max_keys", max_keys, maximum=MAX_KEYS)
         self._tats: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
 
     def reserve(self, key: Hashable) -> tuple[int, int]:

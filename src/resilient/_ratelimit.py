@@ -36,7 +36,16 @@ from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected,
 from resilient._fork import new_lock
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
-from resilient._validate import Duration, check_duration, check_int, check_name, check_number
+from resilient._validate import (
+    MAX_RATE,
+    MAX_SECONDS,
+    Duration,
+    check_clock,
+    check_duration,
+    check_int,
+    check_name,
+    check_number,
+)
 
 __all__ = ["GcraCore", "RateLimiter", "RateLimiterMetrics"]
 
@@ -96,7 +105,17 @@ class GcraCore(EventSource):
         period = check_duration("per", per, allow_zero=False)
         assert period is not None  # noqa: S101 -- allow_none is off
         self.per = period
-        self.burst = max(1, int(self.rate)) if burst is None else check_int("burst", burst)
+        if period / self.rate > MAX_SECONDS:
+            # The interval between calls must stay a duration the clock can represent.
+            raise ValueError(
+                f"rate must be >= per / {MAX_SECONDS:g} (at least one call per {MAX_SECONDS:g}s),"
+                f" got rate={self.rate!r} per {period!r}s"
+            )
+        self.burst = (
+            max(1, int(self.rate))
+            if burst is None
+            else check_int("burst", burst, maximum=int(MAX_RATE))
+        )
         wait = check_duration("max_wait", max_wait)
         assert wait is not None  # noqa: S101 -- allow_none is off
         self.max_wait = wait
@@ -105,7 +124,7 @@ class GcraCore(EventSource):
         # than the rate: 3 per second is one call per 333,333,334 ns.
         self.interval = max(1, math.ceil(Fraction(self.per) * _NS / Fraction(self.rate)))
         self.tolerance = self.burst * self.interval
-        self.clock = MONOTONIC if clock is None else clock
+        self.clock = check_clock(clock)
         # The default clock reads integer nanoseconds directly; others are converted.
         self.now: Callable[[], int] = (
             time.monotonic_ns if self.clock is MONOTONIC else self._now_from_clock

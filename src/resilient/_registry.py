@@ -70,11 +70,20 @@ class Registry:
 
     def __init__(self, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self._defaults: dict[str, dict[str, Any]] = {}
+        if defaults is not None and not isinstance(defaults, Mapping):
+            raise TypeError(
+                "defaults must be a mapping of kind to options, e.g. "
+                '{"circuit_breaker": {"minimum_calls": 20}}, or None; '
+                f"not {type(defaults).__name__}"
+            )
         for kind, options in (defaults or {}).items():
             self._check_kind(kind)
             given: object = options
             if not isinstance(given, Mapping):
-                raise TypeError(f"defaults[{kind!r}] must be a mapping of options")
+                raise TypeError(
+                    f"defaults[{kind!r}] must be a mapping of option names to values, "
+                    f"not {type(given).__name__}"
+                )
             self._defaults[kind] = dict(options)
         self._policies: dict[str, Policy] = {}
         self._lock = new_lock(self)

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from resilient._atomic import counted
 from resilient._budget import RetryBudget, RetryThrottle
-from resilient._clock import MONOTONIC, Clock
+from resilient._clock import Clock
 from resilient._deadline import remaining
 from resilient._errors import CircuitOpenError, RejectedError
 from resilient._events import (
@@ -43,6 +43,7 @@ from resilient._events import (
 )
 from resilient._fork import new_lock
 from resilient._validate import (
+    check_clock,
     check_int,
     check_name,
     check_result_predicate,
@@ -179,7 +180,7 @@ class RetryCore(EventSource):
                 f"not {type(budget).__name__}"
             )
         self.budget: RetryBudget | RetryThrottle | None = budget
-        self.clock = MONOTONIC if clock is None else clock
+        self.clock = check_clock(clock)
         self._lock = new_lock(self)
         self._counts = [0, 0, 0, 0, 0, 0]
         # Calls ended on their first attempt: the hot path, so counted without a lock

@@ -40,7 +40,7 @@ from resilient._fork import new_lock
 from resilient._pipeline import PASS, Wait
 from resilient._policy import CorePolicy
 from resilient._timer import CANCELLING, DONE, FIRED, PENDING, STATE, TASK, loop_timer
-from resilient._validate import Duration, check_duration, check_int, check_name
+from resilient._validate import Duration, check_clock, check_duration, check_int, check_name
 from resilient._workers import Job, WorkerPool
 
 __all__ = ["Timeout", "TimeoutMetrics"]
@@ -97,7 +97,7 @@ class TimeoutCore(EventSource):
         value = check_duration("seconds", seconds, allow_zero=False)
         assert value is not None  # noqa: S101 -- allow_none is off
         self.seconds = value
-        self.clock = MONOTONIC if clock is None else clock
+        self.clock = check_clock(clock)
         self.pool = WorkerPool(check_int("max_workers", max_workers), name or "unnamed")
         self.timeouts = 0
         self.rejected = 0

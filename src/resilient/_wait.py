@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Final
 
-from resilient._validate import check_duration
+from resilient._validate import check_arity, check_duration, check_random
 
 __all__ = ["MAX_WAIT", "DecorrelatedJitter", "ExponentialJitter", "Schedule", "compile_wait"]
 
@@ -60,7 +60,7 @@ class ExponentialJitter:
     ) -> None:
         self.base = _positive("base", base)
         self.max = _positive("max", max)
-        self._random = random if random is not None else _RANDOM
+        self._random = _RANDOM if random is None else check_random(random, ("uniform",))
 
     def ceiling(self, attempt: int) -> float:
         """The largest wait after ``attempt`` (from 1)."""
@@ -105,7 +105,7 @@ class DecorrelatedJitter:
     ) -> None:
         self.median_first = _positive("median_first", median_first)
         self.max = _positive("max", max)
-        self._random = random if random is not None else _RANDOM
+        self._random = _RANDOM if random is None else check_random(random, ("random",))
 
     def schedule(self) -> Schedule:
         """A schedule for one call: it remembers the formula's previous value."""
@@ -187,7 +187,9 @@ def compile_wait(wait: object, max_wait: float = MAX_WAIT) -> Callable[[], Sched
     if _is_tenacity_wait(wait):
         return lambda: _tenacity_schedule(wait)
     if callable(wait) and not isinstance(wait, type):
-        fn: Callable[[int], float] = wait
+        fn: Callable[[int], float] = check_arity(
+            "wait", wait, 1, "seconds, a wait strategy or a callable attempt -> seconds"
+        )
         try:
             first = fn(1)
         except Exception as exc:
@@ -195,10 +197,10 @@ def compile_wait(wait: object, max_wait: float = MAX_WAIT) -> Callable[[], Sched
                 f"wait(1) raised {exc!r}; a callable wait must map the attempt number "
                 "(from 1) to seconds"
             ) from exc
-        check_duration("wait(1)", first)
+        check_duration("wait(1)", first, maximum=None)  # later values are clamped too
         schedule: Schedule = lambda attempt, _exc, _result: as_seconds(fn(attempt))  # noqa: E731
         return lambda: schedule
-    seconds = check_duration("wait", wait)
+    seconds = check_duration("wait", wait, maximum=None)  # bounded by max_wait below
     assert seconds is not None  # noqa: S101 -- allow_none is off
     if seconds > max_wait:
         raise ValueError(

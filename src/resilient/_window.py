@@ -23,7 +23,7 @@ from math import isnan
 from typing import TYPE_CHECKING, Final
 
 from resilient._clock import MONOTONIC, Clock
-from resilient._validate import check_duration, check_int
+from resilient._validate import MAX_COUNT, MIN_BUCKET_SECONDS, check_duration, check_int
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -236,12 +236,21 @@ class TimeWindow(Window):
         _clock: Clock = MONOTONIC,
     ) -> None:
         super().__init__()
-        length = check_duration("seconds", seconds, allow_zero=False)
+        length = check_duration("seconds", seconds, minimum=MIN_BUCKET_SECONDS)
         assert length is not None  # noqa: S101 -- allow_none is off
         self.seconds = length
+        # A bucket narrower than MIN_BUCKET_SECONDS would make the bucket number of a
+        # clock reading overflow (or divide by zero): the widest count that fits.
+        most = min(math.floor(length / MIN_BUCKET_SECONDS + 1e-9), MAX_COUNT)
         if buckets is None:
-            buckets = min(max(math.ceil(length), 10), 100)
+            buckets = min(max(math.ceil(length), 10), 100, most)
         self.buckets = check_int("buckets", buckets)
+        if self.buckets > most:
+            raise ValueError(
+                f"buckets must be an int >= 1 and <= seconds / {MIN_BUCKET_SECONDS:g} "
+                f"(buckets at least {MIN_BUCKET_SECONDS:g}s wide): at most {most} for "
+                f"{length:g}s, got {self.buckets}"
+            )
         self._width = length / self.buckets
         self._clock = _clock
         n = self.buckets

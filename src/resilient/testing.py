@@ -21,6 +21,9 @@ from resilient._validate import check_duration
 
 __all__ = ["ManualClock", "capture_events", "instant_retries"]
 
+# Beyond this, adding a millisecond to a float reading is lost to rounding.
+_MAX_START = 1e12
+
 
 class ManualClock:
     """A clock for tests: starts at ``start`` (default 0.0) and moves only when told.
@@ -33,7 +36,10 @@ class ManualClock:
     __slots__ = ("__weakref__", "_lock", "_now")
 
     def __init__(self, start: float = 0.0) -> None:
-        self._now = float(start)
+        # Any finite reading is a valid start; large ones test precision (see RateLimiter).
+        now = check_duration("start", start, minimum=-_MAX_START, maximum=_MAX_START)
+        assert now is not None  # noqa: S101 -- allow_none is off
+        self._now = now
         self._lock = new_lock(self)
 
     def monotonic(self) -> float:
@@ -42,7 +48,7 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` (>= 0; a ``timedelta`` is accepted too)."""
-        step = check_duration("seconds", seconds)
+        step = check_duration("seconds", seconds, maximum=None)
         with self._lock:
             self._now += step  # type: ignore[operator]
 
