@@ -176,10 +176,19 @@ class ResilienceMiddleware:
             raise ValueError("key and per_key go together: key picks the key, per_key builds")
         if key is not None:
             check_arity("key", key, 1, "a function of the ASGI scope (one argument) or None")
+            if isinstance(per_key, Policy) or (
+                isinstance(per_key, type) and not issubclass(per_key, Policy)
+            ):
+                raise TypeError(
+                    "per_key must be a function of the key returning a policy "
+                    f"(lambda key: Bulkhead(10)), not {per_key!r}"
+                )
             check_arity("per_key", per_key, 1, "a function of the key (one argument) or None")
         check_arity("failure_status", failure_status, 1, "a predicate over statuses (one argument)")
-        if not callable(app):
-            raise TypeError(f"app must be an ASGI app (a callable), not {type(app).__name__}")
+        if isinstance(app, type) and not hasattr(app, "__await__"):
+            # A class called with (scope, receive, send) builds an object, not a response.
+            raise TypeError(f"app must be an ASGI 3 app, an async callable, not the class {app!r}")
+        check_arity("app", app, 3, "an ASGI app: an async callable of (scope, receive, send)")
         if not isinstance(timeout_body, bool):
             raise TypeError(
                 f"timeout_body must be True or False, not {type(timeout_body).__name__}"
@@ -192,7 +201,8 @@ class ResilienceMiddleware:
         self._clock = check_clock(clock)
         self._deadline_names = _header_names(headers)
         max_keys = check_int("max_keys", max_keys, maximum=MAX_KEYS)
-        ttl = check_duration("key_ttl", key_ttl)
+        # 0 would evict a key's entry as it is created (and crash the eviction loop).
+        ttl = check_duration("key_ttl", key_ttl, allow_zero=False)
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError(f"policy must be a policy or None, not {type(policy).__name__}")
         routes = _check_routes(routes)

@@ -114,6 +114,8 @@ def timeout_header(name: str = REQUEST_TIMEOUT) -> dict[str, str]:
 
         await client.get(url, headers={**timeout_header(), "accept": "application/json"})
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a header name (a str), not {type(name).__name__}")
     left = remaining()
     if left is None:
         return {}

@@ -33,11 +33,11 @@ _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 def _compile(pattern: str) -> re.Pattern[str] | None:
     """A regex for ``pattern``, or ``None`` when it is a literal path (compared as is)."""
     if not pattern.startswith("/"):
-        raise ValueError(f"a route pattern must start with '/', not {pattern!r}")
+        raise ValueError(f"pattern must be a path starting with '/', not {pattern!r}")
     rest = pattern.endswith("*")
     body = pattern[:-1] if rest else pattern
     if "*" in body:
-        raise ValueError(f"'*' may only end a route pattern: {pattern!r}")
+        raise ValueError(f"pattern may have '*' only at its end: {pattern!r}")
     if not rest and _PARAM.search(body) is None:
         return None
     parts: list[str] = []

@@ -286,7 +286,17 @@ def instrument(
         The [`Instrumentation`][resilient.Instrumentation]; call its
         [`uninstrument`][resilient.Instrumentation.uninstrument] to stop.
     """
-    qs = tuple(quantiles)
+    if isinstance(quantiles, (str, bytes)):
+        raise TypeError("quantiles must be a collection of numbers in (0, 1], not a str")
+    try:
+        qs = tuple(quantiles)
+    except TypeError:
+        raise TypeError(
+            f"quantiles must be a collection of numbers in (0, 1], not {type(quantiles).__name__}"
+        ) from None
+    for option, flag in (("call_duration", call_duration), ("span_events", span_events)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{option} must be True or False, not {type(flag).__name__}")
     given: tuple[object, ...] = qs
     for q in given:
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q <= 1:

@@ -45,6 +45,7 @@ from resilient._validate import (
     check_int,
     check_name,
     check_number,
+    show_bound,
 )
 
 __all__ = ["GcraCore", "RateLimiter", "RateLimiterMetrics"]
@@ -108,7 +109,8 @@ class GcraCore(EventSource):
         if period / self.rate > MAX_SECONDS:
             # The interval between calls must stay a duration the clock can represent.
             raise ValueError(
-                f"rate must be >= per / {MAX_SECONDS:g} (at least one call per {MAX_SECONDS:g}s),"
+                f"rate must be >= per / {show_bound(MAX_SECONDS)} "
+                f"(at least one call per {show_bound(MAX_SECONDS)}s),"
                 f" got rate={self.rate!r} per {period!r}s"
             )
         self.burst = (

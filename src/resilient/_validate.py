@@ -83,7 +83,7 @@ def matches(
         return False
 
 
-def _g(number: float) -> str:
+def show_bound(number: float) -> str:
     """A bound as people write it: ``1e9``, ``0.001``."""
     return f"{number:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
@@ -116,8 +116,14 @@ def check_duration(
         if allow_none:
             return None
         raise TypeError(f"{name} must be a number of seconds or a timedelta, not None")
-    low = f"> {_g(minimum)}" if not allow_zero and minimum == 0 else f">= {_g(minimum)}"
-    bound = f"{low} and <= {_g(maximum)} seconds" if maximum is not None else f"{low} seconds"
+    low = (
+        f"> {show_bound(minimum)}"
+        if not allow_zero and minimum == 0
+        else f">= {show_bound(minimum)}"
+    )
+    bound = (
+        f"{low} and <= {show_bound(maximum)} seconds" if maximum is not None else f"{low} seconds"
+    )
     if isinstance(value, datetime.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -155,7 +161,7 @@ def check_number(
     maximum: float = MAX_RATE,
 ) -> float:
     """Return ``value`` as a float in ``[minimum, maximum]`` (``(minimum, maximum]``)."""
-    bound = f"{'>=' if inclusive else '>'} {_g(minimum)} and <= {_g(maximum)}"
+    bound = f"{'>=' if inclusive else '>'} {show_bound(minimum)} and <= {show_bound(maximum)}"
     number = _real(name, value, f"a number {bound}")
     if (
         not math.isfinite(number)
@@ -218,6 +224,8 @@ def check_names(option: str, value: object, what: str) -> tuple[str, ...]:
 
 
 def _check_methods(option: str, value: object, methods: tuple[str, ...], what: str) -> None:
+    if isinstance(value, type):
+        raise TypeError(f"{option} must be {what}: an instance, not the class {value.__name__}")
     missing = [m for m in methods if not callable(getattr(value, m, None))]
     if missing:
         wanted = ", ".join(f"{m}()" for m in methods)
