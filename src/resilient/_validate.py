@@ -47,7 +47,7 @@ __all__ = [
 # MIN_BUCKET_SECONDS makes "which bucket is now" overflow or divide by zero.
 MAX_SECONDS = 1e9
 """The longest duration any option accepts, in seconds (about 31.7 years)."""
-MAX_COUNT = 1_000_000
+MAX_COUNT = 10_000_000
 """The largest count of pre-allocated slots (window sizes, half-open trials, bulkheads)."""
 MAX_RATE = 1e9
 """The largest rate or burst (one call per nanosecond)."""
