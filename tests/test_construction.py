@@ -607,6 +607,9 @@ def test_manual_clock_accepts_any_finite_start_and_large_advances() -> None:
     clock.advance(1e12)
     assert clock.monotonic() == 1e9 + 1e12
     assert ManualClock(-5).monotonic() == -5.0
+    assert ManualClock(1e13).monotonic() == 1e13
+    with pytest.raises(ValueError, match=r"^start must be >= -1e15 and <= 1e15 seconds"):
+        ManualClock(1e16)
 
 
 def test_an_invalid_deadline_header_is_logged_as_a_bounded_prefix(

@@ -21,8 +21,8 @@ from resilient._validate import check_duration
 
 __all__ = ["ManualClock", "capture_events", "instant_retries"]
 
-# Beyond this, adding a millisecond to a float reading is lost to rounding.
-_MAX_START = 1e12
+# Far beyond any real monotonic reading; up to here a float still steps by < 1 s.
+_MAX_START = 1e15
 
 
 class ManualClock:
