@@ -389,7 +389,7 @@ def test_every_public_name_is_covered() -> None:
     assert missing <= {"capture_events", "instant_retries"}
 
 
-def _options() -> list[tuple[Any, str, str, Any]]:
+def _options() -> list[Any]:
     cases = []
     for target, case in CASES.items():
         for name, parameter in inspect.signature(target).parameters.items():
@@ -398,7 +398,8 @@ def _options() -> list[tuple[Any, str, str, Any]]:
             for label, value in HOSTILE:
                 if (name, label) in case.skip:
                     continue
-                cases.append((target, name, label, value))
+                ident = f"{target.__name__}-{name}-{label}"
+                cases.append(pytest.param(target, name, label, value, id=ident))
     return cases
 
 
@@ -416,7 +417,6 @@ def _build(target: Any, option: str, value: Any) -> Any:
 @pytest.mark.parametrize(
     ("target", "option", "label", "value"),
     _options(),
-    ids=lambda v: v.__name__ if callable(v) and hasattr(v, "__name__") else None,
 )
 def test_hostile_value_is_refused_naming_the_option_or_works(
     target: Any, option: str, label: str, value: Any
