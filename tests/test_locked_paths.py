@@ -71,3 +71,45 @@ def test_lock_free_paths_by_default_with_the_gil(force: str | None) -> None:
     assert seen["locked"] is False
     assert seen["success_path"] == "on_success"
     assert seen["total"] == 3
+
+
+COUNTERS = textwrap.dedent(
+    """
+    import json, threading
+    from resilient import Bulkhead, Retry, Timeout
+    from resilient._atomic import counted
+
+    bulkhead, retry, timeout = Bulkhead(4), Retry(attempts=1), Timeout(5)
+    counters = [bulkhead._core._released, retry._core.first_attempts, timeout._core.admitted]
+
+    def draw() -> None:
+        for _ in range(5_000):
+            for counter in counters:
+                next(counter)
+
+    threads = [threading.Thread(target=draw) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({
+        "kinds": [type(c).__name__ for c in counters],
+        "counts": [counted(c) for c in counters],
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize(("force", "kind"), [("1", "LockedCount"), (None, "count")])
+def test_metric_counters_take_a_lock_on_the_locked_paths(force: str | None, kind: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RESILIENT_FORCE_LOCKED"}
+    if force is not None:
+        env["RESILIENT_FORCE_LOCKED"] = force
+    out = subprocess.run(  # noqa: S603 -- this interpreter, our own probe
+        [sys.executable, "-c", COUNTERS], env=env, capture_output=True, text=True, check=True
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    if gil:
+        assert seen["kinds"] == [kind] * 3
+    assert seen["counts"] == [40_000] * 3

@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Final
 
-from resilient._atomic import counted
+from resilient._atomic import counted, new_counter
 from resilient._errors import BulkheadFullError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._fork import new_lock
@@ -83,10 +83,10 @@ class BulkheadCore(EventSource):
         self._lock = new_lock(self)
         self._low_water = self.max_concurrent
         self.rejected = 0
-        # Slots given back, counted lock-free (next() on itertools.count is atomic under
-        # the GIL): admitted calls are those plus the ones in flight. Counted here, once,
-        # rather than on each of the inlined fast paths that take a slot.
-        self._released = itertools.count()
+        # Slots given back, counted without a lock where the GIL allows (see
+        # _atomic.new_counter): admitted calls are those plus the ones in flight. Counted
+        # here, once, rather than on each of the inlined fast paths that take a slot.
+        self._released = new_counter()
 
     def enqueue(self, waiter: Waiter) -> bool:
         """Take a slot or queue ``waiter``; ``True`` if the slot is taken already.

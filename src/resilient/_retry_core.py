@@ -23,13 +23,12 @@ that failed). ``retries`` counts attempts after the first, not calls.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from resilient._atomic import counted
+from resilient._atomic import counted, new_counter
 from resilient._budget import RetryBudget, RetryThrottle
 from resilient._clock import Clock
 from resilient._deadline import remaining
@@ -184,9 +183,9 @@ class RetryCore(EventSource):
         self._lock = new_lock(self)
         self._counts = [0, 0, 0, 0, 0, 0]
         # Calls ended on their first attempt: the hot path, so counted without a lock
-        # (next() on an itertools.count is atomic under the GIL); drivers call next() on
+        # (see _atomic.new_counter); drivers call next() on
         # it directly.
-        self.first_attempts = itertools.count()
+        self.first_attempts = new_counter()
 
     def retryable(self, exc: BaseException | None, result: Any, judge_result: bool = True) -> bool:
         """Whether this outcome (an :class:`Exception`, or a result) is worth a retry."""

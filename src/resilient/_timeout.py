@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any, Final
 
 import anyio
 
-from resilient._atomic import counted
+from resilient._atomic import counted, new_counter
 from resilient._clock import MONOTONIC, Clock
 from resilient._deadline import DEADLINE, effective_timeout
 from resilient._errors import TimeoutExceededError, WorkersExhaustedError
@@ -102,8 +101,8 @@ class TimeoutCore(EventSource):
         self.timeouts = 0
         self.rejected = 0
         self._count_lock = new_lock(self)
-        # Counted lock-free (next() on itertools.count is atomic under the GIL).
-        self.admitted = itertools.count()
+        # Counted lock-free where the GIL allows (see _atomic.new_counter).
+        self.admitted = new_counter()
 
     def expired(self, seconds: float, *, abandoned: bool = False) -> TimeoutExceededError:
         """Count a timeout and build the caller's error."""
