@@ -17,6 +17,7 @@ import inspect
 import logging
 import math
 import random
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -375,6 +376,8 @@ def _public() -> dict[str, Any]:
     for module in (resilient, resilient.asgi, resilient.testing):
         for name in module.__all__:
             obj = getattr(module, name)
+            if typing.get_origin(obj) is not None:
+                continue  # a type alias (Python 3.10's inspect.isclass says yes to list[int])
             if inspect.isclass(obj) or inspect.isfunction(obj):
                 found[name] = obj
     return found

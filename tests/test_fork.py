@@ -667,6 +667,7 @@ def test_half_open_reset_gives_new_trials_and_ignores_the_old_ones() -> None:
     assert breaker.state is resilient.CircuitState.CLOSED
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the asyncio loop timer needs 3.11+")
 def test_timer_reset_drops_loops_running_in_other_threads_only() -> None:
     here = asyncio.new_event_loop()
     there = asyncio.new_event_loop()

@@ -93,9 +93,12 @@ def _hammer(call: Callable[[], None]) -> int:
     armed = [False]
 
     def handler(signum: int, frame: Any) -> None:
-        if armed[0]:
+        # Never in this loop's own frame: an interrupt in its except clause or its finally
+        # would escape the loop and leave the timer running for the rest of the session.
+        if armed[0] and frame is not None and frame.f_code is not loop_code:
             raise Interrupt
 
+    loop_code = sys._getframe().f_code
     interrupts = 0
     deadline = time.monotonic() + SECONDS
     # An interrupt inside a finalizer is "unraisable": counted by a C function (a Python
