@@ -1,7 +1,8 @@
 """OpenTelemetry metrics and span events from a breaker, a retry and a bulkhead.
 
-Run it with ``python examples/otel_metrics.py`` (needs ``opentelemetry-sdk``, in the
-``test`` extra). Traffic goes through a composition guarding a flaky dependency:
+Run it with ``python examples/otel_metrics.py``. It needs the ``otel`` extra
+(``pip install 'resilient-kit[otel]'``) and ``opentelemetry-sdk``; the ``test`` extra
+has both. Traffic goes through a composition guarding a flaky dependency:
 retries recover its occasional failures until it goes down and the breaker opens.
 Then the in-memory reader collects once, as an exporter would on its interval, and
 the script prints every data point, and the span events of the last request.

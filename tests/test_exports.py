@@ -18,7 +18,8 @@ def test_all_is_sorted_and_complete() -> None:
     for name in resilient.__all__:
         assert hasattr(resilient, name), name
     # Public submodules are attributes of the package once imported, not names in __all__.
-    public = {n for n in dir(resilient) if not n.startswith("_")} - {"asgi", "testing"}
+    submodules = {"asgi", "instrumentation", "testing"}
+    public = {n for n in dir(resilient) if not n.startswith("_")} - submodules
     assert public == set(resilient.__all__) - {"__version__"}
 
 
@@ -76,3 +77,16 @@ def test_installed_package_is_complete() -> None:
     # Run against the built wheel in CI: a file left out of the package fails here.
     assert importlib.resources.files("resilient").joinpath("py.typed").is_file()
     assert importlib.metadata.version("resilient-kit") == resilient.__version__
+
+
+def test_instrumentation_package_surface() -> None:
+    # The OpenTelemetry wing, as stamina's `instrumentation/`: loaded only when used,
+    # and the same objects as `resilient.instrument` and `resilient.Instrumentation`.
+    import resilient.instrumentation  # noqa: PLC0415
+
+    assert resilient.instrumentation.__all__ == ["Instrumentation", "instrument"]
+    assert resilient.instrumentation.instrument is resilient.instrument
+    assert resilient.instrumentation.Instrumentation is resilient.Instrumentation
+    assert resilient.Instrumentation.__module__ == "resilient"
+    assert "instrument" in dir(resilient)
+    assert "Timeout" in dir(resilient)

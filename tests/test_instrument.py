@@ -34,7 +34,7 @@ from resilient import (
     Timeout,
     TimeoutExceededError,
 )
-from resilient._breaker_core import TIME_ALL_CALLS
+from resilient._breaker_timing import DURATIONS
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS
 from resilient.testing import ManualClock, capture_events, instant_retries
 
@@ -405,7 +405,7 @@ def test_opt_in_duration_histogram(reader: InMemoryMetricReader) -> None:
     finally:
         handle.uninstrument()
         provider.shutdown()
-    assert TIME_ALL_CALLS == [0]
+    assert not DURATIONS.wanted
     assert not GLOBAL_LISTENERS
     # Back to what each configuration needs: plain breakers stop measuring, a breaker
     # with slow-call detection keeps on.
@@ -486,7 +486,7 @@ def test_instrument_again_returns_the_same_handle_and_reports_once(
     finally:
         first.uninstrument()
         provider.shutdown()
-    assert TIME_ALL_CALLS == [0]
+    assert not DURATIONS.wanted
 
 
 def test_histogram_times_named_breakers_only_and_quantiles_skip_unmeasured_slots(
@@ -535,3 +535,34 @@ def test_policies_sharing_a_name_report_one_set_of_points(
     [(_, balance)] = points(reader, "resilient.retry.budget.balance", name)
     assert balance == budget.snapshot().balance  # one shared budget counted once
     assert len(retries) == 3
+
+
+def test_duration_demand_switches_named_breakers_alive_and_created_later() -> None:
+    # The switch a duration exporter turns (no exporter writes into a breaker's core).
+    demand = DURATIONS
+    clock = ManualClock()
+    before = CircuitBreaker(unique("demand-before"), clock=clock)
+    unnamed = CircuitBreaker(clock=clock)
+
+    def quarter() -> None:
+        clock.advance(0.25)
+
+    def durations(breaker: CircuitBreaker) -> list[object]:
+        with capture_events() as seen:
+            breaker.call(quarter)
+        return [getattr(e, "duration", "?") for e in seen]
+
+    demand.want()
+    demand.want()  # a second histogram
+    try:
+        after = CircuitBreaker(unique("demand-after"), clock=clock)
+        assert durations(before) == durations(after) == [0.25]
+        assert durations(unnamed) == [None]  # a histogram records named breakers only
+        demand.release()
+        assert durations(before) == [0.25]  # the other histogram still wants them
+    finally:
+        demand.release()
+    assert not demand.wanted
+    assert durations(before) == durations(after) == [None]
+    with pytest.raises(RuntimeError, match="without a matching want"):
+        demand.release()

@@ -10,9 +10,15 @@ shares), ``_compose``; then one module (or a core/adapter pair) per policy:
 ``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
 ``_timer``, ``_workers`` and ``_deadline``), ``_fallback``, ``_retry`` (with
 ``_wait`` and ``_budget``), ``_ratelimit`` (and ``_keyed_ratelimit``); ``_registry``
-holds policies by name; ``_instrument`` (OpenTelemetry metrics, read by
-``_readings``) and ``_tracing`` (span events) report them; ``_atomic`` counts without
-locks; ``_waiters`` wakes callers across threads and event loops.
+holds policies by name; ``_breaker_timing`` lets an exporter ask named breakers for
+call durations; ``_atomic`` counts without locks; ``_waiters`` wakes callers across
+threads and event loops. ``resilient.instrumentation`` (``_instrument``, ``_readings``,
+``_tracing``) is the OpenTelemetry wing, an extra.
+
+Importing the package loads only what a sync breaker needs (no asyncio, anyio, wrapt,
+opentelemetry or tenacity; ``tests/test_import_cost.py``): ``instrument`` and
+``Instrumentation`` (the OpenTelemetry wing), ``Timeout`` and ``TimeoutMetrics`` (worker
+threads, event-loop timers, anyio) load on first access, through ``__getattr__`` below.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 ``resilient.asgi`` is public too (not re-exported here, so importing ``resilient``
 costs nothing for it): the ASGI middleware, over ``_asgi`` (the middleware),
@@ -20,6 +26,8 @@ costs nothing for it): the ASGI middleware, over ``_asgi`` (the middleware),
 ``_asgi_policies`` (retries and timeouts adapted to requests), ``_asgi_routes``,
 ``_asgi_deadline``, ``_asgi_problem`` and ``_asgi_types``.
 """
+
+import typing as _typing
 
 from resilient._breaker import CircuitBreaker
 from resilient._breaker_state import CircuitBreakerMetrics, CircuitState
@@ -52,16 +60,18 @@ from resilient._events import (
     StateTransition,
 )
 from resilient._fallback import Fallback
-from resilient._instrument import Instrumentation, instrument
 from resilient._keyed_ratelimit import KeyedRateLimiter
 from resilient._ratelimit import RateLimiter, RateLimiterMetrics
 from resilient._registry import Registry, default_registry
 from resilient._retry import Retry, RetryMetrics
 from resilient._retry_block import Attempt
-from resilient._timeout import Timeout, TimeoutMetrics
 from resilient._version import __version__
 from resilient._wait import DecorrelatedJitter, ExponentialJitter
 from resilient._window import CountWindow, TimeWindow, WindowSnapshot
+
+if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
+    from resilient._timeout import Timeout, TimeoutMetrics
+    from resilient.instrumentation import Instrumentation, instrument
 
 __all__ = [
     "Attempt",
@@ -116,9 +126,38 @@ __all__ = [
     "remaining",
 ]
 
-# Reprs, tracebacks and docs say `resilient.CircuitBreaker`, not the private module.
+# Names loaded on first access (PEP 562), by the module that defines them.
+_LAZY = {
+    "Instrumentation": "resilient.instrumentation",
+    "Timeout": "resilient._timeout",
+    "TimeoutMetrics": "resilient._timeout",
+    "instrument": "resilient.instrumentation",
+}
+
+
+def _public(obj: _typing.Any) -> _typing.Any:
+    # Reprs, tracebacks and docs say `resilient.CircuitBreaker`, not the private module.
+    if getattr(obj, "__module__", "").startswith("resilient._"):
+        obj.__module__ = __name__
+    return obj
+
+
 for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("resilient._"):
-        _obj.__module__ = __name__
-del _name, _obj
+    if _name not in _LAZY:
+        _public(globals()[_name])
+del _name
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # noqa: PLC0415 -- on first access only
+
+    value = _public(getattr(importlib.import_module(module), name))
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -41,6 +41,7 @@ from resilient._breaker_state import (
     Trial,
     TrialRef,
 )
+from resilient._breaker_timing import DURATIONS
 from resilient._clock import Clock
 from resilient._errors import CircuitOpenError, RejectedError
 from resilient._events import (
@@ -69,17 +70,13 @@ from resilient._validate import (
 )
 from resilient._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
-__all__ = ["TIME_ALL_CALLS", "BreakerCore"]
+__all__ = ["BreakerCore"]
 
 OpenDuration = float | Callable[[int], float]
 
 logger = logging.getLogger("resilient")
 
 KIND: Final = "circuit_breaker"
-
-# Above 0 while an OpenTelemetry duration histogram wants every named breaker's calls
-# measured.
-TIME_ALL_CALLS = [0]
 
 
 class BreakerCore(BreakerReadouts, EventSource):
@@ -183,7 +180,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         # detection or a time window needs them.
         self._timed_by_config = self._slow_duration is not None or window.evicts_by_time
         # A duration histogram records named breakers only (the name is its attribute).
-        self._timed = self._timed_by_config or (TIME_ALL_CALLS[0] > 0 and name is not None)
+        self._timed = self._timed_by_config or (DURATIONS.wanted and name is not None)
         # In a count window a success can never raise a rate, so thresholds need checking
         # only on bad outcomes; a time window may evict successes on any call.
         self._check_every_call = window.evicts_by_time
@@ -208,6 +205,8 @@ class BreakerCore(BreakerReadouts, EventSource):
             CLOSED, self._window, self._fast_capable and not self._timed, self._timed
         )
         self._free: Epoch | None = self._epoch
+        if name is not None:
+            DURATIONS.enroll(self)  # constructed: a duration exporter may switch it now
 
     @staticmethod
     def _check_open_duration(value: object) -> tuple[OpenDuration, float]:

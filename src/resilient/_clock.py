@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from typing import Protocol, runtime_checkable
 
-import anyio
-
 __all__ = ["MONOTONIC", "Clock", "MonotonicClock"]
 
 
@@ -44,6 +42,10 @@ class MonotonicClock:
 
     async def asleep(self, seconds: float) -> None:
         """Suspend the calling task for ``seconds`` (asyncio or trio, through anyio)."""
+        # Imported here, not at the top: `import resilient` must not load anyio (and
+        # asyncio) for programs that never await; after the first sleep it is a dict hit.
+        import anyio  # noqa: PLC0415
+
         await anyio.sleep(seconds)
 
     def __repr__(self) -> str:

@@ -6,7 +6,8 @@ One decorator serves every kind of callable: functions and coroutine functions, 
 other callables. The returned wrapper is a plain closure: wrapt's ``FunctionWrapper``
 measured about 860 ns per call, twice our whole budget for a closed breaker, so it is kept
 off the hot path of functions and used only for callable *objects*, where its proxying
-earns its cost (``isinstance`` and attribute access still see the object).
+earns its cost (``isinstance`` and attribute access still see the object); it is
+imported then, not with the package.
 
 Mistakes a type checker may miss are refused here with a
 :class:`~resilient.MisuseError` saying what to do instead: at decoration time where the
@@ -23,8 +24,6 @@ import inspect
 from collections.abc import Awaitable, Callable
 from types import CoroutineType, FunctionType, MethodType
 from typing import Any, NoReturn
-
-import wrapt
 
 from resilient._errors import MisuseError
 
@@ -182,6 +181,10 @@ def decorate(target: Any, sync_guard: Guard, async_guard: Guard, policy: object)
         return wrapper
     if isinstance(target, functools.partial):
         return functools.update_wrapper(wrapper, target)
+    # wrapt 2 imports asyncio and importlib.metadata: loaded for the first callable object
+    # decorated, not by `import resilient`.
+    import wrapt  # noqa: PLC0415
+
     return wrapt.FunctionWrapper(
         target, lambda _wrapped, _instance, args, kwargs: wrapper(*args, **kwargs)
     )

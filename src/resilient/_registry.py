@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resilient._breaker import CircuitBreaker
 from resilient._bulkhead import Bulkhead
@@ -22,8 +22,10 @@ from resilient._fork import new_lock
 from resilient._policy import Policy
 from resilient._ratelimit import RateLimiter
 from resilient._retry import Retry
-from resilient._timeout import Timeout
 from resilient._window import CountWindow, TimeWindow
+
+if TYPE_CHECKING:
+    from resilient._timeout import Timeout
 
 __all__ = ["Registry", "default_registry"]
 
@@ -32,10 +34,17 @@ P = TypeVar("P", bound=Policy)
 _FACTORIES: dict[str, Callable[..., Policy]] = {
     "circuit_breaker": CircuitBreaker,
     "bulkhead": Bulkhead,
-    "timeout": Timeout,
+    "timeout": lambda *args, **options: _timeout().Timeout(*args, **options),
     "retry": Retry,
     "rate_limiter": RateLimiter,
 }
+
+
+def _timeout() -> Any:
+    # Timeout brings worker threads and event-loop timers: loaded when a registry makes one.
+    import resilient._timeout  # noqa: PLC0415
+
+    return resilient._timeout
 
 
 def _window(value: object) -> object:

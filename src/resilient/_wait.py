@@ -140,7 +140,7 @@ def _positive(name: str, value: object) -> float:
 def _is_tenacity_wait(wait: object) -> bool:
     try:
         from tenacity.wait import wait_base  # noqa: PLC0415 -- only when a callable is given
-    except ImportError:  # pragma: no cover - tenacity is a dependency
+    except ImportError:  # pragma: no cover - tenacity is an extra, installed for the tests
         return False
     return isinstance(wait, wait_base)
 

@@ -9,10 +9,12 @@ and exposes a ``wake()`` that is safe to call from any thread.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["AsyncioWaiter", "ThreadWaiter", "TrioWaiter", "Waiter", "async_waiter"]
 
@@ -152,7 +154,10 @@ _LONGEST: Final = 86_400.0 * 365
 
 def async_waiter() -> AsyncioWaiter | TrioWaiter:
     """A waiter for the current task, whichever event loop runs it."""
-    loop: Any = asyncio._get_running_loop()  # C fast path; None outside asyncio
+    # No asyncio loop can run before asyncio is imported, and `import resilient` does
+    # not import it for programs that never await.
+    asyncio: Any = sys.modules.get("asyncio")
+    loop: Any = None if asyncio is None else asyncio._get_running_loop()  # None outside
     if loop is not None:
         return AsyncioWaiter(loop)
     trio = sys.modules.get("trio")

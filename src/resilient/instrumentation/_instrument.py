@@ -24,8 +24,7 @@ from typing import Final
 from opentelemetry import metrics as otel
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, Observation
 
-from resilient._breaker import CircuitBreaker
-from resilient._breaker_core import TIME_ALL_CALLS
+from resilient._breaker_timing import DURATIONS
 from resilient._bulkhead import Bulkhead
 from resilient._events import (
     CallFailed,
@@ -39,10 +38,10 @@ from resilient._fork import new_lock
 from resilient._keyed_ratelimit import KeyedRateLimiter
 from resilient._policy import CorePolicy
 from resilient._ratelimit import RateLimiter
-from resilient._readings import KIND, OUTCOME, POLICY, Readings
 from resilient._timeout import Timeout
-from resilient._tracing import SpanEvents
 from resilient._version import __version__
+from resilient.instrumentation._readings import KIND, OUTCOME, POLICY, Readings
+from resilient.instrumentation._tracing import SpanEvents
 
 __all__ = ["Instrumentation", "instrument"]
 
@@ -112,10 +111,7 @@ class Instrumentation(Readings):
         if self._histogram_listener is not None:
             remove_global_listener(self._histogram_listener)
             self._histogram_listener = None
-            TIME_ALL_CALLS[0] -= 1
-            if not TIME_ALL_CALLS[0]:  # no other histogram wants them
-                for _, breaker in self._each((CircuitBreaker,), explicit=True):
-                    breaker._core.measure_durations(on=False)
+            DURATIONS.release()  # breakers stop measuring unless another histogram wants it
         if self._spans is not None:
             self._spans.stop()
             self._spans = None
@@ -225,9 +221,7 @@ class Instrumentation(Readings):
     # -- the opt-in histogram ----------------------------------------------------------
 
     def _start_histogram(self, histogram: Histogram) -> None:
-        TIME_ALL_CALLS[0] += 1  # breakers created from now on measure durations too
-        for _, breaker in self._each((CircuitBreaker,), explicit=True):
-            breaker._core.measure_durations()
+        DURATIONS.want()  # every named breaker, now and created later, measures its calls
 
         def record(event: Event) -> None:
             if (

@@ -40,15 +40,9 @@ STATE: Final = "resilient.state"
 Key = tuple[str, str]  # (kind, name)
 
 
-def _named(explicit: bool = False) -> Iterator[tuple[Key, CorePolicy[Any]]]:
-    """Every live policy under the name it is reported as (see ``reported_name``).
-
-    With ``explicit``, only the policies given a name (the duration histogram, whose
-    events carry the policy's own name, records no others).
-    """
+def _named() -> Iterator[tuple[Key, CorePolicy[Any]]]:
+    """Every live policy under the name it is reported as (see ``reported_name``)."""
     for policy in live_policies():
-        if explicit and policy.name is None:
-            continue
         yield (policy.kind, reported_name(policy)), policy
 
 
@@ -98,7 +92,7 @@ _OUTCOMES: Final[dict[type, Callable[[Any], dict[str, int]]]] = {
     RateLimiter: _limiter_outcomes,
     KeyedRateLimiter: _limiter_outcomes,
     Retry: _retry_outcomes,
-    Fallback: lambda f: {"fallback": f._core.used},
+    Fallback: lambda f: {"fallback": f.used},
 }
 
 
@@ -120,8 +114,8 @@ class Readings:
     callback_errors: int
     _quantiles: tuple[float, ...]
 
-    def _each(self, kinds: tuple[type, ...], explicit: bool = False) -> Iterator[tuple[Key, Any]]:
-        for key, policy in _named(explicit):
+    def _each(self, kinds: tuple[type, ...]) -> Iterator[tuple[Key, Any]]:
+        for key, policy in _named():
             if isinstance(policy, kinds):
                 yield key, policy
 
@@ -208,7 +202,7 @@ class Readings:
         # Retries sharing a name may share a budget too: each budget counts once.
         budgets: dict[Key, dict[int, Any]] = defaultdict(dict)
         for key, retry in self._each((Retry,)):
-            budget = retry._core.budget
+            budget = retry.budget
             if budget is not None:
                 budgets[key][id(budget)] = budget
         for (kind, name), distinct in budgets.items():

@@ -1,0 +1,60 @@
+"""What `import resilient` costs, against `import tenacity` measured in the same run.
+
+Each sample is a fresh interpreter (``python -X importtime -c "import NAME"``), the two
+packages alternating so that a busy machine slows both alike; the figure is the median
+of the cumulative import time the interpreter reports for the package (site and the
+interpreter's own start-up are left out). Run it from the dev environment:
+
+    .venv/bin/python benchmarks/import_time.py            # 21 samples each
+    .venv/bin/python benchmarks/import_time.py --quick    # 3 each, a smoke run
+
+Nothing is asserted about time: tests/test_import_cost.py checks what is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+
+PACKAGES = ("resilient", "tenacity")
+
+
+def import_us(name: str) -> int:
+    """Microseconds ``import name`` took in a fresh interpreter, as -X importtime says."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in reversed(out.stderr.splitlines()):
+        # Each line holds three columns: self time, cumulative time, the module.
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) == 3 and parts[2] == name:
+            return int(parts[1])
+    raise RuntimeError(f"no import time reported for {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 samples each (smoke run)")
+    parser.add_argument("--samples", type=int, default=21)
+    args = parser.parse_args()
+    samples = 3 if args.quick else args.samples
+    times: dict[str, list[int]] = {name: [] for name in PACKAGES}
+    for name in PACKAGES:
+        import_us(name)  # warm the file system cache and write the .pyc files
+    for _ in range(samples):
+        for name in PACKAGES:
+            times[name].append(import_us(name))
+    medians = {name: statistics.median(values) / 1000 for name, values in times.items()}
+    for name, median in medians.items():
+        print(f"import {name:<10} median {median:7.1f} ms over {samples} fresh interpreters")
+    ratio = medians["resilient"] / medians["tenacity"]
+    print(f"resilient / tenacity: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
