@@ -6,7 +6,8 @@ Run it from the dev environment (``.venv/bin/nox``); ``nox`` alone runs every se
   every file of the package (``py.typed`` included) and the sdist no stray files;
 - ``nox -s tests``: the test suite on CPython 3.10 to 3.13 against the wheel in
   ``dist/``, installed (not editable) in a fresh virtual environment, so a file missing
-  from the package fails here even though it is in the source tree;
+  from the package fails here even though it is in the source tree (and first, the
+  wheel alone, without its ``otel`` and ``tenacity`` extras, imported and used);
   ``nox -s tests-3.13`` for one version, and pytest options after ``--``;
 - ``nox -s docs``: ``mkdocs build --strict``.
 
@@ -113,6 +114,17 @@ def tests(session: nox.Session) -> None:
     newest_source = max(path.stat().st_mtime for path in (ROOT / "src").rglob("*.py"))
     if wheel.stat().st_mtime < newest_source:
         session.error(f"{wheel.name} is older than the source: run `nox -s build` again")
+    # First without extras: the package must import and guard calls without
+    # opentelemetry-api and tenacity, and say which extra `instrument` needs.
+    session.install(str(wheel))
+    session.run(
+        "python",
+        "-c",
+        "import resilient; b = resilient.CircuitBreaker('b'); assert b.call(len, 'ab') == 2\n"
+        "try:\n    resilient.instrument\n"
+        "except ImportError as e:\n    assert 'resilient-kit[otel]' in str(e), e\n"
+        "else:\n    raise SystemExit('instrument imported without opentelemetry-api')",
+    )
     session.install(f"{wheel}[test]")
     # From the repository root, `src/` is not importable (src layout), so `resilient`
     # can only come from the wheel; say where it came from, and fail if that is not it.

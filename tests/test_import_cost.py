@@ -32,6 +32,13 @@ def test_import_resilient_loads_no_heavy_module() -> None:
     assert heavy(loaded_after("import resilient")) == []
 
 
+def test_import_resilient_loads_only_what_a_breaker_needs() -> None:
+    def ours(code: str) -> set[str]:
+        return {m for m in loaded_after(code) if m.startswith("resilient.")}
+
+    assert ours("import resilient") == ours("import resilient._breaker")
+
+
 def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
     code = (
         "import resilient\n"
@@ -51,6 +58,9 @@ def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
         ("resilient.instrument", "opentelemetry"),
         ("resilient.Instrumentation", "opentelemetry"),
         ("resilient.Timeout", "anyio"),
+        ("resilient.Retry", "resilient._retry"),
+        ("resilient.compose", "resilient._compose"),
+        ("resilient.default_registry", "resilient._registry"),
     ],
 )
 def test_the_rest_loads_on_first_use(code: str, loaded: str) -> None:

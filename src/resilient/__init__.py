@@ -15,10 +15,11 @@ call durations; ``_atomic`` counts without locks; ``_waiters`` wakes callers acr
 threads and event loops. ``resilient.instrumentation`` (``_instrument``, ``_readings``,
 ``_tracing``) is the OpenTelemetry wing, an extra.
 
-Importing the package loads only what a sync breaker needs (no asyncio, anyio, wrapt,
-opentelemetry or tenacity; ``tests/test_import_cost.py``): ``instrument`` and
-``Instrumentation`` (the OpenTelemetry wing), ``Timeout`` and ``TimeoutMetrics`` (worker
-threads, event-loop timers, anyio) load on first access, through ``__getattr__`` below.
+Importing the package loads only what a sync circuit breaker needs (no asyncio, anyio,
+wrapt, opentelemetry or tenacity; ``tests/test_import_cost.py``, and
+``benchmarks/import_time.py`` for the time): every other public name (the other
+policies, ``compose``, the registry, ``instrument``) loads its module on first access,
+through ``__getattr__`` below; ``dir(resilient)`` lists them all the same.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
 ``resilient.asgi`` is public too (not re-exported here, so importing ``resilient``
 costs nothing for it): the ASGI middleware, over ``_asgi`` (the middleware),
@@ -29,14 +30,10 @@ costs nothing for it): the ASGI middleware, over ``_asgi`` (the middleware),
 
 import typing as _typing
 
+# What a sync circuit breaker needs is imported now; the rest on first access.
 from resilient._breaker import CircuitBreaker
 from resilient._breaker_state import CircuitBreakerMetrics, CircuitState
-from resilient._budget import BudgetSnapshot, RetryBudget, RetryThrottle
-from resilient._bulkhead import Bulkhead
-from resilient._bulkhead_core import BulkheadMetrics
 from resilient._clock import Clock, MonotonicClock
-from resilient._compose import Composition, compose
-from resilient._deadline import remaining
 from resilient._errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -59,18 +56,23 @@ from resilient._events import (
     RetryScheduled,
     StateTransition,
 )
-from resilient._fallback import Fallback
-from resilient._keyed_ratelimit import KeyedRateLimiter
-from resilient._ratelimit import RateLimiter, RateLimiterMetrics
-from resilient._registry import Registry, default_registry
-from resilient._retry import Retry, RetryMetrics
-from resilient._retry_block import Attempt
 from resilient._version import __version__
-from resilient._wait import DecorrelatedJitter, ExponentialJitter
 from resilient._window import CountWindow, TimeWindow, WindowSnapshot
 
 if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
+    from resilient._budget import BudgetSnapshot, RetryBudget, RetryThrottle
+    from resilient._bulkhead import Bulkhead
+    from resilient._bulkhead_core import BulkheadMetrics
+    from resilient._compose import Composition, compose
+    from resilient._deadline import remaining
+    from resilient._fallback import Fallback
+    from resilient._keyed_ratelimit import KeyedRateLimiter
+    from resilient._ratelimit import RateLimiter, RateLimiterMetrics
+    from resilient._registry import Registry, default_registry
+    from resilient._retry import Retry, RetryMetrics
+    from resilient._retry_block import Attempt
     from resilient._timeout import Timeout, TimeoutMetrics
+    from resilient._wait import DecorrelatedJitter, ExponentialJitter
     from resilient.instrumentation import Instrumentation, instrument
 
 __all__ = [
@@ -128,10 +130,29 @@ __all__ = [
 
 # Names loaded on first access (PEP 562), by the module that defines them.
 _LAZY = {
+    "Attempt": "resilient._retry_block",
+    "BudgetSnapshot": "resilient._budget",
+    "Bulkhead": "resilient._bulkhead",
+    "BulkheadMetrics": "resilient._bulkhead_core",
+    "Composition": "resilient._compose",
+    "DecorrelatedJitter": "resilient._wait",
+    "ExponentialJitter": "resilient._wait",
+    "Fallback": "resilient._fallback",
     "Instrumentation": "resilient.instrumentation",
+    "KeyedRateLimiter": "resilient._keyed_ratelimit",
+    "RateLimiter": "resilient._ratelimit",
+    "RateLimiterMetrics": "resilient._ratelimit",
+    "Registry": "resilient._registry",
+    "Retry": "resilient._retry",
+    "RetryBudget": "resilient._budget",
+    "RetryMetrics": "resilient._retry",
+    "RetryThrottle": "resilient._budget",
     "Timeout": "resilient._timeout",
     "TimeoutMetrics": "resilient._timeout",
+    "compose": "resilient._compose",
+    "default_registry": "resilient._registry",
     "instrument": "resilient.instrumentation",
+    "remaining": "resilient._deadline",
 }
 
 
@@ -153,10 +174,16 @@ def __getattr__(name: str) -> _typing.Any:
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib  # noqa: PLC0415 -- on first access only
+    import sys  # noqa: PLC0415
 
-    value = _public(getattr(importlib.import_module(module), name))
-    globals()[name] = value  # the next access is a plain attribute
-    return value
+    importlib.import_module(module)
+    # Every public name whose module is loaded by now (this one may have loaded others)
+    # becomes a plain attribute, its repr saying `resilient.X`.
+    for other, where in _LAZY.items():
+        value = getattr(sys.modules.get(where), other, None)  # None: not (yet) defined
+        if value is not None and other not in globals():
+            globals()[other] = _public(value)
+    return globals()[name]
 
 
 def __dir__() -> list[str]:
