@@ -65,3 +65,10 @@ def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
 )
 def test_the_rest_loads_on_first_use(code: str, loaded: str) -> None:
     assert loaded in loaded_after(f"import resilient\n{code}")
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    import resilient  # noqa: PLC0415
+
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchPolicy'"):
+        resilient.NoSuchPolicy  # noqa: B018
