@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from resilient import CircuitBreaker, CircuitOpenError, CountWindow, TimeWindow
+from resilient import CircuitBreaker, CircuitOpenError, CircuitState, CountWindow, TimeWindow
 from resilient.testing import ManualClock
 
 WAIT = 10.0
@@ -173,3 +173,31 @@ def test_totals_are_exact_under_threads_and_transitions() -> None:
     assert seen["rejected"] > 0  # the breaker did open
     assert seen["succeeded"] > 0
     assert totals(breaker) == expected(seen)
+
+
+def test_transition_counts_and_window_durations_are_public_read_outs() -> None:
+    # What the OpenTelemetry readings report, read through the breaker's own API.
+    clock = ManualClock()
+    breaker = CircuitBreaker(
+        "read-outs",
+        window=CountWindow(4),
+        minimum_calls=2,
+        slow_call_duration=10.0,
+        open_duration=1.0,
+        clock=clock,
+    )
+
+    def quarter() -> str:
+        clock.advance(0.25)
+        return "ok"
+
+    assert breaker.transition_counts() == {}
+    breaker.call(quarter)
+    assert breaker.window_durations() == [0.25]
+    with pytest.raises(Boom):
+        breaker.call(boom)  # 1 of 2 failed: the breaker opens
+    assert breaker.window_durations() == [0.25, 0.0]
+    breaker.reset()
+    closed, opened = CircuitState.CLOSED, CircuitState.OPEN
+    assert breaker.transition_counts() == {(closed, opened): 1, (opened, closed): 1}
+    assert CircuitBreaker("untimed").window_durations() is None

@@ -269,6 +269,19 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         """A frozen snapshot of the breaker's current window and state."""
         return self._core.metrics()
 
+    def transition_counts(self) -> dict[tuple[CircuitState, CircuitState], int]:
+        """How many times each ``(from_state, to_state)`` transition happened since creation."""
+        return self._core.transition_counts()
+
+    def window_durations(self) -> list[float] | None:
+        """The measured durations of the calls in the current count window, oldest first.
+
+        ``None`` where the window keeps none: a `TimeWindow` (sums per bucket only), or a
+        breaker that measures no durations (no ``slow_call_duration`` and no duration
+        histogram). Calls recorded before durations were measured are left out.
+        """
+        return self._core.window_durations()
+
     def force_open(self) -> None:
         """Reject every call until ``reset()`` (or another manual state)."""
         self._core.transition(CircuitState.FORCED_OPEN)

@@ -151,7 +151,7 @@ class Readings:
     def _transitions(self) -> Iterator[Observation]:
         totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
         for key, breaker in self._each((CircuitBreaker,)):
-            read = breaker._core.transition_counts
+            read = breaker.transition_counts
             for (before, after), value in (self._read(key, breaker, read) or {}).items():
                 totals[(key[0], key[1], before.value, after.value)] += value
         for (kind, name, before, after), value in totals.items():
@@ -173,7 +173,7 @@ class Readings:
     def _window_quantiles(self) -> Iterator[Observation]:
         merged: dict[Key, list[float]] = defaultdict(list)
         for key, breaker in self._each((CircuitBreaker,)):
-            merged[key].extend(self._read(key, breaker, breaker._core.window_durations) or ())
+            merged[key].extend(self._read(key, breaker, breaker.window_durations) or ())
         for (kind, name), durations in merged.items():
             if not durations:
                 continue
