@@ -43,7 +43,7 @@ from resilient._breaker_state import (
 )
 from resilient._breaker_timing import DURATIONS
 from resilient._clock import Clock
-from resilient._errors import CircuitOpenError, RejectedError
+from resilient._errors import CircuitOpenError, MisuseError, RejectedError
 from resilient._events import (
     GLOBAL_LISTENERS,
     NOTABLE_LISTENERS,
@@ -566,8 +566,12 @@ class BreakerCore(BreakerReadouts, EventSource):
 
         A rejection by one of the library's own policies inside the breaker (a rate
         limit, a full bulkhead, an inner open breaker) says nothing about the
-        dependency: it is ignored unless ``record`` names its class.
+        dependency: it is ignored unless ``record`` names its class. Nor does a
+        :class:`MisuseError` (a bug in the calling code), which is always ignored.
         """
+        if type(exc) is MisuseError:
+            self._ignored(ticket, exc, duration)
+            return
         try:
             ignored = self._ignore is not None and self._ignore(exc)
             if not ignored and isinstance(exc, RejectedError):

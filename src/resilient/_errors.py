@@ -176,5 +176,6 @@ class MisuseError(TypeError):
     function decorated as sync that returns a coroutine, or a policy class used as a
     decorator without parentheses. It is a ``TypeError``, not a
     [`ResilienceError`][resilient.ResilienceError]: it reports a bug in the calling
-    code, not an outage.
+    code, not an outage, so no policy retries it, counts it as a failure or answers it
+    with a fallback.
     """

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
 
 from resilient._decorate import is_async_callable
+from resilient._errors import MisuseError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
 from resilient._fork import new_lock
 from resilient._pipeline import PASS, Deferred, Wait
@@ -147,6 +148,8 @@ class _FallbackStep:
     def exit_error(self, token: Any, exc: Exception) -> Any:
         core = self._core
         match = core.on
+        if type(exc) is MisuseError:
+            return PASS  # a bug in the calling code: a fallback would hide it
         if match is not None and matches(match, exc, "the `on` predicate", core.name):
             value = self._core.use(exc, None, token)
             return Deferred(value) if self.defers else value

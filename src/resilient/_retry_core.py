@@ -32,7 +32,7 @@ from resilient._atomic import counted, new_counter
 from resilient._budget import RetryBudget, RetryThrottle
 from resilient._clock import Clock
 from resilient._deadline import remaining
-from resilient._errors import CircuitOpenError, RejectedError
+from resilient._errors import CircuitOpenError, MisuseError, RejectedError
 from resilient._events import (
     GLOBAL_LISTENERS,
     NOTABLE_LISTENERS,
@@ -192,6 +192,8 @@ class RetryCore(EventSource):
         if exc is not None:
             if isinstance(exc, CircuitOpenError) and not self._retry_open_circuit:
                 return False
+            if type(exc) is MisuseError:
+                return False  # a bug in the calling code: running it again hides it
             return self.on is not None and matches(self.on, exc, "the `on` predicate", self.name)
         check = self.on_result
         return judge_result and check is not None and matches(check, result, "on_result", self.name)
