@@ -10,11 +10,15 @@ instead, and split the chain.
 ``compose(a, b, c)`` turns runs of adjacent steps into a single runner frame, generated
 once per shape of chain (as attrs generates ``__init__``): nested ``try`` blocks, one per
 step, with the steps' hooks bound as closure variables. That is why it costs less than
-stacking the same decorators, each of which adds a frame and forwards ``*args``.
+stacking the same decorators, each of which adds a frame and forwards ``*args``. As
+attrs does, the generated source is registered with :mod:`linecache` under a name that
+says what it runs (``<resilient compose: circuit_breaker+bulkhead, sync>``), so
+tracebacks show its lines, pdb lists them and :func:`inspect.getsource` finds them.
 """
 
 from __future__ import annotations
 
+import linecache
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -244,18 +248,43 @@ def _runner_source(
     return "\n".join(out)
 
 
-_makers: dict[tuple[tuple[bool, ...], bool, tuple[bool, ...]], Callable[..., Any]] = {}
+def _register_source(source: str, name: str) -> str:
+    """Put ``source`` in :mod:`linecache` under ``name``, or a unique variant of it.
+
+    As attrs' ``_linecache_and_compile``: an entry whose mtime is ``None`` is never
+    dropped by ``linecache.checkcache()`` (there is no file to compare it with). Another
+    source under the same name (a shape of chain sharing its policies' kinds) gets a
+    numbered name of its own; the same source keeps the same name.
+    """
+    filename = name
+    count = 1
+    while True:
+        entry = (len(source), None, source.splitlines(keepends=True), filename)
+        if linecache.cache.setdefault(filename, entry) == entry:
+            return filename
+        count += 1
+        filename = f"{name[:-1]} #{count}>"
 
 
-def _runner(steps: Sequence[Step], fn: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...]]
+_makers: dict[tuple[_Shape, tuple[str, ...]], Callable[..., Any]] = {}
+
+
+def _runner(
+    steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None, *, is_async: bool
+) -> Callable[..., Any]:
     pools = tuple(getattr(step, "pool", None) is not None for step in steps)
-    key = (tuple(bool(step.defers) for step in steps), is_async, pools)
-    make = _makers.get(key)
+    shape = (tuple(bool(step.defers) for step in steps), is_async, pools)
+    names = tuple(kinds) if kinds is not None else tuple(type(s).__name__ for s in steps)
+    make = _makers.get((shape, names))
     if make is None:
+        source = _runner_source(*shape)
+        filename = _register_source(
+            source, f"<resilient compose: {'+'.join(names)}, {'async' if is_async else 'sync'}>"
+        )
         namespace: dict[str, Any] = {}
-        code = compile(_runner_source(*key), f"<resilient runner {len(steps)}>", "exec")
-        exec(code, namespace)  # noqa: S102 -- our own generated source, as attrs does
-        make = _makers[key] = namespace["make"]
+        exec(compile(source, filename, "exec"), namespace)  # noqa: S102 -- our own generated source, as attrs does
+        make = _makers[shape, names] = namespace["make"]
     hooks: list[Any] = []
     for step in steps:
         pool = getattr(step, "pool", None)
@@ -268,13 +297,19 @@ def _runner(steps: Sequence[Step], fn: Callable[..., Any], is_async: bool) -> Ca
     return make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, *hooks)  # type: ignore[no-any-return]
 
 
-def sync_runner(steps: Sequence[Step], fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Return ``run(*args, **kwargs)`` calling ``fn`` inside ``steps`` (outermost first)."""
-    return _runner(steps, fn, is_async=False)
+def sync_runner(
+    steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None = None
+) -> Callable[..., Any]:
+    """Return ``run(*args, **kwargs)`` calling ``fn`` inside ``steps`` (outermost first).
+
+    ``kinds`` names the steps' policies (``"circuit_breaker"``, ...) in the runner's
+    file name, which tracebacks show; without it, the steps' class names do.
+    """
+    return _runner(steps, fn, kinds, is_async=False)
 
 
 def async_runner(
-    steps: Sequence[Step], fn: Callable[..., Awaitable[Any]]
+    steps: Sequence[Step], fn: Callable[..., Awaitable[Any]], kinds: Sequence[str] | None = None
 ) -> Callable[..., Awaitable[Any]]:
-    """Return ``async run(*args, **kwargs)`` awaiting ``fn`` inside ``steps``."""
-    return _runner(steps, fn, is_async=True)
+    """Return ``async run(*args, **kwargs)`` awaiting ``fn`` inside ``steps`` (as above)."""
+    return _runner(steps, fn, kinds, is_async=True)
