@@ -21,8 +21,17 @@ from typing import Any
 import anyio
 import pytest
 
-from resilient import Bulkhead, CircuitBreaker, Fallback, compose
+from resilient import (
+    Bulkhead,
+    CircuitBreaker,
+    Fallback,
+    RateLimitedError,
+    RateLimiter,
+    RateLimiterMetrics,
+    compose,
+)
 from resilient._pipeline import async_runner, sync_runner
+from resilient.testing import ManualClock
 
 _NAME = re.compile(r'File "(<resilient compose: [^"]*>)", line (\d+)')
 
@@ -151,3 +160,64 @@ def test_shapes_sharing_kinds_get_a_unique_name_each() -> None:
         return [await deferred(), await plain()]
 
     assert anyio.run(main) == ["handled", "handled"]
+
+
+# -- a gate step (a rate limiter) in a chain: as stacked, with no exit of its own -------
+
+
+def _limited_chain(
+    way: str, max_wait: float
+) -> tuple[Callable[..., Any], CircuitBreaker, RateLimiter]:
+    clock = ManualClock()
+    breaker = CircuitBreaker(clock=clock)
+    limiter = RateLimiter(1, burst=2, max_wait=max_wait, clock=clock)
+
+    def fn(outcome: str) -> str:
+        if outcome == "raise":
+            raise Boom
+        return outcome
+
+    guarded = compose(breaker, limiter)(fn) if way == "compose" else breaker(limiter(fn))
+    return guarded, breaker, limiter
+
+
+@pytest.mark.parametrize("max_wait", [0.0, 1.0])
+def test_a_rate_limiter_in_a_composed_chain_behaves_as_stacked(max_wait: float) -> None:
+    seen: dict[str, list[object]] = {}
+    for way in ("compose", "stacked"):
+        guarded, breaker, limiter = _limited_chain(way, max_wait)
+        outcomes: list[object] = []
+        # Two within the burst (one failing), then one over the rate: it waits for its
+        # reserved slot, or is refused when it may not wait.
+        for outcome in ("ok", "raise", "third"):
+            try:
+                outcomes.append(guarded(outcome))
+            except (Boom, RateLimitedError) as exc:
+                outcomes.append(type(exc))
+        metrics = breaker.metrics()
+        outcomes += [metrics.failed_calls, metrics.successful_calls, limiter.metrics()]
+        seen[way] = outcomes
+    assert seen["compose"] == seen["stacked"]
+    third = "third" if max_wait else RateLimitedError
+    assert seen["compose"][:3] == ["ok", Boom, third]
+    waited, refused = (1, 0) if max_wait else (0, 1)
+    assert seen["compose"][-1] == RateLimiterMetrics(3 - refused, waited, refused, 1)
+
+
+@pytest.mark.anyio
+async def test_a_rate_limiter_in_a_composed_async_chain_waits_and_refuses() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(1, burst=1, max_wait=1.0, clock=clock)
+
+    async def ident(x: int) -> int:
+        return x
+
+    guarded = compose(CircuitBreaker(clock=clock), limiter)(ident)
+    assert await guarded(1) == 1
+    assert await guarded(2) == 2  # waited its reserved second
+    assert clock.monotonic() == 1.0
+    guarded_strict = compose(CircuitBreaker(), RateLimiter(1, burst=1, clock=clock))(ident)
+    assert await guarded_strict(3) == 3
+    with pytest.raises(RateLimitedError):
+        await guarded_strict(4)
+    assert limiter.metrics() == RateLimiterMetrics(2, 1, 0, 1)

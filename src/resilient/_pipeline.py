@@ -81,6 +81,8 @@ class Step(Protocol):
     # A step whose admission is a slot from a pool (a bulkhead) also has ``pool``, a
     # :class:`SlotPool`, and ``slot_hooks(is_async)``: the runner then takes and returns
     # the slot itself, with C calls in its own frame, which makes it interrupt-safe.
+    # A step whose exits do nothing (a rate limiter: the outcome does not matter) has
+    # ``gate_hooks(is_async)``: see :func:`_gate_level`.
 
     def enter(self) -> Any:
         """Admit the call: return a token, raise a rejection, or return a :class:`Wait`."""
@@ -172,8 +174,28 @@ def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
     return enter, exit_
 
 
+def _gate_level(i: int, pad: str, aw: str) -> list[str]:
+    """The entry of a gate step at level ``i``: a step with nothing to do on exit.
+
+    ``gate_hooks(is_async)`` gives (``admit() -> bool``, ``over() -> Wait | None``, the
+    wait): admitted at once, or a wait reserved (``None``: none needed), or a rejection
+    raised. Its exits would return the result, ``PASS`` and the exception unchanged, so
+    the level has no ``try`` and costs one call on the fast path, as the step's own guard
+    does when it stands alone.
+    """
+    return [
+        f"{pad}if not a{i}():",
+        f"{pad}    t{i} = o{i}()",
+        f"{pad}    if t{i} is not None:",
+        f"{pad}        {aw}w{i}(t{i})",
+    ]
+
+
 def _runner_source(
-    defers: tuple[bool, ...], is_async: bool, pools: tuple[bool, ...] | None = None
+    defers: tuple[bool, ...],
+    is_async: bool,
+    pools: tuple[bool, ...] | None = None,
+    gates: tuple[bool, ...] | None = None,
 ) -> str:
     """Source of ``make(fn, steps...) -> run``: the steps unrolled into nested ``try``s.
 
@@ -185,8 +207,13 @@ def _runner_source(
     aw = "await " if is_async else ""
     n = len(defers)
     pools = pools or (False,) * n
+    gates = gates or (False,) * n
     names = ", ".join(
-        f"s{i}, c{i}, n{i}, w{i}, l{i}" if pools[i] else f"e{i}, w{i}, ok{i}, err{i}, can{i}"
+        f"s{i}, c{i}, n{i}, w{i}, l{i}"
+        if pools[i]
+        else f"a{i}, o{i}, w{i}"
+        if gates[i]
+        else f"e{i}, w{i}, ok{i}, err{i}, can{i}"
         for i in range(n)
     )
     out = [f"def make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, {names}):"]
@@ -201,6 +228,9 @@ def _runner_source(
             pad += "    "
             continue
         exits.append([])
+        if gates[i]:
+            out += _gate_level(i, pad, aw)
+            continue
         out += [
             f"{pad}t{i} = e{i}()",
             f"{pad}if type(t{i}) is Wait:",
@@ -212,6 +242,8 @@ def _runner_source(
     if not is_async:  # a "sync" callable that returned a coroutine: see _decorate
         out += [f"{pad}if type(result) is COROUTINE:", f"{pad}    refuse_coroutine(fn, result)"]
     for i in reversed(range(n)):
+        if gates[i]:
+            continue  # no try was opened: nothing to unwind
         pad = pad[:-4]
         if pools[i]:
             out += exits[i]
@@ -266,7 +298,7 @@ def _register_source(source: str, name: str) -> str:
         filename = f"{name[:-1]} #{count}>"
 
 
-_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...]]
+_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...], tuple[bool, ...]]
 _makers: dict[tuple[_Shape, tuple[str, ...]], Callable[..., Any]] = {}
 
 
@@ -274,7 +306,8 @@ def _runner(
     steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None, *, is_async: bool
 ) -> Callable[..., Any]:
     pools = tuple(getattr(step, "pool", None) is not None for step in steps)
-    shape = (tuple(bool(step.defers) for step in steps), is_async, pools)
+    gates = tuple(hasattr(step, "gate_hooks") for step in steps)
+    shape = (tuple(bool(step.defers) for step in steps), is_async, pools, gates)
     names = tuple(kinds) if kinds is not None else tuple(type(s).__name__ for s in steps)
     make = _makers.get((shape, names))
     if make is None:
@@ -291,6 +324,10 @@ def _runner(
         if pool is not None:
             hooks += (pool._slots, pool)
             hooks += step.slot_hooks(is_async)  # type: ignore[attr-defined]
+            continue
+        gate_hooks = getattr(step, "gate_hooks", None)
+        if gate_hooks is not None:
+            hooks += gate_hooks(is_async)
             continue
         hooks += (step.enter, step.enter_wait_async if is_async else step.enter_wait)
         hooks += (step.exit_ok, step.exit_error, step.exit_cancel)
