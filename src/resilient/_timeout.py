@@ -347,7 +347,7 @@ class Timeout(CorePolicy[TimeoutCore]):
     """
 
     __slots__ = ("_step",)
-    kind = "timeout"
+    kind = KIND
 
     def __init__(
         self,

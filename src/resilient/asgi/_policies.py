@@ -47,7 +47,7 @@ class _StartTimeout(Policy):
     """
 
     __slots__ = ("_step",)
-    kind = "timeout"
+    kind = Timeout.kind
 
     def __init__(self, timeout: Timeout) -> None:
         self._step = timeout._reporting_step(_register)
@@ -64,7 +64,7 @@ class _RequestRetry(Policy):
     """
 
     __slots__ = ("_core",)
-    kind = "retry"
+    kind = Retry.kind
 
     def __init__(self, core: RetryCore) -> None:
         self._core = core
@@ -82,7 +82,7 @@ class _RequestKeyedRateLimiter(Policy):
     """
 
     __slots__ = ("_limiter",)
-    kind = "rate_limiter"
+    kind = KeyedRateLimiter.kind
 
     def __init__(self, limiter: KeyedRateLimiter) -> None:
         self._limiter = limiter
@@ -123,7 +123,7 @@ class _RequestFallback(Policy):
     """
 
     __slots__ = ("_fallback",)
-    kind = "fallback"
+    kind = Fallback.kind
 
     def __init__(self, fallback: Fallback[Any]) -> None:
         if fallback._core.with_args:
