@@ -484,3 +484,42 @@ def test_compose4_async(run_batch, impl: str) -> None:
     fn, policies = _composed(impl, aident, timeout=True)
     assert run_batch(fn) == 1
     _check_untouched(policies)
+
+
+# Two-step chains: where compose() has the least to save (one frame), and so where it
+# is likeliest to lose to the stacked policies' own inlined guards.
+PAIRS: dict[str, Callable[[], list[Any]]] = {
+    "CircuitBreaker, Bulkhead": lambda: [CircuitBreaker(), Bulkhead(10)],
+    "Bulkhead, CircuitBreaker": lambda: [Bulkhead(10), CircuitBreaker()],
+    "Fallback, CircuitBreaker": lambda: [Fallback(fallback_value), CircuitBreaker()],
+    "CircuitBreaker, RateLimiter": lambda: [CircuitBreaker(), RateLimiter(HUGE_RATE)],
+}
+
+
+def _pair(impl: str, chain: str, fn: Callable[..., Any]) -> tuple[Any, list[Any]]:
+    if impl == "bare":
+        return fn, []
+    policies = PAIRS[chain]()
+    if impl == "compose":
+        return compose(*policies)(fn), policies
+    for policy in reversed(policies):
+        fn = policy(fn)
+    return fn, policies
+
+
+@pytest.mark.parametrize("impl", COMPOSED)
+@pytest.mark.parametrize("chain", list(PAIRS))
+def test_compose2_sync(benchmark, chain: str, impl: str) -> None:
+    benchmark.group = f"compose({chain}), sync call"
+    fn, policies = _pair(impl, chain, ident)
+    assert benchmark(_warm(fn), 1) == 1
+    _check_untouched(policies)
+
+
+@pytest.mark.parametrize("impl", COMPOSED)
+@pytest.mark.parametrize("chain", list(PAIRS))
+def test_compose2_async(benchmark, run_asyncio_batch, chain: str, impl: str) -> None:
+    benchmark.group = f"compose({chain}), asyncio, 1000 awaits per round"
+    fn, policies = _pair(impl, chain, aident)
+    assert run_asyncio_batch(fn) == 1
+    _check_untouched(policies)

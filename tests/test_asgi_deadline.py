@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from resilient import Timeout
-from resilient._asgi_deadline import (
+from resilient.asgi import timeout_header
+from resilient.asgi._deadline import (
     format_grpc_timeout,
     format_seconds,
     parse_grpc_timeout,
     parse_seconds,
     read_deadline,
 )
-from resilient.asgi import timeout_header
 
 pytestmark = pytest.mark.anyio
 

@@ -620,7 +620,7 @@ def test_manual_clock_accepts_any_finite_start_and_large_advances() -> None:
 def test_an_invalid_deadline_header_is_logged_as_a_bounded_prefix(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from resilient._asgi_deadline import read_deadline  # noqa: PLC0415
+    from resilient.asgi._deadline import read_deadline  # noqa: PLC0415
 
     huge = b"9" * 1_000_000 + b"x"
     with caplog.at_level(logging.DEBUG, logger="resilient.asgi"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.resources
+import pkgutil
 import subprocess
 import sys
 import typing
@@ -46,13 +47,30 @@ def test_asgi_module_surface() -> None:
     assert "ResilienceMiddleware" in resilient.asgi.__all__
 
 
+def test_the_asgi_package_keeps_its_modules_private() -> None:
+    # resilient.asgi is a package: its one public module is __init__, the rest is _private.
+    modules = [m.name for m in pkgutil.iter_modules(resilient.asgi.__path__)]
+    assert "_middleware" in modules
+    assert all(name.startswith("_") for name in modules), modules
+
+
 def test_the_asgi_module_imports_no_framework() -> None:
-    # The middleware is raw ASGI: importing it must not pull in a web framework.
+    # The middleware is raw ASGI: importing it, every module of its package included,
+    # must not pull in a web framework.
     code = (
-        "import sys, resilient.asgi; "
+        "import pkgutil, sys, importlib, resilient.asgi; "
+        "[importlib.import_module(m.name) for m in "
+        "pkgutil.walk_packages(resilient.asgi.__path__, 'resilient.asgi.')]; "
         "print([m for m in sys.modules if m.split('.')[0] in "
         "('starlette', 'fastapi', 'httpx', 'uvicorn')])"
     )
+    command = [sys.executable, "-c", code]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
+    assert out.stdout.strip() == "[]"
+
+
+def test_importing_resilient_does_not_import_the_asgi_package() -> None:
+    code = "import sys, resilient; print(sorted(m for m in sys.modules if 'asgi' in m))"
     command = [sys.executable, "-c", code]
     out = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
     assert out.stdout.strip() == "[]"

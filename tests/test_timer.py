@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import anyio
 import pytest
 
-from resilient import Bulkhead, CircuitBreaker, Timeout, TimeoutExceededError, compose
-from resilient._timer import SWEEP_MIN, LoopTimer, loop_timer
+from resilient import Bulkhead, CircuitBreaker, Timeout, TimeoutExceededError, compose, remaining
+from resilient._policy import Policy
+from resilient._timeout import Armed, LoopDeadline, ScopeDeadline
+from resilient._timer import DONE, SWEEP_MIN, LoopTimer, loop_timer
 
 ROUNDS = 50  # timeouts per measurement
 
@@ -235,3 +240,73 @@ def test_pending_calls_survive_the_sweeps_and_still_time_out(where: str) -> None
     outcomes, most = asyncio.run(main())
     assert outcomes == [TimeoutExceededError] * 100
     assert most <= 2 * 100 + 1  # swept: 600 entries went in
+
+
+# -- the armed deadline: named fields, and a stop() owned by the timeout -----------------
+
+
+class _Reporting(Policy):
+    """A policy over a timeout's reporting step, as the ASGI middleware builds one."""
+
+    kind = "timeout"
+
+    def __init__(self, step: Any) -> None:
+        self._step = step
+
+    def _async_step(self) -> Any:
+        return self._step
+
+
+@pytest.mark.anyio
+async def test_a_stopped_deadline_never_fires_and_its_exit_still_closes_it() -> None:
+    policy = Timeout(0.02)
+    armed: list[Armed] = []
+    seen: list[float | None] = []
+
+    async def overruns() -> str:
+        seen.append(remaining())
+        armed[0].stop()
+        await anyio.sleep(0.1)  # five times the timeout: it would have fired
+        return "done"
+
+    guarded = _Reporting(policy._reporting_step(armed.append))(overruns)
+    assert await guarded() == "done"
+    assert policy.metrics().timeouts == 0
+    (deadline,) = armed
+    assert deadline.seconds == 0.02
+    assert seen[0] is not None
+    assert 0.0 < seen[0] <= 0.02
+    assert remaining() is None  # closed: the deadline's context was reset
+    if isinstance(deadline, LoopDeadline):
+        # Closed on exit: marked done, and holding neither the task nor the context.
+        assert (deadline.state, deadline.task, deadline.context) == (DONE, None, None)
+    else:
+        assert isinstance(deadline, ScopeDeadline)
+        assert deadline.scope.deadline == math.inf
+
+
+@pytest.mark.anyio
+async def test_an_unstopped_reporting_deadline_still_times_out() -> None:
+    policy = Timeout(0.02)
+    armed: list[Armed] = []
+    guarded = _Reporting(policy._reporting_step(armed.append))(anyio.sleep)
+    with pytest.raises(TimeoutExceededError):
+        await guarded(10)
+    assert policy.metrics().timeouts == 1
+    assert len(armed) == 1
+    armed[0].stop()  # after it fired: nothing to undo, nothing raised
+
+
+@needs_loop_timer
+def test_the_loop_deadline_is_a_slotted_record() -> None:
+    # One record per guarded call: no __dict__, every field named.
+    assert not hasattr(LoopDeadline(), "__dict__")
+    assert set(LoopDeadline.__slots__) == {
+        "cancelling",
+        "context",
+        "seconds",
+        "state",
+        "task",
+        "when",
+    }
+    assert not hasattr(ScopeDeadline(), "__dict__")

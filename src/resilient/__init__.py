@@ -21,11 +21,11 @@ wrapt, opentelemetry or tenacity; ``tests/test_import_cost.py``, and
 policies, ``compose``, the registry, ``instrument``) loads its module on first access,
 through ``__getattr__`` below; ``dir(resilient)`` lists them all the same.
 ``resilient.testing`` is public: a manual clock and event capture for tests.
-``resilient.asgi`` is public too (not re-exported here, so importing ``resilient``
-costs nothing for it): the ASGI middleware, over ``_asgi`` (the middleware),
-``_asgi_exchange`` (one request's outcome, held-back response, replayed body),
-``_asgi_policies`` (retries and timeouts adapted to requests), ``_asgi_routes``,
-``_asgi_deadline``, ``_asgi_problem`` and ``_asgi_types``.
+``resilient.asgi`` is a public package (not imported here, so importing ``resilient``
+costs nothing for it): the ASGI middleware, over its private modules ``_middleware``,
+``_exchange`` (one request's outcome, held-back response, replayed body),
+``_policies`` (retries and timeouts adapted to requests), ``_routes``, ``_deadline``,
+``_problem`` and ``_types``.
 """
 
 import typing as _typing

@@ -10,11 +10,15 @@ instead, and split the chain.
 ``compose(a, b, c)`` turns runs of adjacent steps into a single runner frame, generated
 once per shape of chain (as attrs generates ``__init__``): nested ``try`` blocks, one per
 step, with the steps' hooks bound as closure variables. That is why it costs less than
-stacking the same decorators, each of which adds a frame and forwards ``*args``.
+stacking the same decorators, each of which adds a frame and forwards ``*args``. As
+attrs does, the generated source is registered with :mod:`linecache` under a name that
+says what it runs (``<resilient compose: circuit_breaker+bulkhead, sync>``), so
+tracebacks show its lines, pdb lists them and :func:`inspect.getsource` finds them.
 """
 
 from __future__ import annotations
 
+import linecache
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -77,6 +81,8 @@ class Step(Protocol):
     # A step whose admission is a slot from a pool (a bulkhead) also has ``pool``, a
     # :class:`SlotPool`, and ``slot_hooks(is_async)``: the runner then takes and returns
     # the slot itself, with C calls in its own frame, which makes it interrupt-safe.
+    # A step whose exits do nothing (a rate limiter: the outcome does not matter) has
+    # ``gate_hooks(is_async)``: see :func:`_gate_level`.
 
     def enter(self) -> Any:
         """Admit the call: return a token, raise a rejection, or return a :class:`Wait`."""
@@ -168,8 +174,28 @@ def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
     return enter, exit_
 
 
+def _gate_level(i: int, pad: str, aw: str) -> list[str]:
+    """The entry of a gate step at level ``i``: a step with nothing to do on exit.
+
+    ``gate_hooks(is_async)`` gives (``admit() -> bool``, ``over() -> Wait | None``, the
+    wait): admitted at once, or a wait reserved (``None``: none needed), or a rejection
+    raised. Its exits would return the result, ``PASS`` and the exception unchanged, so
+    the level has no ``try`` and costs one call on the fast path, as the step's own guard
+    does when it stands alone.
+    """
+    return [
+        f"{pad}if not a{i}():",
+        f"{pad}    t{i} = o{i}()",
+        f"{pad}    if t{i} is not None:",
+        f"{pad}        {aw}w{i}(t{i})",
+    ]
+
+
 def _runner_source(
-    defers: tuple[bool, ...], is_async: bool, pools: tuple[bool, ...] | None = None
+    defers: tuple[bool, ...],
+    is_async: bool,
+    pools: tuple[bool, ...] | None = None,
+    gates: tuple[bool, ...] | None = None,
 ) -> str:
     """Source of ``make(fn, steps...) -> run``: the steps unrolled into nested ``try``s.
 
@@ -181,8 +207,13 @@ def _runner_source(
     aw = "await " if is_async else ""
     n = len(defers)
     pools = pools or (False,) * n
+    gates = gates or (False,) * n
     names = ", ".join(
-        f"s{i}, c{i}, n{i}, w{i}, l{i}" if pools[i] else f"e{i}, w{i}, ok{i}, err{i}, can{i}"
+        f"s{i}, c{i}, n{i}, w{i}, l{i}"
+        if pools[i]
+        else f"a{i}, o{i}, w{i}"
+        if gates[i]
+        else f"e{i}, w{i}, ok{i}, err{i}, can{i}"
         for i in range(n)
     )
     out = [f"def make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, {names}):"]
@@ -197,6 +228,9 @@ def _runner_source(
             pad += "    "
             continue
         exits.append([])
+        if gates[i]:
+            out += _gate_level(i, pad, aw)
+            continue
         out += [
             f"{pad}t{i} = e{i}()",
             f"{pad}if type(t{i}) is Wait:",
@@ -208,6 +242,8 @@ def _runner_source(
     if not is_async:  # a "sync" callable that returned a coroutine: see _decorate
         out += [f"{pad}if type(result) is COROUTINE:", f"{pad}    refuse_coroutine(fn, result)"]
     for i in reversed(range(n)):
+        if gates[i]:
+            continue  # no try was opened: nothing to unwind
         pad = pad[:-4]
         if pools[i]:
             out += exits[i]
@@ -244,18 +280,44 @@ def _runner_source(
     return "\n".join(out)
 
 
-_makers: dict[tuple[tuple[bool, ...], bool, tuple[bool, ...]], Callable[..., Any]] = {}
+def _register_source(source: str, name: str) -> str:
+    """Put ``source`` in :mod:`linecache` under ``name``, or a unique variant of it.
+
+    As attrs' ``_linecache_and_compile``: an entry whose mtime is ``None`` is never
+    dropped by ``linecache.checkcache()`` (there is no file to compare it with). Another
+    source under the same name (a shape of chain sharing its policies' kinds) gets a
+    numbered name of its own; the same source keeps the same name.
+    """
+    filename = name
+    count = 1
+    while True:
+        entry = (len(source), None, source.splitlines(keepends=True), filename)
+        if linecache.cache.setdefault(filename, entry) == entry:
+            return filename
+        count += 1
+        filename = f"{name[:-1]} #{count}>"
 
 
-def _runner(steps: Sequence[Step], fn: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...], tuple[bool, ...]]
+_makers: dict[tuple[_Shape, tuple[str, ...]], Callable[..., Any]] = {}
+
+
+def _runner(
+    steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None, *, is_async: bool
+) -> Callable[..., Any]:
     pools = tuple(getattr(step, "pool", None) is not None for step in steps)
-    key = (tuple(bool(step.defers) for step in steps), is_async, pools)
-    make = _makers.get(key)
+    gates = tuple(hasattr(step, "gate_hooks") for step in steps)
+    shape = (tuple(bool(step.defers) for step in steps), is_async, pools, gates)
+    names = tuple(kinds) if kinds is not None else tuple(type(s).__name__ for s in steps)
+    make = _makers.get((shape, names))
     if make is None:
+        source = _runner_source(*shape)
+        filename = _register_source(
+            source, f"<resilient compose: {'+'.join(names)}, {'async' if is_async else 'sync'}>"
+        )
         namespace: dict[str, Any] = {}
-        code = compile(_runner_source(*key), f"<resilient runner {len(steps)}>", "exec")
-        exec(code, namespace)  # noqa: S102 -- our own generated source, as attrs does
-        make = _makers[key] = namespace["make"]
+        exec(compile(source, filename, "exec"), namespace)  # noqa: S102 -- our own generated source, as attrs does
+        make = _makers[shape, names] = namespace["make"]
     hooks: list[Any] = []
     for step in steps:
         pool = getattr(step, "pool", None)
@@ -263,18 +325,28 @@ def _runner(steps: Sequence[Step], fn: Callable[..., Any], is_async: bool) -> Ca
             hooks += (pool._slots, pool)
             hooks += step.slot_hooks(is_async)  # type: ignore[attr-defined]
             continue
+        gate_hooks = getattr(step, "gate_hooks", None)
+        if gate_hooks is not None:
+            hooks += gate_hooks(is_async)
+            continue
         hooks += (step.enter, step.enter_wait_async if is_async else step.enter_wait)
         hooks += (step.exit_ok, step.exit_error, step.exit_cancel)
     return make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, *hooks)  # type: ignore[no-any-return]
 
 
-def sync_runner(steps: Sequence[Step], fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Return ``run(*args, **kwargs)`` calling ``fn`` inside ``steps`` (outermost first)."""
-    return _runner(steps, fn, is_async=False)
+def sync_runner(
+    steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None = None
+) -> Callable[..., Any]:
+    """Return ``run(*args, **kwargs)`` calling ``fn`` inside ``steps`` (outermost first).
+
+    ``kinds`` names the steps' policies (``"circuit_breaker"``, ...) in the runner's
+    file name, which tracebacks show; without it, the steps' class names do.
+    """
+    return _runner(steps, fn, kinds, is_async=False)
 
 
 def async_runner(
-    steps: Sequence[Step], fn: Callable[..., Awaitable[Any]]
+    steps: Sequence[Step], fn: Callable[..., Awaitable[Any]], kinds: Sequence[str] | None = None
 ) -> Callable[..., Awaitable[Any]]:
-    """Return ``async run(*args, **kwargs)`` awaiting ``fn`` inside ``steps``."""
-    return _runner(steps, fn, is_async=True)
+    """Return ``async run(*args, **kwargs)`` awaiting ``fn`` inside ``steps`` (as above)."""
+    return _runner(steps, fn, kinds, is_async=True)

@@ -303,17 +303,19 @@ def _build(policies: tuple[Policy, ...], fn: Callable[..., Any], is_async: bool)
         # A wrapper calls fn itself; a runner checks fn's result inline.
         call = refusing_coroutines(fn)
     pending: list[Step] = []
+    kinds: list[str] = []  # the pending steps' policies, named in the runner's file name
     for policy in reversed(policies):
         step = policy._async_step() if is_async else policy._sync_step()
         if step is not None:
             pending.insert(0, step)
+            kinds.insert(0, policy.kind)
             continue
         if pending:
-            call = (async_runner if is_async else sync_runner)(pending, call)
-            pending = []
+            call = (async_runner if is_async else sync_runner)(pending, call, kinds)
+            pending, kinds = [], []
         call = policy._async_wrap(call) if is_async else policy._sync_wrap(call)
     if pending:
-        call = (async_runner if is_async else sync_runner)(pending, call)
+        call = (async_runner if is_async else sync_runner)(pending, call, kinds)
     return call
 
 

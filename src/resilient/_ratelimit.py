@@ -269,6 +269,11 @@ class _RateLimiterStep:
     def enter(self) -> Any:
         return None if self._core.admit() else self.over_the_rate()
 
+    def gate_hooks(self, is_async: bool) -> tuple[Callable[..., Any], ...]:
+        """What a runner calls instead of enter and the exits, which do nothing here."""
+        wait = self.enter_wait_async if is_async else self.enter_wait
+        return self._core.admit, self.over_the_rate, wait
+
     def over_the_rate(self) -> Wait | None:
         """After ``admit()`` said no: reserve a slot to wait for, or raise the refusal."""
         delay, tat = self._core.reserve()

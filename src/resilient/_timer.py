@@ -13,10 +13,11 @@ does it, and the timeout step turns that cancellation into ``TimeoutExceededErro
 using ``Task.uncancel()`` (Python 3.11+), so a cancellation from anyone else still
 propagates as a cancellation.
 
-An entry is a list ``[state, task, cancelling_at_entry, deadline]``: the cheapest
-mutable record, built once per guarded call. A call that finishes only marks its entry
-done; the entry leaves its lane when it reaches the front. Behind one slow call at the
-front, though, finished entries would pile up for the whole timeout (timeout x call
+An entry is the timeout's token for one call (``_timeout.LoopDeadline``), built once
+per guarded call; the timer reads and writes only its ``state``, ``task`` and ``when``
+(the :class:`Entry` protocol). A call that finishes only marks its entry done; the
+entry leaves its lane when it reaches the front. Behind one slow call at the front,
+though, finished entries would pile up for the whole timeout (timeout x call
 rate of them), so a lane (and the heap) is swept of finished entries whenever it has
 doubled since its last sweep: memory stays proportional to the calls in flight, and
 the sweeps cost O(1) per call amortised.
@@ -31,23 +32,28 @@ import itertools
 import math
 import threading
 import weakref
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from resilient._fork import on_fork_in_child
 
-__all__ = ["DONE", "FIRED", "PENDING", "LoopTimer", "loop_timer"]
+__all__ = ["DONE", "FIRED", "PENDING", "Entry", "LoopTimer", "loop_timer"]
 
+# An entry's states.
 PENDING: Final = 0
 DONE: Final = 1
 FIRED: Final = 2
 
-# Entry fields.
-STATE: Final = 0
-TASK: Final = 1
-CANCELLING: Final = 2
-DEADLINE: Final = 3
 
-Entry = list[Any]
+class Entry(Protocol):
+    """What the timer needs of an armed deadline (the timeout's token is one)."""
+
+    state: int
+    """``PENDING`` until the call finishes (``DONE``) or the timer cancels it (``FIRED``)."""
+    task: Any
+    """The task to cancel at ``when`` (an ``asyncio.Task``)."""
+    when: float
+    """The deadline, on the loop's clock."""
+
 
 # Below this length a lane (or the heap) is never swept: short queues cost nothing to
 # keep, and sweeping them would be a cost on every few calls.
@@ -88,7 +94,7 @@ class LoopTimer:
         self.standard_time = getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time
 
     def add(self, entry: Entry, seconds: float, regular: bool) -> None:
-        """Cancel ``entry``'s task at ``entry[DEADLINE]`` unless it is marked done first.
+        """Cancel ``entry.task`` at ``entry.when`` unless it is marked done first.
 
         ``regular`` entries (deadline = now + ``seconds`` for a fixed ``seconds``) go to
         that length's FIFO lane; others to the heap.
@@ -97,30 +103,30 @@ class LoopTimer:
             lane = self._lanes.get(seconds)
             if lane is None:
                 lane = self._lanes[seconds] = collections.deque()
-            while lane and lane[0][STATE] != PENDING:
+            while lane and lane[0].state != PENDING:
                 lane.popleft()
             lane.append(entry)
             if len(lane) > SWEEP_MIN and len(lane) > self._sweep_at.get(seconds, 0):
                 self._sweep_lane(seconds, lane)
         else:
             heap = self._heap
-            heapq.heappush(heap, (entry[DEADLINE], next(self._seq), entry))
+            heapq.heappush(heap, (entry.when, next(self._seq), entry))
             if len(heap) > self._heap_sweep_at:
                 self._sweep_heap()
-        if entry[DEADLINE] < self._when:
-            self._arm(entry[DEADLINE])
+        if entry.when < self._when:
+            self._arm(entry.when)
 
     def _sweep_lane(self, seconds: float, lane: collections.deque[Entry]) -> None:
         # Filtering keeps the deadline order; the next sweep waits until the lane has
         # doubled again, so each entry is swept over O(1) times.
-        pending = [entry for entry in lane if entry[STATE] == PENDING]
+        pending = [entry for entry in lane if entry.state == PENDING]
         lane.clear()
         lane.extend(pending)
         self._sweep_at[seconds] = 2 * len(pending)
 
     def _sweep_heap(self) -> None:
         heap = self._heap
-        heap[:] = [item for item in heap if item[2][STATE] == PENDING]
+        heap[:] = [item for item in heap if item[2].state == PENDING]
         heapq.heapify(heap)
         self._heap_sweep_at = max(SWEEP_MIN, 2 * len(heap))
 
@@ -146,12 +152,12 @@ class LoopTimer:
         for seconds, lane in list(self._lanes.items()):
             while lane:
                 entry = lane[0]
-                if entry[STATE] == PENDING:
-                    if entry[DEADLINE] > now:
-                        earliest = min(earliest, entry[DEADLINE])
+                if entry.state == PENDING:
+                    if entry.when > now:
+                        earliest = min(earliest, entry.when)
                         break
-                    entry[STATE] = FIRED
-                    entry[TASK].cancel()
+                    entry.state = FIRED
+                    entry.task.cancel()
                 lane.popleft()
             if not lane:
                 del self._lanes[seconds]
@@ -159,12 +165,12 @@ class LoopTimer:
         heap = self._heap
         while heap:
             deadline, _, entry = heap[0]
-            if entry[STATE] == PENDING:
+            if entry.state == PENDING:
                 if deadline > now:
                     earliest = min(earliest, deadline)
                     break
-                entry[STATE] = FIRED
-                entry[TASK].cancel()
+                entry.state = FIRED
+                entry.task.cancel()
             heapq.heappop(heap)
         if earliest < math.inf:
             self._arm(earliest)

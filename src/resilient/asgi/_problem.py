@@ -13,7 +13,6 @@ import json
 import math
 from typing import Final
 
-from resilient._asgi_types import Send
 from resilient._errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -22,6 +21,7 @@ from resilient._errors import (
     ResilienceError,
     TimeoutExceededError,
 )
+from resilient.asgi._types import Send
 
 __all__ = ["problem_status", "retry_after_header", "send_problem"]
 

@@ -19,11 +19,11 @@ import re
 from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
-from resilient._asgi_types import Scope
 from resilient._clock import Clock
 from resilient._fork import new_lock
 from resilient._policy import Policy
 from resilient._validate import check_names
+from resilient.asgi._types import Scope
 
 __all__ = ["KeyedGuards", "Route", "client_ip", "header_key"]
 

@@ -12,34 +12,19 @@ read so far can be replayed.
 from __future__ import annotations
 
 import contextvars
-import math
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-from resilient._asgi_types import Message, Receive, Scope, Send
 from resilient._deadline import DEADLINE, Deadline
-from resilient._timer import DONE, PENDING, STATE
+from resilient._timeout import Armed
+from resilient.asgi._types import Message, Receive, Scope, Send
 
-__all__ = ["START_TIMERS", "Exchange", "FailureStatusError", "Replay", "stop_timer"]
+__all__ = ["START_TIMERS", "Exchange", "FailureStatusError", "Replay"]
 
-START_TIMERS: Final[contextvars.ContextVar[list[Any] | None]] = contextvars.ContextVar(
+START_TIMERS: Final[contextvars.ContextVar[list[Armed] | None]] = contextvars.ContextVar(
     "resilient_asgi_start_timers", default=None
 )
-"""The tokens of the timeouts that end at this request's response start."""
-
-
-def stop_timer(token: Any) -> None:
-    """Make a timeout step's armed deadline never fire; its exit still closes it.
-
-    A loop-timer entry (asyncio, Python 3.11+) is marked done, which the loop timer
-    skips; a cancel scope (trio, Python 3.10) gets an infinite deadline. Both may be
-    done from any task of the loop, and neither if the deadline already fired.
-    """
-    if type(token) is list:
-        if token[STATE] == PENDING:
-            token[STATE] = DONE
-    else:
-        token[0].deadline = math.inf
+"""The armed deadlines of the timeouts that end at this request's response start."""
 
 
 class FailureStatusError(Exception):
@@ -130,7 +115,7 @@ class Exchange:
         self.status = 0
         self.attempts = 0
         self.replay: Replay | None = None
-        self.timers: list[Any] | None = None
+        self.timers: list[Armed] | None = None
         self.outer_deadline: Deadline | None = None
         self._buffer: list[Message] | None = None
         self._buffered = 0
@@ -186,8 +171,8 @@ class Exchange:
         # stay armed (they close in the task that opened them) but will not fire.
         # Code that runs from here on (a streamed body) sees the deadline from outside
         # them again; this context is the one the body is produced in.
-        for token in self.timers or ():
-            stop_timer(token)
+        for armed in self.timers or ():
+            armed.stop()
         DEADLINE.set(self.outer_deadline)
 
     async def flush(self) -> None:

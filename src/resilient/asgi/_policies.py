@@ -20,43 +20,39 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from resilient._asgi_exchange import START_TIMERS, Exchange
 from resilient._fallback import Fallback
 from resilient._keyed_ratelimit import KeyedRateLimiter
+from resilient._pipeline import Step
 from resilient._policy import Policy
 from resilient._retry import Retry, RetryCore, async_retrying
-from resilient._timeout import Timeout, TimeoutCore, _TimeoutStep
+from resilient._timeout import Armed, Timeout
+from resilient.asgi._exchange import START_TIMERS, Exchange
 
 __all__ = ["Shape", "adapt"]
 
 
-class _StartTimeoutStep(_TimeoutStep):
-    """A timeout step whose deadline the request's ``send`` can stop at response start.
-
-    The plain step, whose token is registered with the request (``START_TIMERS``); see
-    ``stop_timer`` for how it is stopped from whichever task calls ``send``.
-    """
-
-    __slots__ = ()
-
-    def enter(self) -> Any:
-        token = super().enter()
-        timers = START_TIMERS.get()
-        if timers is not None:
-            timers.append(token)
-        return token
+def _register(armed: Armed) -> None:
+    """Keep a deadline with the request, whose ``send`` stops it at the response start."""
+    timers = START_TIMERS.get()
+    if timers is not None:
+        timers.append(armed)
 
 
 class _StartTimeout(Policy):
-    """A :class:`~resilient.Timeout` that ends at the response start (see module doc)."""
+    """A :class:`~resilient.Timeout` that ends at the response start (see module doc).
+
+    The timeout's own async step, reporting each deadline it arms to the request
+    (``START_TIMERS``), whose ``send`` calls the deadline's ``stop()`` from whichever
+    task sends the response start.
+    """
 
     __slots__ = ("_step",)
-    kind = "timeout"
+    kind = Timeout.kind
 
-    def __init__(self, core: TimeoutCore) -> None:
-        self._step = _StartTimeoutStep(core)
+    def __init__(self, timeout: Timeout) -> None:
+        self._step = timeout._reporting_step(_register)
 
-    def _async_step(self) -> _StartTimeoutStep:
+    def _async_step(self) -> Step:
         return self._step
 
 
@@ -68,7 +64,7 @@ class _RequestRetry(Policy):
     """
 
     __slots__ = ("_core",)
-    kind = "retry"
+    kind = Retry.kind
 
     def __init__(self, core: RetryCore) -> None:
         self._core = core
@@ -86,7 +82,7 @@ class _RequestKeyedRateLimiter(Policy):
     """
 
     __slots__ = ("_limiter",)
-    kind = "rate_limiter"
+    kind = KeyedRateLimiter.kind
 
     def __init__(self, limiter: KeyedRateLimiter) -> None:
         self._limiter = limiter
@@ -127,7 +123,7 @@ class _RequestFallback(Policy):
     """
 
     __slots__ = ("_fallback",)
-    kind = "fallback"
+    kind = Fallback.kind
 
     def __init__(self, fallback: Fallback[Any]) -> None:
         if fallback._core.with_args:
@@ -182,7 +178,7 @@ class Shape:
                 adapted.append(_RequestRetry(policy._core))
                 self.retries = self.replaces = True
             elif isinstance(policy, Timeout) and not timeout_body:
-                adapted.append(_StartTimeout(policy._core))
+                adapted.append(_StartTimeout(policy))
                 self.start_timeouts = True
             elif isinstance(policy, Fallback):
                 adapted.append(_RequestFallback(policy))

@@ -5,7 +5,7 @@ matching `Route`, else the default policy, and the
 request's per-key policy outside them), sets the deadline the caller sent in a header,
 and runs the app as the guarded call through an `Exchange`
 that turns the response status into an outcome. What the policies raise is answered
-as problem details (``_asgi_problem``). Lifespan and websocket scopes go straight to
+as problem details (``_problem``). Lifespan and websocket scopes go straight to
 the app. Guards are built once, at construction (per key: at the key's first request).
 """
 
@@ -15,12 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, Final, cast
 
-from resilient._asgi_deadline import GRPC_TIMEOUT, REQUEST_TIMEOUT, read_deadline
-from resilient._asgi_exchange import START_TIMERS, Exchange, FailureStatusError, Replay
-from resilient._asgi_policies import Shape, adapt
-from resilient._asgi_problem import send_problem
-from resilient._asgi_routes import KeyedGuards, Route
-from resilient._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from resilient._clock import Clock
 from resilient._deadline import DEADLINE
 from resilient._errors import RejectedError, TimeoutExceededError
@@ -35,6 +29,12 @@ from resilient._validate import (
     check_int,
     check_names,
 )
+from resilient.asgi._deadline import GRPC_TIMEOUT, REQUEST_TIMEOUT, read_deadline
+from resilient.asgi._exchange import START_TIMERS, Exchange, FailureStatusError, Replay
+from resilient.asgi._policies import Shape, adapt
+from resilient.asgi._problem import send_problem
+from resilient.asgi._routes import KeyedGuards, Route
+from resilient.asgi._types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["ResilienceMiddleware", "is_server_error"]
 

@@ -19,11 +19,11 @@ header (``x-request-timeout``, ``grpc-timeout``) sets the request's deadline, an
 hop. See ``docs/asgi.md``.
 """
 
-from resilient._asgi import ResilienceMiddleware, is_server_error
-from resilient._asgi_deadline import timeout_header
-from resilient._asgi_exchange import FailureStatusError
-from resilient._asgi_routes import Route, client_ip, header_key
-from resilient._asgi_types import ASGIApp, Message, Receive, Scope, Send
+from resilient.asgi._deadline import timeout_header
+from resilient.asgi._exchange import FailureStatusError
+from resilient.asgi._middleware import ResilienceMiddleware, is_server_error
+from resilient.asgi._routes import Route, client_ip, header_key
+from resilient.asgi._types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "ASGIApp",
@@ -43,6 +43,6 @@ __all__ = [
 # Reprs, tracebacks and docs say `resilient.asgi.Route`, not the private module.
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("resilient._"):
+    if getattr(_obj, "__module__", "").startswith("resilient.asgi._"):
         _obj.__module__ = __name__
 del _name, _obj
