@@ -7,10 +7,13 @@ to OPEN is a WARNING carrying the figures that caused it; recovery is INFO.
 
 from __future__ import annotations
 
+import ast
 import logging
+import pathlib
 
 import pytest
 
+import resilient
 from resilient import CircuitBreaker, CircuitState, CountWindow, Retry, StateTransition
 from resilient.testing import ManualClock, capture_events
 
@@ -140,3 +143,29 @@ def test_manual_transitions(caplog: pytest.LogCaptureFixture) -> None:
         (logging.INFO, "circuit breaker 'inventory': forced_open -> closed"),
         (logging.INFO, "circuit breaker 'inventory': closed -> disabled"),
     ]
+
+
+def _logs_with_the_name(path: pathlib.Path) -> list[int]:
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "logger"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and str(node.args[0].value).startswith("resilient")
+    ]
+
+
+def test_no_log_message_of_the_library_repeats_the_logger_name() -> None:
+    # Every module logs to `resilient` or a child of it: a message that starts with the
+    # name again reads `resilient.asgi: resilient.asgi: ...` with `%(name)s: %(message)s`.
+    root = pathlib.Path(resilient.__file__).parent
+    offenders = {
+        str(path.relative_to(root)): lines
+        for path in sorted(root.rglob("*.py"))
+        if (lines := _logs_with_the_name(path))
+    }
+    assert offenders == {}

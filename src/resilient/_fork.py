@@ -99,7 +99,7 @@ def _run(reset: Callable[[], None]) -> None:
     try:
         reset()
     except Exception:  # one object's failure must not leave the others unreset
-        logger.exception("resilient: resetting %r after fork failed", reset)
+        logger.exception("resetting %r after fork failed", reset)
 
 
 if hasattr(os, "register_at_fork"):

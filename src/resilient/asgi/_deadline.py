@@ -73,7 +73,7 @@ def read_deadline(headers: Iterable[tuple[bytes, bytes]], names: dict[bytes, boo
         if seconds is None:
             # A prefix only: a header can be megabytes, and is the caller's to choose.
             logger.debug(
-                "resilient.asgi: ignoring an invalid %s header (%d bytes): %r",
+                "ignoring an invalid %s header (%d bytes): %r",
                 name.decode("latin-1"),
                 len(value),
                 bytes(value[:_LOGGED_PREFIX]),

@@ -361,7 +361,7 @@ class ResilienceMiddleware:
                 f"(a Starlette or FastAPI Response, say), not {type(result).__name__}"
             )
         if exchange.started:
-            logger.debug("resilient.asgi: a fallback came after the response started; unused")
+            logger.debug("a fallback came after the response started; unused")
             return
         exchange.discard()
         await result(scope, receive, send)
