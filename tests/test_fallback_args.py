@@ -172,3 +172,47 @@ def test_asgi_middleware_refuses_a_with_args_fallback() -> None:
 
     with pytest.raises(TypeError, match="with_args"):
         ResilienceMiddleware(app, Fallback(lambda exc, *a: None, with_args=True))
+
+
+# -- decoration: the handler must take the decorated function's arguments -----------------
+
+
+def _two(x: int, y: int) -> int:
+    raise Boom(x + y)
+
+
+def _optional(x: int, y: int = 1, *, z: int = 2) -> int:
+    raise Boom(x + y + z)
+
+
+@pytest.mark.parametrize(
+    ("handler", "fn"),
+    [
+        pytest.param(lambda exc, a: 0, _two, id="one-of-two"),
+        pytest.param(lambda exc, x, y, w: 0, _two, id="one-too-many"),
+        pytest.param(lambda exc, x: 0, _optional, id="optional-positional-missing"),
+        pytest.param(lambda exc, x, y=1: 0, _optional, id="keyword-only-missing"),
+    ],
+)
+def test_a_handler_that_cannot_take_the_functions_arguments_is_refused_at_decoration(
+    handler: Any, fn: Any
+) -> None:
+    fallback = Fallback(handler, with_args=True)
+    with pytest.raises(TypeError, match="with_args=True passes the arguments of"):
+        fallback(fn)
+    with pytest.raises(TypeError, match="with_args=True"):
+        compose(fallback, Retry(2, wait=0))(fn)
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        pytest.param(lambda exc, *args, **kwargs: -1, id="var"),
+        pytest.param(lambda exc, x, y=1, *, z=2: -1, id="same"),
+        pytest.param(lambda exc, x, *rest, **kw: -1, id="mixed"),
+    ],
+)
+def test_a_handler_that_takes_the_functions_arguments_is_accepted(handler: Any) -> None:
+    guarded = Fallback(handler, with_args=True)(_optional)
+    assert guarded(1) == -1
+    assert guarded(1, 2, z=3) == -1

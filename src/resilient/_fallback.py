@@ -76,6 +76,37 @@ def _check_handler_arity(handler: Callable[..., Any], with_args: bool) -> None:
         )
 
 
+def _check_handler_fits(handler: Callable[..., Any], fn: Callable[..., Any]) -> None:
+    """Under ``with_args``, refuse at decoration a handler that cannot take ``fn``'s arguments.
+
+    Tried with ``fn``'s required arguments only, then with every named one: the handler
+    gets whatever the caller passed, so it must accept both.
+    """
+    try:
+        wanted, given = inspect.signature(handler), inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have no signature: trust them
+        return
+    required: list[None] = []
+    optional: list[None] = []
+    required_kw: dict[str, None] = {}
+    optional_kw: dict[str, None] = {}
+    for param in given.parameters.values():
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            (required if param.default is param.empty else optional).append(None)
+        elif param.kind is param.KEYWORD_ONLY:
+            (required_kw if param.default is param.empty else optional_kw)[param.name] = None
+    for args, kwargs in ((required, required_kw), (required + optional, required_kw | optional_kw)):
+        try:
+            wanted.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise TypeError(
+                f"with_args=True passes the arguments of {name}{given} to the handler after "
+                f"the exception, but handler {wanted} cannot take them ({exc}); accept them "
+                "(e.g. `def handler(exc, *args, **kwargs)`), or pass with_args=False"
+            ) from None
+
+
 class FallbackCore(EventSource):
     """What to catch, what to return, and how often it was used."""
 
@@ -265,6 +296,10 @@ class Fallback(CorePolicy[FallbackCore], Generic[T]):
         async def call_async(  # type: ignore[override]
             self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
         ) -> R | T: ...
+
+    def _check_target(self, fn: Callable[..., Any]) -> None:
+        if self._core.with_args:
+            _check_handler_fits(self._core.handler, fn)
 
     def _sync_step(self) -> _FallbackStep | None:
         return None if self._core.with_args else self._sync_checked()

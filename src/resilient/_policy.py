@@ -62,6 +62,9 @@ class Policy:
         """The step guarding async calls, or ``None`` if :meth:`_async_wrap` is used."""
         return None
 
+    def _check_target(self, fn: Callable[..., Any]) -> None:
+        """Refuse, when decorating, a function this policy cannot serve (a no-op here)."""
+
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a sync callable; only for policies without a sync step."""
         raise NotImplementedError
@@ -85,7 +88,11 @@ class Policy:
     def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]:
         """Decorate ``fn`` (sync or async) so that every call goes through this policy."""
         wrapper = decorate(fn, self._sync_guard, self._async_guard, self)
-        _remember_guarded(self._flatten(), fn)
+        policies = self._flatten()
+        target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+        for policy in policies:
+            policy._check_target(target)
+        _remember_guarded(policies, fn)
         return wrapper  # type: ignore[no-any-return]
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
