@@ -26,7 +26,8 @@ from resilient._decorate import (
 )
 from resilient._events import EventSource, Listener
 from resilient._fork import new_lock
-from resilient._pipeline import NO_RESULT, Step, Wait, async_runner, sync_runner
+from resilient._block import FRESH, PENDING, Block, block_exits, exit_block
+from resilient._pipeline import Step, Wait, async_runner, sync_runner
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -110,8 +111,39 @@ class Policy:
         return await self._async_guard(fn)(*args, **kwargs)  # type: ignore[no-any-return]
 
     # -- context managers --------------------------------------------------------------
-    # The token of each open `with` block is kept in a context variable, as a stack, so
-    # one policy can be entered by many threads and tasks (and nested) at once.
+    # `with policy:` keeps the block's token in a Block bound by the statement itself (see
+    # _block). Blocks entered by hand or through the class (contextlib.ExitStack) keep
+    # theirs in a context variable instead, as a stack, so one policy can be entered by
+    # many threads and tasks (and nested) at once.
+
+    def __enter__(self) -> None:
+        block = PENDING.ref()  # _block.adoptable(self), inlined
+        if block is not None and block._policy is self and block._state == FRESH:
+            block.enter()
+        else:
+            self._stack_enter()
+
+    def __aenter__(self) -> Awaitable[None]:
+        block = PENDING.ref()
+        if block is not None and block._policy is self and block._state == FRESH:
+            return block.aenter()
+        return self._stack_aenter()
+
+    if TYPE_CHECKING:
+
+        def __exit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> bool: ...
+
+        def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> Awaitable[bool | None]: ...
 
     def _token_stack(self) -> contextvars.ContextVar[tuple[tuple[Step, Any], ...]]:
         try:
@@ -133,10 +165,6 @@ class Policy:
             raise TypeError(f"{type(self).__name__} cannot be used with `{how}`")
         return step
 
-    def _push(self, step: Step, token: Any) -> None:
-        var = self._token_stack()
-        var.set((*var.get(), (step, token)))
-
     def _pop(self) -> tuple[Step, Any]:
         var = self._token_stack()
         stack = var.get()
@@ -145,12 +173,10 @@ class Policy:
         var.set(stack[:-1])
         return stack[-1]
 
-    # A signal handler may raise at any call (KeyboardInterrupt, a SIGALRM timeout). If
-    # it does inside __enter__ after the push, `with` never calls __exit__: so the push
-    # is undone and the token handed back. (A lost breaker trial comes back on its own
-    # when collected, see Trial; a bulkhead overrides these methods.)
+    # If an interrupt lands inside _stack_enter after the push, `with` never calls
+    # __exit__: so the push is undone and the token handed back.
 
-    def __enter__(self) -> None:
+    def _stack_enter(self) -> None:
         step = self._cm_step(self._sync_step(), "with")
         var = self._token_stack()
         stack = var.get()
@@ -164,16 +190,16 @@ class Policy:
             step.exit_cancel(token, exc)
             raise
 
-    def __exit__(
+    def _stack_exit(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
         step, token = self._pop()
-        return _exit_block(step, token, exc)
+        return exit_block(step, token, exc)
 
-    async def __aenter__(self) -> None:
+    async def _stack_aenter(self) -> None:
         step = self._cm_step(self._async_step(), "async with")
         var = self._token_stack()
         stack = var.get()
@@ -187,14 +213,17 @@ class Policy:
             step.exit_cancel(token, exc)
             raise
 
-    async def __aexit__(
+    async def _stack_aexit(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
         step, token = self._pop()
-        return _exit_block(step, token, exc)
+        return exit_block(step, token, exc)
+
+    if not TYPE_CHECKING:
+        __exit__, __aexit__ = block_exits(Block)
 
 
 C = TypeVar("C", bound=EventSource)
@@ -284,24 +313,6 @@ class CorePolicy(Policy, Generic[C]):
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener`` (no error if it was not registered)."""
         self._core.remove_listener(listener)
-
-
-def _exit_block(step: Step, token: Any, exc: BaseException | None) -> bool:
-    """End a ``with`` block: a block has no result to replace, so errors propagate."""
-    if exc is None:
-        step.exit_ok(token, NO_RESULT)
-        return False
-    if isinstance(exc, Exception):
-        step.exit_error(token, exc)
-        return False
-    converted = step.exit_cancel(token, exc)
-    if converted is not exc:
-        try:
-            raise converted from exc
-        finally:
-            # The traceback holds this frame: keeping the error in it would be a cycle.
-            del converted, exc
-    return False
 
 
 def _build(policies: tuple[Policy, ...], fn: Callable[..., Any], is_async: bool) -> Any:
