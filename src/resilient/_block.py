@@ -76,7 +76,7 @@ class _Gone:
 class _Pending(threading.local):
     # The block whose exit the last `__exit__` lookup in this thread bound; weak, so that
     # a lookup nobody keeps (`hasattr(policy, "__exit__")`) leaves nothing to adopt.
-    ref: weakref.ref[Block] = weakref.ref(_Gone())  # type: ignore[assignment]  # dead at once
+    ref: weakref.ref[Block] = weakref.ref(_Gone())  # type: ignore[arg-type]  # dead at once
 
 
 PENDING: Final = _Pending()
@@ -104,6 +104,10 @@ class Block:
     """
 
     __slots__ = ("__weakref__", "_policy", "_state", "_step", "_token")
+    _policy: Policy
+    _state: int  # FRESH, ENTERED or DONE
+    _step: Step
+    _token: Any
 
     # Made by block_exits() without __init__ (the lookup is on every block's path):
     # _policy and _state are set there.
@@ -157,25 +161,26 @@ class Block:
     ) -> Awaitable[bool | None]:
         """As :meth:`exit` for ``async with``: the work is done when this returns."""
         if self._state != ENTERED:
-            return self._unpaired_exit(exc_type, exc, tb, is_async=True)  # type: ignore[no-any-return]
+            self._check_unpaired()
+            return self._policy._stack_aexit(exc_type, exc, tb)
         self.exit(exc_type, exc, tb)
         return FINISHED
+
+    # Not entered through this block: `__exit__` called by hand, or a block whose
+    # `__enter__` went to the token stack. The token is there.
 
     def _unpaired_exit(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-        *,
-        is_async: bool = False,
-    ) -> Any:
-        # Not entered through this block: `__exit__` called by hand, or a block whose
-        # `__enter__` went to the token stack; the token is there.
+    ) -> bool:
+        self._check_unpaired()
+        return self._policy._stack_exit(exc_type, exc, tb)
+
+    def _check_unpaired(self) -> None:
         if self._state == DONE:
             raise RuntimeError(f"{self._policy!r}: exit without a matching enter")
-        if is_async:
-            return self._policy._stack_aexit(exc_type, exc, tb)
-        return self._policy._stack_exit(exc_type, exc, tb)
 
 
 class _SyncExit(property):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-from resilient._bulkhead_core import BulkheadCore, BulkheadMetrics
+from resilient._block import DONE, ENTERED, FINISHED, Block, block_exits
+from resilient._bulkhead_core import BulkheadCore, BulkheadMetrics, SlotClaim
 from resilient._decorate import COROUTINE, refuse_coroutine
 from resilient._pipeline import PASS, WAIT, Wait
 from resilient._policy import CorePolicy
@@ -96,6 +98,100 @@ class _BulkheadStep:
         return exc
 
 
+class _SlotBlock(Block):
+    """A ``with`` block of a bulkhead: it holds a slot through a :class:`SlotClaim`.
+
+    The claim is a weak reference to this block, kept by the core: if the block is
+    dropped with its slot held (an interrupt at the first line of its exit, which `with`
+    never calls again), the slot comes back when the block is collected.
+    """
+
+    __slots__ = ("_claim",)
+    _claim: SlotClaim | None
+
+    def _take(self) -> SlotClaim | None:
+        """Take a free slot for the block; else return its claim, to wait for one with."""
+        core: BulkheadCore = self._policy._core  # type: ignore[attr-defined]
+        lost = core._lost
+        if lost:
+            core.take_back_lost()
+        claim = self._claim = SlotClaim(self, lost.append)
+        core._live.add(claim)
+        slots = core._slots
+        claim.held = True  # no call between this and the pop: see SlotClaim
+        try:
+            slots.pop()
+            free = len(slots)
+            if free < core._low_water:
+                core._low_water = free
+        except IndexError:
+            claim.held = False
+            return claim
+        except BaseException:  # pragma: no cover - tests/test_interrupts.py (no tracer)
+            # An interrupt at a call after the pop: give the slot back at once rather
+            # than when the block is collected.
+            claim.held = False
+            slots.append(True)
+            raise
+        self._state = ENTERED
+        return None
+
+    def enter(self) -> None:
+        claim = self._take()
+        if claim is None:
+            return
+        waiter = claim.waiter = ThreadWaiter()  # the claim answers for the waiter too
+        try:
+            self._policy._step.wait_for(waiter)  # type: ignore[attr-defined]
+        except BaseException:
+            self._policy._core.leave(waiter)  # type: ignore[attr-defined]
+            raise
+        # The slot passes from the waiter to the claim, with no call in between.
+        claim.held = True
+        waiter.granted = False
+        self._state = ENTERED
+
+    def aenter(self) -> Awaitable[None]:
+        claim = self._take()
+        if claim is None:
+            return FINISHED
+        return self._wait_for_slot(claim)
+
+    async def _wait_for_slot(self, claim: SlotClaim) -> None:
+        waiter = claim.waiter = async_waiter()
+        try:
+            await self._policy._step.wait_for_async(waiter)  # type: ignore[attr-defined]
+        except BaseException:
+            self._policy._core.leave(waiter)  # type: ignore[attr-defined]
+            raise
+        claim.held = True
+        waiter.granted = False
+        self._state = ENTERED
+
+    def exit(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self._state != ENTERED:
+            return self._unpaired_exit(exc_type, exc, tb)
+        # Up to the append, no call: an interrupt lands either before this function's
+        # first line (the claim, still held, returns the slot when the block is
+        # collected) or after the slot is back.
+        self._state = DONE
+        core: BulkheadCore = self._policy._core  # type: ignore[attr-defined]
+        claim: SlotClaim = self._claim  # type: ignore[assignment]
+        claim.held = False
+        core._slots.append(True)
+        next(core._released)
+        core._live.discard(claim)
+        self._claim = None  # the claim goes before the block: its callback never runs
+        if core._waiters:
+            core._hand_off()
+        return False
+
+
 class Bulkhead(CorePolicy[BulkheadCore]):
     """Limit how many calls run at once; callers beyond the limit wait briefly or fail fast.
 
@@ -123,6 +219,9 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     ) -> None:
         self._core = BulkheadCore(max_concurrent, max_wait, name)
         self._step = _BulkheadStep(self._core)
+
+    if not TYPE_CHECKING:
+        __exit__, __aexit__ = block_exits(_SlotBlock)
 
     def _sync_step(self) -> _BulkheadStep:
         return self._step

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import weakref
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -24,7 +25,7 @@ from resilient._fork import new_lock
 from resilient._validate import check_duration, check_int, check_name
 from resilient._waiters import Waiter
 
-__all__ = ["BulkheadCore", "BulkheadMetrics"]
+__all__ = ["BulkheadCore", "BulkheadMetrics", "SlotClaim"]
 
 KIND: Final = "bulkhead"
 
@@ -52,11 +53,33 @@ class BulkheadMetrics:
     admitted: int = field(default=0, compare=False)
 
 
+class SlotClaim(weakref.ref):  # type: ignore[type-arg]
+    """A ``with`` block's claim on a slot: a weak reference to the block, kept by the core.
+
+    ``held`` is set just before the block takes its slot and cleared just before the slot
+    goes back, each with no call in between (a signal handler raises only at a call), so
+    it is the truth at every instant. The callback is the ``append`` of the core's
+    ``_lost`` deque, a C function: a block collected with its claim still held (its exit
+    never ran) puts the claim there without running Python code, and
+    :meth:`BulkheadCore.take_back_lost` returns the slot. The core keeps every claim in
+    ``_live`` until its block ends, so the callback also runs when the block is collected
+    in a reference cycle (the collector skips the callbacks of unreachable references).
+    """
+
+    __slots__ = ("held", "waiter")
+    held: bool  # unset until the block first sets it: read with getattr(claim, "held", False)
+    #: While the block waits for a slot, its waiter: a block dropped then leaves the queue
+    #: (or gives back what was handed to it) when its claim is taken back.
+    waiter: Waiter | None
+
+
 class BulkheadCore(EventSource):
     """Slots, waiters and counts of one bulkhead; see the module docstring."""
 
     __slots__ = (
+        "_live",
         "_lock",
+        "_lost",
         "_low_water",
         "_released",
         "_slots",
@@ -87,6 +110,10 @@ class BulkheadCore(EventSource):
         # _atomic.new_counter): admitted calls are those plus the ones in flight. Counted
         # here, once, rather than on each of the inlined fast paths that take a slot.
         self._released = new_counter()
+        # The claims of `with` blocks on their slots, and those whose block was dropped
+        # before its exit ran (see SlotClaim).
+        self._live: set[SlotClaim] = set()
+        self._lost: collections.deque[SlotClaim] = collections.deque()
 
     def enqueue(self, waiter: Waiter) -> bool:
         """Take a slot or queue ``waiter``; ``True`` if the slot is taken already.
@@ -98,6 +125,8 @@ class BulkheadCore(EventSource):
         Raises:
             BulkheadFullError: no slot is free and ``max_wait`` is 0.
         """
+        if self._lost:
+            self.take_back_lost()
         slots = self._slots
         with self._lock:
             waiter.granted = True
@@ -148,6 +177,35 @@ class BulkheadCore(EventSource):
             self.rejected += 1
             return False
 
+    def take_back_lost(self) -> None:
+        """Give back the slots of ``with`` blocks dropped before their exit ran.
+
+        Each such block's claim was put in ``_lost`` by a weak reference's callback when
+        the block was collected (see :class:`SlotClaim`). A claim is marked returned
+        and its slot appended with no call in between, and dropped from the deque only
+        after, so an interrupt anywhere here returns each slot exactly once.
+        """
+        lost, live, slots = self._lost, self._live, self._slots
+        with self._lock:
+            while lost:
+                claim = lost[-1]
+                if getattr(claim, "held", False):
+                    claim.held = False
+                    slots.append(True)
+                    next(self._released)
+                waiter = getattr(claim, "waiter", None)
+                if waiter is not None:  # self.leave(waiter), inlined: the lock is held
+                    if waiter.granted:
+                        waiter.granted = False
+                        slots.append(True)
+                        next(self._released)
+                    elif waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                live.discard(claim)
+                lost.pop()
+        if self._waiters:
+            self._hand_off()
+
     def release(self) -> None:
         """Return a slot; if callers are queued, hand free slots to them in order."""
         self._slots.append(True)
@@ -185,6 +243,10 @@ class BulkheadCore(EventSource):
         # back in a child, which has only the forking thread: start with every slot
         # free and keep only the waiters whose thread lives on. The calls that held
         # the slots stay counted as admitted.
+        for claim in (*self._live, *self._lost):  # their slots are free again below
+            claim.held = False
+        self._live.clear()
+        self._lost.clear()
         missing = self.max_concurrent - len(self._slots)
         # Advanced in place, not replaced: the guards and runners bound this counter.
         collections.deque(itertools.islice(self._released, missing), maxlen=0)
@@ -210,6 +272,8 @@ class BulkheadCore(EventSource):
 
     def metrics(self) -> BulkheadMetrics:
         """A frozen snapshot of the counts."""
+        if self._lost:
+            self.take_back_lost()
         with self._lock:
             free = len(self._slots)
             waiting = len(self._waiters)

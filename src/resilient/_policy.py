@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from resilient._block import FRESH, PENDING, Block, block_exits, exit_block
 from resilient._decorate import (
     NOT_PLAIN,
     async_callable_for,
@@ -26,7 +27,6 @@ from resilient._decorate import (
 )
 from resilient._events import EventSource, Listener
 from resilient._fork import new_lock
-from resilient._block import FRESH, PENDING, Block, block_exits, exit_block
 from resilient._pipeline import Step, Wait, async_runner, sync_runner
 
 if TYPE_CHECKING:
