@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import threading
 import time
 import types
@@ -274,7 +275,9 @@ def test_first_concurrent_use_of_a_policy_keeps_every_token() -> None:
             def block() -> None:
                 start.wait(5)
                 try:
-                    with bulkhead:
+                    # Through the class, as ExitStack looks it up: the token-stack path.
+                    with contextlib.ExitStack() as stack:
+                        stack.enter_context(bulkhead)
                         both_inside.wait(5)  # both enter before either leaves
                 except BaseException as exc:
                     errors.append(exc)
@@ -710,4 +713,127 @@ async def test_with_composition_is_refused() -> None:
     assert isinstance(breaker, CircuitBreaker)
     assert isinstance(bulkhead, Bulkhead)
     assert breaker.metrics().calls == 0
+    assert bulkhead.metrics().in_flight == 0
+
+
+# -- a block whose exit never runs -----------------------------------------------------------
+# `with` binds the block's exit before it calls __enter__, and drops it without a call when
+# an interrupt lands at the exit's first line (where the interpreter checks for signals).
+# Binding the exit by hand, entering, and dropping the exit does exactly that.
+
+
+def test_with_bulkhead_block_dropped_before_its_exit_gives_the_slot_back() -> None:
+    bulkhead = Bulkhead(1)
+    exit_ = bulkhead.__exit__
+    bulkhead.__enter__()
+    assert bulkhead.metrics().in_flight == 1
+    del exit_
+    assert bulkhead.metrics().in_flight == 0
+    with bulkhead:
+        assert bulkhead.metrics().in_flight == 1
+
+
+def test_with_bulkhead_block_dropped_in_a_reference_cycle_gives_the_slot_back() -> None:
+    bulkhead = Bulkhead(1)
+    gc.disable()
+    try:
+        exit_ = bulkhead.__exit__
+        bulkhead.__enter__()
+        cycle: list[object] = [exit_]
+        cycle.append(cycle)  # a traceback that holds its own frame is such a cycle
+        del exit_, cycle
+        assert bulkhead.metrics().in_flight == 1  # until the collector finds the cycle
+        gc.collect()
+    finally:
+        gc.enable()
+    assert bulkhead.metrics().in_flight == 0
+
+
+async def test_async_with_bulkhead_block_dropped_before_its_exit_gives_the_slot_back() -> None:
+    bulkhead = Bulkhead(1)
+    exit_ = bulkhead.__aexit__
+    await bulkhead.__aenter__()
+    assert bulkhead.metrics().in_flight == 1
+    del exit_
+    assert bulkhead.metrics().in_flight == 0
+
+
+def test_a_waiting_block_dropped_before_its_exit_gives_the_slot_back() -> None:
+    bulkhead = Bulkhead(1, max_wait=5.0)
+    holding, done = threading.Event(), threading.Event()
+
+    with threads_reraising() as (threads, errors):
+
+        def hold() -> None:
+            try:
+                with bulkhead:
+                    holding.set()
+                    wait_until(lambda: bulkhead.metrics().waiting == 1)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        def wait_then_drop() -> None:
+            try:
+                holding.wait(5)
+                exit_ = bulkhead.__exit__
+                bulkhead.__enter__()  # queued, then handed the slot
+                assert bulkhead.metrics().in_flight == 1
+                del exit_
+                done.set()
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads.extend(threading.Thread(target=t) for t in (hold, wait_then_drop))
+        for thread in threads:
+            thread.start()
+    assert done.is_set()
+    assert bulkhead.metrics().in_flight == 0
+
+
+def test_with_breaker_block_dropped_before_its_exit_gives_the_trial_back() -> None:
+    breaker, _ = half_open(half_open_calls=1)
+    exit_ = breaker.__exit__
+    breaker.__enter__()  # the only trial
+    del exit_
+    with breaker:  # admitted: the trial came back with the dropped block
+        pass
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_an_exit_bound_by_a_with_statement_runs_once() -> None:
+    bulkhead = Bulkhead(2)
+    exit_ = bulkhead.__exit__
+    bulkhead.__enter__()
+    assert exit_(None, None, None) is False
+    with pytest.raises(RuntimeError, match="exit without a matching enter"):
+        exit_(None, None, None)
+    assert bulkhead.metrics().in_flight == 0
+
+
+def test_a_looked_up_exit_nobody_keeps_leaves_blocks_by_hand_intact() -> None:
+    bulkhead = Bulkhead(2)
+    assert hasattr(bulkhead, "__exit__")  # binds a block, dropped at once
+    bulkhead.__enter__()
+    bulkhead.__enter__()
+    assert bulkhead.metrics().in_flight == 2
+    bulkhead.__exit__(None, None, None)
+    bulkhead.__exit__(None, None, None)
+    assert bulkhead.metrics().in_flight == 0
+
+
+def test_exit_stack_enters_and_exits_through_the_class() -> None:
+    bulkhead, breaker = Bulkhead(1), small_breaker()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(breaker)
+        stack.enter_context(bulkhead)
+        assert bulkhead.metrics().in_flight == 1
+    assert bulkhead.metrics().in_flight == 0
+    assert breaker.metrics().calls == 1
+
+
+async def test_async_exit_stack_enters_and_exits_through_the_class() -> None:
+    bulkhead = Bulkhead(1)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(bulkhead)
+        assert bulkhead.metrics().in_flight == 1
     assert bulkhead.metrics().in_flight == 0

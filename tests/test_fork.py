@@ -425,19 +425,20 @@ def test_bulkhead_waiters_of_the_parent_are_dropped_in_a_child() -> None:
 
 def test_a_slot_taken_before_the_fork_does_not_raise_the_limit_in_the_child() -> None:
     bulkhead = Bulkhead(1)
-    with bulkhead:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            code = 1
-            try:
-                bulkhead.__exit__(None, None, None)
-                code = 0 if bulkhead.metrics().in_flight == 0 else 2
-                with bulkhead:
-                    code = code or (0 if bulkhead.metrics().in_flight == 1 else 3)
-            finally:
-                os._exit(code)
+    bulkhead.__enter__()  # by hand, so that the child can give the slot back by hand
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            bulkhead.__exit__(None, None, None)
+            code = 0 if bulkhead.metrics().in_flight == 0 else 2
+            with bulkhead:
+                code = code or (0 if bulkhead.metrics().in_flight == 1 else 3)
+        finally:
+            os._exit(code)
+    bulkhead.__exit__(None, None, None)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
