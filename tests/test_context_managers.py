@@ -837,3 +837,17 @@ async def test_async_exit_stack_enters_and_exits_through_the_class() -> None:
         await stack.enter_async_context(bulkhead)
         assert bulkhead.metrics().in_flight == 1
     assert bulkhead.metrics().in_flight == 0
+
+
+def test_a_block_whose_enter_was_rejected_is_not_adopted_again() -> None:
+    bulkhead = Bulkhead(1)
+    bulkhead.__enter__()  # by hand: holds the only slot
+    exit_ = bulkhead.__exit__  # kept alive, as a stored exception's traceback would
+    with pytest.raises(BulkheadFullError):
+        bulkhead.__enter__()  # adopts exit_'s block, and is rejected
+    bulkhead.__exit__(None, None, None)
+    bulkhead.__enter__()  # by hand again: its slot goes to the token stack
+    del exit_
+    assert bulkhead.metrics().in_flight == 1
+    bulkhead.__exit__(None, None, None)
+    assert bulkhead.metrics().in_flight == 0

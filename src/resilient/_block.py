@@ -42,14 +42,13 @@ __all__ = [
     "FRESH",
     "PENDING",
     "Block",
-    "adoptable",
     "block_exits",
     "exit_block",
 ]
 
 FRESH: Final = 0  # exit bound by a lookup, not entered
 ENTERED: Final = 1  # entered by the policy's __enter__: holds its token
-DONE: Final = 2  # exited
+DONE: Final = 2  # exited, or adopted by an __enter__ that has not (yet) succeeded
 
 
 @types.coroutine
@@ -80,20 +79,9 @@ class _Pending(threading.local):
 
 
 PENDING: Final = _Pending()
-"""Per thread: ``ref()`` is the block a policy's ``__enter__`` may adopt (see ``adoptable``)."""
-
-
-def adoptable(policy: Policy) -> Block | None:
-    """The block that the ``with`` statement about to call ``policy.__enter__`` bound.
-
-    ``None`` when ``__enter__`` is called by hand or through the class: no live, fresh
-    block of this policy was bound in this thread. (The policies' ``__enter__`` inline
-    this test.)
-    """
-    block = PENDING.ref()
-    if block is not None and block._policy is policy and block._state == FRESH:
-        return block
-    return None
+"""Per thread: ``ref()`` is the block that a policy's ``__enter__`` adopts if it is live,
+of that policy and still fresh (``__enter__`` called by hand or through the class finds
+none, and uses the token stack)."""
 
 
 class Block:
@@ -179,7 +167,7 @@ class Block:
         return self._policy._stack_exit(exc_type, exc, tb)
 
     def _check_unpaired(self) -> None:
-        if self._state == DONE:
+        if self._state != FRESH:
             raise RuntimeError(f"{self._policy!r}: exit without a matching enter")
 
 

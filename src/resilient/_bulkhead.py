@@ -145,6 +145,9 @@ class _SlotBlock(Block):
             self._policy._step.wait_for(waiter)  # type: ignore[attr-defined]
         except BaseException:
             self._policy._core.leave(waiter)  # type: ignore[attr-defined]
+            # Left: nothing for the claim to answer for (were leave() interrupted, the
+            # claim, still kept, would have the core do it when the block is collected).
+            self._policy._core._live.discard(claim)  # type: ignore[attr-defined]
             raise
         # The slot passes from the waiter to the claim, with no call in between.
         claim.held = True
@@ -163,6 +166,7 @@ class _SlotBlock(Block):
             await self._policy._step.wait_for_async(waiter)  # type: ignore[attr-defined]
         except BaseException:
             self._policy._core.leave(waiter)  # type: ignore[attr-defined]
+            self._policy._core._live.discard(claim)  # type: ignore[attr-defined]
             raise
         claim.held = True
         waiter.granted = False

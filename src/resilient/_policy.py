@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from resilient._block import FRESH, PENDING, Block, block_exits, exit_block
+from resilient._block import DONE, FRESH, PENDING, Block, block_exits, exit_block
 from resilient._decorate import (
     NOT_PLAIN,
     async_callable_for,
@@ -117,8 +117,11 @@ class Policy:
     # many threads and tasks (and nested) at once.
 
     def __enter__(self) -> None:
-        block = PENDING.ref()  # _block.adoptable(self), inlined
+        block = PENDING.ref()  # the block `with` just bound, if it is this one's
         if block is not None and block._policy is self and block._state == FRESH:
+            # Adopted: whether its enter succeeds or raises, no later __enter__ may take
+            # it (an exception kept with its traceback would keep it alive).
+            block._state = DONE
             block.enter()
         else:
             self._stack_enter()
@@ -126,6 +129,7 @@ class Policy:
     def __aenter__(self) -> Awaitable[None]:
         block = PENDING.ref()
         if block is not None and block._policy is self and block._state == FRESH:
+            block._state = DONE  # adopted (see __enter__)
             return block.aenter()
         return self._stack_aenter()
 
