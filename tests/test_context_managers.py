@@ -845,7 +845,7 @@ def test_a_block_whose_enter_was_rejected_is_not_adopted_again() -> None:
     exit_ = bulkhead.__exit__  # kept alive, as a stored exception's traceback would
     with pytest.raises(BulkheadFullError):
         bulkhead.__enter__()  # adopts exit_'s block, and is rejected
-    bulkhead.__exit__(None, None, None)
+    Bulkhead.__exit__(bulkhead, None, None, None)  # through the class: binds no block
     bulkhead.__enter__()  # by hand again: its slot goes to the token stack
     del exit_
     assert bulkhead.metrics().in_flight == 1
