@@ -1,10 +1,11 @@
-"""Interrupts raised by a signal handler at any moment lose no bulkhead slot and no trial.
+"""Interrupts raised by a signal handler at any moment lose no slot, trial or worker.
 
 A handler that raises (``KeyboardInterrupt`` on Ctrl-C, a SIGALRM-based timeout) may do
 so at any call the interpreter makes, inside the library's own code too. An interval
 timer raises from its handler while calls run in a loop, through the decorators, ``with``
-blocks and ``compose``, sync and async; afterwards every bulkhead slot is free and every
-half-open trial permit is back.
+blocks and ``compose``, sync and async; afterwards every bulkhead slot is free, every
+half-open trial permit is back, and every worker thread of a sync ``Timeout`` is idle
+again once the calls its interrupted callers left behind have ended.
 
 Each case runs for ``RESILIENT_INTERRUPT_SECONDS`` (default 1.5 s; the issue's figures
 were taken with 10). Signals exist only in the main thread and ``setitimer`` only on
@@ -26,7 +27,15 @@ from typing import Any
 
 import pytest
 
-from resilient import Bulkhead, CircuitBreaker, CircuitOpenError, CircuitState, CountWindow
+from resilient import (
+    Bulkhead,
+    CircuitBreaker,
+    CircuitOpenError,
+    CircuitState,
+    CountWindow,
+    Timeout,
+    WorkersExhaustedError,
+)
 from resilient import compose as compose_policies
 from resilient.testing import ManualClock
 
@@ -224,3 +233,96 @@ def test_async_interrupts_lose_nothing(shape: str) -> None:
                 await _awork()
 
     _check(breaker, bulkhead, _hammer_async(call))
+
+
+def _observe_settling(timeout: Timeout) -> threading.Condition:
+    """A condition notified each time a worker of ``timeout`` has settled a job.
+
+    It observes the pool's own accounting (which still runs): each job that ends, an
+    interrupted caller's too, wakes whoever waits on it.
+    """
+    pool = timeout._core.pool
+    settled = threading.Condition()
+    finished = pool.finished
+
+    def observed(worker: Any, abandoned: bool) -> None:
+        finished(worker, abandoned)
+        with settled:
+            settled.notify_all()
+
+    pool.finished = observed  # type: ignore[method-assign]
+    return settled
+
+
+def _idle_again(timeout: Timeout, settled: threading.Condition) -> None:
+    """Wait (woken by each settled job, bounded) until no call holds a worker."""
+    with settled:
+        settled.wait_for(lambda: timeout._core.pool.stats()[1:] == (0, 0), timeout=10)
+
+
+@pytest.mark.usefixtures("main_thread")
+@pytest.mark.parametrize("shape", ["decorator", "compose"])
+def test_sync_timeout_interrupts_lose_no_worker(shape: str) -> None:
+    # Interrupted in the hand-over to a worker, a caller used to leave the worker taken
+    # and never woken: 306 interrupts lost all 32 workers, every later call refused.
+    timeout = Timeout(30)  # 32 workers: more than the calls ever in flight at once
+    settled = _observe_settling(timeout)
+
+    def job() -> None:
+        pass
+
+    call = timeout(job) if shape == "decorator" else compose_policies(timeout)(job)
+
+    def attempt() -> None:
+        try:
+            call()
+        except WorkersExhaustedError:  # the workers are lost: counted below
+            raise Ignored from None
+
+    interrupts = _hammer(attempt)
+    assert interrupts > 0
+    _idle_again(timeout, settled)
+    metrics = timeout.metrics()
+    lost = metrics.busy_workers
+    assert lost == 0, f"{interrupts} interrupts lost {lost} of 32 workers"
+    assert metrics.abandoned_running == 0
+    assert metrics.rejected == 0
+    assert 1 <= metrics.workers <= 32
+    assert call() is None  # a fresh call gets a worker
+
+
+@pytest.mark.usefixtures("main_thread")
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signal.pthread_kill is POSIX")
+def test_a_caller_interrupted_while_waiting_abandons_its_call() -> None:
+    timeout = Timeout(30, max_workers=1)
+    settled = _observe_settling(timeout)
+    started, release = threading.Event(), threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupt
+
+    def job() -> str:
+        started.set()
+        # The caller is blocked waiting for this job: interrupt it there.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        release.wait(30)
+        return "late"
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(Interrupt):
+            timeout.call(job)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    try:
+        assert started.is_set()
+        metrics = timeout.metrics()
+        assert (metrics.busy_workers, metrics.abandoned_running) == (1, 1)
+        with pytest.raises(WorkersExhaustedError):  # its worker is held until it ends
+            timeout.call(lambda: None)
+    finally:
+        release.set()
+    _idle_again(timeout, settled)
+    metrics = timeout.metrics()
+    assert (metrics.workers, metrics.busy_workers, metrics.abandoned_running) == (1, 0, 0)
+    assert timeout.call(lambda: "again") == "again"

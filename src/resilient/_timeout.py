@@ -374,7 +374,7 @@ class Timeout(CorePolicy[TimeoutCore]):
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         core = self._core
-        pool = core.pool
+        submit = core.pool.submit
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             seconds = effective_timeout(core.seconds)
@@ -384,10 +384,21 @@ class Timeout(CorePolicy[TimeoutCore]):
             context = contextvars.copy_context()
             context.run(DEADLINE.set, (core.clock.monotonic() + seconds, core.clock))
             job = Job(fn, args, kwargs, context)
-            if not pool.submit(job):
+            finished = False
+            try:
+                submitted = submit(job)
+                if submitted:
+                    next(core.admitted)
+                    finished = job.wait(seconds)
+            except BaseException:
+                # Interrupted (a signal handler raised) anywhere above: the job, if it
+                # was handed over, runs on unattended. One C call abandons it here, in
+                # this frame, so the pool counts it until it ends (see _workers).
+                job._claim.acquire(blocking=False)
+                raise
+            if not submitted:
                 raise core.exhausted()
-            next(core.admitted)
-            if not job.wait(seconds, pool.abandoned):
+            if not finished:
                 raise core.expired(seconds, abandoned=True)
             error = job.error
             if error is not None:

@@ -9,6 +9,16 @@ new call is rejected at once with :class:`~resilient.WorkersExhaustedError`, nev
 queued, since a queued call would spend its own timeout waiting for a worker.
 Idle workers exit after ``idle_timeout`` seconds.
 
+A signal handler may raise in the caller's thread at any call the interpreter makes
+(``KeyboardInterrupt``, a SIGALRM-based timeout); worker threads never run one. So
+everything the caller does is a single C call that either happened or did not: it takes
+a unit of capacity with ``_free.pop()`` (given back with ``append`` if anything fails
+before the hand-over), hands the job over with ``_jobs.put()`` to whichever worker is
+waiting on that queue (no worker is ever "taken" without its job), waits with a C lock's
+``acquire``, and abandons with a non-blocking ``acquire`` of the job's claim. The
+workers do all the rest: they give the capacity back when a job ends, and tell an
+abandoned job (its claim already taken) from a finished one.
+
 A forked child has none of the parent's workers: the pool starts again empty there, in
 a new *generation*, so that a worker of the old one (the thread that forked, if a job
 forked) settles nothing in the new one and exits when its job is done.
@@ -18,7 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import functools
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any, Final
@@ -31,11 +41,19 @@ RUNNING: Final = 0
 FINISHED: Final = 1
 ABANDONED: Final = 2
 
+_TIMEOUT_MAX: Final = threading.TIMEOUT_MAX
+
 
 class Job:
-    """One call handed to a worker; the caller and the worker settle it under a lock."""
+    """One call handed to a worker.
 
-    __slots__ = ("_done", "_lock", "args", "context", "error", "fn", "kwargs", "result", "state")
+    Two C locks settle it without a Python-level critical section: ``_done`` (held from
+    the start, released by the worker when the job is over) wakes the caller, and
+    ``_claim`` is taken once, either by the caller giving up (the job is abandoned) or
+    by the worker when the call has returned (the caller collects its outcome).
+    """
+
+    __slots__ = ("_claim", "_done", "args", "context", "error", "fn", "kwargs", "result", "state")
 
     def __init__(
         self,
@@ -51,47 +69,41 @@ class Job:
         self.result: Any = None
         self.error: BaseException | None = None
         self.state = RUNNING
-        self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._new_locks()
 
-    def wait(self, timeout: float, on_abandon: Callable[[], None]) -> bool:
+    def _new_locks(self) -> None:
+        # Per-call locks (also made afresh in a child forked by the job), never held
+        # across a fork by anyone the child still has.
+        self._claim = threading.Lock()
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def wait(self, timeout: float) -> bool:
         """Wait for the worker; ``True`` if the job finished, ``False`` if abandoned now.
 
-        ``on_abandon`` runs under the job's lock, so the worker's end-of-job accounting
-        (which takes the same lock) always comes after it.
+        Interrupted while waiting (or at any point), the caller must still abandon the
+        job with ``job._claim.acquire(blocking=False)`` in its own frame, as ``Timeout`` does.
         """
-        try:
-            if self._done.wait(min(timeout, threading.TIMEOUT_MAX)):
-                return True
-        except BaseException:  # interrupted while waiting: the job runs on unattended
-            self._abandon(on_abandon)
-            raise
-        return not self._abandon(on_abandon)
-
-    def _abandon(self, on_abandon: Callable[[], None]) -> bool:
-        with self._lock:
-            if self.state == FINISHED:  # finished in the instant after the wait gave up
-                return False
-            self.state = ABANDONED
-            on_abandon()
+        if self._done.acquire(timeout=min(timeout, _TIMEOUT_MAX)):
             return True
+        # A failed claim: the worker finished in the instant after the wait gave up.
+        return not self._claim.acquire(blocking=False)
 
-    def run(self, on_finish: Callable[[bool], None]) -> None:
+    def run(self, pool: WorkerPool, worker: _Worker) -> None:
         """Run the call in the caller's context, then settle it.
 
-        ``on_finish(abandoned)`` (the pool's accounting, which makes the worker idle
-        again) runs *before* the caller is woken, so a caller that calls again at once
-        finds the worker free.
+        The pool's accounting (which gives the capacity back) runs *before* the caller is
+        woken, so a caller that calls again at once finds a worker free.
         """
         try:
             self.result = self.context.run(self.fn, *self.args, **self.kwargs)
         except BaseException as exc:  # handed to the caller, who re-raises it
             self.error = exc
-        with self._lock:
-            abandoned = self.state == ABANDONED
-            self.state = FINISHED
-        on_finish(abandoned)
-        self._done.set()
+        worker.current = None  # from here on the job is not "running" for the metrics
+        abandoned = not self._claim.acquire(blocking=False)
+        self.state = ABANDONED if abandoned else FINISHED
+        pool.finished(worker, abandoned)
+        self._done.release()
 
 
 class _Worker(threading.Thread):
@@ -99,77 +111,107 @@ class _Worker(threading.Thread):
         super().__init__(name=f"resilient-timeout-{pool.name}", daemon=True)
         self._pool = pool
         self.generation = pool.generation
-        self.current: Job | None = None  # for a child forked by the job it runs
-        self._jobs: collections.deque[Job] = collections.deque()
-        self._wake = threading.Semaphore(0)
-
-    def submit(self, job: Job) -> None:
-        self._jobs.append(job)
-        self._wake.release()
+        self.current: Job | None = None  # for the metrics, and a child forked by the job
 
     def run(self) -> None:
         pool = self._pool
+        jobs = pool._jobs
+        if not pool.joined(self):
+            return
         while True:
-            if not self._wake.acquire(timeout=pool.idle_timeout):
+            try:
+                job = self.current = jobs.get(True, pool.idle_timeout)
+            except queue.Empty:
                 if pool.retire(self):
                     return
                 continue
-            job = self.current = self._jobs.popleft()
-            job.run(functools.partial(pool.finished, self))
-            self.current = None
+            job.run(pool, self)
             del job
             if self.generation != pool.generation:
                 return  # a forked child's copy of this worker: the pool has no place for it
 
 
 class WorkerPool:
-    """At most ``max_workers`` threads; a busy pool refuses instead of queueing."""
+    """At most ``max_workers`` calls at once; a busy pool refuses instead of queueing.
+
+    ``_free`` holds one item per call the pool can still take; a worker waits on the
+    shared ``_jobs`` queue. There are always at least as many workers (started or
+    starting) as calls taken, so a job put on the queue finds a worker at once.
+    """
 
     def __init__(self, max_workers: int, name: str, idle_timeout: float = 30.0) -> None:
         self.max_workers = max_workers
         self.name = name
         self.idle_timeout = idle_timeout
         self._lock = new_lock(self)
-        self._idle: list[_Worker] = []
-        self._workers = 0
-        self.abandoned_running = 0
+        self._free: collections.deque[bool] = collections.deque((True,) * max_workers)
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._live: set[_Worker] = set()
+        self._starting: set[_Worker] = set()
         self.generation = 0
 
     def submit(self, job: Job) -> bool:
-        """Hand ``job`` to an idle or new worker; ``False`` if every worker is busy."""
-        with self._lock:
-            if self._idle:
-                worker = self._idle.pop()
-            elif self._workers < self.max_workers:
-                worker = _Worker(self)
-                worker.start()  # may fail ("can't start new thread"): count only after
-                self._workers += 1
-            else:
-                return False
-        worker.submit(job)
+        """Hand ``job`` to a worker; ``False`` if every worker is busy.
+
+        Interrupted anywhere, either nothing was taken or the job is on its way to a
+        worker, which gives the capacity back when it ends.
+        """
+        free = self._free
+        try:
+            free.pop()
+        except IndexError:
+            return False
+        except BaseException:  # raised at a call after the pop: the capacity is ours
+            free.append(True)
+            raise
+        try:
+            if len(self._live) + len(self._starting) < self.max_workers - len(free):
+                self._start_worker()
+        except BaseException:  # interrupted, or no thread could start: not handed over
+            free.append(True)
+            raise
+        self._jobs.put(job)  # after this C call the job is handed over, interrupted or not
         return True
 
-    def abandoned(self) -> None:
-        """A caller gave up on its job; count it until the worker is done with it."""
+    def _start_worker(self) -> None:
+        worker = None
+        try:
+            with self._lock:
+                if len(self._live) + len(self._starting) >= self.max_workers - len(self._free):
+                    return  # another caller started one meanwhile
+                worker = _Worker(self)
+                self._starting.add(worker)
+            worker.start()
+        except BaseException:
+            # Interrupted in start(), the thread may or may not run: if it does it counts
+            # itself in (joined), for a while one worker too many, which retires if idle.
+            if worker is not None:
+                self._starting.discard(worker)
+            raise
+
+    def joined(self, worker: _Worker) -> bool:
+        """A new worker's thread runs: count it (``False``: the pool was reset since)."""
         with self._lock:
-            self.abandoned_running += 1
+            self._starting.discard(worker)
+            if worker.generation != self.generation:
+                return False
+            self._live.add(worker)
+            return True
 
     def finished(self, worker: _Worker, abandoned: bool) -> None:
+        """A worker is done with its job: the pool can take one more call."""
         with self._lock:
             if worker.generation != self.generation:
                 return  # counted in the parent, not in this forked child
-            if abandoned:
-                self.abandoned_running -= 1
-            self._idle.append(worker)
+            self._free.append(True)
 
     def retire(self, worker: _Worker) -> bool:
-        """An idle worker timed out waiting: let it exit unless a job just arrived."""
+        """An idle worker timed out waiting: let it exit if the others suffice."""
         with self._lock:
             if worker.generation != self.generation:
                 return True
-            if worker in self._idle and not worker._jobs:
-                self._idle.remove(worker)
-                self._workers -= 1
+            if len(self._live) > self.max_workers - len(self._free):
+                self._live.discard(worker)
                 return True
             return False
 
@@ -177,16 +219,22 @@ class WorkerPool:
         # The parent's workers do not exist here (save the one that forked, if a job
         # did): forget them all, and the abandoned calls they were running.
         self.generation += 1
-        self._idle = []
-        self._workers = 0
-        self.abandoned_running = 0
+        self._free = collections.deque((True,) * self.max_workers)
+        self._jobs = queue.SimpleQueue()
+        self._live = set()
+        self._starting = set()
         current = threading.current_thread()
         if isinstance(current, _Worker) and current._pool is self and current.current is not None:
-            # Its caller is gone: whatever the caller held of the job's lock is void.
-            current.current._lock = threading.Lock()
-            current.current._done = threading.Event()
+            # Its caller is gone: whatever the caller held of the job's locks is void.
+            current.current._new_locks()
 
     def stats(self) -> tuple[int, int, int]:
         """(workers, busy workers, abandoned calls still running)."""
         with self._lock:
-            return self._workers, self._workers - len(self._idle), self.abandoned_running
+            busy = self.max_workers - len(self._free)
+            abandoned = 0
+            for worker in self._live:
+                job = worker.current
+                if job is not None and job._claim.locked():
+                    abandoned += 1
+            return len(self._live), busy, abandoned
