@@ -235,14 +235,16 @@ def test_async_interrupts_lose_nothing(shape: str) -> None:
     _check(breaker, bulkhead, _hammer_async(call))
 
 
-def _observe_settling(timeout: Timeout) -> threading.Condition:
-    """A condition notified each time a worker of ``timeout`` has settled a job.
+def _observe_settling(
+    timeout: Timeout, settled: threading.Condition | None = None
+) -> threading.Condition:
+    """A condition (``settled``, or a new one) notified each time ``timeout`` settles a job.
 
     It observes the pool's own accounting (which still runs): each job that ends, an
     interrupted caller's too, wakes whoever waits on it.
     """
     pool = timeout._core.pool
-    settled = threading.Condition()
+    settled = threading.Condition() if settled is None else settled
     finished = pool.finished
 
     def observed(worker: Any, abandoned: bool) -> None:
@@ -326,3 +328,33 @@ def test_a_caller_interrupted_while_waiting_abandons_its_call() -> None:
     metrics = timeout.metrics()
     assert (metrics.workers, metrics.busy_workers, metrics.abandoned_running) == (1, 0, 0)
     assert timeout.call(lambda: "again") == "again"
+
+
+@pytest.mark.usefixtures("main_thread")
+def test_sync_timeout_interrupts_while_starting_workers_lose_nothing() -> None:
+    # A fresh Timeout per call, whose worker leaves as soon as it is idle: every call
+    # starts a thread, so interrupts land inside Thread.start() too, whose wait for the
+    # new thread is not interrupt-safe (threading's own Event). It used to let a
+    # `RuntimeError: release unlocked lock` reach the caller instead of the interrupt.
+    settled = threading.Condition()
+    timeouts: list[Timeout] = []
+
+    def job() -> None:
+        pass
+
+    def attempt() -> None:
+        timeout = Timeout(30, max_workers=1)
+        timeout._core.pool.idle_timeout = 1e-4
+        _observe_settling(timeout, settled)
+        timeouts.append(timeout)
+        timeout.call(job)
+
+    interrupts = _hammer(attempt)
+    assert interrupts > 0
+    with settled:
+        settled.wait_for(
+            lambda: all(t._core.pool.stats()[1:] == (0, 0) for t in timeouts), timeout=10
+        )
+    busy = [t.metrics() for t in timeouts if t.metrics().busy_workers]
+    assert busy == [], f"{interrupts} interrupts left {len(busy)} of {len(timeouts)} busy"
+    assert all(t.call(lambda: 1) == 1 for t in timeouts[-100:])

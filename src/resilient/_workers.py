@@ -182,11 +182,17 @@ class WorkerPool:
                 worker = _Worker(self)
                 self._starting.add(worker)
             worker.start()
-        except BaseException:
+        except BaseException as exc:
             # Interrupted in start(), the thread may or may not run: if it does it counts
             # itself in (joined), for a while one worker too many, which retires if idle.
             if worker is not None:
                 self._starting.discard(worker)
+            interrupt = exc.__context__
+            if type(exc) is RuntimeError and interrupt is not None:
+                # start() waits on threading's own Event, which an interrupt can leave
+                # releasing a lock it no longer holds ("release unlocked lock"): the
+                # interrupt is what happened, and what the caller gets.
+                raise interrupt from None
             raise
 
     def joined(self, worker: _Worker) -> bool:
