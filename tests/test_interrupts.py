@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -245,10 +246,14 @@ def _observe_settling(
     """
     pool = timeout._core.pool
     settled = threading.Condition() if settled is None else settled
-    finished = pool.finished
+    finished = type(pool).finished
+    # Held weakly: no reference cycle that would keep thousands of pools for the collector.
+    ref = weakref.ref(pool)
 
     def observed(worker: Any, abandoned: bool) -> None:
-        finished(worker, abandoned)
+        owner = ref()
+        if owner is not None:
+            finished(owner, worker, abandoned)
         with settled:
             settled.notify_all()
 
@@ -358,3 +363,4 @@ def test_sync_timeout_interrupts_while_starting_workers_lose_nothing() -> None:
     busy = [t.metrics() for t in timeouts if t.metrics().busy_workers]
     assert busy == [], f"{interrupts} interrupts left {len(busy)} of {len(timeouts)} busy"
     assert all(t.call(lambda: 1) == 1 for t in timeouts[-100:])
+    timeouts.clear()  # thousands of pools: let them go now, not with this test's frames
