@@ -83,7 +83,9 @@ def _after_fork_in_child() -> None:
     # Only the forking thread runs here: nothing else can touch these structures.
     for lock in _module_locks:
         _reinit(lock)
-    owners = list(_owned.items())
+    # dict.copy() clones the table without allocating per entry, so no collection can
+    # run in the middle of it and call _forget on a table being iterated.
+    owners = list(_owned.copy().items())
     for _, locks in owners:
         for lock in locks:
             _reinit(lock)
