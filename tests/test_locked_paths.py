@@ -7,6 +7,7 @@ in a fresh interpreter.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ import sys
 import textwrap
 
 import pytest
+
+from resilient._atomic import LOCKED, LockedCount, counted, new_counter
 
 PROBE = textwrap.dedent(
     """
@@ -113,3 +116,12 @@ def test_metric_counters_take_a_lock_on_the_locked_paths(force: str | None, kind
     if gil:
         assert seen["kinds"] == [kind] * 3
     assert seen["counts"] == [40_000] * 3
+
+
+def test_the_locked_counter_counts_as_itertools_count_does() -> None:
+    counter = LockedCount()
+    assert iter(counter) is counter
+    assert [next(counter) for _ in range(3)] == [0, 1, 2]
+    assert counted(counter) == 3
+    assert repr(counter) == "count(3)"
+    assert type(new_counter()) is (LockedCount if LOCKED else itertools.count)
