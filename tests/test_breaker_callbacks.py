@@ -200,7 +200,7 @@ def test_a_lost_trial_ticket_gives_its_permit_back() -> None:
     # ticket nobody will finish. Once collected, its permit is back.
     clock = ManualClock()
     breaker = _tripped(clock)
-    ticket = breaker._core.admit_slow()
+    ticket = breaker._core.admit_checked()
     assert not isinstance(ticket, CircuitOpenError)
     assert not _admits_a_trial(breaker)  # the only trial is taken
     del ticket

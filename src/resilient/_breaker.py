@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from resilient._breaker_core import BreakerCore
+from resilient._breaker_core import KIND, BreakerCore
 from resilient._breaker_state import CircuitBreakerMetrics, CircuitState, Epoch, Trial
 from resilient._decorate import COROUTINE, refuse_coroutine
 from resilient._errors import CircuitOpenError
@@ -50,7 +50,7 @@ class _BreakerStep:
         start = self._monotonic() if timed else 0.0  # before a permit is taken
         ticket: Ticket | None = core._free
         if ticket is None:
-            admitted = core.admit_slow()
+            admitted = core.admit_checked()
             if isinstance(admitted, CircuitOpenError):
                 try:
                     raise admitted
@@ -125,7 +125,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
     """
 
     __slots__ = ("_step",)
-    kind = "circuit_breaker"
+    kind = KIND
 
     def __init__(
         self,
@@ -174,7 +174,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
 
     def _sync_guard(self, fn: Callable[P, T]) -> Callable[P, T]:
         core = self._core
-        admit_slow = core.admit_slow
+        admit_checked = core.admit_checked
         on_success = core.on_success
         on_error = core.on_error
         on_cancel = core.on_cancel
@@ -188,7 +188,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             start = monotonic() if timed else 0.0
             ticket: Ticket | None = core._free
             if ticket is None:
-                admitted = admit_slow()
+                admitted = admit_checked()
                 if isinstance(admitted, CircuitOpenError):
                     try:
                         raise admitted  # raised here: one frame, not three
@@ -216,7 +216,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
 
     def _async_guard(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         core = self._core
-        admit_slow = core.admit_slow
+        admit_checked = core.admit_checked
         on_success = core.on_success
         on_error = core.on_error
         on_cancel = core.on_cancel
@@ -229,7 +229,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             start = monotonic() if timed else 0.0
             ticket: Ticket | None = core._free
             if ticket is None:
-                admitted = admit_slow()
+                admitted = admit_checked()
                 if isinstance(admitted, CircuitOpenError):
                     try:
                         raise admitted  # raised here: one frame, not three

@@ -7,10 +7,11 @@ never sleeps, never awaits and never runs the user's function; the adapters in
 :meth:`~BreakerCore.on_error` and :meth:`~BreakerCore.on_cancel`.
 
 Concurrency: state is guarded by one lock that is never held across a user call or a
-listener. Each stay in a state is an :class:`Epoch`; :meth:`~BreakerCore.acquire` hands
-the caller the current epoch as its ticket, and an outcome whose ticket is no longer the
-current epoch (the breaker changed state while the call ran) is reported but never
-counted, so a slow call admitted while CLOSED cannot close an OPEN breaker.
+listener. Each stay in a state is an :class:`Epoch`; admission (``_free``, else
+:meth:`~BreakerCore.admit_checked`) hands the caller the current epoch as its ticket,
+and an outcome whose ticket is no longer the current epoch (the breaker changed state
+while the call ran) is reported but never counted, so a slow call admitted while CLOSED
+cannot close an OPEN breaker.
 
 The CLOSED hot path takes no lock to admit: ``_free`` holds the current epoch while the
 state admits every call (CLOSED, DISABLED, METRICS_ONLY) and ``None`` otherwise, and one
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from resilient._atomic import LOCKED, counted
-from resilient._breaker_readouts import BreakerReadouts
+from resilient._breaker_metrics import BreakerReadouts
 from resilient._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
@@ -220,10 +221,8 @@ class BreakerCore(BreakerReadouts, EventSource):
                     "the consecutive-open count (from 1) to seconds"
                 ) from exc
             seconds = check_duration("open_duration(1)", first)
-            assert seconds is not None  # noqa: S101 -- allow_none is off
             return value, seconds
         seconds = check_duration("open_duration", value)
-        assert seconds is not None  # noqa: S101 -- allow_none is off
         return seconds, seconds
 
     def _start_totals(self) -> None:
@@ -328,8 +327,6 @@ class BreakerCore(BreakerReadouts, EventSource):
                 self._last_open_duration,
             )
             return
-        if seconds is None:  # pragma: no cover - allow_none is off
-            return
         with self._lock:
             if self._epoch is pending.epoch:
                 self._last_open_duration = seconds
@@ -379,20 +376,7 @@ class BreakerCore(BreakerReadouts, EventSource):
 
     # -- the adapters' interface -------------------------------------------------------
 
-    def acquire(self) -> Epoch | Trial:
-        """Admit a call and return its ticket, or raise :class:`CircuitOpenError`."""
-        ticket = self._free
-        if ticket is not None:
-            return ticket
-        admitted = self.admit_slow()
-        if type(admitted) is not CircuitOpenError:
-            return admitted  # type: ignore[return-value]
-        try:
-            raise admitted
-        finally:
-            del admitted  # no frame <-> traceback cycle for the GC to find
-
-    def admit_slow(self) -> Epoch | Trial | CircuitOpenError:
+    def admit_checked(self) -> Epoch | Trial | CircuitOpenError:
         """Admit a call outside the free path: a ticket, or the error to raise.
 
         The error is returned, not raised, so that the adapter raises it in its own

@@ -88,7 +88,6 @@ class RetryBudget:
     ) -> None:
         # Ten buckets, each at least MIN_BUCKET_SECONDS wide (see TimeWindow).
         seconds = check_duration("ttl", ttl, minimum=self._BUCKETS * MIN_BUCKET_SECONDS)
-        assert seconds is not None  # noqa: S101 -- allow_none is off
         self.ttl = seconds
         self.min_retries_per_second = check_number(
             "min_retries_per_second", min_retries_per_second, minimum=0.0

@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from resilient._block import DONE, ENTERED, FINISHED, Block, block_exits
-from resilient._bulkhead_core import BulkheadCore, BulkheadMetrics, SlotClaim
+from resilient._bulkhead_core import KIND, BulkheadCore, BulkheadMetrics, SlotClaim
 from resilient._decorate import COROUTINE, refuse_coroutine
 from resilient._pipeline import PASS, WAIT, Wait
 from resilient._policy import CorePolicy
@@ -216,7 +216,7 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     """
 
     __slots__ = ("_step",)
-    kind = "bulkhead"
+    kind = KIND
 
     def __init__(
         self, max_concurrent: int, *, max_wait: Duration = 0.0, name: str | None = None

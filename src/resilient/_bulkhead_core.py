@@ -95,7 +95,6 @@ class BulkheadCore(EventSource):
         self.name = check_name(name)
         self.max_concurrent = check_int("max_concurrent", max_concurrent)
         wait = check_duration("max_wait", max_wait)
-        assert wait is not None  # noqa: S101 -- allow_none is off
         self.max_wait = wait
         # Bounded: a slot taken before a fork and returned in the child (which starts
         # with every slot free) is dropped rather than raising the limit.

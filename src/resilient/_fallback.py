@@ -225,7 +225,7 @@ class Fallback(CorePolicy[FallbackCore], Generic[T]):
     """
 
     __slots__ = ("_async", "_sync")
-    kind = "fallback"
+    kind = KIND
     _callable_option = True
 
     @overload

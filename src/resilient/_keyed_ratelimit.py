@@ -14,7 +14,7 @@ from typing import Any
 
 from resilient._clock import Clock
 from resilient._policy import CorePolicy
-from resilient._ratelimit import _NS, GcraCore, RateLimiterMetrics
+from resilient._ratelimit import _NS, KIND, GcraCore, RateLimiterMetrics
 from resilient._validate import MAX_KEYS, Duration, check_int
 
 __all__ = ["KeyedRateLimiter"]
@@ -101,7 +101,7 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
     """
 
     __slots__ = ("_key",)
-    kind = "rate_limiter"
+    kind = KIND
 
     def __init__(
         self,

@@ -104,7 +104,6 @@ class GcraCore(EventSource):
         self.name = check_name(name)
         self.rate = check_number("rate", rate, minimum=0.0, inclusive=False)
         period = check_duration("per", per, allow_zero=False)
-        assert period is not None  # noqa: S101 -- allow_none is off
         self.per = period
         if period / self.rate > MAX_SECONDS:
             # The interval between calls must stay a duration the clock can represent.
@@ -119,7 +118,6 @@ class GcraCore(EventSource):
             else check_int("burst", burst, maximum=int(MAX_RATE))
         )
         wait = check_duration("max_wait", max_wait)
-        assert wait is not None  # noqa: S101 -- allow_none is off
         self.max_wait = wait
         # Integer nanoseconds throughout (see the module docstring). The interval is
         # rounded up, exactly (as fractions), so the limiter is never more permissive
@@ -322,7 +320,7 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
     """
 
     __slots__ = ("_step",)
-    kind = "rate_limiter"
+    kind = KIND
 
     def __init__(
         self,

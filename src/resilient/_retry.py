@@ -14,7 +14,7 @@ from resilient._budget import RetryBudget, RetryThrottle
 from resilient._clock import Clock
 from resilient._policy import CorePolicy
 from resilient._retry_block import AsyncRetrying, Attempt, Retrying
-from resilient._retry_core import RetryCore, RetryMetrics, instant_retries
+from resilient._retry_core import KIND, RetryCore, RetryMetrics, instant_retries
 from resilient._validate import ExceptionMatcher
 from resilient._wait import MAX_WAIT, ExponentialJitter
 
@@ -65,7 +65,7 @@ class Retry(CorePolicy[RetryCore]):
     """
 
     __slots__ = ()
-    kind = "retry"
+    kind = KIND
 
     #: The longest wait between two attempts, in seconds (one day). A subclass may set
     #: its own; it is read when a policy is constructed.

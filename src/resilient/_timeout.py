@@ -95,7 +95,6 @@ class TimeoutCore(EventSource):
         super().__init__()
         self.name = check_name(name)
         value = check_duration("seconds", seconds, allow_zero=False)
-        assert value is not None  # noqa: S101 -- allow_none is off
         self.seconds = value
         self.clock = check_clock(clock)
         self.pool = WorkerPool(check_int("max_workers", max_workers), name or "unnamed")

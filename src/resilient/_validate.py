@@ -13,7 +13,7 @@ import inspect
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast, overload
 
 from resilient._clock import MONOTONIC, Clock
 
@@ -98,6 +98,26 @@ def _real(name: str, value: object, expected: str) -> float:
         raise ValueError(f"{name} must be {expected}, got an int too large for a float") from None
 
 
+@overload
+def check_duration(
+    name: str,
+    value: object,
+    *,
+    allow_zero: bool = ...,
+    allow_none: Literal[False] = ...,
+    minimum: float = ...,
+    maximum: float | None = ...,
+) -> float: ...
+@overload
+def check_duration(
+    name: str,
+    value: object,
+    *,
+    allow_zero: bool = ...,
+    allow_none: Literal[True],
+    minimum: float = ...,
+    maximum: float | None = ...,
+) -> float | None: ...
 def check_duration(
     name: str,
     value: object,

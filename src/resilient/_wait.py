@@ -132,9 +132,7 @@ _RANDOM = random.Random()  # noqa: S311 -- jitter, not cryptography
 
 
 def _positive(name: str, value: object) -> float:
-    seconds = check_duration(name, value, allow_zero=False)
-    assert seconds is not None  # noqa: S101 -- allow_none is off
-    return seconds
+    return check_duration(name, value, allow_zero=False)
 
 
 def _is_tenacity_wait(wait: object) -> bool:
@@ -201,7 +199,6 @@ def compile_wait(wait: object, max_wait: float = MAX_WAIT) -> Callable[[], Sched
         schedule: Schedule = lambda attempt, _exc, _result: as_seconds(fn(attempt))  # noqa: E731
         return lambda: schedule
     seconds = check_duration("wait", wait, maximum=None)  # bounded by max_wait below
-    assert seconds is not None  # noqa: S101 -- allow_none is off
     if seconds > max_wait:
         raise ValueError(
             f"wait must be between 0 and {max_wait:g} seconds (Retry.MAX_WAIT), got {seconds!r}"

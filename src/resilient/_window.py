@@ -168,16 +168,12 @@ class CountWindow(Window):
         """Return a new, empty ``CountWindow`` of the same size (a count needs no clock)."""
         return type(self)(self.size, _durations=durations)
 
-    def claim(self) -> int:
-        """Claim the next slot of the ring (the oldest outcome's) and return its index."""
-        return next(self._next) % self.size
-
     def record(self, outcome: int, duration: float = 0.0) -> None:
         """Add one outcome, evicting the oldest once the window is full."""
         self.record_at(next(self._next) % self.size, outcome, duration)
 
     def record_at(self, slot: int, outcome: int, duration: float = 0.0) -> None:
-        """Write ``outcome`` into a slot returned by ``claim()``."""
+        """Write ``outcome`` into ``slot``, one the caller claimed as ``next(_next) % size``."""
         outcomes = self._outcomes
         counts = self._counts
         old = outcomes[slot]
@@ -237,7 +233,6 @@ class TimeWindow(Window):
     ) -> None:
         super().__init__()
         length = check_duration("seconds", seconds, minimum=MIN_BUCKET_SECONDS)
-        assert length is not None  # noqa: S101 -- allow_none is off
         self.seconds = length
         # A bucket narrower than MIN_BUCKET_SECONDS would make the bucket number of a
         # clock reading overflow (or divide by zero): the widest count that fits.

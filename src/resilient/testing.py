@@ -38,7 +38,6 @@ class ManualClock:
     def __init__(self, start: float = 0.0) -> None:
         # Any finite reading is a valid start; large ones test precision (see RateLimiter).
         now = check_duration("start", start, minimum=-_MAX_START, maximum=_MAX_START)
-        assert now is not None  # noqa: S101 -- allow_none is off
         self._now = now
         self._lock = new_lock(self)
 
@@ -50,7 +49,7 @@ class ManualClock:
         """Move time forward by ``seconds`` (>= 0; a ``timedelta`` is accepted too)."""
         step = check_duration("seconds", seconds, maximum=None)
         with self._lock:
-            self._now += step  # type: ignore[operator]
+            self._now += step
 
     def sleep(self, seconds: float) -> None:
         """Advance by ``seconds`` instead of blocking."""

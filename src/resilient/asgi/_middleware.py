@@ -225,7 +225,7 @@ class ResilienceMiddleware:
             else KeyedGuards(
                 self._build_key,
                 max_keys,
-                ttl,  # type: ignore[arg-type]
+                ttl,
                 self._clock,
             )
         )

@@ -40,7 +40,7 @@ from resilient._policy import CorePolicy
 from resilient._ratelimit import RateLimiter
 from resilient._timeout import Timeout
 from resilient._version import __version__
-from resilient.instrumentation._readings import KIND, OUTCOME, POLICY, Readings
+from resilient.instrumentation._readings import KIND_KEY, OUTCOME, POLICY, Readings
 from resilient.instrumentation._tracing import SpanEvents
 
 __all__ = ["Instrumentation", "instrument"]
@@ -229,7 +229,7 @@ class Instrumentation(Readings):
                 and event.policy is not None
                 and event.duration is not None  # type: ignore[attr-defined]
             ):
-                attrs: Attrs = {POLICY: event.policy, KIND: event.kind}
+                attrs: Attrs = {POLICY: event.policy, KIND_KEY: event.kind}
                 if type(event) is CallFailed:
                     attrs[OUTCOME] = "failure"
                 elif type(event) is CallIgnored:

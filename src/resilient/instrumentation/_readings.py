@@ -28,12 +28,12 @@ from resilient._ratelimit import RateLimiter
 from resilient._retry import Retry
 from resilient._timeout import Timeout
 
-__all__ = ["KIND", "OUTCOME", "POLICY", "STATE", "Key", "Readings"]
+__all__ = ["KIND_KEY", "OUTCOME", "POLICY", "STATE", "Key", "Readings"]
 
 logger = logging.getLogger("resilient")
 
 POLICY: Final = "resilient.policy"
-KIND: Final = "resilient.kind"
+KIND_KEY: Final = "resilient.kind"
 OUTCOME: Final = "resilient.outcome"
 STATE: Final = "resilient.state"
 
@@ -135,7 +135,7 @@ class Readings:
             for outcome, value in (counts or {}).items():
                 totals[(key[0], key[1], outcome)] += value
         for (kind, name, outcome), value in totals.items():
-            yield Observation(value, {POLICY: name, KIND: kind, OUTCOME: outcome})
+            yield Observation(value, {POLICY: name, KIND_KEY: kind, OUTCOME: outcome})
 
     def _breaker_state(self) -> Iterator[Observation]:
         per_state: dict[Key, dict[CircuitState, int]] = {}
@@ -146,7 +146,7 @@ class Readings:
                 counts[state] += 1
         for (kind, name), counts in per_state.items():
             for state, value in counts.items():
-                yield Observation(value, {POLICY: name, KIND: kind, STATE: state.value})
+                yield Observation(value, {POLICY: name, KIND_KEY: kind, STATE: state.value})
 
     def _transitions(self) -> Iterator[Observation]:
         totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
@@ -155,7 +155,7 @@ class Readings:
             for (before, after), value in (self._read(key, breaker, read) or {}).items():
                 totals[(key[0], key[1], before.value, after.value)] += value
         for (kind, name, before, after), value in totals.items():
-            attrs = {POLICY: name, KIND: kind, "resilient.from_state": before, STATE: after}
+            attrs = {POLICY: name, KIND_KEY: kind, "resilient.from_state": before, STATE: after}
             yield Observation(value, attrs)
 
     def _rate(self, field: str) -> Callable[[], Iterator[Observation]]:
@@ -166,7 +166,7 @@ class Readings:
                 if metrics is not None:
                     worst[key] = max(worst.get(key, 0.0), getattr(metrics, field))
             for (kind, name), value in worst.items():
-                yield Observation(value, {POLICY: name, KIND: kind})
+                yield Observation(value, {POLICY: name, KIND_KEY: kind})
 
         return read
 
@@ -180,7 +180,7 @@ class Readings:
             durations.sort()
             for q in self._quantiles:
                 value = durations[max(math.ceil(q * len(durations)) - 1, 0)]  # nearest rank
-                yield Observation(value, {POLICY: name, KIND: kind, "resilient.quantile": q})
+                yield Observation(value, {POLICY: name, KIND_KEY: kind, "resilient.quantile": q})
 
     def _summed(
         self, kinds: tuple[type, ...], value: Callable[[Any], float]
@@ -194,7 +194,7 @@ class Readings:
                 if got is not None:
                     totals[key] += got
             for (kind, name), total in totals.items():
-                yield Observation(total, {POLICY: name, KIND: kind})
+                yield Observation(total, {POLICY: name, KIND_KEY: kind})
 
         return read
 
@@ -210,4 +210,4 @@ class Readings:
             for budget in distinct.values():
                 snap = self._read((kind, name), budget, budget.snapshot)
                 total += snap.balance if snap is not None else 0.0
-            yield Observation(total, {POLICY: name, KIND: kind})
+            yield Observation(total, {POLICY: name, KIND_KEY: kind})
