@@ -506,7 +506,7 @@ class BreakerCore(BreakerReadouts, EventSource):
                 return
             self._finish(ticket, SUCCESS, duration, None, None, slot)
             return
-        self._on_success_slow(ticket, result, duration)
+        self._on_success_checked(ticket, result, duration)
 
     def _on_success_locked(  # pragma: no cover - the RESILIENT_FORCE_LOCKED=1 run
         self, ticket: Epoch | Trial, result: Any, duration: float
@@ -527,12 +527,12 @@ class BreakerCore(BreakerReadouts, EventSource):
                 return
             self._finish(ticket, SUCCESS, duration, None, None, slot)
             return
-        self._on_success_slow(ticket, result, duration)
+        self._on_success_checked(ticket, result, duration)
 
     if LOCKED:  # pragma: no cover - the RESILIENT_FORCE_LOCKED=1 run
         on_success = _on_success_locked  # chosen once, at import: no test on the hot path
 
-    def _on_success_slow(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
+    def _on_success_checked(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
         check = self._record_result
         try:
             failed = check is not None and result is not NO_RESULT and self._failed(check, result)
