@@ -11,11 +11,10 @@ fallback may return instead of the function's result (``Never`` without one).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from resilient._fallback import Fallback
-from resilient._policy import Policy
+from resilient._policy import Policy, WidensResult
 
 if TYPE_CHECKING:
     # typing_extensions is only installed on 3.10, and typing's TypeVar takes a default
@@ -33,7 +32,7 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
-class Composition(Policy, Generic[T]):
+class Composition(WidensResult[T]):
     """Policies applied as one, outermost first; build it with [`compose()`][resilient.compose].
 
     For type checkers, ``Composition[T]`` turns a ``Callable[P, R]`` into a
@@ -56,22 +55,6 @@ class Composition(Policy, Generic[T]):
                 )
             flat.extend(policy._flatten())
         self._policies = tuple(flat)
-
-    if TYPE_CHECKING:  # the caller gets R | T; at run time Policy's methods serve as they are
-
-        @overload  # type: ignore[override]
-        def __call__(
-            self, fn: Callable[P, Coroutine[Any, Any, R]], /
-        ) -> Callable[P, Coroutine[Any, Any, R | T]]: ...
-        @overload
-        def __call__(self, fn: Callable[P, R], /) -> Callable[P, R | T]: ...
-        def __call__(self, fn: Callable[..., Any], /) -> Callable[..., Any]: ...
-        def call(  # type: ignore[override]
-            self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-        ) -> R | T: ...
-        async def call_async(  # type: ignore[override]
-            self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-        ) -> R | T: ...
 
     @property
     def policies(self) -> tuple[Policy, ...]:

@@ -17,15 +17,15 @@ For type checkers, ``Fallback[T]`` is generic in what its handler returns: a dec
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal, ParamSpec, TypeVar, overload
 
 from resilient._decorate import is_async_callable
 from resilient._errors import MisuseError
 from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
 from resilient._fork import new_lock
 from resilient._pipeline import PASS, Deferred, Wait
-from resilient._policy import CorePolicy
+from resilient._policy import CorePolicy, WidensResult
 from resilient._validate import (
     ExceptionMatcher,
     check_name,
@@ -196,7 +196,7 @@ class _FallbackStep:
         raise NotImplementedError
 
 
-class Fallback(CorePolicy[FallbackCore], Generic[T]):
+class Fallback(WidensResult[T], CorePolicy[FallbackCore]):
     """Return ``handler(exception)`` instead of raising a matching exception.
 
     With ``on_result``, a returned value that matches is replaced by
@@ -280,22 +280,6 @@ class Fallback(CorePolicy[FallbackCore], Generic[T]):
         self._core = FallbackCore(handler, on, on_result, with_args, name)
         self._async = _FallbackStep(self._core, defer=self._core.handler_is_async)
         self._sync = None if self._core.handler_is_async else _FallbackStep(self._core, defer=False)
-
-    if TYPE_CHECKING:  # the caller gets R | T; at run time Policy's methods serve as they are
-
-        @overload  # type: ignore[override]
-        def __call__(
-            self, fn: Callable[P, Coroutine[Any, Any, R]], /
-        ) -> Callable[P, Coroutine[Any, Any, R | T]]: ...
-        @overload
-        def __call__(self, fn: Callable[P, R], /) -> Callable[P, R | T]: ...
-        def __call__(self, fn: Callable[..., Any], /) -> Callable[..., Any]: ...
-        def call(  # type: ignore[override]
-            self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-        ) -> R | T: ...
-        async def call_async(  # type: ignore[override]
-            self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-        ) -> R | T: ...
 
     def _check_target(self, fn: Callable[..., Any]) -> None:
         if self._core.with_args:

@@ -12,9 +12,9 @@ import contextvars
 import functools
 import inspect
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import FunctionType, TracebackType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from resilient._block import DONE, FRESH, PENDING, Block, block_exits, exit_block
 from resilient._decorate import (
@@ -230,6 +230,10 @@ class Policy:
         __exit__, __aexit__ = block_exits(Block)
 
 
+W = TypeVar("W")  # what a fallback may return instead
+R = TypeVar("R")
+
+
 C = TypeVar("C", bound=EventSource)
 
 # Every policy alive, so that instrument() can observe those created before it was called.
@@ -284,6 +288,31 @@ def reported_name(policy: Policy) -> str:
         return str(name)
     with _GUARDED_LOCK:
         return _GUARDED.get(policy, UNNAMED)
+
+
+class WidensResult(Policy, Generic[W]):
+    """For type checkers only: decorating a ``Callable[P, R]`` gives ``Callable[P, R | W]``.
+
+    The base of the policies that may answer with something else than the function's
+    result (a ``Fallback``, a composition with one outermost); at run time ``Policy``'s
+    methods serve as they are.
+    """
+
+    if TYPE_CHECKING:
+
+        @overload  # type: ignore[override]
+        def __call__(
+            self, fn: Callable[P, Coroutine[Any, Any, R]], /
+        ) -> Callable[P, Coroutine[Any, Any, R | W]]: ...
+        @overload
+        def __call__(self, fn: Callable[P, R], /) -> Callable[P, R | W]: ...
+        def __call__(self, fn: Callable[..., Any], /) -> Callable[..., Any]: ...
+        def call(  # type: ignore[override]
+            self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+        ) -> R | W: ...
+        async def call_async(  # type: ignore[override]
+            self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+        ) -> R | W: ...
 
 
 class CorePolicy(Policy, Generic[C]):
