@@ -8,7 +8,7 @@ import time
 import pytest
 
 from resilient import Clock, MonotonicClock
-from resilient._clock import MONOTONIC
+from resilient._waiting._clock import MONOTONIC
 from resilient.testing import ManualClock
 
 

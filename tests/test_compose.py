@@ -41,7 +41,7 @@ from resilient import (
     TimeoutExceededError,
     compose,
 )
-from resilient._policy import Policy
+from resilient._policies._policy import Policy
 from resilient.testing import ManualClock
 
 CLOSED = CircuitState.CLOSED

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 import anyio
 import pytest
 
-import resilient._policy
+import resilient._policies._policy
 from resilient import (
     Bulkhead,
     BulkheadFullError,
@@ -267,7 +267,7 @@ def test_first_concurrent_use_of_a_policy_keeps_every_token() -> None:
 
     fake = types.SimpleNamespace(ContextVar=contextvar)
     mp = pytest.MonkeyPatch()
-    mp.setattr(resilient._policy, "contextvars", fake)
+    mp.setattr(resilient._policies._policy, "contextvars", fake)
     start, both_inside = threading.Barrier(2), threading.Barrier(2)
     try:
         with threads_reraising() as (threads, errors):

@@ -39,12 +39,11 @@ from resilient import (
     RetryBudget,
     RetryThrottle,
     Timeout,
-    _events,
-    _fork,
-    _policy,
-    _timer,
 )
-from resilient._workers import FINISHED, Job, WorkerPool
+from resilient._core import _events, _fork
+from resilient._policies import _policy
+from resilient._waiting import _timer
+from resilient._waiting._workers import FINISHED, Job, WorkerPool
 from resilient.testing import ManualClock, capture_events
 
 pytestmark = pytest.mark.skipif(

@@ -36,7 +36,7 @@ def test_import_resilient_loads_only_what_a_breaker_needs() -> None:
     def ours(code: str) -> set[str]:
         return {m for m in loaded_after(code) if m.startswith("resilient.")}
 
-    assert ours("import resilient") == ours("import resilient._breaker")
+    assert ours("import resilient") == ours("import resilient._policies._breaker")
 
 
 def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
@@ -58,9 +58,9 @@ def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
         ("resilient.instrument", "opentelemetry"),
         ("resilient.Instrumentation", "opentelemetry"),
         ("resilient.Timeout", "anyio"),
-        ("resilient.Retry", "resilient._retry"),
-        ("resilient.compose", "resilient._compose"),
-        ("resilient.default_registry", "resilient._registry"),
+        ("resilient.Retry", "resilient._policies._retry"),
+        ("resilient.compose", "resilient._policies._compose"),
+        ("resilient.default_registry", "resilient._policies._registry"),
     ],
 )
 def test_the_rest_loads_on_first_use(code: str, loaded: str) -> None:

@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 import resilient
-import resilient._breaker_core as core_module
+import resilient._core._breaker as core_module
 from resilient import (
     Bulkhead,
     BulkheadFullError,
@@ -34,8 +34,8 @@ from resilient import (
     Timeout,
     TimeoutExceededError,
 )
-from resilient._breaker_timing import DURATIONS
-from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS
+from resilient._core._breaker_timing import DURATIONS
+from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS
 from resilient.testing import ManualClock, capture_events, instant_retries
 
 _ids = itertools.count()

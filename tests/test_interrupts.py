@@ -198,7 +198,7 @@ def _check(breaker: CircuitBreaker, bulkhead: Bulkhead, interrupts: int) -> None
 # `with` and `async with` blocks too: an interrupt at the first line of a Python __exit__
 # (where the interpreter checks for signals, before any of its code runs) leaves the
 # block's object, which holds its slot and its ticket, to be dropped: both come back
-# when it is collected (see resilient._block).
+# when it is collected (see resilient._policies._block).
 SHAPES = ["decorator", "with", "compose"]
 
 

@@ -16,14 +16,14 @@ import textwrap
 
 import pytest
 
-from resilient._atomic import LOCKED, LockedCount, counted, new_counter
+from resilient._core._atomic import LOCKED, LockedCount, counted, new_counter
 
 PROBE = textwrap.dedent(
     """
     import json, sys
     from resilient import CircuitBreaker, CountWindow
-    from resilient._atomic import LOCKED
-    from resilient._breaker_core import BreakerCore
+    from resilient._core._atomic import LOCKED
+    from resilient._core._breaker import BreakerCore
 
     breaker = CircuitBreaker(window=CountWindow(2), minimum_calls=2, open_duration=60)
     success_path = BreakerCore.on_success.__name__
@@ -80,7 +80,7 @@ COUNTERS = textwrap.dedent(
     """
     import json, threading
     from resilient import Bulkhead, Retry, Timeout
-    from resilient._atomic import counted
+    from resilient._core._atomic import counted
 
     bulkhead, retry, timeout = Bulkhead(4), Retry(attempts=1), Timeout(5)
     counters = [bulkhead._core._released, retry._core.first_attempts, timeout._core.admitted]

@@ -30,7 +30,7 @@ from resilient import (
     RateLimiterMetrics,
     compose,
 )
-from resilient._pipeline import async_runner, sync_runner
+from resilient._policies._pipeline import async_runner, sync_runner
 from resilient.testing import ManualClock
 
 _NAME = re.compile(r'File "(<resilient compose: [^"]*>)", line (\d+)')

@@ -197,7 +197,7 @@ def test_the_real_clock_never_overflows(monkeypatch: pytest.MonkeyPatch) -> None
         asked.append(seconds)
 
     monkeypatch.setattr(time, "sleep", fake_sleep)
-    monkeypatch.setattr("resilient._clock.MonotonicClock.sleep", staticmethod(fake_sleep))
+    monkeypatch.setattr("resilient._waiting._clock.MonotonicClock.sleep", staticmethod(fake_sleep))
     calls: list[int] = []
     with pytest.raises(Boom):
         Retry(3, wait=lambda attempt: 1e300).call(failing(calls))

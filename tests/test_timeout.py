@@ -36,7 +36,7 @@ from resilient import (
     compose,
     remaining,
 )
-from resilient import _workers as workers_module
+from resilient._waiting import _workers as workers_module
 from resilient.testing import ManualClock, capture_events
 
 SHORT = 0.05  # the timeout that is meant to expire
@@ -691,7 +691,7 @@ def test_trio_mock_clock_makes_long_timeouts_instant() -> None:
 def test_scope_based_path_used_before_python_3_11(monkeypatch: pytest.MonkeyPatch) -> None:
     # On asyncio under 3.10 (no Task.uncancel) the timeout runs through an anyio cancel
     # scope; exercise that path here by turning the 3.11 fast path off.
-    monkeypatch.setattr("resilient._timeout._UNCANCEL", False)
+    monkeypatch.setattr("resilient._policies._timeout._UNCANCEL", False)
     reached: list[str] = []
 
     async def slow() -> None:

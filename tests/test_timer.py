@@ -20,9 +20,9 @@ import anyio
 import pytest
 
 from resilient import Bulkhead, CircuitBreaker, Timeout, TimeoutExceededError, compose, remaining
-from resilient._policy import Policy
-from resilient._timeout import Armed, LoopDeadline, ScopeDeadline
-from resilient._timer import DONE, SWEEP_MIN, LoopTimer, loop_timer
+from resilient._policies._policy import Policy
+from resilient._policies._timeout import Armed, LoopDeadline, ScopeDeadline
+from resilient._waiting._timer import DONE, SWEEP_MIN, LoopTimer, loop_timer
 
 ROUNDS = 50  # timeouts per measurement
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient import CountWindow, TimeWindow, WindowSnapshot
-from resilient._window import FAILURE, SLOW_FAILURE, SLOW_SUCCESS, SUCCESS
+from resilient._core._window import FAILURE, SLOW_FAILURE, SLOW_SUCCESS, SUCCESS
 from resilient.testing import ManualClock
 
 OUTCOMES = [SUCCESS, FAILURE, SLOW_SUCCESS, SLOW_FAILURE]

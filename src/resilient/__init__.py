@@ -1,40 +1,30 @@
 """resilient: circuit breakers and friends, sync and async, on one metrics core.
 
-Layout: the public API is re-exported here and nowhere else. Every implementation
-module is private (``_name.py``) and holds one concept: ``_clock`` (time),
-``_errors`` (the exception tree), ``_events`` (event records and listeners),
-``_window`` (sliding windows, the metrics core), ``_validate`` (option checks),
-``_decorate`` (turning guards into decorators), ``_pipeline`` (the one adapter:
-sync and async runners over policy steps), ``_policy`` (the base class every policy
-shares), ``_compose``; then one module (or a core/adapter pair) per policy:
-``_breaker_core``/``_breaker``, ``_bulkhead_core``/``_bulkhead``, ``_timeout`` (with
-``_timer``, ``_workers`` and ``_deadline``), ``_fallback``, ``_retry`` (with
-``_wait`` and ``_budget``), ``_ratelimit`` (and ``_keyed_ratelimit``); ``_registry``
-holds policies by name; ``_breaker_timing`` lets an exporter ask named breakers for
-call durations; ``_atomic`` counts without locks; ``_waiters`` wakes callers across
-threads and event loops. ``resilient.instrumentation`` (``_instrument``, ``_readings``,
-``_tracing``) is the OpenTelemetry wing, an extra.
+Layout, bottom to top (a floor imports only the floors below it; ``tests/test_layers.py``
+checks it):
 
-Importing the package loads only what a sync circuit breaker needs (no asyncio, anyio,
-wrapt, opentelemetry or tenacity; ``tests/test_import_cost.py``, and
-``benchmarks/import_time.py`` for the time): every other public name (the other
-policies, ``compose``, the registry, ``instrument``) loads its module on first access,
-through ``__getattr__`` below; ``dir(resilient)`` lists them all the same.
-``resilient.testing`` is public: a manual clock and event capture for tests.
-``resilient.asgi`` is a public package (not imported here, so importing ``resilient``
-costs nothing for it): the ASGI middleware, over its private modules ``_middleware``,
-``_exchange`` (one request's outcome, held-back response, replayed body),
-``_policies`` (retries and timeouts adapted to requests), ``_routes``, ``_deadline``,
-``_problem`` and ``_types``.
+- ``_core/``: the decisions. Each policy's state machine, sans-I/O, standard library
+  only: breaker (with its windows), bulkhead, GCRA rate limiters, retry (with waits and
+  budgets), timeout, fallback; the exception tree, event records, option checks.
+- ``_waiting/``: where time passes. The real clock, wake-ups across threads and event
+  loops, the asyncio timer, the worker threads of sync timeouts, the current deadline.
+- ``_policies/``: the public policies, thin sync and async adapters over the cores,
+  with ``compose``, the runners it generates, and the registry.
+- Integrations, each a public package loaded only when imported:
+  ``resilient.instrumentation`` (OpenTelemetry, an extra) and ``resilient.asgi``
+  (middleware). ``resilient.testing`` holds a manual clock and event capture for tests.
+
+The public API is re-exported here and nowhere else. Importing the package loads only
+what a sync circuit breaker needs (no asyncio, anyio, wrapt, opentelemetry or
+tenacity; ``tests/test_import_cost.py``, and ``benchmarks/import_time.py`` for the
+time): every other public name loads its module on first access, through
+``__getattr__`` below; ``dir(resilient)`` lists them all the same.
 """
 
 import typing as _typing
 
-# What a sync circuit breaker needs is imported now; the rest on first access.
-from resilient._breaker import CircuitBreaker
-from resilient._breaker_state import CircuitBreakerMetrics, CircuitState
-from resilient._clock import Clock, MonotonicClock
-from resilient._errors import (
+from resilient._core._breaker_state import CircuitBreakerMetrics, CircuitState
+from resilient._core._errors import (
     BulkheadFullError,
     CircuitOpenError,
     MisuseError,
@@ -44,7 +34,7 @@ from resilient._errors import (
     TimeoutExceededError,
     WorkersExhaustedError,
 )
-from resilient._events import (
+from resilient._core._events import (
     CallFailed,
     CallIgnored,
     CallRejected,
@@ -56,23 +46,27 @@ from resilient._events import (
     RetryScheduled,
     StateTransition,
 )
+from resilient._core._window import CountWindow, TimeWindow, WindowSnapshot
+
+# What a sync circuit breaker needs is imported now; the rest on first access.
+from resilient._policies._breaker import CircuitBreaker
 from resilient._version import __version__
-from resilient._window import CountWindow, TimeWindow, WindowSnapshot
+from resilient._waiting._clock import Clock, MonotonicClock
 
 if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
-    from resilient._budget import BudgetSnapshot, RetryBudget, RetryThrottle
-    from resilient._bulkhead import Bulkhead
-    from resilient._bulkhead_core import BulkheadMetrics
-    from resilient._compose import Composition, compose
-    from resilient._deadline import remaining
-    from resilient._fallback import Fallback
-    from resilient._keyed_ratelimit import KeyedRateLimiter
-    from resilient._ratelimit import RateLimiter, RateLimiterMetrics
-    from resilient._registry import Registry, default_registry
-    from resilient._retry import Retry, RetryMetrics
-    from resilient._retry_block import Attempt
-    from resilient._timeout import Timeout, TimeoutMetrics
-    from resilient._wait import DecorrelatedJitter, ExponentialJitter
+    from resilient._core._budget import BudgetSnapshot, RetryBudget, RetryThrottle
+    from resilient._core._bulkhead import BulkheadMetrics
+    from resilient._core._wait import DecorrelatedJitter, ExponentialJitter
+    from resilient._policies._bulkhead import Bulkhead
+    from resilient._policies._compose import Composition, compose
+    from resilient._policies._fallback import Fallback
+    from resilient._policies._keyed_ratelimit import KeyedRateLimiter
+    from resilient._policies._ratelimit import RateLimiter, RateLimiterMetrics
+    from resilient._policies._registry import Registry, default_registry
+    from resilient._policies._retry import Retry, RetryMetrics
+    from resilient._policies._retry_block import Attempt
+    from resilient._policies._timeout import Timeout, TimeoutMetrics
+    from resilient._waiting._deadline import remaining
     from resilient.instrumentation import Instrumentation, instrument
 
 __all__ = [
@@ -130,29 +124,29 @@ __all__ = [
 
 # Names loaded on first access (PEP 562), by the module that defines them.
 _LAZY = {
-    "Attempt": "resilient._retry_block",
-    "BudgetSnapshot": "resilient._budget",
-    "Bulkhead": "resilient._bulkhead",
-    "BulkheadMetrics": "resilient._bulkhead_core",
-    "Composition": "resilient._compose",
-    "DecorrelatedJitter": "resilient._wait",
-    "ExponentialJitter": "resilient._wait",
-    "Fallback": "resilient._fallback",
+    "Attempt": "resilient._policies._retry_block",
+    "BudgetSnapshot": "resilient._core._budget",
+    "Bulkhead": "resilient._policies._bulkhead",
+    "BulkheadMetrics": "resilient._core._bulkhead",
+    "Composition": "resilient._policies._compose",
+    "DecorrelatedJitter": "resilient._core._wait",
+    "ExponentialJitter": "resilient._core._wait",
+    "Fallback": "resilient._policies._fallback",
     "Instrumentation": "resilient.instrumentation",
-    "KeyedRateLimiter": "resilient._keyed_ratelimit",
-    "RateLimiter": "resilient._ratelimit",
-    "RateLimiterMetrics": "resilient._ratelimit",
-    "Registry": "resilient._registry",
-    "Retry": "resilient._retry",
-    "RetryBudget": "resilient._budget",
-    "RetryMetrics": "resilient._retry",
-    "RetryThrottle": "resilient._budget",
-    "Timeout": "resilient._timeout",
-    "TimeoutMetrics": "resilient._timeout",
-    "compose": "resilient._compose",
-    "default_registry": "resilient._registry",
+    "KeyedRateLimiter": "resilient._policies._keyed_ratelimit",
+    "RateLimiter": "resilient._policies._ratelimit",
+    "RateLimiterMetrics": "resilient._policies._ratelimit",
+    "Registry": "resilient._policies._registry",
+    "Retry": "resilient._policies._retry",
+    "RetryBudget": "resilient._core._budget",
+    "RetryMetrics": "resilient._policies._retry",
+    "RetryThrottle": "resilient._core._budget",
+    "Timeout": "resilient._policies._timeout",
+    "TimeoutMetrics": "resilient._policies._timeout",
+    "compose": "resilient._policies._compose",
+    "default_registry": "resilient._policies._registry",
     "instrument": "resilient.instrumentation",
-    "remaining": "resilient._deadline",
+    "remaining": "resilient._waiting._deadline",
 }
 
 

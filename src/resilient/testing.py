@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import anyio.lowlevel
 
-from resilient._events import Event, add_global_listener, remove_global_listener
-from resilient._fork import new_lock
-from resilient._retry import instant_retries
-from resilient._validate import check_duration
+from resilient._core._events import Event, add_global_listener, remove_global_listener
+from resilient._core._fork import new_lock
+from resilient._core._validate import check_duration
+from resilient._policies._retry import instant_retries
 
 __all__ = ["ManualClock", "capture_events", "instant_retries"]
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from resilient._deadline import remaining
+from resilient._waiting._deadline import remaining
 
 __all__ = [
     "GRPC_TIMEOUT",

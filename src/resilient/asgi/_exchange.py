@@ -15,8 +15,8 @@ import contextvars
 from collections.abc import Callable
 from typing import Final
 
-from resilient._deadline import DEADLINE, Deadline
-from resilient._timeout import Armed
+from resilient._policies._timeout import Armed
+from resilient._waiting._deadline import DEADLINE, Deadline
 from resilient.asgi._types import Message, Receive, Scope, Send
 
 __all__ = ["START_TIMERS", "Exchange", "FailureStatusError", "Replay"]

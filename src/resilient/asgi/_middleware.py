@@ -15,11 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, Final, cast
 
-from resilient._clock import Clock
-from resilient._deadline import DEADLINE
-from resilient._errors import RejectedError, TimeoutExceededError
-from resilient._policy import Policy, build_async
-from resilient._validate import (
+from resilient._core._errors import RejectedError, TimeoutExceededError
+from resilient._core._validate import (
     MAX_BUFFER,
     MAX_KEYS,
     Duration,
@@ -29,6 +26,9 @@ from resilient._validate import (
     check_int,
     check_names,
 )
+from resilient._policies._policy import Policy, build_async
+from resilient._waiting._clock import Clock
+from resilient._waiting._deadline import DEADLINE
 from resilient.asgi._deadline import GRPC_TIMEOUT, REQUEST_TIMEOUT, read_deadline
 from resilient.asgi._exchange import START_TIMERS, Exchange, FailureStatusError, Replay
 from resilient.asgi._policies import Shape, adapt

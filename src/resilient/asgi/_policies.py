@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from resilient._fallback import Fallback
-from resilient._keyed_ratelimit import KeyedRateLimiter
-from resilient._pipeline import Step
-from resilient._policy import Policy
-from resilient._retry import Retry, RetryCore, async_retrying
-from resilient._timeout import Armed, Timeout
+from resilient._policies._fallback import Fallback
+from resilient._policies._keyed_ratelimit import KeyedRateLimiter
+from resilient._policies._pipeline import Step
+from resilient._policies._policy import Policy
+from resilient._policies._retry import Retry, RetryCore, async_retrying
+from resilient._policies._timeout import Armed, Timeout
 from resilient.asgi._exchange import START_TIMERS, Exchange
 
 __all__ = ["Shape", "adapt"]

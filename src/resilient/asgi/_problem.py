@@ -13,7 +13,7 @@ import json
 import math
 from typing import Final
 
-from resilient._errors import (
+from resilient._core._errors import (
     BulkheadFullError,
     CircuitOpenError,
     RateLimitedError,

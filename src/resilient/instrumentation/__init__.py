@@ -5,7 +5,7 @@ This package is the only part of ``resilient`` that imports ``opentelemetry``
 access to ``resilient.instrument`` or ``resilient.Instrumentation`` loads it, and so
 does ``import resilient.instrumentation``. It reads the policies through their public
 read-outs and never writes into them; a breaker is asked for call durations through
-its own switch (``resilient._breaker_timing``).
+its own switch (``resilient._core._breaker_timing``).
 
 Layout, as stamina's ``instrumentation/``: ``_instrument`` creates the instruments and
 owns their life, ``_readings`` holds what the observable instruments read at collection

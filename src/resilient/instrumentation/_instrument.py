@@ -3,7 +3,7 @@
 Calling an instrument costs far more than a policy does: with the SDK, one
 ``counter.add`` with three attributes is about 16 µs and one ``histogram.record`` about
 15 µs, forty times a closed breaker. So nothing here runs per call. The policies count
-what they do anyway (the breaker even on its lock-free path, see ``_breaker_core.py``),
+what they do anyway (the breaker even on its lock-free path, see ``resilient._core._breaker``),
 and every instrument but the opt-in duration histogram is *observable*: its callback
 reads those counts when a reader collects, once per export interval.
 
@@ -24,9 +24,8 @@ from typing import Final
 from opentelemetry import metrics as otel
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, Observation
 
-from resilient._breaker_timing import DURATIONS
-from resilient._bulkhead import Bulkhead
-from resilient._events import (
+from resilient._core._breaker_timing import DURATIONS
+from resilient._core._events import (
     CallFailed,
     CallIgnored,
     CallSucceeded,
@@ -34,11 +33,12 @@ from resilient._events import (
     add_global_listener,
     remove_global_listener,
 )
-from resilient._fork import new_lock
-from resilient._keyed_ratelimit import KeyedRateLimiter
-from resilient._policy import CorePolicy
-from resilient._ratelimit import RateLimiter
-from resilient._timeout import Timeout
+from resilient._core._fork import new_lock
+from resilient._policies._bulkhead import Bulkhead
+from resilient._policies._keyed_ratelimit import KeyedRateLimiter
+from resilient._policies._policy import CorePolicy
+from resilient._policies._ratelimit import RateLimiter
+from resilient._policies._timeout import Timeout
 from resilient._version import __version__
 from resilient.instrumentation._readings import KIND_KEY, OUTCOME, POLICY, Readings
 from resilient.instrumentation._tracing import SpanEvents

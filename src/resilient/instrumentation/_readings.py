@@ -18,15 +18,15 @@ from typing import Any, Final
 
 from opentelemetry.metrics import Observation
 
-from resilient._breaker import CircuitBreaker
-from resilient._breaker_state import CircuitState
-from resilient._bulkhead import Bulkhead
-from resilient._fallback import Fallback
-from resilient._keyed_ratelimit import KeyedRateLimiter
-from resilient._policy import CorePolicy, live_policies, reported_name
-from resilient._ratelimit import RateLimiter
-from resilient._retry import Retry
-from resilient._timeout import Timeout
+from resilient._core._breaker_state import CircuitState
+from resilient._policies._breaker import CircuitBreaker
+from resilient._policies._bulkhead import Bulkhead
+from resilient._policies._fallback import Fallback
+from resilient._policies._keyed_ratelimit import KeyedRateLimiter
+from resilient._policies._policy import CorePolicy, live_policies, reported_name
+from resilient._policies._ratelimit import RateLimiter
+from resilient._policies._retry import Retry
+from resilient._policies._timeout import Timeout
 
 __all__ = ["KIND_KEY", "OUTCOME", "POLICY", "STATE", "Key", "Readings"]
 

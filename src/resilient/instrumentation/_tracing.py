@@ -13,7 +13,7 @@ from typing import Final
 
 from opentelemetry import trace
 
-from resilient._events import (
+from resilient._core._events import (
     NOTABLE_LISTENERS,
     CallRejected,
     CallTimedOut,
@@ -23,7 +23,7 @@ from resilient._events import (
     RetryScheduled,
     StateTransition,
 )
-from resilient._fork import new_lock
+from resilient._core._fork import new_lock
 
 __all__ = ["SpanEvents"]
 

@@ -1,0 +1,351 @@
+"""The public bulkhead and its step: admission by the core, waiting by the adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from resilient._core._bulkhead import KIND, BulkheadCore, BulkheadMetrics, SlotClaim
+from resilient._core._validate import Duration
+from resilient._policies._block import DONE, ENTERED, FINISHED, Block, block_exits
+from resilient._policies._decorate import COROUTINE, refuse_coroutine
+from resilient._policies._pipeline import PASS, WAIT, Wait
+from resilient._policies._policy import CorePolicy
+from resilient._waiting._waiters import AsyncioWaiter, ThreadWaiter, TrioWaiter, async_waiter
+
+__all__ = ["Bulkhead"]
+
+
+class _BulkheadStep:
+    """Take a slot on enter, give it back on every kind of exit."""
+
+    __slots__ = ("_core", "_release", "pool")
+    defers = False
+
+    def __init__(self, core: BulkheadCore) -> None:
+        self._core = core
+        self._release = core.release
+        self.pool = core  # the runner takes and returns slots itself (see SlotPool)
+
+    def slot_hooks(self, is_async: bool) -> tuple[Callable[..., Any], ...]:
+        """What a runner needs besides the pool: (new waiter, wait for it, leave)."""
+        if is_async:
+            return async_waiter, self.wait_for_async, self._core.leave
+        return ThreadWaiter, self.wait_for, self._core.leave
+
+    def enter(self) -> Any:
+        core = self._core
+        slots = core._slots
+        try:
+            slots.pop()
+            free = len(slots)
+            if free < core._low_water:
+                core._low_water = free
+        except IndexError:
+            return WAIT
+        except BaseException:  # pragma: no cover - tests/test_interrupts.py (no tracer)
+            # A signal handler raised at a call after the pop (the interpreter checks
+            # for signals after a call, not before): the slot is ours to give back.
+            slots.append(True)
+            raise
+        return None
+
+    def wait_for(self, waiter: ThreadWaiter) -> None:
+        """Return once ``waiter`` holds a slot (``waiter.granted``), or raise the rejection.
+
+        Whatever interrupts it, ``waiter.granted`` tells the caller whether to give a
+        slot back (with :meth:`BulkheadCore.leave`).
+        """
+        core = self._core
+        if core.enqueue(waiter) or waiter.wait(core.max_wait) or core.timed_out(waiter):
+            return
+        raise core.rejection()
+
+    async def wait_for_async(self, waiter: AsyncioWaiter | TrioWaiter) -> None:
+        """As :meth:`wait_for`, as a task."""
+        core = self._core
+        if core.enqueue(waiter) or await waiter.wait(core.max_wait) or core.timed_out(waiter):
+            return
+        raise core.rejection()
+
+    def enter_wait(self, wait: Wait = WAIT) -> None:
+        waiter = ThreadWaiter()
+        try:
+            self.wait_for(waiter)
+        except BaseException:  # KeyboardInterrupt while blocked: leave the queue
+            self._core.leave(waiter)
+            raise
+
+    async def enter_wait_async(self, wait: Wait = WAIT) -> None:
+        waiter = async_waiter()
+        try:
+            await self.wait_for_async(waiter)
+        except BaseException:  # cancelled while queued: leave without taking a slot
+            self._core.leave(waiter)
+            raise
+
+    def exit_ok(self, token: None, result: Any) -> Any:
+        self._release()
+        return result
+
+    def exit_error(self, token: None, exc: Exception) -> Any:
+        self._release()
+        return PASS
+
+    def exit_cancel(self, token: None, exc: BaseException) -> BaseException:
+        self._release()
+        return exc
+
+
+class _SlotBlock(Block):
+    """A ``with`` block of a bulkhead: it holds a slot through a :class:`SlotClaim`.
+
+    The claim is a weak reference to this block, kept by the core: if the block is
+    dropped with its slot held (an interrupt at the first line of its exit, which `with`
+    never calls again), the slot comes back when the block is collected.
+    """
+
+    __slots__ = ("_claim",)
+    _claim: SlotClaim | None
+
+    def _take(self) -> SlotClaim | None:
+        """Take a free slot for the block; else return its claim, to wait for one with."""
+        core: BulkheadCore = self._policy._core  # type: ignore[attr-defined]
+        lost = core._lost
+        if lost:
+            core.take_back_lost()
+        claim = self._claim = SlotClaim(self, lost.append)
+        core._live.add(claim)
+        slots = core._slots
+        claim.held = True  # no call between this and the pop: see SlotClaim
+        try:
+            slots.pop()
+            free = len(slots)
+            if free < core._low_water:
+                core._low_water = free
+        except IndexError:
+            claim.held = False
+            return claim
+        except BaseException:  # pragma: no cover - tests/test_interrupts.py (no tracer)
+            # An interrupt at a call after the pop: give the slot back at once rather
+            # than when the block is collected.
+            claim.held = False
+            slots.append(True)
+            raise
+        self._state = ENTERED
+        return None
+
+    def enter(self) -> None:
+        claim = self._take()
+        if claim is None:
+            return
+        waiter = claim.waiter = ThreadWaiter()  # the claim answers for the waiter too
+        try:
+            self._policy._step.wait_for(waiter)  # type: ignore[attr-defined]
+        except BaseException:
+            self._policy._core.leave(waiter)  # type: ignore[attr-defined]
+            # Left: nothing for the claim to answer for (were leave() interrupted, the
+            # claim, still kept, would have the core do it when the block is collected).
+            self._policy._core._live.discard(claim)  # type: ignore[attr-defined]
+            raise
+        # The slot passes from the waiter to the claim, with no call in between.
+        claim.held = True
+        waiter.granted = False
+        self._state = ENTERED
+
+    def aenter(self) -> Awaitable[None]:
+        claim = self._take()
+        if claim is None:
+            return FINISHED
+        return self._wait_for_slot(claim)
+
+    async def _wait_for_slot(self, claim: SlotClaim) -> None:
+        waiter = claim.waiter = async_waiter()
+        try:
+            await self._policy._step.wait_for_async(waiter)  # type: ignore[attr-defined]
+        except BaseException:
+            self._policy._core.leave(waiter)  # type: ignore[attr-defined]
+            self._policy._core._live.discard(claim)  # type: ignore[attr-defined]
+            raise
+        claim.held = True
+        waiter.granted = False
+        self._state = ENTERED
+
+    def exit(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self._state != ENTERED:
+            return self._unpaired_exit(exc_type, exc, tb)
+        # Up to the append, no call: an interrupt lands either before this function's
+        # first line (the claim, still held, returns the slot when the block is
+        # collected) or after the slot is back.
+        self._state = DONE
+        core: BulkheadCore = self._policy._core  # type: ignore[attr-defined]
+        claim: SlotClaim = self._claim  # type: ignore[assignment]
+        claim.held = False
+        core._slots.append(True)
+        next(core._released)
+        core._live.discard(claim)
+        self._claim = None  # the claim goes before the block: its callback never runs
+        if core._waiters:
+            core._hand_off()
+        return False
+
+
+class Bulkhead(CorePolicy[BulkheadCore]):
+    """Limit how many calls run at once; callers beyond the limit wait briefly or fail fast.
+
+    At most ``max_concurrent`` calls are in flight across every caller of one instance:
+    threads and async tasks (asyncio or trio) alike. A caller that finds no free slot
+    waits up to ``max_wait`` seconds, in FIFO order with the other waiters, then gets
+    [`BulkheadFullError`][resilient.BulkheadFullError]. A slot is released however the call ends:
+    return, exception, cancellation or timeout; a waiter that is cancelled leaves the
+    queue without taking a slot.
+
+    A bulkhead binds to no event loop: it can be created at import time and used from
+    several event loops over a process's life, and from threads at the same time.
+
+    Args:
+        max_concurrent: The most calls in flight at once (>= 1).
+        max_wait: Seconds a caller may wait for a slot (default 0: fail at once).
+        name: A name for errors, events and metrics.
+    """
+
+    __slots__ = ("_step",)
+    kind = KIND
+
+    def __init__(
+        self, max_concurrent: int, *, max_wait: Duration = 0.0, name: str | None = None
+    ) -> None:
+        self._core = BulkheadCore(max_concurrent, max_wait, name)
+        self._step = _BulkheadStep(self._core)
+
+    if not TYPE_CHECKING:
+        __exit__, __aexit__ = block_exits(_SlotBlock)
+
+    def _sync_step(self) -> _BulkheadStep:
+        return self._step
+
+    def _async_step(self) -> _BulkheadStep:
+        return self._step
+
+    # Alone, the bulkhead gets guards of its own: the step's logic written flat, since
+    # an uncontended call should cost a deque pop and append, not a pipeline. A signal
+    # handler may raise at any call (KeyboardInterrupt, a SIGALRM timeout), so a slot is
+    # taken and given back by a C call (deque.pop/append) inside the frame's `try`, not
+    # by a Python function, whose first line could be interrupted before it acted.
+
+    def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core = self._core
+        slots, waiters, lock = core._slots, core._waiters, core._lock
+        hand_off, released = core._hand_off, core._released
+        wait_for = self._step.wait_for
+        coroutine = COROUTINE  # a closure variable reads faster than a global
+
+        def waited(args: Any, kwargs: Any) -> Any:
+            waiter = ThreadWaiter()
+            try:
+                wait_for(waiter)
+                result = fn(*args, **kwargs)
+                if type(result) is coroutine:
+                    refuse_coroutine(fn, result)
+                return result
+            finally:
+                with lock:  # core.leave(waiter), inlined for the reason above
+                    if waiter.granted:
+                        waiter.granted = False
+                        slots.append(True)
+                        next(released)
+                    elif waiter in waiters:
+                        waiters.remove(waiter)
+                if waiters:
+                    hand_off()
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                slots.pop()
+                free = len(slots)
+                if free < core._low_water:
+                    core._low_water = free
+            except IndexError:
+                return waited(args, kwargs)
+            except BaseException:  # raised at a call after the pop: the slot is ours
+                slots.append(True)
+                raise
+            try:
+                result = fn(*args, **kwargs)
+                if type(result) is coroutine:
+                    refuse_coroutine(fn, result)
+            finally:
+                slots.append(True)
+                next(released)
+                if waiters:
+                    hand_off()
+            return result
+
+        return guarded
+
+    def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        core = self._core
+        slots, waiters, lock = core._slots, core._waiters, core._lock
+        hand_off, released = core._hand_off, core._released
+        wait_for = self._step.wait_for_async
+
+        async def waited(args: Any, kwargs: Any) -> Any:
+            waiter = async_waiter()
+            try:
+                await wait_for(waiter)
+                return await fn(*args, **kwargs)
+            finally:
+                with lock:  # core.leave(waiter), inlined
+                    if waiter.granted:
+                        waiter.granted = False
+                        slots.append(True)
+                        next(released)
+                    elif waiter in waiters:
+                        waiters.remove(waiter)
+                if waiters:
+                    hand_off()
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                slots.pop()
+                free = len(slots)
+                if free < core._low_water:
+                    core._low_water = free
+            except IndexError:
+                return await waited(args, kwargs)
+            except BaseException:  # raised at a call after the pop: the slot is ours
+                slots.append(True)
+                raise
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                slots.append(True)
+                next(released)
+                if waiters:
+                    hand_off()
+
+        return guarded
+
+    @property
+    def max_concurrent(self) -> int:
+        """The configured limit."""
+        return self._core.max_concurrent
+
+    @property
+    def max_wait(self) -> float:
+        """Seconds a caller may wait for a slot."""
+        return self._core.max_wait
+
+    def metrics(self) -> BulkheadMetrics:
+        """In flight, waiting, rejected and the most ever in flight, as a frozen snapshot."""
+        return self._core.metrics()
+
+    def __repr__(self) -> str:
+        m = self._core.metrics()
+        return f"<Bulkhead {self.name!r} {m.in_flight}/{m.max_concurrent} in flight>"

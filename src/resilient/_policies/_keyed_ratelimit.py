@@ -1,0 +1,177 @@
+"""The keyed rate limiter: one GCRA theoretical arrival time per key, in bounded memory.
+
+:class:`KeyedRateLimiter` keeps one TAT per key (per user, per tenant) in LRU order. A
+key whose TAT has passed is indistinguishable from a new key, so it can be dropped with
+no change in behaviour; at most ``max_keys`` are kept. The arithmetic, counts and errors
+are :class:`~resilient._policies._ratelimit.GcraCore`'s, shared with the plain limiter.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+from resilient._core._validate import MAX_KEYS, Duration, check_int
+from resilient._policies._policy import CorePolicy
+from resilient._policies._ratelimit import _NS, KIND, GcraCore, RateLimiterMetrics
+from resilient._waiting._clock import Clock
+
+__all__ = ["KeyedRateLimiter"]
+
+
+class KeyedRateLimiterCore(GcraCore):
+    """One TAT per key, in LRU order, at most ``max_keys`` of them."""
+
+    __slots__ = ("_tats", "max_keys")
+
+    def __init__(self, *args: Any, max_keys: object) -> None:
+        super().__init__(*args)
+        self.max_keys = check_int("max_keys", max_keys, maximum=MAX_KEYS)
+        self._tats: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
+
+    def reserve(self, key: Hashable) -> tuple[int, int]:
+        """As :meth:`RateLimiterCore.reserve`, for ``key``."""
+        clock = self.float_clock
+        reading = None if clock is None else clock.monotonic()
+        now = self.now() if reading is None else round(reading * _NS)
+        tats = self._tats
+        with self._lock:
+            tat = tats.get(key, now)
+            new_tat = (tat if tat > now else now) + self.interval
+            delay = new_tat - self.tolerance - now
+            if delay <= 0 or delay <= self.allowed_wait():
+                tats[key] = new_tat
+                tats.move_to_end(key)
+                self.admitted += 1
+                if delay > 0:
+                    self.waited += 1
+                self._evict(now)
+                return max(delay, 0), new_tat
+            self.rejected += 1
+        raise self.rejection(self.retry_after(delay, now, reading), key)
+
+    def _evict(self, now: int) -> None:
+        tats = self._tats
+        # Keys whose TAT has passed behave exactly like absent keys: drop a few of the
+        # least recently used each time (amortised O(1)), and any excess over max_keys.
+        for _ in range(2):
+            if not tats:
+                return
+            oldest, tat = next(iter(tats.items()))
+            if tat > now:
+                break
+            del tats[oldest]
+        while len(tats) > self.max_keys:
+            tats.popitem(last=False)
+
+    def give_back(self, key: Hashable, reserved_tat: int) -> None:
+        """A reserved caller gave up: return its slot if nobody reserved after it."""
+        with self._lock:
+            if self._tats.get(key) == reserved_tat:
+                self._tats[key] = reserved_tat - self.interval
+                self.admitted -= 1
+                self.waited -= 1
+
+    def metrics(self) -> RateLimiterMetrics:
+        """A frozen snapshot of the counts."""
+        with self._lock:
+            return RateLimiterMetrics(self.admitted, self.waited, self.rejected, len(self._tats))
+
+
+class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
+    """A [`RateLimiter`][resilient.RateLimiter] per key (per user, per tenant), in bounded memory.
+
+    ``key`` maps a call's arguments to its key: ``key=lambda user_id, *a, **k: user_id``.
+    Guarding requests in the ASGI middleware, ``key`` is called with the request's ASGI
+    scope alone (``resilient.asgi.client_ip`` and ``header_key(...)`` fit).
+    Keys that have been idle long enough to be fully replenished are dropped (they
+    behave exactly like new keys); beyond ``max_keys`` the least recently used key is
+    dropped even if not idle, which can only make that key's limit more permissive.
+
+    Args:
+        rate: Calls per period, per key.
+        per: The period in seconds (default 1).
+        key: A function of the call's ``(*args, **kwargs)`` returning a hashable key.
+        burst: Calls admitted at once per key after an idle period.
+        max_wait: Seconds a call may wait for its slot (default 0).
+        max_keys: The most keys kept (default 10,000).
+        name: A name for errors, events and metrics.
+        clock: Where time comes from and how waits happen (default: monotonic).
+    """
+
+    __slots__ = ("_key",)
+    kind = KIND
+
+    def __init__(
+        self,
+        rate: float,
+        per: Duration = 1.0,
+        *,
+        key: Callable[..., Hashable],
+        burst: int | None = None,
+        max_wait: Duration = 0.0,
+        max_keys: int = 10_000,
+        name: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not callable(key):
+            raise TypeError(
+                f"key must be a function of the call's arguments, not {type(key).__name__}"
+            )
+        self._key = key
+        self._core = KeyedRateLimiterCore(
+            rate, per, burst, max_wait, name, clock, max_keys=max_keys
+        )
+
+    def acquire(self, key: Hashable) -> None:
+        """Take a slot for ``key``, waiting up to ``max_wait``; raise if refused."""
+        delay, tat = self._core.reserve(key)
+        if delay > 0:
+            try:
+                self._core.clock.sleep(delay / _NS)
+            except BaseException:
+                self._core.give_back(key, tat)
+                raise
+
+    async def acquire_async(self, key: Hashable) -> None:
+        """Take a slot for ``key`` (async), waiting up to ``max_wait``; raise if refused."""
+        delay, tat = self._core.reserve(key)
+        if delay > 0:
+            try:
+                await self._core.clock.asleep(delay / _NS)
+            except BaseException:
+                self._core.give_back(key, tat)
+                raise
+
+    def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        key, acquire = self._key, self.acquire
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            acquire(key(*args, **kwargs))
+            return fn(*args, **kwargs)
+
+        return guarded
+
+    def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        key, acquire = self._key, self.acquire_async
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            await acquire(key(*args, **kwargs))
+            return await fn(*args, **kwargs)
+
+        return guarded
+
+    def __enter__(self) -> None:
+        raise TypeError("a keyed limiter needs a key: use acquire(key) / acquire_async(key)")
+
+    async def __aenter__(self) -> None:
+        raise TypeError("a keyed limiter needs a key: use acquire(key) / acquire_async(key)")
+
+    def metrics(self) -> RateLimiterMetrics:
+        """Admitted, waited and rejected calls, and keys tracked, as a frozen snapshot."""
+        return self._core.metrics()
+
+    def __repr__(self) -> str:
+        c = self._core
+        return f"<KeyedRateLimiter {c.name!r} {c.rate:g}/{c.per:g}s per key>"

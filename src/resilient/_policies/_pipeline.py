@@ -1,0 +1,352 @@
+"""The one adapter: run a callable inside a chain of policy steps, sync or async.
+
+A *step* is the adapter-facing side of a policy core: ``enter()`` admits the call (or
+raises a rejection, or returns :data:`WAIT` when the caller must wait), and one of
+``exit_ok()``, ``exit_error()``, ``exit_cancel()`` reports how the call ended. Steps hold
+every decision; the runners below only call, await, wait and unwind. Policies that
+must own the call itself (a retry loop, a sync timeout's worker thread) are *wrappers*
+instead, and split the chain.
+
+``compose(a, b, c)`` turns runs of adjacent steps into a single runner frame, generated
+once per shape of chain (as attrs generates ``__init__``): nested ``try`` blocks, one per
+step, with the steps' hooks bound as closure variables. That is why it costs less than
+stacking the same decorators, each of which adds a frame and forwards ``*args``. As
+attrs does, the generated source is registered with :mod:`linecache` under a name that
+says what it runs (``<resilient compose: circuit_breaker+bulkhead, sync>``), so
+tracebacks show its lines, pdb lists them and :func:`inspect.getsource` finds them.
+"""
+
+from __future__ import annotations
+
+import linecache
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol
+
+from resilient._policies._decorate import COROUTINE, refuse_coroutine
+
+__all__ = ["NO_RESULT", "PASS", "WAIT", "Deferred", "Step", "Wait", "async_runner", "sync_runner"]
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+class Wait:
+    """Returned by ``Step.enter()`` when the caller must wait; handed to ``enter_wait``.
+
+    ``delay`` carries what the step decided (a rate limiter's reserved wait), or ``None``;
+    ``data`` whatever else the step needs back (the reservation, to give it back).
+    """
+
+    __slots__ = ("data", "delay")
+
+    def __init__(self, delay: float | None = None, data: Any = None) -> None:
+        self.delay = delay
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Wait({self.delay!r})"
+
+
+WAIT: Final = Wait()
+"""The plain ``Wait``: wait for admission (a bulkhead slot)."""
+PASS: Final[Any] = _Sentinel("PASS")
+"""Returned by ``Step.exit_error()`` to let the exception propagate unchanged."""
+NO_RESULT: Final[Any] = _Sentinel("NO_RESULT")
+"""The "result" of a ``with`` block, which has none: result predicates skip it."""
+
+
+class Deferred:
+    """An exit's result that the async runner must await first (an async fallback)."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+
+
+class Step(Protocol):
+    """What a policy exposes to the runners."""
+
+    #: Whether an exit may return a :class:`Deferred` (only async fallbacks do); chains
+    #: without such a step unwind without an extra coroutine.
+    defers: bool
+
+    # A step whose admission is a slot from a pool (a bulkhead) also has ``pool``, a
+    # :class:`SlotPool`, and ``slot_hooks(is_async)``: the runner then takes and returns
+    # the slot itself, with C calls in its own frame, which makes it interrupt-safe.
+    # A step whose exits do nothing (a rate limiter: the outcome does not matter) has
+    # ``gate_hooks(is_async)``: see :func:`_gate_level`.
+
+    def enter(self) -> Any:
+        """Admit the call: return a token, raise a rejection, or return a :class:`Wait`."""
+        ...
+
+    def enter_wait(self, wait: Wait) -> Any:
+        """Block the thread until admitted; return a token or raise a rejection."""
+        ...
+
+    async def enter_wait_async(self, wait: Wait) -> Any:
+        """Wait (as a task) until admitted; return a token or raise a rejection."""
+        ...
+
+    def exit_ok(self, token: Any, result: Any) -> Any:
+        """The call returned ``result``; return what the caller gets."""
+        ...
+
+    def exit_error(self, token: Any, exc: Exception) -> Any:
+        """The call raised ``exc``: return a replacement result, ``PASS``, or raise."""
+        ...
+
+    def exit_cancel(self, token: Any, exc: BaseException) -> BaseException:
+        """The call was cancelled or interrupted: release, and return what to raise."""
+        ...
+
+
+class SlotPool(Protocol):
+    """A pool of interchangeable slots, as a bulkhead keeps them (``_core._bulkhead``).
+
+    A signal handler (``KeyboardInterrupt``, a SIGALRM timeout) may raise at any call the
+    interpreter makes, including the first line of a Python function that would give a
+    slot back. So the runner takes a slot with ``_slots.pop()`` and returns it with
+    ``_slots.append(True)``, C calls after which (and only after which) an interrupt can
+    land, inside a ``try`` of the runner's frame that knows the slot is held.
+    """
+
+    _slots: Any  # collections.deque[bool]
+    _waiters: Any  # collections.deque[Waiter]
+    _lock: Any  # threading.Lock
+    _low_water: int
+    _released: Any  # itertools.count[int]: slots given back (admitted = these + in flight)
+
+    def _hand_off(self) -> None: ...
+
+
+def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
+    """The entry and exit of a slot step at level ``i``: (lines before, lines after).
+
+    The exit is a ``finally`` that gives the slot back: a bulkhead never changes the
+    call's outcome, so ``exit_ok``/``exit_error``/``exit_cancel`` would all do just that.
+    A caller that had to wait holds its slot while ``k{i}.granted`` is set (under the
+    pool's lock), so an interrupt at any point of the wait leaves the truth there.
+    """
+    enter = [
+        f"{pad}try:",
+        f"{pad}    s{i}.pop()",
+        f"{pad}    if len(s{i}) < c{i}._low_water:",
+        f"{pad}        c{i}._low_water = len(s{i})",
+        f"{pad}except IndexError:",
+        f"{pad}    k{i} = n{i}()",
+        f"{pad}    try:",
+        f"{pad}        {aw}w{i}(k{i})",
+        f"{pad}    except BaseException:",
+        f"{pad}        l{i}(k{i})",
+        f"{pad}        raise",
+        f"{pad}except BaseException:",
+        f"{pad}    s{i}.append(True)",
+        f"{pad}    raise",
+        f"{pad}else:",
+        f"{pad}    k{i} = None",
+        f"{pad}try:",
+    ]
+    exit_ = [
+        f"{pad}finally:",
+        f"{pad}    if k{i} is None:",
+        f"{pad}        s{i}.append(True)",
+        f"{pad}        next(c{i}._released)",
+        f"{pad}    else:",
+        f"{pad}        with c{i}._lock:",
+        f"{pad}            if k{i}.granted:",
+        f"{pad}                k{i}.granted = False",
+        f"{pad}                s{i}.append(True)",
+        f"{pad}                next(c{i}._released)",
+        f"{pad}            elif k{i} in c{i}._waiters:",
+        f"{pad}                c{i}._waiters.remove(k{i})",
+        f"{pad}    if c{i}._waiters:",
+        f"{pad}        c{i}._hand_off()",
+    ]
+    return enter, exit_
+
+
+def _gate_level(i: int, pad: str, aw: str) -> list[str]:
+    """The entry of a gate step at level ``i``: a step with nothing to do on exit.
+
+    ``gate_hooks(is_async)`` gives (``admit() -> bool``, ``over() -> Wait | None``, the
+    wait): admitted at once, or a wait reserved (``None``: none needed), or a rejection
+    raised. Its exits would return the result, ``PASS`` and the exception unchanged, so
+    the level has no ``try`` and costs one call on the fast path, as the step's own guard
+    does when it stands alone.
+    """
+    return [
+        f"{pad}if not a{i}():",
+        f"{pad}    t{i} = o{i}()",
+        f"{pad}    if t{i} is not None:",
+        f"{pad}        {aw}w{i}(t{i})",
+    ]
+
+
+def _runner_source(
+    defers: tuple[bool, ...],
+    is_async: bool,
+    pools: tuple[bool, ...] | None = None,
+    gates: tuple[bool, ...] | None = None,
+) -> str:
+    """Source of ``make(fn, steps...) -> run``: the steps unrolled into nested ``try``s.
+
+    Level *i*'s ``try`` holds the entry of every inner step and the call, so each level
+    sees exactly what a stacked decorator at that place would see (an inner rejection, a
+    converted cancellation, an inner fallback's value), all in one frame with no loop,
+    no token list and no unwinding helper.
+    """
+    aw = "await " if is_async else ""
+    n = len(defers)
+    pools = pools or (False,) * n
+    gates = gates or (False,) * n
+    names = ", ".join(
+        f"s{i}, c{i}, n{i}, w{i}, l{i}"
+        if pools[i]
+        else f"a{i}, o{i}, w{i}"
+        if gates[i]
+        else f"e{i}, w{i}, ok{i}, err{i}, can{i}"
+        for i in range(n)
+    )
+    out = [f"def make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, {names}):"]
+    out.append(f"    {'async ' if is_async else ''}def run(*args, **kwargs):")
+    pad = " " * 8
+    exits: list[list[str]] = []
+    for i in range(n):
+        if pools[i]:
+            enter, exit_ = _slot_level(i, pad, aw)
+            out += enter
+            exits.append(exit_)
+            pad += "    "
+            continue
+        exits.append([])
+        if gates[i]:
+            out += _gate_level(i, pad, aw)
+            continue
+        out += [
+            f"{pad}t{i} = e{i}()",
+            f"{pad}if type(t{i}) is Wait:",
+            f"{pad}    t{i} = {aw}w{i}(t{i})",
+            f"{pad}try:",
+        ]
+        pad += "    "
+    out.append(f"{pad}result = {aw}fn(*args, **kwargs)")
+    if not is_async:  # a "sync" callable that returned a coroutine: see _decorate
+        out += [f"{pad}if type(result) is COROUTINE:", f"{pad}    refuse_coroutine(fn, result)"]
+    for i in reversed(range(n)):
+        if gates[i]:
+            continue  # no try was opened: nothing to unwind
+        pad = pad[:-4]
+        if pools[i]:
+            out += exits[i]
+            continue
+        deferred = (
+            [
+                f"{pad}    if type(result) is Deferred:",
+                f"{pad}        result = await result.awaitable",
+            ]
+            if is_async and defers[i]
+            else []
+        )
+        out += [
+            f"{pad}except Exception as exc:",
+            f"{pad}    result = err{i}(t{i}, exc)",
+            f"{pad}    if result is PASS:",
+            f"{pad}        raise",
+            *deferred,
+            f"{pad}except BaseException as exc:",
+            f"{pad}    replaced = can{i}(t{i}, exc)",
+            # Drop the name as it leaves: the exception's traceback holds this frame,
+            # so a frame still holding the exception would be a reference cycle.
+            f"{pad}    try:",
+            f"{pad}        if replaced is exc:",
+            f"{pad}            raise",
+            f"{pad}        raise replaced",
+            f"{pad}    finally:",
+            f"{pad}        del replaced",
+            f"{pad}else:",
+            f"{pad}    result = ok{i}(t{i}, result)",
+            *deferred,
+        ]
+    out += ["        return result", "    return run"]
+    return "\n".join(out)
+
+
+def _register_source(source: str, name: str) -> str:
+    """Put ``source`` in :mod:`linecache` under ``name``, or a unique variant of it.
+
+    As attrs' ``_linecache_and_compile``: an entry whose mtime is ``None`` is never
+    dropped by ``linecache.checkcache()`` (there is no file to compare it with). Another
+    source under the same name (a shape of chain sharing its policies' kinds) gets a
+    numbered name of its own; the same source keeps the same name.
+    """
+    filename = name
+    count = 1
+    while True:
+        entry = (len(source), None, source.splitlines(keepends=True), filename)
+        if linecache.cache.setdefault(filename, entry) == entry:
+            return filename
+        count += 1
+        filename = f"{name[:-1]} #{count}>"
+
+
+_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...], tuple[bool, ...]]
+_makers: dict[tuple[_Shape, tuple[str, ...]], Callable[..., Any]] = {}
+
+
+def _runner(
+    steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None, *, is_async: bool
+) -> Callable[..., Any]:
+    pools = tuple(getattr(step, "pool", None) is not None for step in steps)
+    gates = tuple(hasattr(step, "gate_hooks") for step in steps)
+    shape = (tuple(bool(step.defers) for step in steps), is_async, pools, gates)
+    names = tuple(kinds) if kinds is not None else tuple(type(s).__name__ for s in steps)
+    make = _makers.get((shape, names))
+    if make is None:
+        source = _runner_source(*shape)
+        filename = _register_source(
+            source, f"<resilient compose: {'+'.join(names)}, {'async' if is_async else 'sync'}>"
+        )
+        namespace: dict[str, Any] = {}
+        exec(compile(source, filename, "exec"), namespace)  # noqa: S102 -- our own generated source, as attrs does
+        make = _makers[shape, names] = namespace["make"]
+    hooks: list[Any] = []
+    for step in steps:
+        pool = getattr(step, "pool", None)
+        if pool is not None:
+            hooks += (pool._slots, pool)
+            hooks += step.slot_hooks(is_async)  # type: ignore[attr-defined]
+            continue
+        gate_hooks = getattr(step, "gate_hooks", None)
+        if gate_hooks is not None:
+            hooks += gate_hooks(is_async)
+            continue
+        hooks += (step.enter, step.enter_wait_async if is_async else step.enter_wait)
+        hooks += (step.exit_ok, step.exit_error, step.exit_cancel)
+    return make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, *hooks)  # type: ignore[no-any-return]
+
+
+def sync_runner(
+    steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None = None
+) -> Callable[..., Any]:
+    """Return ``run(*args, **kwargs)`` calling ``fn`` inside ``steps`` (outermost first).
+
+    ``kinds`` names the steps' policies (``"circuit_breaker"``, ...) in the runner's
+    file name, which tracebacks show; without it, the steps' class names do.
+    """
+    return _runner(steps, fn, kinds, is_async=False)
+
+
+def async_runner(
+    steps: Sequence[Step], fn: Callable[..., Awaitable[Any]], kinds: Sequence[str] | None = None
+) -> Callable[..., Awaitable[Any]]:
+    """Return ``async run(*args, **kwargs)`` awaiting ``fn`` inside ``steps`` (as above)."""
+    return _runner(steps, fn, kinds, is_async=True)

@@ -1,0 +1,212 @@
+"""A registry of named policies: create-or-get by name, shared defaults, one snapshot.
+
+(A ``KeyedRateLimiter`` needs a key function, which plain configuration cannot express,
+so it is not among the kinds a registry builds.)
+
+Services configure their policies in one place (a dict loaded from TOML, YAML or the
+environment) and reach them by name from wherever a call is made; one endpoint can then
+show every policy's state. Options pass through the policies' own constructors, so a
+bad configuration fails with the same ``ValueError``/``TypeError`` naming the option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from resilient._core._fork import new_lock
+from resilient._core._window import CountWindow, TimeWindow
+from resilient._policies._breaker import CircuitBreaker
+from resilient._policies._bulkhead import Bulkhead
+from resilient._policies._policy import Policy
+from resilient._policies._ratelimit import RateLimiter
+from resilient._policies._retry import Retry
+
+if TYPE_CHECKING:
+    from resilient._policies._timeout import Timeout
+
+__all__ = ["Registry", "default_registry"]
+
+P = TypeVar("P", bound=Policy)
+
+_FACTORIES: dict[str, Callable[..., Policy]] = {
+    "circuit_breaker": CircuitBreaker,
+    "bulkhead": Bulkhead,
+    "timeout": lambda *args, **options: _timeout().Timeout(*args, **options),
+    "retry": Retry,
+    "rate_limiter": RateLimiter,
+}
+
+
+def _timeout() -> Any:
+    # Timeout brings worker threads and event-loop timers: loaded when a registry makes one.
+    import resilient._policies._timeout  # noqa: PLC0415
+
+    return resilient._policies._timeout
+
+
+def _window(value: object) -> object:
+    """A window option from plain data: ``{"count": 100}`` or ``{"seconds": 60}``."""
+    if not isinstance(value, Mapping):
+        return value  # a CountWindow/TimeWindow already, or bad: the constructor says so
+    if set(value) == {"count"}:
+        return CountWindow(value["count"])
+    if set(value) <= {"seconds", "buckets"} and "seconds" in value:
+        return TimeWindow(value["seconds"], buckets=value.get("buckets"))
+    raise ValueError(
+        f'window must be {{"count": n}} or {{"seconds": s, "buckets": b}}, got {dict(value)!r}'
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Metrics as JSON-ready data: enums by value, dataclasses as dicts."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+class Registry:
+    """Named policies, created on first request with shared defaults.
+
+    Args:
+        defaults: Options per kind, applied under each request's own options, e.g.
+            ``{"circuit_breaker": {"failure_rate_threshold": 0.3}, "timeout": {...}}``.
+    """
+
+    def __init__(self, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._defaults: dict[str, dict[str, Any]] = {}
+        if defaults is not None and not isinstance(defaults, Mapping):
+            raise TypeError(
+                "defaults must be a mapping of kind to options, e.g. "
+                '{"circuit_breaker": {"minimum_calls": 20}}, or None; '
+                f"not {type(defaults).__name__}"
+            )
+        for kind, options in (defaults or {}).items():
+            self._check_kind(kind)
+            given: object = options
+            if not isinstance(given, Mapping):
+                raise TypeError(
+                    f"defaults[{kind!r}] must be a mapping of option names to values, "
+                    f"not {type(given).__name__}"
+                )
+            self._defaults[kind] = dict(options)
+        self._policies: dict[str, Policy] = {}
+        self._lock = new_lock(self)
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in _FACTORIES:
+            kinds = ", ".join(sorted(_FACTORIES))
+            raise ValueError(f"kind must be one of {kinds}; got {kind!r}")
+
+    def _get_or_create(self, kind: str, name: str, options: Mapping[str, Any]) -> Policy:
+        given: object = name
+        if not isinstance(given, str) or not given:
+            raise TypeError(f"name must be a non-empty str, not {name!r}")
+        with self._lock:
+            existing = self._policies.get(name)
+            if existing is not None:
+                if existing.kind != kind:
+                    raise ValueError(f"{name!r} is already a {existing.kind}, not a {kind}")
+                return existing
+            merged = {**self._defaults.get(kind, {}), **options}
+            if "window" in merged:
+                merged["window"] = _window(merged["window"])
+            factory = _FACTORIES[kind]
+            if kind == "circuit_breaker":
+                policy = factory(name, **merged)
+            else:
+                merged.setdefault("name", name)
+                policy = factory(**merged) if kind == "retry" else _positional(kind, merged)
+            self._policies[name] = policy
+            return policy
+
+    def circuit_breaker(self, name: str, **options: Any) -> CircuitBreaker:
+        """The breaker called ``name``, created with ``options`` over the defaults."""
+        return self._get_or_create("circuit_breaker", name, options)  # type: ignore[return-value]
+
+    def bulkhead(self, name: str, **options: Any) -> Bulkhead:
+        """The bulkhead called ``name`` (options: ``max_concurrent``, ``max_wait``)."""
+        return self._get_or_create("bulkhead", name, options)  # type: ignore[return-value]
+
+    def timeout(self, name: str, **options: Any) -> Timeout:
+        """The timeout called ``name`` (options: ``seconds``, ``max_workers``, ``clock``)."""
+        return self._get_or_create("timeout", name, options)  # type: ignore[return-value]
+
+    def retry(self, name: str, **options: Any) -> Retry:
+        """The retry called ``name`` (options as [`Retry`][resilient.Retry]'s)."""
+        return self._get_or_create("retry", name, options)  # type: ignore[return-value]
+
+    def rate_limiter(self, name: str, **options: Any) -> RateLimiter:
+        """The rate limiter called ``name`` (options: ``rate``, ``per``, ``burst``, ...)."""
+        return self._get_or_create("rate_limiter", name, options)  # type: ignore[return-value]
+
+    def configure(self, config: Mapping[str, Mapping[str, Any]]) -> None:
+        """Create policies from plain data: ``{name: {"kind": ..., **options}}``.
+
+        Windows are written ``{"count": 100}`` or ``{"seconds": 60}``; durations as
+        seconds. Every entry is validated by the policy's own constructor.
+        """
+        for name, entry in config.items():
+            given: object = entry
+            if not isinstance(given, Mapping) or "kind" not in given:
+                raise ValueError(f"config[{name!r}] must be a mapping with a 'kind'")
+            options = dict(entry)
+            kind = options.pop("kind")
+            self._check_kind(kind)
+            self._get_or_create(kind, name, options)
+
+    def get(self, name: str) -> Policy:
+        """The policy called ``name``; ``KeyError`` if there is none."""
+        with self._lock:
+            return self._policies[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._policies
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(sorted(self._policies))
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """The kind and metrics of every policy created through this registry, as plain data.
+
+        JSON-serialisable. A policy constructed directly (``CircuitBreaker("x")``) is in
+        no registry, even when named.
+        """
+        with self._lock:
+            policies = sorted(self._policies.items())
+        out: dict[str, dict[str, Any]] = {}
+        for name, policy in policies:
+            entry: dict[str, Any] = {"kind": policy.kind}
+            metrics = getattr(policy, "metrics", None)
+            if metrics is not None:
+                entry.update(_plain(metrics()))
+            if isinstance(policy, CircuitBreaker):
+                entry["state"] = policy.state.value
+                entry["retry_after"] = policy.retry_after
+            out[name] = entry
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Registry of {len(self)} policies>"
+
+
+def _positional(kind: str, options: dict[str, Any]) -> Policy:
+    # The primary number is positional in these constructors (DESIGN section 3).
+    first = {"bulkhead": "max_concurrent", "timeout": "seconds", "rate_limiter": "rate"}[kind]
+    if first not in options:
+        raise TypeError(f"a {kind} needs the option {first!r}")
+    value = options.pop(first)
+    return _FACTORIES[kind](value, **options)
+
+
+default_registry = Registry()
+"""The process-wide registry, for code that does not build its own."""
