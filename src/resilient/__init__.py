@@ -24,6 +24,7 @@ time): every other public name loads its module on first access, through
 import typing as _typing
 
 from resilient._core._breaker_state import CircuitBreakerMetrics, CircuitState
+from resilient._core._clock import Clock
 from resilient._core._errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -51,7 +52,7 @@ from resilient._core._window import CountWindow, TimeWindow, WindowSnapshot
 # What a sync circuit breaker needs is imported now; the rest on first access.
 from resilient._policies._breaker import CircuitBreaker
 from resilient._version import __version__
-from resilient._waiting._clock import Clock, MonotonicClock
+from resilient._waiting._clock import MonotonicClock
 
 if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
     from resilient._core._budget import BudgetSnapshot, RetryBudget, RetryThrottle

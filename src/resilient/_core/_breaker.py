@@ -43,6 +43,7 @@ from resilient._core._breaker_state import (
     TrialRef,
 )
 from resilient._core._breaker_timing import DURATIONS
+from resilient._core._clock import Clock
 from resilient._core._errors import CircuitOpenError, MisuseError, RejectedError
 from resilient._core._events import (
     GLOBAL_LISTENERS,
@@ -57,9 +58,9 @@ from resilient._core._events import (
     log_transition,
 )
 from resilient._core._fork import new_lock
+from resilient._core._outcome import NO_RESULT
 from resilient._core._validate import (
     check_arity,
-    check_clock,
     check_duration,
     check_int,
     check_name,
@@ -68,8 +69,6 @@ from resilient._core._validate import (
     compile_matcher,
 )
 from resilient._core._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
-from resilient._policies._pipeline import NO_RESULT
-from resilient._waiting._clock import Clock
 
 __all__ = ["BreakerCore"]
 
@@ -143,7 +142,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         record: object,
         ignore: object,
         record_result: object,
-        clock: Clock | None,
+        clock: Clock,
     ) -> None:
         super().__init__()
         self.name = check_name(name)
@@ -174,8 +173,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._record_rejections = _named_rejections(record)
         self._ignore = compile_matcher("ignore", ignore)
         self._record_result = check_result_predicate("record_result", record_result)
-        clock = check_clock(clock)
-        self._clock = clock
+        self._clock = clock  # resolved and checked by the adapter, which sleeps with it
         self._monotonic = clock.monotonic  # bound once: read on every rejection
         # Pay only for what is configured: durations are measured only when slow-call
         # detection or a time window needs them.

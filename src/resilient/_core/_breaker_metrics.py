@@ -21,8 +21,8 @@ from resilient._core._breaker_state import (
     CircuitState,
     Epoch,
 )
+from resilient._core._clock import Clock
 from resilient._core._window import EMPTY, CountWindow, Window
-from resilient._waiting._clock import Clock
 
 __all__ = ["BreakerReadouts"]
 

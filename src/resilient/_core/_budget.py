@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from resilient._core._clock import SYSTEM_TIME, Clock, TimeSource
 from resilient._core._fork import new_lock
 from resilient._core._validate import (
     MIN_BUCKET_SECONDS,
@@ -30,7 +31,6 @@ from resilient._core._validate import (
     check_number,
     check_rate,
 )
-from resilient._waiting._clock import Clock
 
 __all__ = ["BudgetSnapshot", "RetryBudget", "RetryThrottle"]
 
@@ -94,7 +94,7 @@ class RetryBudget:
         )
         self.ratio = check_rate("ratio", ratio)
         self.reserve = self.min_retries_per_second * self.ttl
-        self._clock = check_clock(clock)
+        self._clock: TimeSource = check_clock(clock) or SYSTEM_TIME
         self._width = self.ttl / self._BUCKETS
         # Per bucket: [first attempts, retries]; the ring forgets a bucket as it expires.
         self._buckets = [[0, 0] for _ in range(self._BUCKETS)]

@@ -23,7 +23,7 @@ from resilient._core._errors import BulkheadFullError
 from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._core._fork import new_lock
 from resilient._core._validate import check_duration, check_int, check_name
-from resilient._waiting._waiters import Waiter
+from resilient._core._waiter import Waiter
 
 __all__ = ["BulkheadCore", "BulkheadMetrics", "SlotClaim"]
 

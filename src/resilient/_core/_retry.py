@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from resilient._core._atomic import counted, new_counter
 from resilient._core._budget import RetryBudget, RetryThrottle
+from resilient._core._clock import Clock
 from resilient._core._errors import CircuitOpenError, MisuseError, RejectedError
 from resilient._core._events import (
     GLOBAL_LISTENERS,
@@ -40,16 +41,13 @@ from resilient._core._events import (
 )
 from resilient._core._fork import new_lock
 from resilient._core._validate import (
-    check_clock,
     check_int,
     check_name,
     check_result_predicate,
     compile_matcher,
     matches,
 )
-from resilient._core._wait import Schedule, as_seconds, compile_wait
-from resilient._waiting._clock import Clock
-from resilient._waiting._deadline import remaining
+from resilient._core._wait import Schedule, as_seconds
 
 __all__ = ["KIND", "Flow", "RetryCore", "RetryMetrics", "instant_retries"]
 
@@ -138,6 +136,7 @@ class RetryCore(EventSource):
         "_lock",
         "_new_schedule",
         "_retry_open_circuit",
+        "_time_left",
         "attempts",
         "budget",
         "clock",
@@ -151,19 +150,20 @@ class RetryCore(EventSource):
     def __init__(
         self,
         attempts: int,
-        wait: object,
+        new_schedule: Callable[[], Schedule],
         on: object,
         on_result: object,
         budget: object,
-        clock: Clock | None,
+        clock: Clock,
         name: str | None,
         max_wait: float,
+        time_left: Callable[[], float | None],
     ) -> None:
         super().__init__()
         self.name = check_name(name)
         self.attempts = check_int("attempts", attempts)
         self.max_wait = max_wait
-        self._new_schedule = compile_wait(wait, max_wait)
+        self._new_schedule = new_schedule
         self.on = compile_matcher("on", on)
         # An open circuit says when to come back; retrying it only adds rejections. It is
         # retried only when `on` asks for rejections by type, or decides by predicate.
@@ -179,7 +179,9 @@ class RetryCore(EventSource):
                 f"not {type(budget).__name__}"
             )
         self.budget: RetryBudget | RetryThrottle | None = budget
-        self.clock = check_clock(clock)
+        self.clock = clock  # resolved and checked by the adapter, which sleeps with it
+        # The caller's deadline is read through the adapter (a context variable there).
+        self._time_left = time_left
         self._lock = new_lock(self)
         self._counts = [0, 0, 0, 0, 0, 0]
         # Calls ended on their first attempt: the hot path, so counted without a lock
@@ -311,7 +313,7 @@ class RetryCore(EventSource):
 
     def _refused(self, delay: float, budget: RetryBudget | RetryThrottle | None) -> str | None:
         """Why a retry after ``delay`` may not happen (counted), or ``None``."""
-        left = remaining()
+        left = self._time_left()
         if left is not None and delay >= left:
             self._count(_DEADLINE)
             return "deadline"

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal, TypeAlias, cast, overload
 
-from resilient._waiting._clock import MONOTONIC, Clock
+from resilient._core._clock import Clock
 
 logger = logging.getLogger("resilient")
 
@@ -255,14 +255,14 @@ def _check_methods(option: str, value: object, methods: tuple[str, ...], what: s
         )
 
 
-def check_clock(value: object, option: str = "clock") -> Clock:
-    """The clock to use: ``None`` gives the default; anything else must be a ``Clock``.
+def check_clock(value: object, option: str = "clock") -> Clock | None:
+    """``None`` (the caller picks the default), or a ``Clock``.
 
     Checked here rather than at first use, where a missing method would surface as an
     ``AttributeError`` inside some unrelated call (or only under a deadline).
     """
     if value is None:
-        return MONOTONIC
+        return None
     _check_methods(option, value, ("monotonic", "sleep", "asleep"), "a Clock")
     return value  # type: ignore[return-value]
 

@@ -1,8 +1,8 @@
 """How long a retry waits before each new attempt.
 
 A *wait strategy* is anything :func:`compile_wait` accepts: seconds, a callable
-``attempt -> seconds``, one of tenacity's wait strategies (``wait_exponential_jitter``,
-``wait_random_exponential``, ``wait_fixed``, sums of them...), or one of ours. It is
+``attempt -> seconds``, or one of ours (tenacity's strategies are turned into schedules
+by the adapter, ``resilient._policies._tenacity``, before they reach here). It is
 compiled into a factory of *schedules*: one schedule per guarded call, because some
 strategies carry state from one attempt to the next (decorrelated jitter does), and
 state shared between concurrent calls is the bug tenacity has with its statistics.
@@ -135,31 +135,6 @@ def _positive(name: str, value: object) -> float:
     return check_duration(name, value, allow_zero=False)
 
 
-def _is_tenacity_wait(wait: object) -> bool:
-    try:
-        from tenacity.wait import wait_base  # noqa: PLC0415 -- only when a callable is given
-    except ImportError:  # pragma: no cover - tenacity is an extra, installed for the tests
-        return False
-    return isinstance(wait, wait_base)
-
-
-def _tenacity_schedule(wait: Any) -> Schedule:
-    from tenacity import RetryCallState  # noqa: PLC0415
-
-    # tenacity's strategies read only the attempt number and the outcome from it.
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-
-    def schedule(attempt: int, exc: BaseException | None, result: Any) -> float:
-        state.attempt_number = attempt
-        if exc is not None:
-            state.set_exception((type(exc), exc, exc.__traceback__))
-        else:
-            state.set_result(result)
-        return float(wait(state))
-
-    return schedule
-
-
 def as_seconds(value: object) -> float:
     """A wait as seconds: numbers and timedeltas, never negative (a user callable's value).
 
@@ -182,8 +157,6 @@ def compile_wait(wait: object, max_wait: float = MAX_WAIT) -> Callable[[], Sched
     """
     if isinstance(wait, (ExponentialJitter, DecorrelatedJitter)):
         return wait.schedule
-    if _is_tenacity_wait(wait):
-        return lambda: _tenacity_schedule(wait)
     if callable(wait) and not isinstance(wait, type):
         fn: Callable[[int], float] = check_arity(
             "wait", wait, 1, "seconds, a wait strategy or a callable attempt -> seconds"

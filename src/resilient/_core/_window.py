@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from math import isnan
 from typing import TYPE_CHECKING, Final
 
+from resilient._core._clock import SYSTEM_TIME, TimeSource
 from resilient._core._validate import MAX_COUNT, MIN_BUCKET_SECONDS, check_duration, check_int
-from resilient._waiting._clock import MONOTONIC, Clock
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -120,7 +120,7 @@ class Window:
         """The most outcomes the window can hold, or ``None`` if unbounded."""
         return None
 
-    def fresh(self, clock: Clock = MONOTONIC, *, durations: bool = True) -> Self:
+    def fresh(self, clock: TimeSource = SYSTEM_TIME, *, durations: bool = True) -> Self:
         """Return a new, empty window with the same configuration."""
         raise NotImplementedError
 
@@ -164,7 +164,7 @@ class CountWindow(Window):
         """The window's ``size``."""
         return self.size
 
-    def fresh(self, clock: Clock = MONOTONIC, *, durations: bool = True) -> Self:
+    def fresh(self, clock: TimeSource = SYSTEM_TIME, *, durations: bool = True) -> Self:
         """Return a new, empty ``CountWindow`` of the same size (a count needs no clock)."""
         return type(self)(self.size, _durations=durations)
 
@@ -229,7 +229,7 @@ class TimeWindow(Window):
         seconds: float,
         *,
         buckets: int | None = None,
-        _clock: Clock = MONOTONIC,
+        _clock: TimeSource = SYSTEM_TIME,
     ) -> None:
         super().__init__()
         length = check_duration("seconds", seconds, minimum=MIN_BUCKET_SECONDS)
@@ -256,7 +256,7 @@ class TimeWindow(Window):
         self._b_duration = [0.0] * n
         self._head: int | None = None  # the absolute number of the newest bucket
 
-    def fresh(self, clock: Clock = MONOTONIC, *, durations: bool = True) -> Self:
+    def fresh(self, clock: TimeSource = SYSTEM_TIME, *, durations: bool = True) -> Self:
         """Return a new, empty ``TimeWindow`` of the same span, evicting by ``clock``."""
         return type(self)(self.seconds, buckets=self.buckets, _clock=clock)
 

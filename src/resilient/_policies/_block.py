@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from resilient._policies._pipeline import NO_RESULT, Step, Wait
+from resilient._core._outcome import NO_RESULT
+from resilient._policies._pipeline import Step, Wait
 
 if TYPE_CHECKING:
     from resilient._policies._policy import Policy

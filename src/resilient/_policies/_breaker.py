@@ -14,14 +14,16 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from resilient._core._breaker import KIND, BreakerCore
 from resilient._core._breaker_state import CircuitBreakerMetrics, CircuitState, Epoch, Trial
 from resilient._core._errors import CircuitOpenError
+from resilient._core._outcome import PASS
 from resilient._core._window import CountWindow, TimeWindow
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
-from resilient._policies._pipeline import PASS, Wait
+from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy
+from resilient._waiting._clock import resolve_clock
 
 if TYPE_CHECKING:
+    from resilient._core._clock import Clock
     from resilient._core._validate import Duration, ExceptionMatcher
-    from resilient._waiting._clock import Clock
 
 __all__ = ["CircuitBreaker"]
 
@@ -157,7 +159,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             record=record,
             ignore=ignore,
             record_result=record_result,
-            clock=clock,
+            clock=resolve_clock(clock),
         )
         self._step = _BreakerStep(self._core)
 

@@ -7,10 +7,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from resilient._core._bulkhead import KIND, BulkheadCore, BulkheadMetrics, SlotClaim
+from resilient._core._outcome import PASS
 from resilient._core._validate import Duration
 from resilient._policies._block import DONE, ENTERED, FINISHED, Block, block_exits
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
-from resilient._policies._pipeline import PASS, WAIT, Wait
+from resilient._policies._pipeline import WAIT, Wait
 from resilient._policies._policy import CorePolicy
 from resilient._waiting._waiters import AsyncioWaiter, ThreadWaiter, TrioWaiter, async_waiter
 

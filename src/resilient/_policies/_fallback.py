@@ -23,6 +23,7 @@ from typing import Any, Final, Literal, ParamSpec, TypeVar, overload
 from resilient._core._errors import MisuseError
 from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
 from resilient._core._fork import new_lock
+from resilient._core._outcome import PASS
 from resilient._core._validate import (
     ExceptionMatcher,
     check_name,
@@ -31,7 +32,7 @@ from resilient._core._validate import (
     matches,
 )
 from resilient._policies._decorate import is_async_callable
-from resilient._policies._pipeline import PASS, Deferred, Wait
+from resilient._policies._pipeline import Deferred, Wait
 from resilient._policies._policy import CorePolicy, WidensResult
 
 __all__ = ["Fallback"]

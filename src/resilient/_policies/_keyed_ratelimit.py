@@ -12,10 +12,10 @@ import collections
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
+from resilient._core._clock import Clock
 from resilient._core._validate import MAX_KEYS, Duration, check_int
 from resilient._policies._policy import CorePolicy
 from resilient._policies._ratelimit import _NS, KIND, GcraCore, RateLimiterMetrics
-from resilient._waiting._clock import Clock
 
 __all__ = ["KeyedRateLimiter"]
 

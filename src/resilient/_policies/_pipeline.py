@@ -22,19 +22,10 @@ import linecache
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
+from resilient._core._outcome import PASS
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
 
-__all__ = ["NO_RESULT", "PASS", "WAIT", "Deferred", "Step", "Wait", "async_runner", "sync_runner"]
-
-
-class _Sentinel:
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
+__all__ = ["WAIT", "Deferred", "Step", "Wait", "async_runner", "sync_runner"]
 
 
 class Wait:
@@ -56,10 +47,6 @@ class Wait:
 
 WAIT: Final = Wait()
 """The plain ``Wait``: wait for admission (a bulkhead slot)."""
-PASS: Final[Any] = _Sentinel("PASS")
-"""Returned by ``Step.exit_error()`` to let the exception propagate unchanged."""
-NO_RESULT: Final[Any] = _Sentinel("NO_RESULT")
-"""The "result" of a ``with`` block, which has none: result predicates skip it."""
 
 
 class Deferred:

@@ -28,14 +28,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Final
 
+from resilient._core._clock import Clock
 from resilient._core._errors import RateLimitedError
 from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._core._fork import new_lock
+from resilient._core._outcome import PASS
 from resilient._core._validate import (
     MAX_RATE,
     MAX_SECONDS,
     Duration,
-    check_clock,
     check_duration,
     check_int,
     check_name,
@@ -43,9 +44,9 @@ from resilient._core._validate import (
     show_bound,
 )
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
-from resilient._policies._pipeline import PASS, Wait
+from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy
-from resilient._waiting._clock import MONOTONIC, Clock
+from resilient._waiting._clock import MONOTONIC, resolve_clock
 from resilient._waiting._deadline import remaining
 
 __all__ = ["GcraCore", "RateLimiter", "RateLimiterMetrics"]
@@ -124,7 +125,7 @@ class GcraCore(EventSource):
         # than the rate: 3 per second is one call per 333,333,334 ns.
         self.interval = max(1, math.ceil(Fraction(self.per) * _NS / Fraction(self.rate)))
         self.tolerance = self.burst * self.interval
-        self.clock = check_clock(clock)
+        self.clock = resolve_clock(clock)
         # The default clock reads integer nanoseconds directly; others are converted.
         self.now: Callable[[], int] = (
             time.monotonic_ns if self.clock is MONOTONIC else self._now_from_clock

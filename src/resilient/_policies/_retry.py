@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ClassVar
 
 from resilient._core._budget import RetryBudget, RetryThrottle
+from resilient._core._clock import Clock
 from resilient._core._retry import KIND, RetryCore, RetryMetrics, instant_retries
 from resilient._core._validate import ExceptionMatcher
 from resilient._core._wait import MAX_WAIT, ExponentialJitter
 from resilient._policies._policy import CorePolicy
 from resilient._policies._retry_block import AsyncRetrying, Attempt, Retrying
-from resilient._waiting._clock import Clock
+from resilient._policies._tenacity import compile_wait
+from resilient._waiting._clock import resolve_clock
+from resilient._waiting._deadline import remaining
 
 __all__ = ["Retry", "RetryCore", "RetryMetrics", "async_retrying", "instant_retries"]
 
@@ -85,7 +88,15 @@ class Retry(CorePolicy[RetryCore]):
         if wait is None:
             wait = ExponentialJitter()
         self._core = RetryCore(
-            attempts, wait, on, on_result, budget, clock, name, max_wait=self.MAX_WAIT
+            attempts,
+            compile_wait(wait, self.MAX_WAIT),
+            on,
+            on_result,
+            budget,
+            resolve_clock(clock),
+            name,
+            max_wait=self.MAX_WAIT,
+            time_left=remaining,
         )
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,6 +26,7 @@ from typing import Any, Final, TypeAlias
 import anyio
 
 from resilient._core._atomic import counted, new_counter
+from resilient._core._clock import Clock
 from resilient._core._errors import TimeoutExceededError, WorkersExhaustedError
 from resilient._core._events import (
     GLOBAL_LISTENERS,
@@ -35,10 +36,11 @@ from resilient._core._events import (
     EventSource,
 )
 from resilient._core._fork import new_lock
-from resilient._core._validate import Duration, check_clock, check_duration, check_int, check_name
-from resilient._policies._pipeline import PASS, Wait
+from resilient._core._outcome import PASS
+from resilient._core._validate import Duration, check_duration, check_int, check_name
+from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy
-from resilient._waiting._clock import MONOTONIC, Clock
+from resilient._waiting._clock import MONOTONIC, resolve_clock
 from resilient._waiting._deadline import DEADLINE, effective_timeout
 from resilient._waiting._timer import DONE, FIRED, PENDING, loop_timer
 from resilient._waiting._workers import Job, WorkerPool
@@ -96,7 +98,7 @@ class TimeoutCore(EventSource):
         self.name = check_name(name)
         value = check_duration("seconds", seconds, allow_zero=False)
         self.seconds = value
-        self.clock = check_clock(clock)
+        self.clock = resolve_clock(clock)
         self.pool = WorkerPool(check_int("max_workers", max_workers), name or "unnamed")
         self.timeouts = 0
         self.rejected = 0

@@ -1,43 +1,26 @@
-"""Where every policy gets its time from.
+"""Where every policy gets its time from, and how it waits for it.
 
 Policies never call :mod:`time` directly: they ask a :class:`Clock`. The default
 :data:`MONOTONIC` reads :func:`time.monotonic` (never the wall clock, which jumps) and
 sleeps for real; tests pass ``resilient.testing.ManualClock`` instead so that time only
-moves when the test says so.
+moves when the test says so. The protocol lives with the cores, which only read it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Protocol, runtime_checkable
 
-__all__ = ["MONOTONIC", "Clock", "MonotonicClock"]
+from resilient._core._clock import Clock, SystemTime
+from resilient._core._validate import check_clock
 
-
-@runtime_checkable
-class Clock(Protocol):
-    """A source of monotonic time in seconds, and a way to wait for it to pass."""
-
-    def monotonic(self) -> float:
-        """Return the current time in seconds; only differences are meaningful."""
-        ...
-
-    def sleep(self, seconds: float) -> None:
-        """Block the calling thread for ``seconds``."""
-        ...
-
-    async def asleep(self, seconds: float) -> None:
-        """Suspend the calling task for ``seconds``."""
-        ...
+__all__ = ["MONOTONIC", "Clock", "MonotonicClock", "resolve_clock"]
 
 
-class MonotonicClock:
+class MonotonicClock(SystemTime):
     """The real clock: ``time.monotonic()``, ``time.sleep()`` and ``anyio.sleep()``."""
 
     __slots__ = ()
 
-    # Bound at class level so `clock.monotonic()` is one C call, not a Python frame.
-    monotonic = staticmethod(time.monotonic)
     sleep = staticmethod(time.sleep)
 
     async def asleep(self, seconds: float) -> None:
@@ -54,3 +37,8 @@ class MonotonicClock:
 
 MONOTONIC: Clock = MonotonicClock()
 """The default clock of every policy."""
+
+
+def resolve_clock(value: object, option: str = "clock") -> Clock:
+    """The clock an adapter uses: ``None`` gives :data:`MONOTONIC`; else a checked ``Clock``."""
+    return check_clock(value, option) or MONOTONIC

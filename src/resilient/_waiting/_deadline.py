@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 from typing import Final, TypeAlias
 
-from resilient._waiting._clock import Clock
+from resilient._core._clock import Clock
 
 __all__ = ["DEADLINE", "Deadline", "effective_timeout", "remaining"]
 

@@ -13,35 +13,12 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
+from resilient._core._waiter import Waiter
+
 if TYPE_CHECKING:
     import asyncio
 
 __all__ = ["AsyncioWaiter", "ThreadWaiter", "TrioWaiter", "Waiter", "async_waiter"]
-
-
-class Waiter:
-    """A queued caller. ``granted`` is set (under the core's lock) before ``wake()``."""
-
-    __slots__ = ("granted",)
-
-    def __init__(self) -> None:
-        self.granted = False
-
-    def wake(self) -> bool:
-        """Wake the waiting caller; callable from any thread, at most once.
-
-        Returns ``False`` if the caller can no longer be woken (its event loop is gone),
-        so whoever granted it something can take that back.
-        """
-        raise NotImplementedError
-
-    def survives_fork(self) -> bool:
-        """Whether the caller still exists in a child forked while it waits.
-
-        Called in the child, in the thread that forked: only that thread's callers (its
-        event loop's tasks) live on there.
-        """
-        raise NotImplementedError
 
 
 class ThreadWaiter(Waiter):

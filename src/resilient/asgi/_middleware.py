@@ -15,19 +15,19 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, Final, cast
 
+from resilient._core._clock import Clock
 from resilient._core._errors import RejectedError, TimeoutExceededError
 from resilient._core._validate import (
     MAX_BUFFER,
     MAX_KEYS,
     Duration,
     check_arity,
-    check_clock,
     check_duration,
     check_int,
     check_names,
 )
 from resilient._policies._policy import Policy, build_async
-from resilient._waiting._clock import Clock
+from resilient._waiting._clock import resolve_clock
 from resilient._waiting._deadline import DEADLINE
 from resilient.asgi._deadline import GRPC_TIMEOUT, REQUEST_TIMEOUT, read_deadline
 from resilient.asgi._exchange import START_TIMERS, Exchange, FailureStatusError, Replay
@@ -198,7 +198,7 @@ class ResilienceMiddleware:
         self._failure = failure_status
         self._timeout_body = timeout_body
         self._limit = check_int("buffer_limit", buffer_limit, minimum=0, maximum=MAX_BUFFER)
-        self._clock = check_clock(clock)
+        self._clock = resolve_clock(clock)
         self._deadline_names = _header_names(headers)
         max_keys = check_int("max_keys", max_keys, maximum=MAX_KEYS)
         # 0 would evict a key's entry as it is created (and crash the eviction loop).

@@ -19,10 +19,10 @@ import re
 from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
+from resilient._core._clock import Clock
 from resilient._core._fork import new_lock
 from resilient._core._validate import check_names
 from resilient._policies._policy import Policy
-from resilient._waiting._clock import Clock
 from resilient.asgi._types import Scope
 
 __all__ = ["KeyedGuards", "Route", "client_ip", "header_key"]
