@@ -57,12 +57,13 @@ from resilient._waiting._clock import MonotonicClock
 if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
     from resilient._core._budget import BudgetSnapshot, RetryBudget, RetryThrottle
     from resilient._core._bulkhead import BulkheadMetrics
+    from resilient._core._gcra import RateLimiterMetrics
     from resilient._core._wait import DecorrelatedJitter, ExponentialJitter
     from resilient._policies._bulkhead import Bulkhead
     from resilient._policies._compose import Composition, compose
     from resilient._policies._fallback import Fallback
     from resilient._policies._keyed_ratelimit import KeyedRateLimiter
-    from resilient._policies._ratelimit import RateLimiter, RateLimiterMetrics
+    from resilient._policies._ratelimit import RateLimiter
     from resilient._policies._registry import Registry, default_registry
     from resilient._policies._retry import Retry, RetryMetrics
     from resilient._policies._retry_block import Attempt
@@ -136,7 +137,7 @@ _LAZY = {
     "Instrumentation": "resilient.instrumentation",
     "KeyedRateLimiter": "resilient._policies._keyed_ratelimit",
     "RateLimiter": "resilient._policies._ratelimit",
-    "RateLimiterMetrics": "resilient._policies._ratelimit",
+    "RateLimiterMetrics": "resilient._core._gcra",
     "Registry": "resilient._policies._registry",
     "Retry": "resilient._policies._retry",
     "RetryBudget": "resilient._core._budget",

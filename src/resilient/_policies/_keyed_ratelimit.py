@@ -3,80 +3,21 @@
 :class:`KeyedRateLimiter` keeps one TAT per key (per user, per tenant) in LRU order. A
 key whose TAT has passed is indistinguishable from a new key, so it can be dropped with
 no change in behaviour; at most ``max_keys`` are kept. The arithmetic, counts and errors
-are :class:`~resilient._policies._ratelimit.GcraCore`'s, shared with the plain limiter.
+are :class:`~resilient._core._gcra.GcraCore`'s, shared with the plain limiter.
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from resilient._core._clock import Clock
-from resilient._core._validate import MAX_KEYS, Duration, check_int
+from resilient._core._gcra import KIND, NS, KeyedRateLimiterCore, RateLimiterMetrics
+from resilient._core._validate import Duration
 from resilient._policies._policy import CorePolicy
-from resilient._policies._ratelimit import _NS, KIND, GcraCore, RateLimiterMetrics
+from resilient._policies._ratelimit import gcra_options
 
 __all__ = ["KeyedRateLimiter"]
-
-
-class KeyedRateLimiterCore(GcraCore):
-    """One TAT per key, in LRU order, at most ``max_keys`` of them."""
-
-    __slots__ = ("_tats", "max_keys")
-
-    def __init__(self, *args: Any, max_keys: object) -> None:
-        super().__init__(*args)
-        self.max_keys = check_int("max_keys", max_keys, maximum=MAX_KEYS)
-        self._tats: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
-
-    def reserve(self, key: Hashable) -> tuple[int, int]:
-        """As :meth:`RateLimiterCore.reserve`, for ``key``."""
-        clock = self.float_clock
-        reading = None if clock is None else clock.monotonic()
-        now = self.now() if reading is None else round(reading * _NS)
-        tats = self._tats
-        with self._lock:
-            tat = tats.get(key, now)
-            new_tat = (tat if tat > now else now) + self.interval
-            delay = new_tat - self.tolerance - now
-            if delay <= 0 or delay <= self.allowed_wait():
-                tats[key] = new_tat
-                tats.move_to_end(key)
-                self.admitted += 1
-                if delay > 0:
-                    self.waited += 1
-                self._evict(now)
-                return max(delay, 0), new_tat
-            self.rejected += 1
-        raise self.rejection(self.retry_after(delay, now, reading), key)
-
-    def _evict(self, now: int) -> None:
-        tats = self._tats
-        # Keys whose TAT has passed behave exactly like absent keys: drop a few of the
-        # least recently used each time (amortised O(1)), and any excess over max_keys.
-        for _ in range(2):
-            if not tats:
-                return
-            oldest, tat = next(iter(tats.items()))
-            if tat > now:
-                break
-            del tats[oldest]
-        while len(tats) > self.max_keys:
-            tats.popitem(last=False)
-
-    def give_back(self, key: Hashable, reserved_tat: int) -> None:
-        """A reserved caller gave up: return its slot if nobody reserved after it."""
-        with self._lock:
-            if self._tats.get(key) == reserved_tat:
-                self._tats[key] = reserved_tat - self.interval
-                self.admitted -= 1
-                self.waited -= 1
-
-    def metrics(self) -> RateLimiterMetrics:
-        """A frozen snapshot of the counts."""
-        with self._lock:
-            return RateLimiterMetrics(self.admitted, self.waited, self.rejected, len(self._tats))
 
 
 class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
@@ -121,7 +62,7 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
             )
         self._key = key
         self._core = KeyedRateLimiterCore(
-            rate, per, burst, max_wait, name, clock, max_keys=max_keys
+            *gcra_options(rate, per, burst, max_wait, name, clock), max_keys=max_keys
         )
 
     def acquire(self, key: Hashable) -> None:
@@ -129,7 +70,7 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
         delay, tat = self._core.reserve(key)
         if delay > 0:
             try:
-                self._core.clock.sleep(delay / _NS)
+                self._core.clock.sleep(delay / NS)
             except BaseException:
                 self._core.give_back(key, tat)
                 raise
@@ -139,7 +80,7 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
         delay, tat = self._core.reserve(key)
         if delay > 0:
             try:
-                await self._core.clock.asleep(delay / _NS)
+                await self._core.clock.asleep(delay / NS)
             except BaseException:
                 self._core.give_back(key, tat)
                 raise

@@ -1,0 +1,306 @@
+"""The GCRA cores of both rate limiters: one theoretical arrival time, or one per key.
+
+The arithmetic is explained in ``resilient._policies._ratelimit``'s docstring. These
+classes decide and count; waiting for a reserved slot is the adapters' (a sleep on the
+policy's clock), and so is reading the caller's deadline (``time_left``).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Final
+
+from resilient._core._clock import Clock
+from resilient._core._errors import RateLimitedError
+from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
+from resilient._core._fork import new_lock
+from resilient._core._validate import (
+    MAX_KEYS,
+    MAX_RATE,
+    MAX_SECONDS,
+    check_duration,
+    check_int,
+    check_name,
+    check_number,
+    show_bound,
+)
+
+__all__ = [
+    "KIND",
+    "NS",
+    "GcraCore",
+    "KeyedRateLimiterCore",
+    "RateLimiterCore",
+    "RateLimiterMetrics",
+]
+
+KIND: Final = "rate_limiter"
+NS: Final = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimiterMetrics:
+    """A rate limiter's counts since it was created.
+
+    Attributes:
+        admitted: Calls admitted (at once or after a wait).
+        waited: Of those, calls that waited for their slot.
+        rejected: Calls refused with ``RateLimitedError``.
+        keys: Keys tracked (1 for a plain ``RateLimiter``).
+    """
+
+    admitted: int
+    waited: int
+    rejected: int
+    keys: int
+
+
+class GcraCore(EventSource):
+    """The GCRA arithmetic, the counts and the errors shared by both limiters."""
+
+    __slots__ = (
+        "_lock",
+        "_time_left",
+        "admitted",
+        "burst",
+        "clock",
+        "float_clock",
+        "interval",
+        "max_wait",
+        "name",
+        "now",
+        "per",
+        "rate",
+        "rejected",
+        "tolerance",
+        "waited",
+    )
+
+    def __init__(
+        self,
+        rate: object,
+        per: object,
+        burst: object,
+        max_wait: object,
+        name: str | None,
+        clock: Clock,
+        now_ns: Callable[[], int] | None,
+        time_left: Callable[[], float | None],
+    ) -> None:
+        super().__init__()
+        self.name = check_name(name)
+        self.rate = check_number("rate", rate, minimum=0.0, inclusive=False)
+        period = check_duration("per", per, allow_zero=False)
+        self.per = period
+        if period / self.rate > MAX_SECONDS:
+            # The interval between calls must stay a duration the clock can represent.
+            raise ValueError(
+                f"rate must be >= per / {show_bound(MAX_SECONDS)} "
+                f"(at least one call per {show_bound(MAX_SECONDS)}s),"
+                f" got rate={self.rate!r} per {period!r}s"
+            )
+        self.burst = (
+            max(1, int(self.rate))
+            if burst is None
+            else check_int("burst", burst, maximum=int(MAX_RATE))
+        )
+        wait = check_duration("max_wait", max_wait)
+        self.max_wait = wait
+        # Integer nanoseconds throughout (see the module docstring). The interval is
+        # rounded up, exactly (as fractions), so the limiter is never more permissive
+        # than the rate: 3 per second is one call per 333,333,334 ns.
+        self.interval = max(1, math.ceil(Fraction(self.per) * NS / Fraction(self.rate)))
+        self.tolerance = self.burst * self.interval
+        self.clock = clock  # resolved by the adapter, which sleeps with it
+        # The adapter may hand the clock's integer nanoseconds (the default clock has
+        # them); others are read as float seconds and converted.
+        self.now: Callable[[], int] = self._now_from_clock if now_ns is None else now_ns
+        # A clock read as float seconds: the reading is kept for retry_after's rounding.
+        self.float_clock: Clock | None = self.clock if now_ns is None else None
+        # The caller's deadline, read through the adapter (a context variable there).
+        self._time_left = time_left
+        self._lock = new_lock(self)
+        self.admitted = 0
+        self.waited = 0
+        self.rejected = 0
+
+    def _now_from_clock(self) -> int:
+        return round(self.clock.monotonic() * NS)
+
+    def retry_after(self, delay: int, now: int, reading: float | None) -> float:
+        """``delay`` nanoseconds as the seconds a refused caller must wait, rounded up.
+
+        ``reading`` is the float clock's reading that gave ``now`` (``None`` for the
+        integer-nanosecond default clock). A caller who waits the returned seconds
+        reads at least ``reading + seconds`` (rounded to a float, as the clock rounds
+        it), and that reading must be admitted: the smallest such wait is found by
+        stepping one representable reading at a time (a few steps at most).
+        """
+        seconds = delay / NS
+        if reading is None:
+            return seconds if seconds * NS >= delay else math.nextafter(seconds, math.inf)
+        due = now + delay
+        arrival = reading + seconds
+        while round(arrival * NS) < due:
+            # The next reading the clock can show, as a wait from `reading` (exact when
+            # the two are close); never less than one step of the wait itself.
+            seconds = max(
+                math.nextafter(seconds, math.inf), math.nextafter(arrival, math.inf) - reading
+            )
+            arrival = reading + seconds
+        return seconds
+
+    def allowed_wait(self) -> int:
+        """Nanoseconds a caller may wait now: ``max_wait``, cut by the current deadline."""
+        left = self._time_left()
+        seconds = self.max_wait if left is None or left > self.max_wait else left
+        return round(seconds * NS)
+
+    def rejection(self, retry_after: float, key: object = None) -> RateLimitedError:
+        """Build (and report) the error for a refused call."""
+        who = f"rate limiter {self.name!r}" if self.name is not None else "rate limiter"
+        whom = f" for key {key!r}" if key is not None else ""
+        error = RateLimitedError(
+            f"{who}: rate of {self.rate:g} per {self.per:g}s exceeded{whom}; "
+            f"retry in {retry_after:.3f}s",
+            policy=self.name,
+            retry_after=retry_after,
+        )
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+            self.emit(CallRejected(self.name, KIND, error))
+        return error
+
+
+class RateLimiterCore(GcraCore):
+    """One TAT for all callers.
+
+    The TAT lives in a one-item list shared with :attr:`admit`, a closure over the
+    constants it needs: the admission path reads no attributes, which is a fifth of
+    its cost.
+    """
+
+    __slots__ = ("_admitted_fast", "_tat", "admit")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._tat = [-(2**62)]
+        self.admit = self._make_admit()
+
+    def _make_admit(self) -> Callable[[], bool]:
+        cell, now_ns, interval, tolerance = self._tat, self.now, self.interval, self.tolerance
+        lock = self._lock
+        admitted = self._admitted_fast = [0]
+
+        def admit() -> bool:
+            """Admit a call now if it is within the rate (no waiting): the hot path."""
+            now = now_ns()
+            # `with`, not acquire()/release(): an interrupt between the two would leave
+            # the lock held and every later call blocked.
+            with lock:
+                tat = cell[0]
+                new_tat = (tat if tat > now else now) + interval
+                if new_tat - now <= tolerance:
+                    cell[0] = new_tat
+                    admitted[0] += 1
+                    return True
+                return False
+
+        return admit
+
+    def reserve(self) -> tuple[int, int]:
+        """Admit or reserve a slot: (nanoseconds to wait, the reserved TAT); raise if refused."""
+        clock = self.float_clock
+        reading = None if clock is None else clock.monotonic()
+        now = self.now() if reading is None else round(reading * NS)
+        with self._lock:
+            tat = self._tat[0]
+            new_tat = (tat if tat > now else now) + self.interval
+            delay = new_tat - self.tolerance - now
+            if delay <= 0:
+                self._tat[0] = new_tat
+                self.admitted += 1
+                return 0, new_tat
+            if delay <= self.allowed_wait():
+                self._tat[0] = new_tat
+                self.admitted += 1
+                self.waited += 1
+                return delay, new_tat
+            self.rejected += 1
+        raise self.rejection(self.retry_after(delay, now, reading))
+
+    def give_back(self, reserved_tat: int) -> None:
+        """A reserved caller gave up: return its slot if nobody reserved after it."""
+        with self._lock:
+            if self._tat[0] == reserved_tat:
+                self._tat[0] -= self.interval
+                self.admitted -= 1
+                self.waited -= 1
+
+    def metrics(self) -> RateLimiterMetrics:
+        """A frozen snapshot of the counts."""
+        with self._lock:
+            admitted = self.admitted + self._admitted_fast[0]
+            return RateLimiterMetrics(admitted, self.waited, self.rejected, 1)
+
+
+class KeyedRateLimiterCore(GcraCore):
+    """One TAT per key, in LRU order, at most ``max_keys`` of them."""
+
+    __slots__ = ("_tats", "max_keys")
+
+    def __init__(self, *args: Any, max_keys: object) -> None:
+        super().__init__(*args)
+        self.max_keys = check_int("max_keys", max_keys, maximum=MAX_KEYS)
+        self._tats: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
+
+    def reserve(self, key: Hashable) -> tuple[int, int]:
+        """As :meth:`RateLimiterCore.reserve`, for ``key``."""
+        clock = self.float_clock
+        reading = None if clock is None else clock.monotonic()
+        now = self.now() if reading is None else round(reading * NS)
+        tats = self._tats
+        with self._lock:
+            tat = tats.get(key, now)
+            new_tat = (tat if tat > now else now) + self.interval
+            delay = new_tat - self.tolerance - now
+            if delay <= 0 or delay <= self.allowed_wait():
+                tats[key] = new_tat
+                tats.move_to_end(key)
+                self.admitted += 1
+                if delay > 0:
+                    self.waited += 1
+                self._evict(now)
+                return max(delay, 0), new_tat
+            self.rejected += 1
+        raise self.rejection(self.retry_after(delay, now, reading), key)
+
+    def _evict(self, now: int) -> None:
+        tats = self._tats
+        # Keys whose TAT has passed behave exactly like absent keys: drop a few of the
+        # least recently used each time (amortised O(1)), and any excess over max_keys.
+        for _ in range(2):
+            if not tats:
+                return
+            oldest, tat = next(iter(tats.items()))
+            if tat > now:
+                break
+            del tats[oldest]
+        while len(tats) > self.max_keys:
+            tats.popitem(last=False)
+
+    def give_back(self, key: Hashable, reserved_tat: int) -> None:
+        """A reserved caller gave up: return its slot if nobody reserved after it."""
+        with self._lock:
+            if self._tats.get(key) == reserved_tat:
+                self._tats[key] = reserved_tat - self.interval
+                self.admitted -= 1
+                self.waited -= 1
+
+    def metrics(self) -> RateLimiterMetrics:
+        """A frozen snapshot of the counts."""
+        with self._lock:
+            return RateLimiterMetrics(self.admitted, self.waited, self.rejected, len(self._tats))
