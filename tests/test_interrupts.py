@@ -244,7 +244,7 @@ def _observe_settling(
     It observes the pool's own accounting (which still runs): each job that ends, an
     interrupted caller's too, wakes whoever waits on it.
     """
-    pool = timeout._core.pool
+    pool = timeout._pool
     settled = threading.Condition() if settled is None else settled
     finished = type(pool).finished
     # Held weakly: no reference cycle that would keep thousands of pools for the collector.
@@ -264,7 +264,7 @@ def _observe_settling(
 def _idle_again(timeout: Timeout, settled: threading.Condition) -> None:
     """Wait (woken by each settled job, bounded) until no call holds a worker."""
     with settled:
-        settled.wait_for(lambda: timeout._core.pool.stats()[1:] == (0, 0), timeout=10)
+        settled.wait_for(lambda: timeout._pool.stats()[1:] == (0, 0), timeout=10)
 
 
 @pytest.mark.usefixtures("main_thread")
@@ -349,7 +349,7 @@ def test_sync_timeout_interrupts_while_starting_workers_lose_nothing() -> None:
 
     def attempt() -> None:
         timeout = Timeout(30, max_workers=1)
-        timeout._core.pool.idle_timeout = 1e-4
+        timeout._pool.idle_timeout = 1e-4
         _observe_settling(timeout, settled)
         timeouts.append(timeout)
         timeout.call(job)
@@ -357,9 +357,7 @@ def test_sync_timeout_interrupts_while_starting_workers_lose_nothing() -> None:
     interrupts = _hammer(attempt)
     assert interrupts > 0
     with settled:
-        settled.wait_for(
-            lambda: all(t._core.pool.stats()[1:] == (0, 0) for t in timeouts), timeout=10
-        )
+        settled.wait_for(lambda: all(t._pool.stats()[1:] == (0, 0) for t in timeouts), timeout=10)
     busy = [t.metrics() for t in timeouts if t.metrics().busy_workers]
     assert busy == [], f"{interrupts} interrupts left {len(busy)} of {len(timeouts)} busy"
     assert all(t.call(lambda: 1) == 1 for t in timeouts[-100:])

@@ -58,6 +58,7 @@ if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
     from resilient._core._budget import BudgetSnapshot, RetryBudget, RetryThrottle
     from resilient._core._bulkhead import BulkheadMetrics
     from resilient._core._gcra import RateLimiterMetrics
+    from resilient._core._timeout import TimeoutMetrics
     from resilient._core._wait import DecorrelatedJitter, ExponentialJitter
     from resilient._policies._bulkhead import Bulkhead
     from resilient._policies._compose import Composition, compose
@@ -67,7 +68,7 @@ if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
     from resilient._policies._registry import Registry, default_registry
     from resilient._policies._retry import Retry, RetryMetrics
     from resilient._policies._retry_block import Attempt
-    from resilient._policies._timeout import Timeout, TimeoutMetrics
+    from resilient._policies._timeout import Timeout
     from resilient._waiting._deadline import remaining
     from resilient.instrumentation import Instrumentation, instrument
 
@@ -144,7 +145,7 @@ _LAZY = {
     "RetryMetrics": "resilient._policies._retry",
     "RetryThrottle": "resilient._core._budget",
     "Timeout": "resilient._policies._timeout",
-    "TimeoutMetrics": "resilient._policies._timeout",
+    "TimeoutMetrics": "resilient._core._timeout",
     "compose": "resilient._policies._compose",
     "default_registry": "resilient._policies._registry",
     "instrument": "resilient.instrumentation",

@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from resilient._core._errors import MisuseError
-from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
-from resilient._core._fork import new_lock
+from resilient._core._fallback import KIND, FallbackCore
 from resilient._core._outcome import PASS
 from resilient._core._validate import (
     ExceptionMatcher,
-    check_name,
-    check_result_predicate,
-    compile_matcher,
     matches,
 )
 from resilient._policies._decorate import is_async_callable
@@ -37,44 +33,9 @@ from resilient._policies._policy import CorePolicy, WidensResult
 
 __all__ = ["Fallback"]
 
-KIND: Final = "fallback"
-
 T = TypeVar("T")  # what the handler returns (awaited, for an async handler)
 R = TypeVar("R")
 P = ParamSpec("P")
-
-
-def _check_handler_arity(handler: Callable[..., Any], with_args: bool) -> None:
-    """Refuse, at construction, a handler that cannot take what it will be given."""
-    try:
-        signature = inspect.signature(handler)
-    except (TypeError, ValueError):  # some builtins have no signature: trust them
-        return
-    params = signature.parameters.values()
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    var_positional = any(p.kind is p.VAR_POSITIONAL for p in params)
-    var_keyword = any(p.kind is p.VAR_KEYWORD for p in params)
-    if not with_args:
-        try:
-            signature.bind(None)
-        except TypeError:
-            raise TypeError(
-                f"handler {signature} cannot be called with one argument (the exception or "
-                "the matched result); to receive the call's arguments too, pass "
-                "with_args=True and accept them after the exception"
-            ) from None
-        return
-    if not positional and not var_positional:
-        raise TypeError(
-            f"handler {signature} must accept the exception as its first positional "
-            "argument when with_args=True"
-        )
-    if len(params) < 2 and not (var_positional or var_keyword):  # noqa: PLR2004
-        raise TypeError(
-            f"with_args=True passes the call's arguments after the exception, but handler "
-            f"{signature} accepts only one argument; pass with_args=False (the default), or "
-            "accept the arguments (e.g. `def handler(exc, *args, **kwargs)`)"
-        )
 
 
 def _check_handler_fits(handler: Callable[..., Any], fn: Callable[..., Any]) -> None:
@@ -106,56 +67,6 @@ def _check_handler_fits(handler: Callable[..., Any], fn: Callable[..., Any]) -> 
                 f"the exception, but handler {wanted} cannot take them ({exc}); accept them "
                 "(e.g. `def handler(exc, *args, **kwargs)`), or pass with_args=False"
             ) from None
-
-
-class FallbackCore(EventSource):
-    """What to catch, what to return, and how often it was used."""
-
-    __slots__ = (
-        "_lock",
-        "handler",
-        "handler_is_async",
-        "name",
-        "on",
-        "on_result",
-        "used",
-        "with_args",
-    )
-
-    def __init__(
-        self, handler: object, on: object, on_result: object, with_args: object, name: str | None
-    ) -> None:
-        super().__init__()
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
-        if not isinstance(with_args, bool):
-            raise TypeError(f"with_args must be True or False, not {type(with_args).__name__}")
-        _check_handler_arity(handler, with_args)
-        name = check_name(name)
-        on_result = check_result_predicate("on_result", on_result)
-        self.handler: Callable[[Any], Any] = handler
-        self.handler_is_async = is_async_callable(handler)
-        self.on = compile_matcher("on", on)
-        self.on_result: Callable[[Any], bool] | None = on_result
-        self.name = name
-        self.with_args = with_args
-        self.used = 0
-        self._lock = new_lock(self)
-
-    def use(self, exc: BaseException | None, result: Any, call: Any) -> Any:
-        """Count and report a fallback, and call the handler with what it replaces.
-
-        ``call`` is the ``(args, kwargs)`` of the guarded call under ``with_args``, else
-        ``None``.
-        """
-        with self._lock:
-            self.used += 1
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
-            self.emit(FallbackUsed(self.name, KIND, exc, result))
-        replaced = exc if exc is not None else result
-        if call is None:
-            return self.handler(replaced)
-        return self.handler(replaced, *call[0], **call[1])
 
 
 class _FallbackStep:
@@ -278,7 +189,7 @@ class Fallback(WidensResult[T], CorePolicy[FallbackCore]):
         with_args: bool = False,
         name: str | None = None,
     ) -> None:
-        self._core = FallbackCore(handler, on, on_result, with_args, name)
+        self._core = FallbackCore(handler, on, on_result, with_args, name, is_async_callable)
         self._async = _FallbackStep(self._core, defer=self._core.handler_is_async)
         self._sync = None if self._core.handler_is_async else _FallbackStep(self._core, defer=False)
 

@@ -20,24 +20,15 @@ import contextvars
 import math
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 import anyio
 
-from resilient._core._atomic import counted, new_counter
+from resilient._core._atomic import counted
 from resilient._core._clock import Clock
-from resilient._core._errors import TimeoutExceededError, WorkersExhaustedError
-from resilient._core._events import (
-    GLOBAL_LISTENERS,
-    NOTABLE_LISTENERS,
-    CallRejected,
-    CallTimedOut,
-    EventSource,
-)
-from resilient._core._fork import new_lock
 from resilient._core._outcome import PASS
-from resilient._core._validate import Duration, check_duration, check_int, check_name
+from resilient._core._timeout import KIND, TimeoutCore, TimeoutMetrics
+from resilient._core._validate import Duration
 from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy
 from resilient._waiting._clock import MONOTONIC, resolve_clock
@@ -47,93 +38,7 @@ from resilient._waiting._workers import Job, WorkerPool
 
 __all__ = ["Armed", "LoopDeadline", "ScopeDeadline", "Timeout", "TimeoutMetrics"]
 
-KIND: Final = "timeout"
 _UNCANCEL: Final = sys.version_info >= (3, 11)
-
-
-@dataclass(frozen=True, slots=True)
-class TimeoutMetrics:
-    """A timeout's counts at one moment.
-
-    Attributes:
-        seconds: The configured timeout.
-        timeouts: Calls that ran past their deadline (sync and async).
-        rejected: Sync calls refused because every worker was busy.
-        workers: Worker threads alive (sync calls only).
-        busy_workers: Of those, workers running a call.
-        abandoned_running: Sync calls that timed out and are still running.
-        admitted: Calls not refused for lack of a worker (sync and async; one whose
-            deadline had already passed counts here and in ``timeouts``);
-            ``rejected / (admitted + rejected)`` is the rejection ratio.
-    """
-
-    seconds: float
-    timeouts: int
-    rejected: int
-    workers: int
-    busy_workers: int
-    abandoned_running: int
-    # Left out of ==, so that snapshots compare by state and their other counts.
-    admitted: int = field(default=0, compare=False)
-
-
-class TimeoutCore(EventSource):
-    """Configuration, counts and errors of one timeout policy."""
-
-    __slots__ = (
-        "_count_lock",
-        "admitted",
-        "clock",
-        "name",
-        "pool",
-        "rejected",
-        "seconds",
-        "timeouts",
-    )
-
-    def __init__(
-        self, seconds: object, name: str | None, clock: Clock | None, max_workers: int
-    ) -> None:
-        super().__init__()
-        self.name = check_name(name)
-        value = check_duration("seconds", seconds, allow_zero=False)
-        self.seconds = value
-        self.clock = resolve_clock(clock)
-        self.pool = WorkerPool(check_int("max_workers", max_workers), name or "unnamed")
-        self.timeouts = 0
-        self.rejected = 0
-        self._count_lock = new_lock(self)
-        # Counted lock-free where the GIL allows (see _atomic.new_counter).
-        self.admitted = new_counter()
-
-    def expired(self, seconds: float, *, abandoned: bool = False) -> TimeoutExceededError:
-        """Count a timeout and build the caller's error."""
-        with self._count_lock:
-            self.timeouts += 1
-        who = f"timeout {self.name!r}" if self.name is not None else "timeout"
-        error = TimeoutExceededError(
-            f"{who}: the call did not finish within {seconds:.3g}s",
-            policy=self.name,
-            seconds=seconds,
-        )
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
-            self.emit(CallTimedOut(self.name, KIND, seconds, abandoned))
-        return error
-
-    def exhausted(self) -> WorkersExhaustedError:
-        """Count a refusal for lack of workers and build the caller's error."""
-        with self._count_lock:
-            self.rejected += 1
-        who = f"timeout {self.name!r}" if self.name is not None else "timeout"
-        error = WorkersExhaustedError(
-            f"{who}: all {self.pool.max_workers} worker threads are busy (running calls, "
-            "or calls that overran their deadline and still hold them); "
-            "the call was not started",
-            policy=self.name,
-        )
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
-            self.emit(CallRejected(self.name, KIND, error))
-        return error
 
 
 def _cancel_scope(seconds: float) -> Any:
@@ -347,7 +252,7 @@ class Timeout(CorePolicy[TimeoutCore]):
             time.
     """
 
-    __slots__ = ("_step",)
+    __slots__ = ("_pool", "_step")
     kind = KIND
 
     def __init__(
@@ -358,7 +263,8 @@ class Timeout(CorePolicy[TimeoutCore]):
         max_workers: int = 32,
         clock: Clock | None = None,
     ) -> None:
-        self._core = TimeoutCore(seconds, name, clock, max_workers)
+        self._core = TimeoutCore(seconds, name, resolve_clock(clock), max_workers)
+        self._pool = WorkerPool(self._core.max_workers, name or "unnamed")
         self._step = _TimeoutStep(self._core)
 
     def _async_step(self) -> _TimeoutStep:
@@ -375,7 +281,7 @@ class Timeout(CorePolicy[TimeoutCore]):
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         core = self._core
-        submit = core.pool.submit
+        submit = self._pool.submit
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             seconds = effective_timeout(core.seconds)
@@ -428,7 +334,7 @@ class Timeout(CorePolicy[TimeoutCore]):
 
     def metrics(self) -> TimeoutMetrics:
         """Timeouts, rejections and the state of the worker threads, as a frozen snapshot."""
-        workers, busy, abandoned = self._core.pool.stats()
+        workers, busy, abandoned = self._pool.stats()
         return TimeoutMetrics(
             seconds=self._core.seconds,
             timeouts=self._core.timeouts,
