@@ -216,3 +216,8 @@ def test_a_handler_that_takes_the_functions_arguments_is_accepted(handler: Any) 
     guarded = Fallback(handler, with_args=True)(_optional)
     assert guarded(1) == -1
     assert guarded(1, 2, z=3) == -1
+
+
+def test_with_args_is_read_back() -> None:
+    assert Fallback(lambda exc, *a, **k: None, with_args=True).with_args is True
+    assert Fallback(lambda exc: None).with_args is False

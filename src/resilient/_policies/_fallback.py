@@ -256,6 +256,11 @@ class Fallback(WidensResult[T], CorePolicy[FallbackCore]):
         """How many times the handler's value replaced an outcome."""
         return self._core.used
 
+    @property
+    def with_args(self) -> bool:
+        """Whether the handler also receives the guarded call's arguments."""
+        return self._core.with_args
+
     def __enter__(self) -> None:
         raise TypeError("a fallback replaces a call's result; decorate a function instead")
 

@@ -126,7 +126,7 @@ class _RequestFallback(Policy):
     kind = Fallback.kind
 
     def __init__(self, fallback: Fallback[Any]) -> None:
-        if fallback._core.with_args:
+        if fallback.with_args:
             # The guarded call's arguments are the middleware's internals, not the user's.
             raise TypeError(
                 f"{fallback!r} has with_args=True, but a request has no call arguments to "
