@@ -24,6 +24,19 @@ def loaded_after(code: str) -> list[str]:
     return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def holding(code: str, name: str) -> list[str]:
+    """Our modules in which ``name`` exists (was created or imported) after ``code``."""
+    script = (
+        f"import sys\n{code}\nimport json\n"
+        "print(json.dumps(sorted(m for m, module in list(sys.modules.items())\n"
+        f"    if m.startswith('resilient') and {name!r} in vars(module))))"
+    )
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def heavy(modules: list[str]) -> list[str]:
     return [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)]
 
@@ -61,10 +74,52 @@ def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
         ("resilient.Retry", "resilient._policies._retry"),
         ("resilient.compose", "resilient._policies._compose"),
         ("resilient.default_registry", "resilient._policies._registry"),
+        ("resilient.CallFailed", "resilient._core._records"),
+        ("resilient.Event", "resilient._core._records"),
+        ("import resilient.testing", "resilient._core._records"),
     ],
 )
 def test_the_rest_loads_on_first_use(code: str, loaded: str) -> None:
     assert loaded in loaded_after(f"import resilient\n{code}")
+
+
+def test_event_records_are_created_only_when_something_listens_or_trips() -> None:
+    # Building ten frozen dataclasses costs more than the rest of the breaker: a sync
+    # breaker that nobody listens to and that never changes state never needs them.
+    code = (
+        "import resilient\n"
+        "breaker = resilient.CircuitBreaker('b')\n"
+        "assert breaker.call(int, '1') == 1\n"
+        "breaker.metrics()\n"
+    )
+    assert holding(code, "CallFailed") == []
+    assert holding(code, "StateTransition") == []
+
+
+def test_a_first_transition_in_a_fresh_process_is_logged_and_reported() -> None:
+    # The records are created on the first transition, inside the breaker: that path
+    # must work in a process where nothing loaded them before.
+    code = (
+        "import logging, resilient\n"
+        "seen = []\n"
+        "class Keep(logging.Handler):\n"
+        "    def emit(self, record):\n"
+        "        seen.append(record.getMessage())\n"
+        "logging.getLogger('resilient').addHandler(Keep())\n"
+        "logging.getLogger('resilient').setLevel(logging.INFO)\n"
+        "breaker = resilient.CircuitBreaker('b', minimum_calls=1)\n"
+        "try:\n"
+        "    breaker.call(int, 'x')\n"
+        "except ValueError:\n"
+        "    pass\n"
+        "assert breaker.state is resilient.CircuitState.OPEN, breaker.state\n"
+        "assert seen and 'closed -> open' in seen[0], seen\n"
+        "events = []\n"
+        "breaker.add_listener(events.append)\n"
+        "breaker.reset()\n"
+        "assert type(events[0]) is resilient.StateTransition, events\n"
+    )
+    assert "resilient._core._records" in loaded_after(code)
 
 
 def test_an_unknown_name_is_still_an_attribute_error() -> None:

@@ -19,7 +19,6 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 import resilient
-import resilient._core._breaker as core_module
 from resilient import (
     Bulkhead,
     BulkheadFullError,
@@ -34,6 +33,7 @@ from resilient import (
     Timeout,
     TimeoutExceededError,
 )
+from resilient._core import _events
 from resilient._core._breaker_timing import DURATIONS
 from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS
 from resilient.testing import ManualClock, capture_events, instant_retries
@@ -364,12 +364,13 @@ def test_instrumenting_builds_no_event_per_successful_call(
 ) -> None:
     built = []
 
-    class Spy(core_module.CallSucceeded):
+    class Spy(_events.CallSucceeded):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             built.append(args)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(core_module, "CallSucceeded", Spy)
+    # The breaker names its records through `_events` (created on first use).
+    monkeypatch.setattr(_events, "CallSucceeded", Spy)
     breaker = CircuitBreaker(unique("quiet"))
     for _ in range(10):
         breaker.call(ok)

@@ -35,18 +35,6 @@ from resilient._core._errors import (
     TimeoutExceededError,
     WorkersExhaustedError,
 )
-from resilient._core._events import (
-    CallFailed,
-    CallIgnored,
-    CallRejected,
-    CallSucceeded,
-    CallTimedOut,
-    Event,
-    FallbackUsed,
-    RetriesExhausted,
-    RetryScheduled,
-    StateTransition,
-)
 from resilient._core._window import CountWindow, TimeWindow, WindowSnapshot
 
 # What a sync circuit breaker needs is imported now; the rest on first access.
@@ -58,6 +46,18 @@ if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
     from resilient._core._budget import BudgetSnapshot, RetryBudget, RetryThrottle
     from resilient._core._bulkhead import BulkheadMetrics
     from resilient._core._gcra import RateLimiterMetrics
+    from resilient._core._records import (
+        CallFailed,
+        CallIgnored,
+        CallRejected,
+        CallSucceeded,
+        CallTimedOut,
+        Event,
+        FallbackUsed,
+        RetriesExhausted,
+        RetryScheduled,
+        StateTransition,
+    )
     from resilient._core._timeout import TimeoutMetrics
     from resilient._core._wait import DecorrelatedJitter, ExponentialJitter
     from resilient._policies._bulkhead import Bulkhead
@@ -131,19 +131,29 @@ _LAZY = {
     "BudgetSnapshot": "resilient._core._budget",
     "Bulkhead": "resilient._policies._bulkhead",
     "BulkheadMetrics": "resilient._core._bulkhead",
+    "CallFailed": "resilient._core._records",
+    "CallIgnored": "resilient._core._records",
+    "CallRejected": "resilient._core._records",
+    "CallSucceeded": "resilient._core._records",
+    "CallTimedOut": "resilient._core._records",
     "Composition": "resilient._policies._compose",
     "DecorrelatedJitter": "resilient._core._wait",
+    "Event": "resilient._core._records",
     "ExponentialJitter": "resilient._core._wait",
     "Fallback": "resilient._policies._fallback",
+    "FallbackUsed": "resilient._core._records",
     "Instrumentation": "resilient.instrumentation",
     "KeyedRateLimiter": "resilient._policies._keyed_ratelimit",
     "RateLimiter": "resilient._policies._ratelimit",
     "RateLimiterMetrics": "resilient._core._gcra",
     "Registry": "resilient._policies._registry",
+    "RetriesExhausted": "resilient._core._records",
     "Retry": "resilient._policies._retry",
     "RetryBudget": "resilient._core._budget",
     "RetryMetrics": "resilient._policies._retry",
+    "RetryScheduled": "resilient._core._records",
     "RetryThrottle": "resilient._core._budget",
+    "StateTransition": "resilient._core._records",
     "Timeout": "resilient._policies._timeout",
     "TimeoutMetrics": "resilient._core._timeout",
     "compose": "resilient._policies._compose",

@@ -26,8 +26,9 @@ import logging
 import math
 from array import array
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from resilient._core import _events
 from resilient._core._atomic import LOCKED, counted
 from resilient._core._breaker_metrics import BreakerReadouts
 from resilient._core._breaker_state import (
@@ -48,13 +49,7 @@ from resilient._core._errors import CircuitOpenError, MisuseError, RejectedError
 from resilient._core._events import (
     GLOBAL_LISTENERS,
     NOTABLE_LISTENERS,
-    CallFailed,
-    CallIgnored,
-    CallRejected,
-    CallSucceeded,
-    Event,
     EventSource,
-    StateTransition,
     log_transition,
 )
 from resilient._core._fork import new_lock
@@ -69,6 +64,11 @@ from resilient._core._validate import (
     compile_matcher,
 )
 from resilient._core._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
+
+if TYPE_CHECKING:
+    # The record classes are named through `_events.` in code: their module loads at a
+    # breaker's first event (a listener, a transition), not when the breaker is imported.
+    from resilient._core._records import Event, StateTransition
 
 __all__ = ["BreakerCore"]
 
@@ -281,10 +281,10 @@ class BreakerCore(BreakerReadouts, EventSource):
 
     def _transition_event(self, previous: CircuitState, state: CircuitState) -> StateTransition:
         if state is not OPEN:
-            return StateTransition(self.name, KIND, previous, state)
+            return _events.StateTransition(self.name, KIND, previous, state)
         window = self._window  # the window that tripped it: OPEN keeps it
         calls = window.calls
-        return StateTransition(
+        return _events.StateTransition(
             self.name,
             KIND,
             previous,
@@ -365,7 +365,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             if type(event) is _OpenFor:
                 self._open_for(event)
         for event in events:
-            if isinstance(event, StateTransition):
+            if isinstance(event, _events.StateTransition):
                 log_transition(event)
         if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             for event in events:
@@ -456,7 +456,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self, error: CircuitOpenError, events: list[Event | _OpenFor] | None, *, first: bool
     ) -> None:
         if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
-            events = [*(events or ()), CallRejected(self.name, KIND, error)]
+            events = [*(events or ()), _events.CallRejected(self.name, KIND, error)]
         # Logged once per stay in a rejecting state, not per call: an open breaker may
         # refuse thousands of calls a second, each counted in metrics() and, for those
         # who listen, reported as an event.
@@ -500,7 +500,9 @@ class BreakerCore(BreakerReadouts, EventSource):
             slot = next(window._next) % window.size
             if not window._outcomes[slot]:
                 if self._listeners or GLOBAL_LISTENERS:
-                    self.emit(CallSucceeded(self.name, KIND, None, recorded=ticket is self._epoch))
+                    self.emit(
+                        _events.CallSucceeded(self.name, KIND, None, recorded=ticket is self._epoch)
+                    )
                 return
             self._finish(ticket, SUCCESS, duration, None, None, slot)
             return
@@ -521,7 +523,9 @@ class BreakerCore(BreakerReadouts, EventSource):
                 unchanged = not window._outcomes[slot]
             if unchanged:
                 if self._listeners or GLOBAL_LISTENERS:
-                    self.emit(CallSucceeded(self.name, KIND, None, recorded=ticket is self._epoch))
+                    self.emit(
+                        _events.CallSucceeded(self.name, KIND, None, recorded=ticket is self._epoch)
+                    )
                 return
             self._finish(ticket, SUCCESS, duration, None, None, slot)
             return
@@ -611,7 +615,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             next(self._ignored_calls)
         self.on_cancel(ticket)  # an ignored trial gives its half-open slot back
         if self._listeners or GLOBAL_LISTENERS:
-            self.emit(CallIgnored(self.name, KIND, exc, duration if self._timed else None))
+            self.emit(_events.CallIgnored(self.name, KIND, exc, duration if self._timed else None))
 
     def _finish(
         self,
@@ -685,8 +689,8 @@ class BreakerCore(BreakerReadouts, EventSource):
         timed = duration if self._timed else None
         slow = bool(outcome & SLOW)
         if outcome & FAILURE:
-            return CallFailed(self.name, KIND, exc, result, timed, slow, recorded)
-        return CallSucceeded(self.name, KIND, timed, slow, recorded)
+            return _events.CallFailed(self.name, KIND, exc, result, timed, slow, recorded)
+        return _events.CallSucceeded(self.name, KIND, timed, slow, recorded)
 
     def _after_fork_in_child(self) -> None:
         # Trials taken by the parent's other threads will never report in a forked
