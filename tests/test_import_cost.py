@@ -77,6 +77,8 @@ def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
         ("resilient.CallFailed", "resilient._core._records"),
         ("resilient.Event", "resilient._core._records"),
         ("import resilient.testing", "resilient._core._records"),
+        ("resilient.CircuitBreaker('b').metrics()", "resilient._core._snapshots"),
+        ("resilient.WindowSnapshot", "resilient._core._snapshots"),
     ],
 )
 def test_the_rest_loads_on_first_use(code: str, loaded: str) -> None:
@@ -120,6 +122,18 @@ def test_a_first_transition_in_a_fresh_process_is_logged_and_reported() -> None:
         "assert type(events[0]) is resilient.StateTransition, events\n"
     )
     assert "resilient._core._records" in loaded_after(code)
+
+
+def test_import_resilient_creates_no_dataclass() -> None:
+    # Each frozen dataclass compiles its generated methods when created: the snapshots
+    # (metrics()) and event records wait until they are used, so `dataclasses` (and the
+    # classes) are left out of `import resilient` and of a breaker's calls.
+    code = (
+        "import resilient\n"
+        "breaker = resilient.CircuitBreaker('b')\n"
+        "assert breaker.call(int, '1') == 1\n"
+    )
+    assert "dataclasses" not in loaded_after(code)
 
 
 def test_an_unknown_name_is_still_an_attribute_error() -> None:

@@ -23,7 +23,7 @@ time): every other public name loads its module on first access, through
 
 import typing as _typing
 
-from resilient._core._breaker_state import CircuitBreakerMetrics, CircuitState
+from resilient._core._breaker_state import CircuitState
 from resilient._core._clock import Clock
 from resilient._core._errors import (
     BulkheadFullError,
@@ -35,7 +35,7 @@ from resilient._core._errors import (
     TimeoutExceededError,
     WorkersExhaustedError,
 )
-from resilient._core._window import CountWindow, TimeWindow, WindowSnapshot
+from resilient._core._window import CountWindow, TimeWindow
 
 # What a sync circuit breaker needs is imported now; the rest on first access.
 from resilient._policies._breaker import CircuitBreaker
@@ -58,6 +58,7 @@ if _typing.TYPE_CHECKING:  # loaded on first access, see __getattr__
         RetryScheduled,
         StateTransition,
     )
+    from resilient._core._snapshots import CircuitBreakerMetrics, WindowSnapshot
     from resilient._core._timeout import TimeoutMetrics
     from resilient._core._wait import DecorrelatedJitter, ExponentialJitter
     from resilient._policies._bulkhead import Bulkhead
@@ -136,6 +137,7 @@ _LAZY = {
     "CallRejected": "resilient._core._records",
     "CallSucceeded": "resilient._core._records",
     "CallTimedOut": "resilient._core._records",
+    "CircuitBreakerMetrics": "resilient._core._snapshots",
     "Composition": "resilient._policies._compose",
     "DecorrelatedJitter": "resilient._core._wait",
     "Event": "resilient._core._records",
@@ -156,6 +158,7 @@ _LAZY = {
     "StateTransition": "resilient._core._records",
     "Timeout": "resilient._policies._timeout",
     "TimeoutMetrics": "resilient._core._timeout",
+    "WindowSnapshot": "resilient._core._snapshots",
     "compose": "resilient._policies._compose",
     "default_registry": "resilient._policies._registry",
     "instrument": "resilient.instrumentation",

@@ -17,12 +17,14 @@ from resilient._core._breaker_state import (
     _ADMIT_ALL,
     HALF_OPEN,
     OPEN,
-    CircuitBreakerMetrics,
     CircuitState,
     Epoch,
 )
 from resilient._core._clock import Clock
 from resilient._core._window import EMPTY, CountWindow, Window
+
+if TYPE_CHECKING:
+    from resilient._core._snapshots import CircuitBreakerMetrics
 
 __all__ = ["BreakerReadouts"]
 
@@ -70,6 +72,8 @@ class BreakerReadouts:
             successes += counted(self._claims) - self._locked_claims
             minimum = self._half_open_calls if state is HALF_OPEN else self._minimum_calls
         self._dispatch(events)
+        from resilient._core._snapshots import CircuitBreakerMetrics  # noqa: PLC0415 -- see there
+
         return CircuitBreakerMetrics(
             state=state,
             calls=snap.calls,

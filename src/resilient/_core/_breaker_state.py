@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 from resilient._core._window import Window
@@ -21,7 +20,6 @@ __all__ = [
     "HALF_OPEN",
     "METRICS_ONLY",
     "OPEN",
-    "CircuitBreakerMetrics",
     "CircuitState",
     "Epoch",
     "Trial",
@@ -115,44 +113,3 @@ class TrialRef(weakref.ref):  # type: ignore[type-arg]
     def __init__(self, trial: Trial, callback: Callable[[TrialRef], None]) -> None:
         super().__init__(trial, callback)  # type: ignore[call-arg]
         self.epoch = trial.epoch
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitBreakerMetrics:
-    """A breaker's counts at one moment, over its current window.
-
-    Attributes:
-        state: The state when the snapshot was taken.
-        calls: Recorded calls in the window (in HALF_OPEN: the finished trials only).
-        failed_calls: Of those, failures.
-        slow_calls: Of those, slow calls (successes and failures).
-        slow_failed_calls: Of those, calls both slow and failed.
-        successful_calls: Of those, calls that did not fail.
-        not_permitted_calls: Calls rejected since the window began.
-        failure_rate: ``failed_calls / calls`` (0.0 with no calls), a fraction.
-        slow_call_rate: ``slow_calls / calls`` (0.0 with no calls), a fraction.
-        total_duration: Sum of measured durations (0.0 where none are measured).
-        buffered_calls_needed: Calls still needed before rates are evaluated (0 once
-            ``minimum_calls`` is reached).
-        total_successful_calls: Calls that succeeded since the breaker was created, in
-            any state, recorded in a window or not.
-        total_failed_calls: Calls that failed since the breaker was created.
-        total_ignored_calls: Calls whose exception was ignored since it was created.
-        total_not_permitted_calls: Calls rejected since it was created.
-    """
-
-    state: CircuitState
-    calls: int
-    failed_calls: int
-    slow_calls: int
-    slow_failed_calls: int
-    successful_calls: int
-    not_permitted_calls: int
-    failure_rate: float
-    slow_call_rate: float
-    total_duration: float
-    buffered_calls_needed: int
-    total_successful_calls: int = 0
-    total_failed_calls: int = 0
-    total_ignored_calls: int = 0
-    total_not_permitted_calls: int = 0

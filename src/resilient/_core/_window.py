@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import math
 from array import array
-from dataclasses import dataclass
 from math import isnan
 from typing import TYPE_CHECKING, Final
 
@@ -27,6 +26,8 @@ from resilient._core._validate import MAX_COUNT, MIN_BUCKET_SECONDS, check_durat
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from resilient._core._snapshots import WindowSnapshot
 
 __all__ = [
     "EMPTY",
@@ -38,7 +39,6 @@ __all__ = [
     "CountWindow",
     "TimeWindow",
     "Window",
-    "WindowSnapshot",
 ]
 
 # An outcome is two bits: bit 0 "failed", bit 1 "slow". Small ints keep the count ring a
@@ -49,46 +49,6 @@ SLOW: Final = 2
 SLOW_SUCCESS: Final = 2
 SLOW_FAILURE: Final = 3
 EMPTY: Final = 4  # a count-window slot not yet written
-
-
-@dataclass(frozen=True, slots=True)
-class WindowSnapshot:
-    """What a window holds at one moment.
-
-    Attributes:
-        calls: Outcomes in the window.
-        failed_calls: Of those, failures (slow or not).
-        slow_calls: Of those, slow calls (successes and failures).
-        slow_failed_calls: Of those, calls that were both slow and failed.
-        total_duration: Sum of the measured durations in seconds (0.0 where the policy
-            measured none).
-    """
-
-    calls: int
-    failed_calls: int
-    slow_calls: int
-    slow_failed_calls: int
-    total_duration: float
-
-    @property
-    def successful_calls(self) -> int:
-        """Calls that did not fail (slow or not)."""
-        return self.calls - self.failed_calls
-
-    @property
-    def failure_rate(self) -> float:
-        """``failed_calls / calls``, or 0.0 for an empty window."""
-        return self.failed_calls / self.calls if self.calls else 0.0
-
-    @property
-    def slow_call_rate(self) -> float:
-        """``slow_calls / calls``, or 0.0 for an empty window."""
-        return self.slow_calls / self.calls if self.calls else 0.0
-
-    @property
-    def mean_duration(self) -> float:
-        """Mean measured duration in seconds, or 0.0 for an empty window."""
-        return self.total_duration / self.calls if self.calls else 0.0
 
 
 class Window:
@@ -130,6 +90,8 @@ class Window:
 
     def snapshot(self) -> WindowSnapshot:
         """Return the totals as a frozen :class:`WindowSnapshot`."""
+        from resilient._core._snapshots import WindowSnapshot  # noqa: PLC0415 -- see there
+
         return WindowSnapshot(
             self.calls, self.failures, self.slow, self.slow_failures, max(self.total_duration, 0.0)
         )

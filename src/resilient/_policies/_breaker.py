@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from resilient._core._breaker import KIND, BreakerCore
-from resilient._core._breaker_state import CircuitBreakerMetrics, CircuitState, Epoch, Trial
+from resilient._core._breaker_state import CircuitState, Epoch, Trial
 from resilient._core._errors import CircuitOpenError
 from resilient._core._outcome import PASS
 from resilient._core._window import CountWindow, TimeWindow
@@ -23,6 +23,7 @@ from resilient._waiting._clock import resolve_clock
 
 if TYPE_CHECKING:
     from resilient._core._clock import Clock
+    from resilient._core._snapshots import CircuitBreakerMetrics
     from resilient._core._validate import Duration, ExceptionMatcher
 
 __all__ = ["CircuitBreaker"]
