@@ -136,6 +136,18 @@ def test_import_resilient_creates_no_dataclass() -> None:
     assert "dataclasses" not in loaded_after(code)
 
 
+def test_durations_given_as_numbers_load_no_datetime() -> None:
+    # A timedelta can only exist once `datetime` is imported; numbers need no module.
+    code = (
+        "import resilient\n"
+        "breaker = resilient.CircuitBreaker(\n"
+        "    'b', open_duration=5.0, slow_call_duration=1, window=resilient.TimeWindow(10)\n"
+        ")\n"
+        "assert breaker.call(int, '1') == 1\n"
+    )
+    assert "datetime" not in loaded_after(code)
+
+
 def test_an_unknown_name_is_still_an_attribute_error() -> None:
     import resilient  # noqa: PLC0415
 

@@ -7,15 +7,18 @@ configuration fails where it is written, not later inside a call.
 from __future__ import annotations
 
 import builtins
-import datetime
 import functools
 import inspect
 import logging
 import math
+import sys
 from collections.abc import Callable
-from typing import Any, Literal, TypeAlias, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, overload
 
 from resilient._core._clock import Clock
+
+if TYPE_CHECKING:
+    import datetime
 
 logger = logging.getLogger("resilient")
 
@@ -144,7 +147,12 @@ def check_duration(
     bound = (
         f"{low} and <= {show_bound(maximum)} seconds" if maximum is not None else f"{low} seconds"
     )
-    if isinstance(value, datetime.timedelta):
+    # A timedelta exists only once `datetime` is imported, so a program that passes
+    # numbers does not have this module import `datetime` for it.
+    timedelta: type[datetime.timedelta] | None = getattr(
+        sys.modules.get("datetime"), "timedelta", None
+    )
+    if timedelta is not None and isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = _real(name, value, f"a number {bound}")
