@@ -16,9 +16,10 @@ checks it):
 
 The public API is re-exported here and nowhere else. Importing the package loads only
 what a sync circuit breaker needs (no asyncio, anyio, wrapt, opentelemetry or
-tenacity; ``tests/test_import_cost.py``, and ``benchmarks/import_time.py`` for the
-time): every other public name loads its module on first access, through
-``__getattr__`` below; ``dir(resilient)`` lists them all the same.
+tenacity, and no dataclass: the event records and the snapshots are created on first
+use; ``tests/test_import_cost.py``, and ``benchmarks/import_time.py`` for the time):
+every other public name loads its module on first access, through ``__getattr__``
+below; ``dir(resilient)`` lists them all the same.
 """
 
 import typing as _typing
