@@ -77,6 +77,16 @@ def test_a_record_subclasses_as_a_frozen_dataclass() -> None:
         dataclasses.dataclass(type("Thawed", (resilient.Event,), {}))
 
 
+def test_events_re_exports_every_record() -> None:
+    from resilient._core import _events, _records  # noqa: PLC0415
+
+    assert set(_records.__all__) == _events._RECORDS
+    for name in _records.__all__:
+        assert getattr(_events, name) is getattr(resilient, name) is getattr(_records, name)
+    with pytest.raises(AttributeError, match="NoSuchRecord"):
+        _events.NoSuchRecord  # type: ignore[attr-defined]  # noqa: B018
+
+
 def test_records_reached_first_through_a_listener_say_resilient() -> None:
     # In a fresh process the records' module is loaded by the breaker's first event,
     # never through `resilient.X`: reprs and pickles must still name `resilient`.

@@ -75,16 +75,18 @@ _RECORDS = frozenset(
 )
 
 
-def __getattr__(name: str) -> Any:
-    # PEP 562: reached only while a record class is not yet a global of this module.
-    if name not in _RECORDS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from resilient._core import _records  # noqa: PLC0415 -- on first use only
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any name here
 
-    value = getattr(_records, name)
-    # Every record becomes a plain global at once: later lookups skip this function.
-    globals().update({record: getattr(_records, record) for record in _RECORDS})
-    return value
+    def __getattr__(name: str) -> Any:
+        # PEP 562: reached only while a record class is not yet a global of this module.
+        if name not in _RECORDS:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from resilient._core import _records  # noqa: PLC0415 -- on first use only
+
+        value = getattr(_records, name)
+        # Every record becomes a plain global at once: later lookups skip this function.
+        globals().update({record: getattr(_records, record) for record in _RECORDS})
+        return value
 
 
 # States whose entry an operator must hear about: calls are being refused.
