@@ -303,15 +303,21 @@ def test_sync_timeout_interrupts_lose_no_worker(shape: str) -> None:
 def test_a_caller_interrupted_while_waiting_abandons_its_call() -> None:
     timeout = Timeout(30, max_workers=1)
     settled = _observe_settling(timeout)
-    started, release = threading.Event(), threading.Event()
+    started, release, interrupted = threading.Event(), threading.Event(), threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
+        interrupted.set()
         raise Interrupt
 
     def job() -> str:
         started.set()
-        # The caller is blocked waiting for this job: interrupt it there.
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        # The caller is blocked waiting for this job: interrupt it there. A signal that
+        # lands between the caller's last check and its blocking wait is only seen when
+        # the wait ends (CPython runs handlers between bytecodes), so send it until the
+        # handler has run.
+        while not interrupted.is_set():
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            interrupted.wait(0.05)
         release.wait(30)
         return "late"
 
