@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from resilient._core import _events
 from resilient._core._atomic import LOCKED, counted
 from resilient._core._breaker_metrics import BreakerReadouts
+from resilient._core._breaker_options import OPTIONS, Matcher, OpenDuration, named_rejections
 from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
@@ -38,13 +39,16 @@ from resilient._core._breaker_state import (
     HALF_OPEN,
     METRICS_ONLY,
     OPEN,
+    TRANSITIONS,
     CircuitState,
     Epoch,
+    TransitionError,
     Trial,
     TrialRef,
+    Trigger,
 )
 from resilient._core._breaker_timing import DURATIONS
-from resilient._core._clock import Clock
+from resilient._core._clock import TimeSource
 from resilient._core._errors import CircuitOpenError, MisuseError, RejectedError
 from resilient._core._events import (
     GLOBAL_LISTENERS,
@@ -55,13 +59,8 @@ from resilient._core._events import (
 from resilient._core._fork import new_lock
 from resilient._core._outcome import NO_RESULT
 from resilient._core._validate import (
-    check_arity,
     check_duration,
-    check_int,
     check_name,
-    check_rate,
-    check_result_predicate,
-    compile_matcher,
 )
 from resilient._core._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
@@ -71,8 +70,6 @@ if TYPE_CHECKING:
     from resilient._core._records import Event, StateTransition
 
 __all__ = ["BreakerCore"]
-
-OpenDuration = float | Callable[[int], float]
 
 logger = logging.getLogger("resilient")
 
@@ -127,53 +124,45 @@ class BreakerCore(BreakerReadouts, EventSource):
         "name",
     )
 
-    def __init__(
-        self,
-        name: str | None,
-        *,
-        failure_rate_threshold: float,
-        slow_call_rate_threshold: float,
-        slow_call_duration: object,
-        window: object,
-        minimum_calls: int,
-        open_duration: object,
-        half_open_calls: int,
-        half_open_max_duration: object,
-        record: object,
-        ignore: object,
-        record_result: object,
-        clock: Clock,
-    ) -> None:
+    def __init__(self, name: str | None, *, clock: TimeSource, **options: object) -> None:
+        """Check ``options`` (every option of ``CircuitBreaker`` but ``name`` and ``clock``).
+
+        They come as keywords, each checked by its entry in :data:`OPTIONS`: besides
+        the public signature, the one list of them.
+        """
         super().__init__()
         self.name = check_name(name)
-        self._failure_threshold = check_rate("failure_rate_threshold", failure_rate_threshold)
-        self._slow_threshold = check_rate("slow_call_rate_threshold", slow_call_rate_threshold)
-        self._slow_duration = check_duration(
-            "slow_call_duration", slow_call_duration, allow_none=True
-        )
-        if not isinstance(window, (CountWindow, TimeWindow)):
+        given, expected = options.keys(), OPTIONS.keys()
+        if given != expected:
             raise TypeError(
-                f"window must be a CountWindow or a TimeWindow, not {type(window).__name__}"
+                "BreakerCore() takes every option of CircuitBreaker: "
+                f"missing {sorted(expected - given)}, unknown {sorted(given - expected)}"
             )
+        # Checked in the order of the public signature: of two bad options, the first
+        # is reported.
+        checked = {option: check(option, options[option]) for option, check in OPTIONS.items()}
+        self._failure_threshold: float = checked["failure_rate_threshold"]
+        self._slow_threshold: float = checked["slow_call_rate_threshold"]
+        self._slow_duration: float | None = checked["slow_call_duration"]
+        window: CountWindow | TimeWindow = checked["window"]
         # Only what a fresh window needs is kept: the user's window object holds a
         # ring (and durations) this breaker never records into.
         self._template: Window | int = window.size if type(window) is CountWindow else window
-        minimum = check_int("minimum_calls", minimum_calls)
+        minimum: int = checked["minimum_calls"]
         if isinstance(window, CountWindow):
             minimum = min(minimum, window.size)
         self._minimum_calls = minimum
         # A callable is validated by calling it for the first opening; that value is also
         # the fallback should it fail later.
-        self._open_duration, self._last_open_duration = self._check_open_duration(open_duration)
-        self._half_open_calls = check_int("half_open_calls", half_open_calls)
-        self._half_open_max = check_duration(
-            "half_open_max_duration", half_open_max_duration, allow_zero=False, allow_none=True
-        )
-        self._record = compile_matcher("record", record)
-        self._record_rejections = _named_rejections(record)
-        self._ignore = compile_matcher("ignore", ignore)
-        self._record_result = check_result_predicate("record_result", record_result)
-        self._clock = clock  # resolved and checked by the adapter, which sleeps with it
+        self._open_duration: OpenDuration
+        self._open_duration, self._last_open_duration = checked["open_duration"]
+        self._half_open_calls: int = checked["half_open_calls"]
+        self._half_open_max: float | None = checked["half_open_max_duration"]
+        self._record: Matcher = checked["record"]
+        self._record_rejections = named_rejections(options["record"])
+        self._ignore: Matcher = checked["ignore"]
+        self._record_result: Callable[[Any], bool] | None = checked["record_result"]
+        self._clock = clock  # resolved by the adapter
         self._monotonic = clock.monotonic  # bound once: read on every rejection
         # Pay only for what is configured: durations are measured only when slow-call
         # detection or a time window needs them.
@@ -194,7 +183,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._lost: collections.deque[TrialRef] = collections.deque()
         # A plain success may skip the lock (see on_success) when nothing but the ring
         # needs it: a count window, no record_result, and no duration to measure.
-        self._fast_capable = record_result is None and isinstance(window, CountWindow)
+        self._fast_capable = self._record_result is None and isinstance(window, CountWindow)
         self._start_totals()
         self._window = self._new_window()
         self._not_permitted = 0
@@ -206,22 +195,6 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._free: Epoch | None = self._epoch
         if name is not None:
             DURATIONS.enroll(self)  # constructed: a duration exporter may switch it now
-
-    @staticmethod
-    def _check_open_duration(value: object) -> tuple[OpenDuration, float]:
-        if callable(value) and not isinstance(value, (int, float)):
-            check_arity("open_duration", value, 1, "seconds or a callable attempt -> seconds")
-            try:
-                first = value(1)
-            except Exception as exc:
-                raise ValueError(
-                    f"open_duration(1) raised {exc!r}; a callable open_duration must map "
-                    "the consecutive-open count (from 1) to seconds"
-                ) from exc
-            seconds = check_duration("open_duration(1)", first)
-            return value, seconds
-        seconds = check_duration("open_duration", value)
-        return seconds, seconds
 
     def _start_totals(self) -> None:
         # Totals since creation, for OpenTelemetry and metrics(), at no cost on the hot
@@ -261,9 +234,41 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._not_permitted = 0
         self._rejections_base = drawn
 
-    def _enter(self, state: CircuitState, events: list[Event | _OpenFor]) -> None:
-        """Move to ``state`` with a new epoch; record the transition event."""
+    def _fire(self, trigger: str, events: list[Event | _OpenFor], at: float = 0.0) -> None:
+        """Change state as :data:`TRANSITIONS` says ``trigger`` does: the only code that does.
+
+        Entering a state starts a new stay there (a new epoch, so that calls admitted
+        before it are reported but never counted) and records the transition event;
+        a trigger leading back to the state it leaves (``RESET`` in CLOSED, ``FORKED``)
+        starts a new stay and records none. ``at`` is when the stay begins: OPEN counts
+        ``open_duration`` from it, HALF_OPEN ``half_open_max_duration``.
+        """
         previous = self._state
+        state = TRANSITIONS[previous].get(trigger)
+        if state is None:
+            raise TransitionError(
+                f"breaker {self.name!r} has no transition on {trigger} from "
+                f"{previous.value} (a bug in resilient: please report it)"
+            )
+        if state is OPEN:
+            # OPEN keeps the window that tripped it (metrics() shows why), and its
+            # rejections count on from the half-open stay's.
+            self._open_attempt += 1
+            duration = self._open_duration
+            if not isinstance(duration, float):
+                duration = self._last_open_duration
+            self._open_until = at + duration
+        else:
+            if state is HALF_OPEN:
+                self._window = self._new_window(self._half_open_calls)
+                self._half_open_since = at
+                self._half_open_taken = 0
+                self._half_open_done = 0
+            else:
+                if state is CLOSED:
+                    self._open_attempt = 0  # the backoff starts again once closed
+                self._window = self._new_window()
+            self._restart_rejections()
         self._state = state
         self._rejection_logged = False
         self._trials.clear()  # the permits of an earlier stay no longer matter
@@ -278,6 +283,12 @@ class BreakerCore(BreakerReadouts, EventSource):
             key = (previous, state)
             self._transitions[key] = self._transitions.get(key, 0) + 1
             events.append(self._transition_event(previous, state))
+        if state is OPEN and not isinstance(self._open_duration, float):
+            # A callable open_duration is the user's code, so it is not called here,
+            # under the lock: the stay starts with the last duration, and _dispatch
+            # (once the lock is released) asks the callable and moves the deadline if
+            # the breaker is still in this stay.
+            events.append(_OpenFor(self._epoch, at, self._open_attempt))
 
     def _transition_event(self, previous: CircuitState, state: CircuitState) -> StateTransition:
         if state is not OPEN:
@@ -293,23 +304,6 @@ class BreakerCore(BreakerReadouts, EventSource):
             window.slow / calls if calls else 0.0,
             calls,
         )
-
-    def _open(self, at: float, events: list[Event | _OpenFor]) -> None:
-        """Trip to OPEN from ``at``, keeping the window that tripped it.
-
-        A callable ``open_duration`` is the user's code, so it is not called here, under
-        the lock: the stay starts with the last duration and :meth:`_dispatch` (after the
-        lock is released) asks the callable and moves the deadline, if the breaker is
-        still in the same stay.
-        """
-        self._open_attempt += 1
-        duration = self._open_duration
-        if not isinstance(duration, float):
-            duration = self._last_open_duration
-        self._open_until = at + duration
-        self._enter(OPEN, events)
-        if not isinstance(self._open_duration, float):
-            events.append(_OpenFor(self._epoch, at, self._open_attempt))
 
     def _open_for(self, pending: _OpenFor) -> None:
         """Ask a callable ``open_duration`` how long to stay open (never under the lock)."""
@@ -330,26 +324,12 @@ class BreakerCore(BreakerReadouts, EventSource):
                 self._last_open_duration = seconds
                 self._open_until = pending.at + seconds
 
-    def _close(self, events: list[Event | _OpenFor]) -> None:
-        self._open_attempt = 0
-        self._window = self._new_window()
-        self._restart_rejections()
-        self._enter(CLOSED, events)
-
-    def _half_open(self, now: float, events: list[Event | _OpenFor]) -> None:
-        self._window = self._new_window(self._half_open_calls)
-        self._restart_rejections()
-        self._half_open_since = now
-        self._half_open_taken = 0
-        self._half_open_done = 0
-        self._enter(HALF_OPEN, events)
-
     def _expire(self, now: float, events: list[Event | _OpenFor]) -> None:
         """Apply the time-driven transition of HALF_OPEN (``half_open_max_duration``)."""
         if self._state is HALF_OPEN and self._half_open_max is not None:
             deadline = self._half_open_since + self._half_open_max
             if now >= deadline:
-                self._open(deadline, events)
+                self._fire(Trigger.HALF_OPEN_EXPIRED, events, deadline)
 
     def _tripped(self, window: Window, minimum: int) -> bool:
         calls = window.calls
@@ -411,7 +391,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             now = self._clock.monotonic()
             self._expire(now, events)
             if self._state is OPEN and now >= self._open_until:
-                self._half_open(now, events)
+                self._fire(Trigger.OPEN_ELAPSED, events, now)
             state = self._state
             if state is HALF_OPEN and self._half_open_taken < self._half_open_calls:
                 ticket = Trial(self._epoch)
@@ -485,9 +465,9 @@ class BreakerCore(BreakerReadouts, EventSource):
     def _decide(self, events: list[Event | _OpenFor]) -> None:
         """Every trial has finished: their rates decide between OPEN and CLOSED."""
         if self._tripped(self._window, 1):
-            self._open(self._clock.monotonic(), events)
+            self._fire(Trigger.TRIALS_FAILED, events, self._clock.monotonic())
         else:
-            self._close(events)
+            self._fire(Trigger.TRIALS_PASSED, events)
 
     def on_success(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
         """Report that an admitted call returned ``result`` after ``duration`` seconds."""
@@ -654,7 +634,7 @@ class BreakerCore(BreakerReadouts, EventSource):
                     if (
                         outcome or self._check_every_call or window.calls == self._minimum_calls
                     ) and self._tripped(window, self._minimum_calls):
-                        self._open(self._clock.monotonic(), events)
+                        self._fire(Trigger.TRIPPED, events, self._clock.monotonic())
                 elif state is HALF_OPEN:
                     window.record(outcome, duration)
                     # No call between these two lines: an interrupt (raised only at a
@@ -697,7 +677,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         # child: a new half-open stay gives the child its own trials (outcomes of the
         # old stay's trials, if the forking thread had one, no longer count).
         if self._state is HALF_OPEN:
-            self._half_open(self._half_open_since, [])
+            self._fire(Trigger.FORKED, [], self._half_open_since)
 
     # -- controls and introspection ----------------------------------------------------
 
@@ -713,16 +693,17 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._dispatch(events)
         return state
 
-    def transition(self, target: CircuitState) -> None:
-        """Move to a manual state (FORCED_OPEN, DISABLED, METRICS_ONLY) or reset to CLOSED."""
+    def control(self, trigger: str) -> None:
+        """Apply a control: ``RESET``, ``FORCE_OPEN``, ``DISABLE`` or ``RECORD_ONLY``.
+
+        Asking for the manual state the breaker is already in changes nothing (its
+        window is kept); ``RESET`` always starts CLOSED afresh.
+        """
         events: list[Event | _OpenFor] = []
         with self._lock:
-            if target is CLOSED:
-                self._close(events)
-            elif self._state is not target:
-                self._window = self._new_window()
-                self._restart_rejections()
-                self._enter(target, events)
+            # The one control a state's row lacks is the one naming that state.
+            if trigger in TRANSITIONS[self._state]:
+                self._fire(trigger, events)
         self._dispatch(events)
 
     def measure_durations(self, on: bool = True) -> None:
@@ -759,10 +740,3 @@ class _OpenFor:
         self.epoch = epoch
         self.at = at
         self.attempt = attempt
-
-
-def _named_rejections(record: object) -> tuple[type[RejectedError], ...] | None:
-    """The :class:`RejectedError` classes ``record`` names, which a breaker then counts."""
-    named = record if isinstance(record, tuple) else (record,)
-    found = tuple(t for t in named if isinstance(t, type) and issubclass(t, RejectedError))
-    return found or None

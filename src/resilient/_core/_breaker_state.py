@@ -1,7 +1,10 @@
-"""The circuit breaker's vocabulary: its states, the epoch tickets and the metrics record.
+"""The circuit breaker's vocabulary: its states, its transitions, the tickets, the metrics.
 
 Kept apart from the state machine in ``_breaker.py`` so that the machine reads as
-transitions only.
+transitions only. The transitions are data, as h11's ``_state.py`` writes them:
+:data:`TRANSITIONS` maps each state to the triggers it accepts and the state each one
+leads to, and ``BreakerCore._fire`` is the one place that looks a trigger up there and
+changes the state.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ __all__ = [
     "HALF_OPEN",
     "METRICS_ONLY",
     "OPEN",
+    "TRANSITIONS",
+    "TRIGGERS",
     "CircuitState",
     "Epoch",
+    "TransitionError",
     "Trial",
     "TrialRef",
+    "Trigger",
 ]
 
 
@@ -54,6 +61,90 @@ FORCED_OPEN: Final = CircuitState.FORCED_OPEN
 DISABLED: Final = CircuitState.DISABLED
 METRICS_ONLY: Final = CircuitState.METRICS_ONLY
 _ADMIT_ALL: Final = frozenset({CLOSED, DISABLED, METRICS_ONLY})
+
+
+class Trigger:
+    """What makes a breaker change state: the events of its transition table.
+
+    Plain strings, not an enum: nothing but the table and ``BreakerCore._fire`` reads
+    them, and an enum class would cost ``import resilient`` a few hundred microseconds.
+    """
+
+    __slots__ = ()
+
+    TRIPPED: Final = "tripped"
+    """CLOSED: once ``minimum_calls`` are recorded, a rate reached its threshold."""
+    OPEN_ELAPSED: Final = "open_elapsed"
+    """OPEN: a call came at or after the end of ``open_duration`` (it is trial 1)."""
+    TRIALS_PASSED: Final = "trials_passed"
+    """HALF_OPEN: every trial finished and the rates over them stayed below thresholds."""
+    TRIALS_FAILED: Final = "trials_failed"
+    """HALF_OPEN: every trial finished and a rate over them reached its threshold."""
+    HALF_OPEN_EXPIRED: Final = "half_open_expired"
+    """HALF_OPEN: ``half_open_max_duration`` ran out before the trials finished."""
+    FORKED: Final = "forked"
+    """HALF_OPEN, in a forked child: a new stay, with trials of the child's own."""
+    RESET: Final = "reset"
+    """``reset()``: CLOSED with an empty window, from any state (CLOSED included)."""
+    FORCE_OPEN: Final = "force_open"
+    """``force_open()``."""
+    DISABLE: Final = "disable"
+    """``disable()``."""
+    RECORD_ONLY: Final = "metrics_only"
+    """``metrics_only()``."""
+
+
+TRIGGERS: Final = (
+    Trigger.TRIPPED,
+    Trigger.OPEN_ELAPSED,
+    Trigger.TRIALS_PASSED,
+    Trigger.TRIALS_FAILED,
+    Trigger.HALF_OPEN_EXPIRED,
+    Trigger.FORKED,
+    Trigger.RESET,
+    Trigger.FORCE_OPEN,
+    Trigger.DISABLE,
+    Trigger.RECORD_ONLY,
+)
+"""Every trigger."""
+
+
+def _manual(state: CircuitState) -> dict[str, CircuitState]:
+    """The controls, from ``state``: asking for the state it is in is no transition."""
+    manual = {
+        Trigger.RESET: CLOSED,
+        Trigger.FORCE_OPEN: FORCED_OPEN,
+        Trigger.DISABLE: DISABLED,
+        Trigger.RECORD_ONLY: METRICS_ONLY,
+    }
+    return {trigger: to for trigger, to in manual.items() if to is not state or to is CLOSED}
+
+
+TRANSITIONS: Final[dict[CircuitState, dict[str, CircuitState]]] = {
+    CLOSED: {Trigger.TRIPPED: OPEN, **_manual(CLOSED)},
+    OPEN: {Trigger.OPEN_ELAPSED: HALF_OPEN, **_manual(OPEN)},
+    HALF_OPEN: {
+        Trigger.TRIALS_PASSED: CLOSED,
+        Trigger.TRIALS_FAILED: OPEN,
+        Trigger.HALF_OPEN_EXPIRED: OPEN,
+        Trigger.FORKED: HALF_OPEN,
+        **_manual(HALF_OPEN),
+    },
+    # The manual states leave only by hand: FORCED_OPEN never moves to HALF_OPEN by
+    # itself, METRICS_ONLY never opens, DISABLED records nothing that could open it.
+    FORCED_OPEN: _manual(FORCED_OPEN),
+    DISABLED: _manual(DISABLED),
+    METRICS_ONLY: _manual(METRICS_ONLY),
+}
+"""Every state change a breaker makes: ``TRANSITIONS[state][trigger]`` is the new state.
+
+A trigger leading to the state it leaves (``RESET`` in CLOSED, ``FORKED``) starts a new
+stay there (a new epoch, a fresh window) and emits no transition event.
+"""
+
+
+class TransitionError(RuntimeError):
+    """A breaker was asked for a transition its table does not have: a bug in resilient."""
 
 
 class Epoch:

@@ -3,7 +3,8 @@
 All decisions are made by :class:`~resilient._core._breaker.BreakerCore`; this module
 only runs the user's function between ``acquire()`` and ``on_success()`` /
 ``on_error()`` / ``on_cancel()``, measuring its duration when the core needs it.
-The sync and async guards differ in one word (``await``) and nothing else.
+The sync and async guards differ in one word (``await``) and nothing else, and admit as
+the step does: ``tests/test_breaker_twins.py`` fails if one of the three drifts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from resilient._core._breaker import KIND, BreakerCore
-from resilient._core._breaker_state import CircuitState, Epoch, Trial
+from resilient._core._breaker_state import CircuitState, Epoch, Trial, Trigger
 from resilient._core._errors import CircuitOpenError
 from resilient._core._outcome import PASS
 from resilient._core._window import CountWindow, TimeWindow
@@ -147,27 +148,20 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         record_result: Callable[[Any], bool] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self._core = BreakerCore(
-            name,
-            failure_rate_threshold=failure_rate_threshold,
-            slow_call_rate_threshold=slow_call_rate_threshold,
-            slow_call_duration=slow_call_duration,
-            window=window,
-            minimum_calls=minimum_calls,
-            open_duration=open_duration,
-            half_open_calls=half_open_calls,
-            half_open_max_duration=half_open_max_duration,
-            record=record,
-            ignore=ignore,
-            record_result=record_result,
-            clock=resolve_clock(clock),
-        )
+        # Handed on as they came: the core checks each option by its entry in
+        # `_core._breaker_options.OPTIONS`. So they are spelled out twice, here in the
+        # signature users and type checkers read and in that table, not again in a call.
+        options = dict(locals())  # a copy: a tracer may refresh the frame's own dict
+        del options["self"], options["name"], options["clock"]
+        self._core = BreakerCore(name, clock=resolve_clock(clock), **options)
         self._step = _BreakerStep(self._core)
 
     # -- guarding calls ----------------------------------------------------------------
     # In a composition the breaker is a step like any other; alone, it gets a guard of
     # its own, the same logic as the step written flat, because this is the hot path of
-    # every decorated call and each saved frame is ~100 ns.
+    # every decorated call and each saved frame is ~100 ns. The twins are checked to
+    # stay identical (tests/test_breaker_twins.py), not generated: a generated guard
+    # would be neither type-checked nor seen by coverage.
 
     def _sync_step(self) -> _BreakerStep:
         return self._step
@@ -287,19 +281,19 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
 
     def force_open(self) -> None:
         """Reject every call until ``reset()`` (or another manual state)."""
-        self._core.transition(CircuitState.FORCED_OPEN)
+        self._core.control(Trigger.FORCE_OPEN)
 
     def disable(self) -> None:
         """Let every call through and record nothing, until ``reset()``."""
-        self._core.transition(CircuitState.DISABLED)
+        self._core.control(Trigger.DISABLE)
 
     def metrics_only(self) -> None:
         """Let every call through and record it, never opening, until ``reset()``."""
-        self._core.transition(CircuitState.METRICS_ONLY)
+        self._core.control(Trigger.RECORD_ONLY)
 
     def reset(self) -> None:
         """Go to CLOSED with an empty window, from any state."""
-        self._core.transition(CircuitState.CLOSED)
+        self._core.control(Trigger.RESET)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._core.name!r} {self._core._state.value}>"
