@@ -17,6 +17,20 @@ REQUIRED = os.environ.get("RESILIENT_REQUIRE_REDIS") == "1"
 SERVER = shutil.which("redis-server")
 CLI = shutil.which("redis-cli")
 
+
+def _major_version() -> int:
+    if SERVER is None:
+        return 0
+    out = subprocess.run(  # noqa: S603
+        [SERVER, "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    digits = out.split("v=", 1)[-1].split(".", 1)[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+# Redis 7 refuses DEBUG (the slow-server test's DEBUG SLEEP) unless told otherwise.
+_DEBUG = ("--enable-debug-command", "local") if _major_version() >= 7 else ()
+
 redis: Any
 try:
     import redis
@@ -82,6 +96,7 @@ class Server:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *_DEBUG,
                 *self.extra,
             ],
             stdout=subprocess.DEVNULL,

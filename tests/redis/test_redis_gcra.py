@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -34,8 +35,10 @@ def shared(
 
 
 @pytest.fixture
-def store(redis_server: Server, namespace: str) -> RedisStore:
-    return RedisStore(redis_server.client(), namespace=namespace)
+def store(redis_server: Server, namespace: str) -> Iterator[RedisStore]:
+    store = RedisStore(redis_server.client(), namespace=namespace)
+    yield store
+    store.close()
 
 
 def test_burst_then_refusal_with_a_retry_after_within_one_interval(
@@ -68,7 +71,7 @@ def test_the_script_is_exact_to_the_nanosecond(store: RedisStore) -> None:
 def test_retry_after_is_the_delay_rounded_up_to_a_float(store: RedisStore) -> None:
     core = shared(store, 3, burst=1)
     with pytest.raises(RateLimitedError) as caught:
-        core._decided([0, 0, 133_333_334, b"1", b"1"], None)
+        core._decided([0, 0, 133_333_334, b"1", b"1"], None, 0)
     assert caught.value.retry_after * NS >= 133_333_334
     assert caught.value.retry_after == pytest.approx(0.133333334)
 

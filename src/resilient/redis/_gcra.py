@@ -92,9 +92,9 @@ class _SharedGcra(GcraCore):
     def _script_args(self) -> tuple[str, str, str]:
         return (*self._args, str(self.allowed_wait()))
 
-    def _decided(self, reply: Sequence[Any], key: object) -> Reservation:
+    def _decided(self, reply: Sequence[Any], key: object, generation: int) -> Reservation:
         """The script's answer: a reservation, or the refusal raised."""
-        self._reachable()
+        self._reachable(generation)
         delay = int(reply[1]) * _NS + int(reply[2])
         if int(reply[0]):
             with self._lock:
@@ -106,19 +106,20 @@ class _SharedGcra(GcraCore):
             self.rejected += 1
         raise self.rejection(self.retry_after(delay, 0, None), key)
 
-    def _unreachable(self, error: BaseException | None) -> None:
+    def _unreachable(self, error: BaseException | None, generation: int) -> None:
         store = self._store
         if error is not None:
-            store.failed(error)
-        if self._down_at is None:
+            store.failed(error, generation)
+        if self._down_at is None and not store.available:
             with self._lock:
                 starts, self._down_at = self._down_at is None, time.monotonic()
             if starts and (self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS):
                 self.emit(StoreUnavailable(self.name, KIND, store.description, store.last_error))
 
-    def _reachable(self) -> None:
-        self._store.succeeded()
-        if self._down_at is not None:
+    def _reachable(self, generation: int) -> None:
+        store = self._store
+        store.succeeded(generation)
+        if self._down_at is not None and store.available:
             with self._lock:
                 since, self._down_at = self._down_at, None
             if since is not None and (self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS):  # type: ignore[redundant-expr]
@@ -144,8 +145,8 @@ class _SharedGcra(GcraCore):
             raise error
         return local_reserve()
 
-    def _given_back(self, reply: object) -> None:
-        self._reachable()
+    def _given_back(self, reply: object, generation: int) -> None:
+        self._reachable(generation)
         if int(reply):  # type: ignore[call-overload]
             with self._lock:
                 self.admitted -= 1
@@ -166,14 +167,15 @@ class _SharedGcra(GcraCore):
         if store.is_async:
             self._refuse_async_client()
         if store.should_try():
+            generation = store.generation
             try:
                 reply = store.run(GCRA, redis_key, self._script_args())
             except Exception as error:
-                self._unreachable(error)
+                self._unreachable(error, generation)
             else:
-                return self._decided(reply, key)
+                return self._decided(reply, key, generation)
         else:
-            self._unreachable(None)
+            self._unreachable(None, 0)
         return self._fallback(local_reserve, key)
 
     async def _reserve_async(
@@ -181,39 +183,46 @@ class _SharedGcra(GcraCore):
     ) -> Reservation:
         store = self._store
         if store.should_try():
+            generation = store.generation
             try:
                 reply = await store.run_async(GCRA, redis_key, self._script_args())
             except Exception as error:
-                self._unreachable(error)
+                self._unreachable(error, generation)
             else:
-                return self._decided(reply, key)
+                return self._decided(reply, key, generation)
         else:
-            self._unreachable(None)
+            self._unreachable(None, 0)
         return self._fallback(local_reserve, key)
 
     def _give_back(self, redis_key: str, token: str) -> None:
         store = self._store
         if store.is_async:
             self._refuse_async_client()
+        if not store.should_try():
+            return  # during an outage the slot stays taken: the limit errs on the strict side
+        generation = store.generation
         try:
             reply = store.run(GIVE_BACK, redis_key, (token, self._args[0]))
         except Exception as error:
             # The slot stays taken: the limit errs on the strict side.
-            self._unreachable(error)
+            self._unreachable(error, generation)
         else:
-            self._given_back(reply)
+            self._given_back(reply, generation)
 
     async def _give_back_async(self, redis_key: str, token: str) -> None:
         import anyio  # noqa: PLC0415
 
+        if not self._store.should_try():
+            return
         # Called while the caller is being cancelled: shielded, and bounded by op_timeout.
+        generation = self._store.generation
         with anyio.CancelScope(shield=True):
             try:
                 reply = await self._store.run_async(GIVE_BACK, redis_key, (token, self._args[0]))
             except Exception as error:
-                self._unreachable(error)
+                self._unreachable(error, generation)
             else:
-                self._given_back(reply)
+                self._given_back(reply, generation)
 
 
 class SharedRateLimiterCore(_SharedGcra):

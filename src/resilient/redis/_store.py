@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-import redis
 import redis.asyncio
 import redis.cluster
 from redis.exceptions import NoScriptError
 
+import redis
 from resilient._fork import new_lock
 from resilient._validate import check_duration, check_int
 from resilient.redis._clients import (
@@ -110,6 +110,7 @@ class RedisStore:
         "description",
         "errors",
         "fallbacks",
+        "generation",
         "is_async",
         "last_error",
         "local_share",
@@ -161,6 +162,10 @@ class RedisStore:
         self._lock = new_lock(self)
         self._down_since: float | None = None
         self._retry_at = 0.0
+        # Counts the changes between available and unavailable: an operation begun
+        # before the last change that ends late (its answer or its failure is old news)
+        # neither ends an outage nor starts one.
+        self.generation = 0
         self.errors = 0
         self.outages = 0
         self.fallbacks = 0
@@ -188,17 +193,23 @@ class RedisStore:
         """Whether to ask Redis now: it is available, or its next retry is due."""
         return self._down_since is None or time.monotonic() >= self._retry_at
 
-    def failed(self, error: BaseException) -> None:
-        """Count a failed operation; the first of an outage is logged."""
+    def failed(self, error: BaseException, generation: int) -> None:
+        """Count a failed operation begun in ``generation``; the first of an outage is logged.
+
+        An operation begun before the last change (an outage began or ended meanwhile)
+        is counted but changes nothing: its failure is old news.
+        """
         now = time.monotonic()
         with self._lock:
             self.errors += 1
             self.last_error = error
-            self._retry_at = now + self.retry_interval
-            starts = self._down_since is None
+            starts = self._down_since is None and generation == self.generation
             if starts:
                 self._down_since = now
                 self.outages += 1
+                self.generation += 1
+            if self._down_since is not None:
+                self._retry_at = now + self.retry_interval
         if starts:
             logger.warning(
                 "%s is unavailable (%s: %s); policies decide on local state until it is back",
@@ -207,18 +218,31 @@ class RedisStore:
                 error,
             )
 
-    def succeeded(self) -> None:
-        """An operation succeeded: end the outage, if there was one."""
+    @property
+    def available(self) -> bool:
+        """Whether the store is taken to be reachable (no outage under way)."""
+        return self._down_since is None
+
+    def succeeded(self, generation: int) -> None:
+        """An operation begun in ``generation`` succeeded: end the outage it outlived."""
         if self._down_since is None:
             return
-        with self._lock:
-            since, self._down_since = self._down_since, None
+        since = self._end_outage(generation)
         if since is not None:
             logger.info(
                 "%s is available again after %.1fs; decisions are shared again",
                 self.description,
                 time.monotonic() - since,
             )
+
+    def _end_outage(self, generation: int) -> float | None:
+        with self._lock:
+            since = self._down_since
+            if since is None or generation != self.generation:
+                return None  # ended by another thread, or begun before this outage
+            self._down_since = None
+            self.generation += 1
+            return since
 
     def fell_back(self) -> None:
         """Count a decision made on local state."""
@@ -263,14 +287,19 @@ class RedisStore:
             return await client.eval(script.source, 1, key, *args)
 
     def close(self) -> None:
-        """Close the store's own connections (sync clients; see :meth:`aclose`)."""
-        if self._client is not None and not self.is_async and self._client is not self._given:
-            self._client.close()
+        """Close the store's own connections (sync clients; async ones: :meth:`aclose`)."""
+        client = self._client
+        if client is None or self.is_async or client is self._given:
+            return
+        if isinstance(client, redis.cluster.RedisCluster):
+            client.close()
+        else:
+            client.connection_pool.disconnect()
 
     async def aclose(self) -> None:
         """Close the store's own connections."""
         if self.is_async and self._client is not self._given:
-            await self._client.aclose()
+            await self._client.connection_pool.disconnect()
         else:
             self.close()
 
