@@ -15,6 +15,7 @@ from redis_servers import free_port
 
 import redis
 from resilient import RateLimitedError
+from resilient._policies._ratelimit import gcra_options
 from resilient.redis import RedisStore, StoreRecovered, StoreUnavailable
 from resilient.redis._gcra import SharedKeyedRateLimiterCore, SharedRateLimiterCore
 from resilient.redis._scripts import GCRA
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 def shared(store: RedisStore, rate: float = 10, **options: object) -> SharedRateLimiterCore:
     burst = options.pop("burst", None)
     max_wait = options.pop("max_wait", 0.0)
-    return SharedRateLimiterCore(rate, 1.0, burst, max_wait, "api", None, store=store)
+    return SharedRateLimiterCore(
+        *gcra_options(rate, 1.0, burst, max_wait, "api", None), store=store
+    )
 
 
 def dead_store(**options: object) -> RedisStore:
@@ -89,7 +92,9 @@ def test_on_unavailable_reject_refuses_while_redis_is_down() -> None:
 
 
 def test_a_keyed_limiter_falls_back_per_key() -> None:
-    core = SharedKeyedRateLimiterCore(1, 1.0, 1, 0.0, "k", None, store=dead_store(), max_keys=10)
+    core = SharedKeyedRateLimiterCore(
+        *gcra_options(1, 1.0, 1, 0.0, "k", None), store=dead_store(), max_keys=10
+    )
     assert core.reserve("a")[0] == 0
     assert core.reserve("b")[0] == 0
     with pytest.raises(RateLimitedError):
@@ -104,7 +109,9 @@ def test_a_local_reservation_is_given_back_locally() -> None:
     assert isinstance(token, int)
     core.give_back(token)
     assert core.metrics().admitted == 1
-    keyed = SharedKeyedRateLimiterCore(10, 1.0, 1, 1.0, "k", None, store=dead_store(), max_keys=10)
+    keyed = SharedKeyedRateLimiterCore(
+        *gcra_options(10, 1.0, 1, 1.0, "k", None), store=dead_store(), max_keys=10
+    )
     keyed.reserve("a")
     _, token = keyed.reserve("a")
     keyed.give_back("a", token)
@@ -234,12 +241,14 @@ async def test_a_sync_client_serves_async_callers_from_a_worker_thread(
     own_server: Server,
 ) -> None:
     store = RedisStore(own_server.client(), namespace="thread")
-    core = SharedKeyedRateLimiterCore(10, 1.0, 1, 1.0, "k", None, store=store, max_keys=10)
+    core = SharedKeyedRateLimiterCore(
+        *gcra_options(10, 1.0, 1, 1.0, "k", None), store=store, max_keys=10
+    )
     assert (await core.reserve_async("a"))[0] == 0
     _, token = await core.reserve_async("a")
     await core.give_back_async("a", token)
     assert core.metrics().admitted == 1
-    local = SharedRateLimiterCore(10, 1.0, 1, 1.0, "x", None, store=dead_store())
+    local = SharedRateLimiterCore(*gcra_options(10, 1.0, 1, 1.0, "x", None), store=dead_store())
     await local.reserve_async()
     _, token = await local.reserve_async()
     await local.give_back_async(token)

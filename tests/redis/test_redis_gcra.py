@@ -10,7 +10,8 @@ import pytest
 
 import redis
 from resilient import RateLimitedError
-from resilient._ratelimit import RateLimiterCore
+from resilient._core._gcra import RateLimiterCore
+from resilient._policies._ratelimit import gcra_options
 from resilient.redis import RedisStore
 from resilient.redis._gcra import SharedKeyedRateLimiterCore, SharedRateLimiterCore
 from resilient.redis._scripts import GCRA, GIVE_BACK
@@ -31,7 +32,7 @@ def shared(
     max_wait: float = 0.0,
     name: str = "api",
 ) -> SharedRateLimiterCore:
-    return SharedRateLimiterCore(rate, per, burst, max_wait, name, None, store=store)
+    return SharedRateLimiterCore(*gcra_options(rate, per, burst, max_wait, name, None), store=store)
 
 
 @pytest.fixture
@@ -136,7 +137,9 @@ def test_noscript_after_a_flush_reloads_the_script(store: RedisStore, client: re
 def test_keyed_limits_use_one_redis_key_per_client_key(
     store: RedisStore, client: redis.Redis
 ) -> None:
-    core = SharedKeyedRateLimiterCore(1, 1.0, 1, 0.0, "per-user", None, store=store, max_keys=10)
+    core = SharedKeyedRateLimiterCore(
+        *gcra_options(1, 1.0, 1, 0.0, "per-user", None), store=store, max_keys=10
+    )
     assert core.reserve("alice")[0] == 0
     assert core.reserve(42)[0] == 0
     with pytest.raises(RateLimitedError, match="for key 'alice'"):
@@ -149,7 +152,9 @@ def test_keyed_limits_use_one_redis_key_per_client_key(
 
 
 def test_keyed_reservations_are_given_back_per_key(store: RedisStore, client: redis.Redis) -> None:
-    core = SharedKeyedRateLimiterCore(10, 1.0, 1, 1.0, "per-user", None, store=store, max_keys=10)
+    core = SharedKeyedRateLimiterCore(
+        *gcra_options(10, 1.0, 1, 1.0, "per-user", None), store=store, max_keys=10
+    )
     core.reserve("bob")
     _, token = core.reserve("bob")
     core.give_back("bob", token)
@@ -163,13 +168,13 @@ def test_the_shared_core_has_no_local_fast_path(store: RedisStore) -> None:
 
 def test_a_limiter_with_a_store_needs_a_name(store: RedisStore) -> None:
     with pytest.raises(ValueError, match="needs a name"):
-        SharedRateLimiterCore(10, 1.0, None, 0.0, None, None, store=store)
+        SharedRateLimiterCore(*gcra_options(10, 1.0, None, 0.0, None, None), store=store)
     with pytest.raises(TypeError, match="store must be a RedisStore"):
-        SharedRateLimiterCore(10, 1.0, None, 0.0, "x", None, store=object())  # type: ignore[arg-type]
+        SharedRateLimiterCore(*gcra_options(10, 1.0, None, 0.0, "x", None), store=object())  # type: ignore[arg-type]
 
 
 def test_local_core_and_script_agree_on_interval_and_tolerance(store: RedisStore) -> None:
-    local = RateLimiterCore(7, 1.0, 3, 0.0, "x", None)
+    local = RateLimiterCore(*gcra_options(7, 1.0, 3, 0.0, "x", None))
     core = shared(store, 7, burst=3)
     assert core._args == (str(local.interval), str(local.tolerance))
     assert local.interval == math.ceil(NS / 7)

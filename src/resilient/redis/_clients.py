@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 import redis.asyncio
 import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+import redis
 
 __all__ = ["SUPPORTED", "bounded_async", "bounded_cluster", "bounded_sync", "describe"]
 

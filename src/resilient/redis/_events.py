@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resilient._events import Event
+from resilient._core._events import Event
 
 __all__ = ["StoreRecovered", "StoreUnavailable"]
 

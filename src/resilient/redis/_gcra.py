@@ -19,11 +19,16 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Final
 
-from resilient._clock import Clock
-from resilient._errors import RateLimitedError
-from resilient._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected
-from resilient._keyed_ratelimit import KeyedRateLimiterCore
-from resilient._ratelimit import _NS, KIND, GcraCore, RateLimiterCore, RateLimiterMetrics
+from resilient._core._errors import RateLimitedError
+from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected
+from resilient._core._gcra import (
+    KIND,
+    NS,
+    GcraCore,
+    KeyedRateLimiterCore,
+    RateLimiterCore,
+    RateLimiterMetrics,
+)
 from resilient.redis._events import StoreRecovered, StoreUnavailable
 from resilient.redis._scripts import GCRA, GIVE_BACK
 from resilient.redis._store import RedisStore
@@ -49,18 +54,10 @@ class _SharedGcra(GcraCore):
 
     _local: Any
 
-    def __init__(
-        self,
-        rate: object,
-        per: object,
-        burst: object,
-        max_wait: object,
-        name: str | None,
-        clock: Clock | None,
-        *,
-        store: RedisStore,
-    ) -> None:
-        super().__init__(rate, per, burst, max_wait, name, clock)
+    def __init__(self, *options: Any, store: RedisStore) -> None:
+        # `options` are the local core's (``gcra_options``): the same validation, the
+        # same interval and tolerance, to the nanosecond.
+        super().__init__(*options)
         if not isinstance(store, RedisStore):
             raise TypeError(f"store must be a RedisStore, not {type(store).__name__}")
         if self.name is None:
@@ -76,7 +73,17 @@ class _SharedGcra(GcraCore):
     def _local_args(self) -> tuple[object, ...]:
         """The local core's arguments: this limiter's ``1 / local_share``."""
         share = self._store.local_share
-        return (self.rate / share, self.per, max(1, self.burst // share), self.max_wait)
+        now_ns = None if self.float_clock is not None else self.now
+        return (
+            self.rate / share,
+            self.per,
+            max(1, self.burst // share),
+            self.max_wait,
+            self.name,
+            self.clock,
+            now_ns,
+            self._time_left,
+        )
 
     def _adopt(self, local: GcraCore) -> None:
         # The fallback reports to this limiter's listeners (one list, shared).
@@ -95,7 +102,7 @@ class _SharedGcra(GcraCore):
     def _decided(self, reply: Sequence[Any], key: object, generation: int) -> Reservation:
         """The script's answer: a reservation, or the refusal raised."""
         self._reachable(generation)
-        delay = int(reply[1]) * _NS + int(reply[2])
+        delay = int(reply[1]) * NS + int(reply[2])
         if int(reply[0]):
             with self._lock:
                 self.admitted += 1
@@ -233,7 +240,7 @@ class SharedRateLimiterCore(_SharedGcra):
     def __init__(self, *args: Any, store: RedisStore) -> None:
         super().__init__(*args, store=store)
         self._key = store.key(self._id)
-        self._adopt(RateLimiterCore(*self._local_args(), self.name, self.clock))
+        self._adopt(RateLimiterCore(*self._local_args()))
 
     def reserve(self) -> Reservation:
         """Admit or reserve a slot: (nanoseconds to wait, a token); raise if refused."""
@@ -276,9 +283,7 @@ class SharedKeyedRateLimiterCore(_SharedGcra):
 
     def __init__(self, *args: Any, store: RedisStore, max_keys: object) -> None:
         super().__init__(*args, store=store)
-        self._adopt(
-            KeyedRateLimiterCore(*self._local_args(), self.name, self.clock, max_keys=max_keys)
-        )
+        self._adopt(KeyedRateLimiterCore(*self._local_args(), max_keys=max_keys))
         self.max_keys = self._local.max_keys
 
     def reserve(self, key: Hashable) -> Reservation:

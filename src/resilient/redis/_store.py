@@ -22,8 +22,8 @@ import redis.cluster
 from redis.exceptions import NoScriptError
 
 import redis
-from resilient._fork import new_lock
-from resilient._validate import check_duration, check_int
+from resilient._core._fork import new_lock
+from resilient._core._validate import check_duration, check_int
 from resilient.redis._clients import (
     SUPPORTED,
     bounded_async,
@@ -186,6 +186,20 @@ class RedisStore:
             for item in client_key
         )
         return "{" + ":".join(parts) + "}:gcra"
+
+    # -- what the policies ask for --------------------------------------------------------
+
+    def _bind_rate_limiter(self, options: tuple[Any, ...]) -> Any:
+        """The core of a ``RateLimiter(..., store=self)``: ``options`` are its local core's."""
+        from resilient.redis._gcra import SharedRateLimiterCore  # noqa: PLC0415 -- a cycle
+
+        return SharedRateLimiterCore(*options, store=self)
+
+    def _bind_keyed_rate_limiter(self, options: tuple[Any, ...], max_keys: object) -> Any:
+        """The core of a ``KeyedRateLimiter(..., store=self)``."""
+        from resilient.redis._gcra import SharedKeyedRateLimiterCore  # noqa: PLC0415
+
+        return SharedKeyedRateLimiterCore(*options, store=self, max_keys=max_keys)
 
     # -- health -------------------------------------------------------------------------
 
