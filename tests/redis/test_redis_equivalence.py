@@ -77,9 +77,9 @@ def test_lua_and_local_gcra_decide_the_same(
         if action == "give_back":
             if local_tokens:
                 local.give_back(local_tokens.pop())
-                store.run(GIVE_BACK, key, (shared_tokens.pop(), fixed[0], str(now)))
+                store._run(GIVE_BACK, key, (shared_tokens.pop(), fixed[0], str(now)))
         else:
-            reply = store.run(GCRA, key, (*fixed, str(local.allowed_wait()), str(now)))
+            reply = store._run(GCRA, key, (*fixed, str(local.allowed_wait()), str(now)))
             delay = int(reply[1]) * NS + int(reply[2])
             try:
                 local_delay, tat = local.reserve()

@@ -62,9 +62,9 @@ def test_the_script_is_exact_to_the_nanosecond(store: RedisStore) -> None:
     # 3 per second is one call per 333,333,334 ns (rounded up, as the local core does).
     key = store.key("exact")
     args = (str(333_333_334), str(333_333_334), "0")
-    first = store.run(GCRA, key, (*args, str(10 * NS)))
+    first = store._run(GCRA, key, (*args, str(10 * NS)))
     assert [int(first[0]), int(first[1]), int(first[2])] == [1, 0, 0]
-    second = store.run(GCRA, key, (*args, str(10 * NS + 200_000_000)))
+    second = store._run(GCRA, key, (*args, str(10 * NS + 200_000_000)))
     assert [int(second[0]), int(second[1]), int(second[2])] == [0, 0, 133_333_334]
     assert int(second[3]) == 10 * NS + 333_333_334  # the TAT, unchanged by a refusal
 
@@ -119,9 +119,9 @@ def test_the_key_expires_once_its_tat_has_passed(store: RedisStore, client: redi
 def test_a_given_back_slot_in_the_past_deletes_the_key(store: RedisStore) -> None:
     key = store.key("gone")
     args = (str(NS), str(NS), str(NS))
-    reply = store.run(GCRA, key, (*args, str(5 * NS)))
-    assert store.run(GIVE_BACK, key, (reply[3].decode(), str(NS), str(5 * NS))) == 1
-    assert store.run(GCRA, key, (*args, str(5 * NS)))[0] == 1
+    reply = store._run(GCRA, key, (*args, str(5 * NS)))
+    assert store._run(GIVE_BACK, key, (reply[3].decode(), str(NS), str(5 * NS))) == 1
+    assert store._run(GCRA, key, (*args, str(5 * NS)))[0] == 1
 
 
 def test_noscript_after_a_flush_reloads_the_script(store: RedisStore, client: redis.Redis) -> None:

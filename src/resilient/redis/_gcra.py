@@ -116,7 +116,7 @@ class _SharedGcra(GcraCore):
     def _unreachable(self, error: BaseException | None, generation: int) -> None:
         store = self._store
         if error is not None:
-            store.failed(error, generation)
+            store._failed(error, generation)
         if self._down_at is None and not store.available:
             with self._lock:
                 starts, self._down_at = self._down_at is None, time.monotonic()
@@ -125,7 +125,7 @@ class _SharedGcra(GcraCore):
 
     def _reachable(self, generation: int) -> None:
         store = self._store
-        store.succeeded(generation)
+        store._succeeded(generation)
         if self._down_at is not None and store.available:
             with self._lock:
                 since, self._down_at = self._down_at, None
@@ -136,7 +136,7 @@ class _SharedGcra(GcraCore):
     def _fallback(self, local_reserve: Callable[[], Reservation], key: object) -> Reservation:
         """Decide on local state (or refuse, as ``on_unavailable="reject"`` asks)."""
         store = self._store
-        store.fell_back()
+        store._fell_back()
         if store.on_unavailable == "reject":
             with self._lock:
                 self.rejected += 1
@@ -173,10 +173,10 @@ class _SharedGcra(GcraCore):
         store = self._store
         if store.is_async:
             self._refuse_async_client()
-        if store.should_try():
+        if store._should_try():
             generation = store.generation
             try:
-                reply = store.run(GCRA, redis_key, self._script_args())
+                reply = store._run(GCRA, redis_key, self._script_args())
             except Exception as error:
                 self._unreachable(error, generation)
             else:
@@ -189,10 +189,10 @@ class _SharedGcra(GcraCore):
         self, redis_key: str, local_reserve: Callable[[], Reservation], key: object
     ) -> Reservation:
         store = self._store
-        if store.should_try():
+        if store._should_try():
             generation = store.generation
             try:
-                reply = await store.run_async(GCRA, redis_key, self._script_args())
+                reply = await store._run_async(GCRA, redis_key, self._script_args())
             except Exception as error:
                 self._unreachable(error, generation)
             else:
@@ -205,11 +205,11 @@ class _SharedGcra(GcraCore):
         store = self._store
         if store.is_async:
             self._refuse_async_client()
-        if not store.should_try():
+        if not store._should_try():
             return  # during an outage the slot stays taken: the limit errs on the strict side
         generation = store.generation
         try:
-            reply = store.run(GIVE_BACK, redis_key, (token, self._args[0]))
+            reply = store._run(GIVE_BACK, redis_key, (token, self._args[0]))
         except Exception as error:
             # The slot stays taken: the limit errs on the strict side.
             self._unreachable(error, generation)
@@ -219,13 +219,13 @@ class _SharedGcra(GcraCore):
     async def _give_back_async(self, redis_key: str, token: str) -> None:
         import anyio  # noqa: PLC0415
 
-        if not self._store.should_try():
+        if not self._store._should_try():
             return
         # Called while the caller is being cancelled: shielded, and bounded by op_timeout.
         generation = self._store.generation
         with anyio.CancelScope(shield=True):
             try:
-                reply = await self._store.run_async(GIVE_BACK, redis_key, (token, self._args[0]))
+                reply = await self._store._run_async(GIVE_BACK, redis_key, (token, self._args[0]))
             except Exception as error:
                 self._unreachable(error, generation)
             else:

@@ -203,11 +203,11 @@ class RedisStore:
 
     # -- health -------------------------------------------------------------------------
 
-    def should_try(self) -> bool:
+    def _should_try(self) -> bool:
         """Whether to ask Redis now: it is available, or its next retry is due."""
         return self._down_since is None or time.monotonic() >= self._retry_at
 
-    def failed(self, error: BaseException, generation: int) -> None:
+    def _failed(self, error: BaseException, generation: int) -> None:
         """Count a failed operation begun in ``generation``; the first of an outage is logged.
 
         An operation begun before the last change (an outage began or ended meanwhile)
@@ -237,7 +237,7 @@ class RedisStore:
         """Whether the store is taken to be reachable (no outage under way)."""
         return self._down_since is None
 
-    def succeeded(self, generation: int) -> None:
+    def _succeeded(self, generation: int) -> None:
         """An operation begun in ``generation`` succeeded: end the outage it outlived."""
         if self._down_since is None:
             return
@@ -258,7 +258,7 @@ class RedisStore:
             self.generation += 1
             return since
 
-    def fell_back(self) -> None:
+    def _fell_back(self) -> None:
         """Count a decision made on local state."""
         with self._lock:
             self.fallbacks += 1
@@ -279,7 +279,7 @@ class RedisStore:
                 client = self._client
         return client
 
-    def run(self, script: Script, key: str, args: Sequence[str]) -> Any:
+    def _run(self, script: Script, key: str, args: Sequence[str]) -> Any:
         """Run ``script`` on ``key`` (``EVALSHA``; ``EVAL`` if the server lost it)."""
         client = self._sync_client()
         try:
@@ -288,12 +288,12 @@ class RedisStore:
             # A restarted server or SCRIPT FLUSH: EVAL runs and caches it again.
             return client.eval(script.source, 1, key, *args)
 
-    async def run_async(self, script: Script, key: str, args: Sequence[str]) -> Any:
-        """As :meth:`run`, awaited: on a ``redis.asyncio`` client, or in a worker thread."""
+    async def _run_async(self, script: Script, key: str, args: Sequence[str]) -> Any:
+        """As `_run()`, awaited: on a ``redis.asyncio`` client, or in a worker thread."""
         if not self.is_async:
             import anyio.to_thread  # noqa: PLC0415
 
-            return await anyio.to_thread.run_sync(self.run, script, key, args)
+            return await anyio.to_thread.run_sync(self._run, script, key, args)
         client = self._client
         try:
             return await client.evalsha(script.sha, 1, key, *args)
@@ -301,7 +301,7 @@ class RedisStore:
             return await client.eval(script.source, 1, key, *args)
 
     def close(self) -> None:
-        """Close the store's own connections (sync clients; async ones: :meth:`aclose`)."""
+        """Close the store's own connections (sync clients; async ones: `aclose()`)."""
         client = self._client
         if client is None or self.is_async or client is self._given:
             return
