@@ -12,6 +12,7 @@ import redis.asyncio
 import redis
 from resilient import CircuitBreaker, KeyedRateLimiter, RateLimitedError, RateLimiter, compose
 from resilient.redis import RedisStore
+from resilient.testing import ManualClock
 
 if TYPE_CHECKING:
     from redis_servers import Server
@@ -173,3 +174,31 @@ async def test_a_sync_client_serves_async_callers_in_a_worker_thread(
     assert await limiter.call_async(anyio.sleep, 0) is None
     with pytest.raises(RateLimitedError):
         await limiter.call_async(anyio.sleep, 0)
+
+
+class InterruptedSleep(ManualClock):
+    """A clock whose sleeps are interrupted (Ctrl-C while waiting for a slot)."""
+
+    def sleep(self, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_sync_wait_gives_its_slot_back(
+    store: RedisStore, client: redis.Redis
+) -> None:
+    limiter = RateLimiter(
+        1, burst=1, max_wait=5.0, name="ctrl-c", clock=InterruptedSleep(), store=store
+    )
+    limiter.call(int)
+    tat = client.get(store.key("ctrl-c"))
+    with pytest.raises(KeyboardInterrupt):
+        limiter.call(int)
+    assert client.get(store.key("ctrl-c")) == tat
+    assert limiter.metrics().admitted == 1
+    keyed = KeyedRateLimiter(
+        1, key=str, burst=1, max_wait=5.0, name="k", clock=InterruptedSleep(), store=store
+    )
+    keyed.acquire("a")
+    with pytest.raises(KeyboardInterrupt):
+        keyed.acquire("a")
+    assert keyed.metrics().admitted == 1

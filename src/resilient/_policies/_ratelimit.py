@@ -21,8 +21,8 @@ The keyed variant, one TAT per key, lives in ``_keyed_ratelimit.py``.
 With ``store=`` (``resilient.redis.RedisStore``) the TAT lives in the store, shared by
 every process: the store makes the core (same options, same arithmetic, local state as
 its fallback), and the limiter picks the matching steps here, once, at construction.
-A shared core has no local fast path: every call is one round trip, awaited by async
-callers (:class:`_SharedAsyncStep`).
+A shared core has no local fast path (its ``admit()`` always says "ask ``reserve()``"):
+every call is one round trip, awaited by async callers (:class:`_SharedAsyncStep`).
 """
 
 from __future__ import annotations
@@ -122,57 +122,18 @@ class _RateLimiterStep:
         return exc
 
 
-class _SharedRateLimiterStep:
-    """A limiter whose state is in a store: every call is the store's decision.
+class _SharedAsyncStep(_RateLimiterStep):
+    """The async step of a limiter whose state is in a store: the round trip is awaited.
 
-    The same shape as :class:`_RateLimiterStep`, with no fast path (``admit`` is always
-    "no": ask ``reserve()``, one round trip) and a reservation given back to the store.
-    """
-
-    __slots__ = ("_core",)
-    defers = False
-
-    def __init__(self, core: Any) -> None:
-        self._core = core
-
-    def enter(self) -> Any:
-        return self.over_the_rate()
-
-    def gate_hooks(self, is_async: bool) -> tuple[Callable[..., Any], ...]:
-        """The runner's hooks: no admission without the store; then wait (sync)."""
-        return _never, self.over_the_rate, self.enter_wait
-
-    def over_the_rate(self) -> Wait | None:
-        """Ask the store: at once (``None``), a reserved wait, or the refusal raised."""
-        delay, token = self._core.reserve()
-        return None if delay == 0 else Wait(delay / NS, token)
-
-    def enter_wait(self, wait: Wait) -> None:
-        try:
-            self._core.clock.sleep(wait.delay)
-        except BaseException:
-            self._core.give_back(wait.data)
-            raise
-
-    def exit_ok(self, token: None, result: Any) -> Any:
-        return result
-
-    def exit_error(self, token: None, exc: Exception) -> Any:
-        return PASS
-
-    def exit_cancel(self, token: None, exc: BaseException) -> BaseException:
-        return exc
-
-
-class _SharedAsyncStep(_SharedRateLimiterStep):
-    """As :class:`_SharedRateLimiterStep`, for async callers: the round trip is awaited.
-
-    ``enter()`` cannot await, so it hands the decision to the wait (``_DECIDE``), which
-    asks the store, then sleeps for a reserved slot; a cancelled wait gives the slot
-    back, shielded from the cancellation.
+    (Sync callers need no step of their own: a shared core's ``admit()`` always says
+    "ask ``reserve()``", which is the store's decision.) ``enter()`` cannot await, so it
+    hands the decision to the wait (``_DECIDE``), which asks the store, then sleeps for
+    a reserved slot; a cancelled wait gives the slot back, shielded from the
+    cancellation.
     """
 
     __slots__ = ()
+    _core: Any
 
     def enter(self) -> Any:
         return _DECIDE
@@ -236,7 +197,7 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
             self._step = self._async = _RateLimiterStep(self._core)
         else:
             self._core = bind_store(store, KIND)(options)
-            self._step = _SharedRateLimiterStep(self._core)
+            self._step = _RateLimiterStep(self._core)
             self._async = _SharedAsyncStep(self._core)
 
     def _sync_step(self) -> Any:
