@@ -2,9 +2,9 @@
 
 How the same time reaches both: the local core runs on a ManualClock, and the time it
 reads (``round(reading * 1e9)`` ns, as the core computes it) is passed to the script as
-its optional last argument, used only by tests in place of the server's ``TIME``. So
-every admission, every wait, every refusal's delay and every TAT is compared to the
-nanosecond, reservations and give-backs included.
+its optional last two arguments (seconds, nanoseconds), used only by tests in place of
+the server's ``TIME``. So every admission, every wait, every refusal's delay and every
+TAT is compared to the nanosecond, reservations and give-backs included.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from resilient import RateLimitedError
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from redis_servers import Server
 
 _keys = itertools.count()
+
+
+def pair(ns: int) -> tuple[str, str]:
+    return str(ns // NS), str(ns % NS)
+
 
 RATES = st.sampled_from([(1, 1.0), (3, 1.0), (7, 0.1), (1000, 1.0), (0.5, 1.0), (10, 60.0)])
 STEPS = st.lists(
@@ -49,6 +54,23 @@ def store(redis_server: Server) -> Iterator[RedisStore]:
 
 
 @settings(max_examples=150, deadline=None)
+# The boundaries, always tried: a wait of exactly max_wait is allowed; one nanosecond
+# more is not; a call exactly on time is admitted.
+@example(rate=(10, 1.0), burst=1, max_wait=0.1, start=0, steps=[(0, "reserve")] * 3)
+@example(
+    rate=(10, 1.0),
+    burst=2,
+    max_wait=0.0,
+    start=7,
+    steps=[(0, "reserve")] * 3 + [(50_000_000, "reserve"), (1, "reserve")],
+)
+@example(
+    rate=(3, 1.0),
+    burst=1,
+    max_wait=0.0,
+    start=0,
+    steps=[(0, "reserve"), (333_333_333, "reserve"), (1, "reserve")],
+)
 @given(
     rate=RATES,
     burst=st.integers(1, 5),
@@ -68,7 +90,7 @@ def test_lua_and_local_gcra_decide_the_same(
     clock.advance(start / 1000)
     local = RateLimiterCore(*gcra_options(rate[0], rate[1], burst, max_wait, "eq", clock))
     key = store.key("eq", next(_keys))
-    fixed = (str(local.interval), str(local.tolerance))
+    fixed = (*pair(local.interval), *pair(local.tolerance))
     local_tokens: list[int] = []
     shared_tokens: list[str] = []
     for advance, action in steps:
@@ -77,9 +99,9 @@ def test_lua_and_local_gcra_decide_the_same(
         if action == "give_back":
             if local_tokens:
                 local.give_back(local_tokens.pop())
-                store._run(GIVE_BACK, key, (shared_tokens.pop(), fixed[0], str(now)))
+                store._run(GIVE_BACK, key, (shared_tokens.pop(), *fixed[:2], *pair(now)))
         else:
-            reply = store._run(GCRA, key, (*fixed, str(local.allowed_wait()), str(now)))
+            reply = store._run(GCRA, key, (*fixed, *pair(local.allowed_wait()), *pair(now)))
             delay = int(reply[1]) * NS + int(reply[2])
             try:
                 local_delay, tat = local.reserve()

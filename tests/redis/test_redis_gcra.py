@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 
 
+def pair(ns: int) -> tuple[str, str]:
+    """Nanoseconds as the scripts take them: (whole seconds, nanoseconds)."""
+    return str(ns // NS), str(ns % NS)
+
+
 def shared(
     store: RedisStore,
     rate: float = 10,
@@ -61,10 +66,10 @@ def test_burst_then_refusal_with_a_retry_after_within_one_interval(
 def test_the_script_is_exact_to_the_nanosecond(store: RedisStore) -> None:
     # 3 per second is one call per 333,333,334 ns (rounded up, as the local core does).
     key = store.key("exact")
-    args = (str(333_333_334), str(333_333_334), "0")
-    first = store._run(GCRA, key, (*args, str(10 * NS)))
+    args = (*pair(333_333_334), *pair(333_333_334), *pair(0))
+    first = store._run(GCRA, key, (*args, *pair(10 * NS)))
     assert [int(first[0]), int(first[1]), int(first[2])] == [1, 0, 0]
-    second = store._run(GCRA, key, (*args, str(10 * NS + 200_000_000)))
+    second = store._run(GCRA, key, (*args, *pair(10 * NS + 200_000_000)))
     assert [int(second[0]), int(second[1]), int(second[2])] == [0, 0, 133_333_334]
     assert int(second[3]) == 10 * NS + 333_333_334  # the TAT, unchanged by a refusal
 
@@ -118,10 +123,10 @@ def test_the_key_expires_once_its_tat_has_passed(store: RedisStore, client: redi
 
 def test_a_given_back_slot_in_the_past_deletes_the_key(store: RedisStore) -> None:
     key = store.key("gone")
-    args = (str(NS), str(NS), str(NS))
-    reply = store._run(GCRA, key, (*args, str(5 * NS)))
-    assert store._run(GIVE_BACK, key, (reply[3].decode(), str(NS), str(5 * NS))) == 1
-    assert store._run(GCRA, key, (*args, str(5 * NS)))[0] == 1
+    args = (*pair(NS), *pair(NS), *pair(NS))
+    reply = store._run(GCRA, key, (*args, *pair(5 * NS)))
+    assert store._run(GIVE_BACK, key, (reply[3].decode(), *pair(NS), *pair(5 * NS))) == 1
+    assert store._run(GCRA, key, (*args, *pair(5 * NS)))[0] == 1
 
 
 def test_noscript_after_a_flush_reloads_the_script(store: RedisStore, client: redis.Redis) -> None:
@@ -176,5 +181,5 @@ def test_a_limiter_with_a_store_needs_a_name(store: RedisStore) -> None:
 def test_local_core_and_script_agree_on_interval_and_tolerance(store: RedisStore) -> None:
     local = RateLimiterCore(*gcra_options(7, 1.0, 3, 0.0, "x", None))
     core = shared(store, 7, burst=3)
-    assert core._args == (str(local.interval), str(local.tolerance))
+    assert core._args == (*pair(local.interval), *pair(local.tolerance))
     assert local.interval == math.ceil(NS / 7)

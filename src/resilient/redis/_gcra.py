@@ -43,6 +43,11 @@ Reservation = tuple[int, "int | str"]
 """(nanoseconds to wait, the token ``give_back`` needs)."""
 
 
+def _pair(ns: int) -> tuple[str, str]:
+    seconds, rest = divmod(ns, NS)
+    return str(seconds), str(rest)
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -67,7 +72,11 @@ class _SharedGcra(GcraCore):
             )
         self._id: str = self.name
         self._store = store
-        self._args = (str(self.interval), str(min(self.tolerance, _MAX_TOLERANCE)))
+        # The script's arguments as (seconds, nanoseconds) pairs, split once here.
+        self._args = (
+            *_pair(self.interval),
+            *_pair(min(self.tolerance, _MAX_TOLERANCE)),
+        )
         self._down_at: float | None = None
 
     def _local_args(self) -> tuple[object, ...]:
@@ -96,8 +105,8 @@ class _SharedGcra(GcraCore):
 
     # -- the parts shared by the sync and async paths -------------------------------------
 
-    def _script_args(self) -> tuple[str, str, str]:
-        return (*self._args, str(self.allowed_wait()))
+    def _script_args(self) -> tuple[str, ...]:
+        return (*self._args, *_pair(self.allowed_wait()))
 
     def _decided(self, reply: Sequence[Any], key: object, generation: int) -> Reservation:
         """The script's answer: a reservation, or the refusal raised."""
@@ -209,7 +218,7 @@ class _SharedGcra(GcraCore):
             return  # during an outage the slot stays taken: the limit errs on the strict side
         generation = store.generation
         try:
-            reply = store._run(GIVE_BACK, redis_key, (token, self._args[0]))
+            reply = store._run(GIVE_BACK, redis_key, (token, *self._args[:2]))
         except Exception as error:
             # The slot stays taken: the limit errs on the strict side.
             self._unreachable(error, generation)
@@ -225,7 +234,7 @@ class _SharedGcra(GcraCore):
         generation = self._store.generation
         with anyio.CancelScope(shield=True):
             try:
-                reply = await self._store._run_async(GIVE_BACK, redis_key, (token, self._args[0]))
+                reply = await self._store._run_async(GIVE_BACK, redis_key, (token, *self._args[:2]))
             except Exception as error:
                 self._unreachable(error, generation)
             else:
