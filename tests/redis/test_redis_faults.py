@@ -126,6 +126,8 @@ def test_a_give_back_that_fails_keeps_the_slot_taken(own_server: Server) -> None
     own_server.kill()
     core.give_back(token)  # no exception: the slot stays taken, the failure is counted
     assert store.metrics().errors == 1
+    core.give_back(token)  # during the outage: no round trip at all
+    assert store.metrics().errors == 1
     assert core.metrics().admitted == 2
 
 
@@ -229,6 +231,12 @@ async def test_async_client_decides_and_gives_back(own_server: Server) -> None:
     assert delay > 0
     await core.give_back_async(token)
     assert core.metrics().admitted == 1
+    # NOSCRIPT on the asyncio client: reloaded, not a failure.
+    plain = own_server.client()
+    plain.script_flush()
+    plain.close()
+    assert (await core.reserve_async())[0] > 0
+    assert store.metrics().errors == 0
     with pytest.raises(TypeError, match="serves async calls only"):
         core.reserve()
     with pytest.raises(TypeError, match="serves async calls only"):
@@ -248,6 +256,13 @@ async def test_a_sync_client_serves_async_callers_from_a_worker_thread(
     _, token = await core.reserve_async("a")
     await core.give_back_async("a", token)
     assert core.metrics().admitted == 1
+    down = SharedKeyedRateLimiterCore(
+        *gcra_options(10, 1.0, 1, 1.0, "k", None), store=dead_store(), max_keys=10
+    )
+    await down.reserve_async("a")
+    _, local_token = await down.reserve_async("a")
+    await down.give_back_async("a", local_token)
+    assert down.metrics().admitted == 1
     local = SharedRateLimiterCore(*gcra_options(10, 1.0, 1, 1.0, "x", None), store=dead_store())
     await local.reserve_async()
     _, token = await local.reserve_async()
@@ -267,6 +282,10 @@ async def test_async_redis_down_falls_back(own_server: Server) -> None:
     with capture_events() as events:
         _, token = await core.reserve_async()
         assert isinstance(token, int)
+        # Within retry_interval: decided locally with no round trip at all.
+        await core.give_back_async(token)
+        _, again = await core.reserve_async()
+        assert isinstance(again, int)
     assert [type(e) for e in events] == [StoreUnavailable]
     await core.give_back_async("999")  # a shared token during the outage: kept, no trip
     assert store.metrics().errors == 1

@@ -202,3 +202,19 @@ def test_an_interrupted_sync_wait_gives_its_slot_back(
     with pytest.raises(KeyboardInterrupt):
         keyed.acquire("a")
     assert keyed.metrics().admitted == 1
+
+
+def test_client_clocks_skewed_by_minutes_change_nothing(store: RedisStore) -> None:
+    # Two hosts whose clocks disagree by ten minutes (and a third an hour behind): the
+    # server's TIME decides, so they share one limit exactly as if their clocks agreed.
+    ahead, behind = ManualClock(), ManualClock()
+    ahead.advance(600.0)
+    hosts = [
+        RateLimiter(10, burst=2, name="skew", clock=clock, store=store)
+        for clock in (ahead, behind, ManualClock())
+    ]
+    hosts[0].call(int)
+    hosts[1].call(int)
+    with pytest.raises(RateLimitedError) as caught:
+        hosts[2].call(int)
+    assert 0 < caught.value.retry_after <= 0.1

@@ -105,3 +105,19 @@ def test_event_records_are_frozen_with_policy_and_kind() -> None:
     assert (down.policy, down.kind, up.downtime) == ("api", "rate_limiter", 1.5)
     with pytest.raises(AttributeError):
         down.store = "y"  # type: ignore[misc]
+
+
+def test_describe_names_a_unix_socket_and_scripts_have_a_repr() -> None:
+    from resilient.redis._scripts import GCRA  # noqa: PLC0415
+
+    store = RedisStore(redis.Redis(unix_socket_path="/run/redis.sock"))
+    assert "redis unix:/run/redis.sock" in store.description
+    assert repr(GCRA).startswith("<Script gcra ")
+
+
+def test_an_async_client_on_another_kind_of_pool_is_used_as_given() -> None:
+    class OwnPool(redis.asyncio.ConnectionPool):
+        pass
+
+    given = redis.asyncio.Redis(connection_pool=OwnPool(port=6390))
+    assert RedisStore(given)._client is given
