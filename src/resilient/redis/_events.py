@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resilient._core._events import Event
+from resilient._core._records import Event
 
 __all__ = ["StoreRecovered", "StoreUnavailable"]
 
