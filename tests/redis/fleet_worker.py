@@ -15,17 +15,15 @@ import sys
 import time
 
 import redis
-from resilient import RateLimitedError
-from resilient._policies._ratelimit import gcra_options
+from resilient import RateLimitedError, RateLimiter
 from resilient.redis import RedisStore
-from resilient.redis._gcra import SharedRateLimiterCore
 
 
 def child(port: int, namespace: str, rate: float, burst: int, seconds: float, out: int) -> None:
     # A generous op_timeout: 32 processes on two cores must not fall back to local state,
     # which would make this a test of the fallback, not of the shared limit.
     store = RedisStore(redis.Redis(port=port), namespace=namespace, op_timeout=5.0)
-    core = SharedRateLimiterCore(*gcra_options(rate, 1.0, burst, 0.0, "fleet", None), store=store)
+    limiter = RateLimiter(rate, burst=burst, name="fleet", store=store)
     signal = redis.Redis(port=port)
     signal.ping()
     os.write(out, b"ready\n")
@@ -34,7 +32,7 @@ def child(port: int, namespace: str, rate: float, burst: int, seconds: float, ou
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
-            core.reserve()
+            limiter.call(int)
         except RateLimitedError:
             continue
         admitted += 1
