@@ -17,16 +17,18 @@ import pytest
 
 import resilient
 import resilient.asgi
+import resilient.redis
 import resilient.testing
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
-DIRECTIVE = re.compile(r"^::: (resilient(?:\.testing|\.asgi)?\.\w+)\s*$", re.MULTILINE)
+DIRECTIVE = re.compile(r"^::: (resilient(?:\.testing|\.asgi|\.redis)?\.\w+)\s*$", re.MULTILINE)
 SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|exc|data|mod|obj):`")
 
 PUBLIC = (
     [f"resilient.{name}" for name in resilient.__all__ if name != "__version__"]
     + [f"resilient.testing.{name}" for name in resilient.testing.__all__]
     + [f"resilient.asgi.{name}" for name in resilient.asgi.__all__]
+    + [f"resilient.redis.{name}" for name in resilient.redis.__all__]
 )
 
 
@@ -40,7 +42,11 @@ def _documented() -> list[str]:
 
 def _resolve(dotted: str) -> object:
     module, _, name = dotted.rpartition(".")
-    modules = {"resilient.testing": resilient.testing, "resilient.asgi": resilient.asgi}
+    modules = {
+        "resilient.testing": resilient.testing,
+        "resilient.asgi": resilient.asgi,
+        "resilient.redis": resilient.redis,
+    }
     return getattr(modules.get(module, resilient), name)
 
 

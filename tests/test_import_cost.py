@@ -1,7 +1,7 @@
 """What `import resilient` loads: only what a sync breaker needs (issue 14).
 
-The OpenTelemetry wing, tenacity, asyncio, anyio and wrapt load when first used. The
-check is on `sys.modules` in a fresh interpreter, never on time
+The OpenTelemetry wing, redis (issue 15), tenacity, asyncio, anyio and wrapt load when
+first used. The check is on `sys.modules` in a fresh interpreter, never on time
 (`benchmarks/import_time.py` measures the time).
 """
 
@@ -13,7 +13,15 @@ import sys
 
 import pytest
 
-HEAVY = ("opentelemetry", "tenacity", "asyncio", "anyio", "wrapt", "importlib.metadata")
+HEAVY = (
+    "opentelemetry",
+    "tenacity",
+    "asyncio",
+    "anyio",
+    "wrapt",
+    "importlib.metadata",
+    "redis",
+)
 
 
 def loaded_after(code: str) -> list[str]:
@@ -79,6 +87,7 @@ def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
         ("import resilient.testing", "resilient._core._records"),
         ("resilient.CircuitBreaker('b').metrics()", "resilient._core._snapshots"),
         ("resilient.WindowSnapshot", "resilient._core._snapshots"),
+        ("import resilient.redis", "redis"),
     ],
 )
 def test_the_rest_loads_on_first_use(code: str, loaded: str) -> None:

@@ -4,6 +4,10 @@
 key whose TAT has passed is indistinguishable from a new key, so it can be dropped with
 no change in behaviour; at most ``max_keys`` are kept. The arithmetic, counts and errors
 are :class:`~resilient._core._gcra.GcraCore`'s, shared with the plain limiter.
+
+With ``store=`` each key's TAT lives in the store under its own key, bounded by the
+store's expiry rather than by ``max_keys`` (which then bounds only the local fallback's
+keys); async callers await the store's decision (:meth:`KeyedRateLimiter._acquire_shared_async`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from resilient._core._clock import Clock
 from resilient._core._gcra import KIND, NS, KeyedRateLimiterCore, RateLimiterMetrics
 from resilient._core._validate import Duration
 from resilient._policies._policy import CorePolicy
-from resilient._policies._ratelimit import gcra_options
+from resilient._policies._ratelimit import bind_store, gcra_options
 
 __all__ = ["KeyedRateLimiter"]
 
@@ -36,12 +40,15 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
         key: A function of the call's ``(*args, **kwargs)`` returning a hashable key.
         burst: Calls admitted at once per key after an idle period.
         max_wait: Seconds a call may wait for its slot (default 0).
-        max_keys: The most keys kept (default 10,000).
-        name: A name for errors, events and metrics.
+        max_keys: The most keys kept (default 10,000; with ``store``, the most kept
+            locally while the store is unavailable).
+        name: A name for errors, events and metrics (required with ``store``).
         clock: Where time comes from and how waits happen (default: monotonic).
+        store: Shared state (``resilient.redis.RedisStore``): one limit per key for
+            every process. See the "Scale-out" page.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_shared")
     kind = KIND
 
     def __init__(
@@ -55,15 +62,19 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
         max_keys: int = 10_000,
         name: str | None = None,
         clock: Clock | None = None,
+        store: Any = None,
     ) -> None:
         if not callable(key):
             raise TypeError(
                 f"key must be a function of the call's arguments, not {type(key).__name__}"
             )
         self._key = key
-        self._core = KeyedRateLimiterCore(
-            *gcra_options(rate, per, burst, max_wait, name, clock), max_keys=max_keys
-        )
+        options = gcra_options(rate, per, burst, max_wait, name, clock)
+        self._shared = store is not None
+        if store is None:
+            self._core = KeyedRateLimiterCore(*options, max_keys=max_keys)
+        else:
+            self._core = bind_store(store, "keyed_rate_limiter")(options, max_keys)
 
     def acquire(self, key: Hashable) -> None:
         """Take a slot for ``key``, waiting up to ``max_wait``; raise if refused."""
@@ -77,12 +88,25 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
 
     async def acquire_async(self, key: Hashable) -> None:
         """Take a slot for ``key`` (async), waiting up to ``max_wait``; raise if refused."""
+        if self._shared:
+            await self._acquire_shared_async(key)
+            return
         delay, tat = self._core.reserve(key)
         if delay > 0:
             try:
                 await self._core.clock.asleep(delay / NS)
             except BaseException:
                 self._core.give_back(key, tat)
+                raise
+
+    async def _acquire_shared_async(self, key: Hashable) -> None:
+        core: Any = self._core
+        delay, token = await core.reserve_async(key)
+        if delay > 0:
+            try:
+                await core.clock.asleep(delay / NS)
+            except BaseException:
+                await core.give_back_async(key, token)
                 raise
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,7 +119,8 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
         return guarded
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        key, acquire = self._key, self.acquire_async
+        key = self._key
+        acquire = self._acquire_shared_async if self._shared else self.acquire_async
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             await acquire(key(*args, **kwargs))

@@ -17,13 +17,19 @@ on at once), so waiting callers queue in order and never starve each other. A ca
 cancelled while waiting gives its reservation back if nobody has reserved after it.
 
 The keyed variant, one TAT per key, lives in ``_keyed_ratelimit.py``.
+
+With ``store=`` (``resilient.redis.RedisStore``) the TAT lives in the store, shared by
+every process: the store makes the core (same options, same arithmetic, local state as
+its fallback), and the limiter picks the matching steps here, once, at construction.
+A shared core has no local fast path (its ``admit()`` always says "ask ``reserve()``"):
+every call is one round trip, awaited by async callers (:class:`_SharedAsyncStep`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from resilient._core._clock import Clock
 from resilient._core._gcra import KIND, NS, RateLimiterCore, RateLimiterMetrics
@@ -35,7 +41,7 @@ from resilient._policies._policy import CorePolicy
 from resilient._waiting._clock import MONOTONIC, resolve_clock
 from resilient._waiting._deadline import remaining
 
-__all__ = ["RateLimiter", "RateLimiterMetrics", "gcra_options"]
+__all__ = ["RateLimiter", "RateLimiterMetrics", "bind_store", "gcra_options"]
 
 
 def gcra_options(
@@ -46,6 +52,28 @@ def gcra_options(
     # The default clock reads integer nanoseconds directly, exactly.
     now_ns = time.monotonic_ns if resolved is MONOTONIC else None
     return rate, per, burst, max_wait, name, resolved, now_ns, remaining
+
+
+def bind_store(store: object, what: str) -> Callable[..., Any]:
+    """The store's maker of shared cores for ``what`` (``"rate_limiter"``), or a TypeError.
+
+    Duck-typed: this floor imports no integration (``resilient.redis`` imports redis).
+    """
+    bind = getattr(store, f"_bind_{what}", None)
+    if bind is None:
+        raise TypeError(
+            "store must be a shared store such as resilient.redis.RedisStore,"
+            f" not {type(store).__name__}"
+        )
+    return bind  # type: ignore[no-any-return]
+
+
+def _never() -> bool:
+    return False
+
+
+_DECIDE: Final = Wait()
+"""What a shared limiter's async ``enter()`` returns: decide in the (awaited) wait."""
 
 
 class _RateLimiterStep:
@@ -94,6 +122,37 @@ class _RateLimiterStep:
         return exc
 
 
+class _SharedAsyncStep(_RateLimiterStep):
+    """The async step of a limiter whose state is in a store: the round trip is awaited.
+
+    (Sync callers need no step of their own: a shared core's ``admit()`` always says
+    "ask ``reserve()``", which is the store's decision.) ``enter()`` cannot await, so it
+    hands the decision to the wait (``_DECIDE``), which asks the store, then sleeps for
+    a reserved slot; a cancelled wait gives the slot back, shielded from the
+    cancellation.
+    """
+
+    __slots__ = ()
+    _core: Any
+
+    def enter(self) -> Any:
+        return _DECIDE
+
+    def gate_hooks(self, is_async: bool) -> tuple[Callable[..., Any], ...]:
+        return _never, self.enter, self.enter_wait_async
+
+    async def enter_wait_async(self, wait: Wait) -> None:
+        core = self._core
+        delay, token = await core.reserve_async()
+        if delay == 0:
+            return
+        try:
+            await core.clock.asleep(delay / NS)
+        except BaseException:
+            await core.give_back_async(token)
+            raise
+
+
 class RateLimiter(CorePolicy[RateLimiterCore]):
     """Admit at most ``rate`` calls per ``per`` seconds, with bursts of ``burst`` (GCRA).
 
@@ -108,11 +167,15 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
         burst: Calls admitted at once after an idle period (default: one period's
             worth, ``max(1, int(rate))``).
         max_wait: Seconds a call may wait for its slot (default 0: refuse at once).
-        name: A name for errors, events and metrics.
+        name: A name for errors, events and metrics (required with ``store``: it is
+            the limiter's key there, the same in every process).
         clock: Where time comes from and how waits happen (default: monotonic).
+        store: Shared state (``resilient.redis.RedisStore``): one limit for every
+            process, decided by the store on its own clock; local state while the store
+            is unavailable. See the "Scale-out" page.
     """
 
-    __slots__ = ("_step",)
+    __slots__ = ("_async", "_step")
     kind = KIND
 
     def __init__(
@@ -124,28 +187,36 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
         max_wait: Duration = 0.0,
         name: str | None = None,
         clock: Clock | None = None,
+        store: Any = None,
     ) -> None:
-        self._core = RateLimiterCore(*gcra_options(rate, per, burst, max_wait, name, clock))
-        self._step = _RateLimiterStep(self._core)
+        options = gcra_options(rate, per, burst, max_wait, name, clock)
+        self._step: Any
+        self._async: Any
+        if store is None:
+            self._core = RateLimiterCore(*options)
+            self._step = self._async = _RateLimiterStep(self._core)
+        else:
+            self._core = bind_store(store, KIND)(options)
+            self._step = _RateLimiterStep(self._core)
+            self._async = _SharedAsyncStep(self._core)
 
-    def _sync_step(self) -> _RateLimiterStep:
+    def _sync_step(self) -> Any:
         return self._step
 
-    def _async_step(self) -> _RateLimiterStep:
-        return self._step
+    def _async_step(self) -> Any:
+        return self._async
 
     # Alone, the limiter gets guards of its own: an admitted call pays for one lock and
     # one clock read, not for a pipeline; the outcome of the call does not matter.
 
     def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        admit = self._core.admit
-        step = self._step
+        admit, over_the_rate, enter_wait = self._step.gate_hooks(is_async=False)
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if not admit():
-                wait = step.over_the_rate()
+                wait = over_the_rate()
                 if wait is not None:
-                    step.enter_wait(wait)
+                    enter_wait(wait)
             result = fn(*args, **kwargs)
             if type(result) is COROUTINE:
                 refuse_coroutine(fn, result)
@@ -154,14 +225,13 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
         return guarded
 
     def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        admit = self._core.admit
-        step = self._step
+        admit, over_the_rate, enter_wait = self._async.gate_hooks(is_async=True)
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             if not admit():
-                wait = step.over_the_rate()
+                wait = over_the_rate()
                 if wait is not None:
-                    await step.enter_wait_async(wait)
+                    await enter_wait(wait)
             return await fn(*args, **kwargs)
 
         return guarded
