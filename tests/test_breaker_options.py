@@ -3,7 +3,7 @@
 The public signature (with defaults, types and docstring) is what users and type
 checkers read; ``BreakerCore`` receives the options as keywords and checks each by its
 entry in ``_core._breaker_options.OPTIONS``. These tests keep the two in step and the public
-signature exactly as it was.
+signature exactly as it was (plus ``store``, issue 15, last and keyword-only).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ SIGNATURE = (
     "open_duration: 'Duration | Callable[[int], float]' = 60.0, half_open_calls: 'int' = 10, "
     "half_open_max_duration: 'Duration | None' = None, "
     "record: 'ExceptionMatcher' = <class 'Exception'>, ignore: 'ExceptionMatcher' = (), "
-    "record_result: 'Callable[[Any], bool] | None' = None, clock: 'Clock | None' = None) "
-    "-> 'None'"
+    "record_result: 'Callable[[Any], bool] | None' = None, clock: 'Clock | None' = None, "
+    "store: 'Any' = None) -> 'None'"
 )
 
 
@@ -35,7 +35,9 @@ def test_the_public_signature_is_unchanged() -> None:
 
 def test_the_core_checks_exactly_the_options_of_the_signature_in_their_order() -> None:
     parameters = inspect.signature(CircuitBreaker).parameters.values()
-    options = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "clock"]
+    options = [
+        p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in ("clock", "store")
+    ]
     assert list(OPTIONS) == options
 
 

@@ -20,6 +20,7 @@ from resilient._core._window import CountWindow, TimeWindow
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
 from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy
+from resilient._policies._ratelimit import bind_store
 from resilient._waiting._clock import resolve_clock
 
 if TYPE_CHECKING:
@@ -126,6 +127,11 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         record_result: A predicate over return values that counts a value as a failure
             (the value is still returned).
         clock: Where time comes from (default: the monotonic clock).
+        store: Shared state (``resilient.redis.RedisStore``): one breaker for every
+            process that uses this name (required with a store). The closed path stays
+            local and makes no round trip; transitions are agreed in the store, timed
+            by its clock, and the breaker goes on locally while the store is
+            unavailable (see the scale-out page).
     """
 
     __slots__ = ("_step",)
@@ -147,13 +153,19 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         ignore: ExceptionMatcher = (),
         record_result: Callable[[Any], bool] | None = None,
         clock: Clock | None = None,
+        store: Any = None,
     ) -> None:
         # Handed on as they came: the core checks each option by its entry in
         # `_core._breaker_options.OPTIONS`. So they are spelled out twice, here in the
         # signature users and type checkers read and in that table, not again in a call.
         options = dict(locals())  # a copy: a tracer may refresh the frame's own dict
-        del options["self"], options["name"], options["clock"]
-        self._core = BreakerCore(name, clock=resolve_clock(clock), **options)
+        del options["self"], options["name"], options["clock"], options["store"]
+        if store is None:
+            self._core = BreakerCore(name, clock=resolve_clock(clock), **options)
+        else:
+            # The store makes the core: the local one with shared transitions beside
+            # it, chosen here, once (the closed path is the local one either way).
+            self._core = bind_store(store, KIND)(name, clock=resolve_clock(clock), **options)
         self._step = _BreakerStep(self._core)
 
     # -- guarding calls ----------------------------------------------------------------

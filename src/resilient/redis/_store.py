@@ -98,26 +98,45 @@ class RedisStore:
             unavailable; ``"reject"`` refuses calls instead (``RateLimitedError``).
         retry_interval: Seconds between attempts to reach Redis again during an outage
             (> 0); meanwhile decisions are local and cost no round trip.
+        flush_interval: Shared breakers: seconds between the background flushes of
+            each process's outcomes (> 0); also how soon a process hears of a
+            transition announced on pub/sub.
+        poll_interval: Shared breakers: seconds between reads of each breaker's record
+            (> 0), in case a pub/sub notification was lost.
+        lease_ttl: Shared breakers: seconds a half-open trial lease lives (> 0): a
+            trial never reported (its process died) is offered again after it.
+        breaker_window: Shared breakers with a ``CountWindow``: seconds of outcomes
+            the shared aggregate covers (> 0); a ``TimeWindow`` brings its own.
+        breaker_buckets: Shared breakers: buckets the shared window is cut into (>= 1).
+        idle_ttl: Seconds an untouched CLOSED breaker record lives (> 0); a missing
+            record reads CLOSED.
     """
 
     __slots__ = (
         "__weakref__",
+        "_breakers",
         "_client",
         "_down_since",
         "_given",
         "_lock",
         "_retry_at",
+        "breaker_buckets",
+        "breaker_window",
         "description",
         "errors",
         "fallbacks",
+        "flush_interval",
         "generation",
+        "idle_ttl",
         "is_async",
         "last_error",
+        "lease_ttl",
         "local_share",
         "namespace",
         "on_unavailable",
         "op_timeout",
         "outages",
+        "poll_interval",
         "retry_interval",
     )
 
@@ -130,6 +149,12 @@ class RedisStore:
         local_share: int = 1,
         on_unavailable: Literal["local", "reject"] = "local",
         retry_interval: float = 1.0,
+        flush_interval: float = 0.1,
+        poll_interval: float = 1.0,
+        lease_ttl: float = 10.0,
+        breaker_window: float = 10.0,
+        breaker_buckets: int = 10,
+        idle_ttl: float = 86400.0,
     ) -> None:
         if not isinstance(client, SUPPORTED):
             raise TypeError(
@@ -147,6 +172,13 @@ class RedisStore:
         )
         self.retry_interval = check_duration("retry_interval", retry_interval, allow_zero=False)
         self.local_share = check_int("local_share", local_share)
+        self.flush_interval = check_duration("flush_interval", flush_interval, allow_zero=False)
+        self.poll_interval = check_duration("poll_interval", poll_interval, allow_zero=False)
+        self.lease_ttl = check_duration("lease_ttl", lease_ttl, allow_zero=False)
+        self.breaker_window = check_duration("breaker_window", breaker_window, allow_zero=False)
+        self.breaker_buckets = check_int("breaker_buckets", breaker_buckets)
+        self.idle_ttl = check_duration("idle_ttl", idle_ttl, allow_zero=False)
+        self._breakers: Any = None
         self.namespace = namespace
         self.on_unavailable = on_unavailable
         self.is_async = isinstance(client, redis.asyncio.Redis)
@@ -200,6 +232,21 @@ class RedisStore:
         from resilient.redis._gcra import SharedKeyedRateLimiterCore  # noqa: PLC0415
 
         return SharedKeyedRateLimiterCore(*options, store=self, max_keys=max_keys)
+
+    def _bind_circuit_breaker(self, name: str | None, *, clock: Any, **options: object) -> Any:
+        """The core of a ``CircuitBreaker(..., store=self)``: the local core's options."""
+        from resilient.redis._breaker import SharedBreakerCore  # noqa: PLC0415 -- a cycle
+
+        return SharedBreakerCore(name, clock=clock, store=self, **options)
+
+    def _breaker_sync(self) -> Any:
+        """The store's background thread for its breakers, made at the first one."""
+        from resilient.redis._breaker_sync import BreakerSync  # noqa: PLC0415
+
+        with self._lock:
+            if self._breakers is None:
+                self._breakers = BreakerSync(self)
+            return self._breakers
 
     # -- health -------------------------------------------------------------------------
 

@@ -1,0 +1,435 @@
+"""A circuit breaker whose state is shared by every process, through a Redis record.
+
+:class:`SharedBreakerCore` is the local :class:`~resilient._core._breaker.BreakerCore`
+with a store beside it, chosen at construction by ``CircuitBreaker(..., store=)``: the
+closed path is the local one, unchanged and free of round trips. The store enters at
+the few places where the fleet must agree:
+
+- ``_fire``, the one method that changes state: a local decision (a trip, a trial
+  round decided during an outage) is queued as a compare-and-set on the record's
+  version, sent by the store's thread (``_breaker_sync.py``); a transition made
+  elsewhere is applied here through ``_fire`` too, with the triggers that lead to it.
+- Admission past OPEN: the first call after the shared ``open_duration`` (timed by
+  the server) asks the script for a trial *lease*; the script hands out exactly
+  ``half_open_calls`` across the fleet, each with a time to live, so the trial of a
+  process that died comes back. A trial's outcome is reported on the caller's path
+  (half-open calls are few), and the script decides the round.
+- Controls (``force_open()``, ``disable()``, ``metrics_only()``, ``reset()``) are
+  written to the record, for the whole fleet.
+
+When the store is unavailable, the breaker decides on its local state (the local
+``_fire`` decisions wait as compare-and-sets) and emits ``StoreUnavailable``; when it is
+back, it emits ``StoreRecovered``, sends what waited (a stale decision changes nothing)
+and adopts the record.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from redis.exceptions import NoScriptError
+
+from resilient._core._atomic import counted
+from resilient._core._breaker import KIND, BreakerCore, _OpenFor
+from resilient._core._breaker_state import (
+    _ADMIT_ALL,
+    CLOSED,
+    DISABLED,
+    FORCED_OPEN,
+    HALF_OPEN,
+    METRICS_ONLY,
+    OPEN,
+    CircuitState,
+    Epoch,
+    Trial,
+    TrialRef,
+    Trigger,
+)
+from resilient._core._errors import CircuitOpenError
+from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS
+from resilient._core._window import FAILURE, SLOW, TimeWindow
+from resilient.redis._breaker_script import BREAKER
+from resilient.redis._events import StoreRecovered, StoreUnavailable
+
+if TYPE_CHECKING:
+    from resilient._core._records import Event
+    from resilient.redis._store import RedisStore
+
+__all__ = ["SharedBreakerCore"]
+
+_DURATIONS: Final = 16
+"""Open durations sent to the script: openings 1..16 (later ones repeat the 16th)."""
+
+# The local decisions that the fleet must hear of (as compare-and-sets).
+_SHARED_TRIGGERS: Final = frozenset(
+    {Trigger.TRIPPED, Trigger.TRIALS_PASSED, Trigger.TRIALS_FAILED, Trigger.HALF_OPEN_EXPIRED}
+)
+_CONTROLS: Final = {
+    Trigger.RESET: CLOSED,
+    Trigger.FORCE_OPEN: FORCED_OPEN,
+    Trigger.DISABLE: DISABLED,
+    Trigger.RECORD_ONLY: METRICS_ONLY,
+}
+_MANUAL: Final = {target: trigger for trigger, target in _CONTROLS.items()}
+
+# How a remote transition is replayed through the local table: the triggers from the
+# local state to the record's. The record may have moved several steps meanwhile.
+_AUTOMATIC: Final = {
+    (CLOSED, OPEN): (Trigger.TRIPPED,),
+    (CLOSED, HALF_OPEN): (Trigger.TRIPPED, Trigger.OPEN_ELAPSED),
+    (OPEN, HALF_OPEN): (Trigger.OPEN_ELAPSED,),
+    (OPEN, OPEN): (Trigger.OPEN_ELAPSED, Trigger.TRIALS_FAILED),
+    (HALF_OPEN, CLOSED): (Trigger.TRIALS_PASSED,),
+    (HALF_OPEN, OPEN): (Trigger.TRIALS_FAILED,),
+    (HALF_OPEN, HALF_OPEN): (Trigger.TRIALS_FAILED, Trigger.OPEN_ELAPSED),
+    (CLOSED, CLOSED): (Trigger.RESET,),
+}
+
+
+def replay(local: CircuitState, remote: CircuitState) -> tuple[str, ...]:
+    """The triggers that take the local table from ``local`` to ``remote`` (a new stay)."""
+    path = _AUTOMATIC.get((local, remote))
+    if path is not None:
+        return path
+    if remote in _MANUAL:
+        return (_MANUAL[remote],) if local is not remote else (Trigger.RESET, _MANUAL[remote])
+    # From a manual state to OPEN or HALF_OPEN: reset, then as from CLOSED.
+    return (Trigger.RESET, *_AUTOMATIC[(CLOSED, remote)])
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_lease_ids = itertools.count()
+
+
+class SharedBreakerCore(BreakerCore):
+    """A breaker core whose transitions are agreed in a store (see the module docstring)."""
+
+    __slots__ = (
+        "_applying",
+        "_down_at",
+        "_flushed",
+        "_intent",
+        "_keys",
+        "_leases",
+        "_next_poll",
+        "_pending_control",
+        "_settings",
+        "_store",
+        "_sync",
+        "_version",
+        "_window_ms",
+    )
+
+    def __init__(
+        self, name: str | None, *, clock: Any, store: RedisStore, **options: object
+    ) -> None:
+        super().__init__(name, clock=clock, **options)
+        if self.name is None:
+            raise ValueError(
+                "a circuit breaker with a store needs a name: it is the breaker's key in"
+                " Redis, the same in every process (name='...')"
+            )
+        if store.is_async:
+            raise TypeError(
+                f"circuit breaker {self.name!r}: a shared breaker's store needs a redis.Redis"
+                " or redis.cluster.RedisCluster client (its state is kept in step by a"
+                " background thread, and its closed path makes no round trip anyway)"
+            )
+        self._store = store
+        tag = store.key(self.name).rsplit(":", 1)[0]
+        self._keys = (f"{tag}:breaker", f"{tag}:buckets", f"{tag}:leases")
+        window = options["window"]
+        seconds = window.seconds if isinstance(window, TimeWindow) else store.breaker_window
+        self._window_ms = max(int(seconds * 1000), 10)
+        self._settings = (
+            ",".join(str(max(int(s * 1000), 1)) for s in self._open_durations()),
+            str(self._half_open_calls),
+            repr(self._failure_threshold),
+            repr(self._slow_threshold),
+            str(int((self._half_open_max or 0.0) * 1000)),
+            str(int(store.idle_ttl * 1000)),
+        )
+        self._version = 0
+        self._applying = False
+        self._intent: tuple[int, CircuitState, CircuitState] | None = None
+        # Trials holding a lease in the record (weakly: a lost trial's lease expires).
+        self._leases: weakref.WeakKeyDictionary[Trial, tuple[str, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._flushed = (0, 0)
+        self._next_poll = 0.0
+        self._down_at: float | None = None
+        self._pending_control: str | None = None
+        self._sync = store._breaker_sync()
+        self._sync.bind(self)
+
+    def _open_durations(self) -> list[float]:
+        """Seconds open for openings 1..16: the script times OPEN, so it needs them all.
+
+        A callable ``open_duration`` is the user's code, called here (at construction,
+        under no lock); one that fails keeps the duration before it.
+        """
+        backoff = self._open_duration
+        if isinstance(backoff, float):
+            return [backoff]
+        durations = [self._last_open_duration]
+        for attempt in range(2, _DURATIONS + 1):
+            try:
+                seconds = float(backoff(attempt))
+            except Exception:
+                seconds = durations[-1]
+            durations.append(seconds if seconds >= 0 else durations[-1])
+        return durations
+
+    # -- the one place that changes state ------------------------------------------------
+
+    def _fire(self, trigger: str, events: list[Event | _OpenFor], at: float = 0.0) -> None:
+        previous = self._state
+        super()._fire(trigger, events, at)
+        if self._applying or trigger not in _SHARED_TRIGGERS:
+            return
+        # A local decision, made on the version last seen: queued as a compare-and-set
+        # (never sent from here, under the lock, on a caller's path).
+        intent = self._intent
+        if intent is None:
+            self._intent = (self._version, previous, self._state)
+        elif intent[1] is self._state:
+            self._intent = None  # back where the record is: nothing to say
+        else:
+            self._intent = (intent[0], intent[1], self._state)
+        self._sync.wake()
+
+    def adopt(self, reply: Sequence[Any]) -> None:
+        """Apply the record's state, if it is newer than what this process knows."""
+        remote = CircuitState(_text(reply[0]))
+        version, left_ms, attempt = int(reply[1]), int(reply[2]), int(reply[3])
+        events: list[Event | _OpenFor] = []
+        with self._lock:
+            known = self._version
+            if version < known or (version == known and self._intent is not None):
+                return  # older news, or the record at the version our decision waits on
+            now = self._clock.monotonic()
+            if version > known or remote is not self._state:
+                self._intent = None  # overtaken: the record moved on from its version
+                self._applying = True
+                try:
+                    for trigger in replay(self._state, remote):
+                        self._fire(trigger, events, now)
+                finally:
+                    self._applying = False
+            self._version = version
+            if remote is OPEN and self._state is OPEN:
+                # The record's time left, on this process's clock: only a duration
+                # crosses the wire, never a time.
+                self._open_until = now + left_ms / 1000
+                self._open_attempt = attempt
+        # The record timed this stay: a callable open_duration is not asked again.
+        self._dispatch([e for e in events if type(e) is not _OpenFor])
+
+    # -- admission past OPEN -------------------------------------------------------------
+
+    def admit_checked(self) -> Epoch | Trial | CircuitOpenError:
+        """Admit outside the free path; past OPEN, the fleet's trials come from the record."""
+        state = self._state
+        if (
+            state in _ADMIT_ALL
+            or state is FORCED_OPEN
+            or (state is OPEN and self._monotonic() < self._open_until)
+            or not self._store._should_try()
+        ):
+            # Decided locally: admitted, still open by the record's time, or an outage.
+            if state is not FORCED_OPEN and state not in _ADMIT_ALL and self._down():
+                self._store._fell_back()
+            return super().admit_checked()
+        lease = f"{os.getpid()}:{id(self)}:{next(_lease_ids)}"
+        reply = self._step("acquire", (lease, str(int(self._store.lease_ttl * 1000))))
+        if reply is None:
+            self._store._fell_back()
+            return super().admit_checked()
+        self.adopt(reply)
+        granted = int(reply[4]) == 1
+        with self._lock:
+            if granted and self._state is HALF_OPEN:
+                ticket = Trial(self._epoch)
+                ticket.ref = ref = TrialRef(ticket, self._lost.append)
+                self._half_open_taken += 1
+                self._trials.add(ref)
+                self._leases[ticket] = (lease, self._version)
+                return ticket
+            state = self._state
+        if granted:  # pragma: no cover - the record moved on between two lines
+            self._report(lease, int(reply[1]), -1)
+        if state in _ADMIT_ALL:
+            return self._epoch
+        left = int(reply[2]) / 1000 if state is OPEN else None
+        with self._lock:
+            self._not_permitted += 1
+            first = not self._rejection_logged
+            self._rejection_logged = True
+        return self._reject(state, left, [], first=first)
+
+    def _decide(self, events: list[Event | _OpenFor]) -> None:
+        # With the store up, the record decides the round from every process's trials.
+        if self._store.available:
+            return
+        super()._decide(events)
+
+    def _finish(
+        self,
+        ticket: Epoch | Trial,
+        outcome: int,
+        duration: float,
+        exc: BaseException | None,
+        result: Any,
+        slot: int | None = None,
+    ) -> None:
+        lease = self._leases.pop(ticket, None) if type(ticket) is Trial else None
+        super()._finish(ticket, outcome, duration, exc, result, slot)
+        if lease is not None:
+            self._report(lease[0], lease[1], outcome & (FAILURE | SLOW))
+
+    def on_cancel(self, ticket: Epoch | Trial) -> None:
+        """As the local core's, and a lease taken for the trial goes back to the fleet."""
+        super().on_cancel(ticket)
+        if type(ticket) is Trial:
+            lease = self._leases.pop(ticket, None)
+            if lease is not None:
+                self._report(lease[0], lease[1], -1)
+
+    def _report(self, lease: str, version: int, outcome: int) -> None:
+        reply = self._step("report", (lease, str(version), str(outcome)))
+        if reply is not None:
+            self.adopt(reply)
+
+    # -- controls, for the fleet -----------------------------------------------------
+
+    def control(self, trigger: str) -> None:
+        """Apply a control here, and write it to the record for every process."""
+        super().control(trigger)
+        self._send_control(_CONTROLS[trigger].value)
+
+    def _send_control(self, target: str) -> None:
+        # During an outage the control waits, and is sent when the store is back: it
+        # is the user's word, which the record then follows.
+        reply = self._step("control", (target,))
+        with self._lock:
+            if reply is None:
+                self._pending_control = target
+                return
+            self._pending_control = None
+            self._intent = None
+            if _text(reply[0]) == target and self._state.value == target:
+                # Our own write: the local state already is the record's.
+                self._version = max(self._version, int(reply[1]))
+        self.adopt(reply)
+
+    # -- talking to the store -----------------------------------------------------------
+
+    def _step(self, op: str, args: Sequence[str]) -> Sequence[Any] | None:
+        """Run one step of the script; ``None`` if the store failed (counted, reported)."""
+        store = self._store
+        if not store._should_try():
+            self._down()
+            return None
+        generation = store.generation
+        try:
+            client = store._sync_client()
+            argv = (op, self._sync.channel, self.name, *self._settings, *args)
+            try:
+                reply = client.evalsha(BREAKER.sha, 3, *self._keys, *argv)
+            except NoScriptError:
+                reply = client.eval(BREAKER.source, 3, *self._keys, *argv)
+        except Exception as error:
+            store._failed(error, generation)
+            self._down()
+            return None
+        store._succeeded(generation)
+        self._up()
+        return reply  # type: ignore[no-any-return]
+
+    def _down(self) -> bool:
+        """Whether the store is unavailable; the first sight of an outage is an event."""
+        store = self._store
+        if store.available:
+            return False
+        if self._down_at is None:
+            with self._lock:
+                starts, self._down_at = self._down_at is None, time.monotonic()
+            if starts and (self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS):
+                self.emit(StoreUnavailable(self.name, KIND, store.description, store.last_error))
+        return True
+
+    def _up(self) -> None:
+        if self._down_at is None:
+            return
+        with self._lock:
+            since, self._down_at = self._down_at, None
+            self._next_poll = 0.0  # resynchronise at once
+        if since is not None and (self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS):  # type: ignore[redundant-expr]
+            downtime = time.monotonic() - since
+            self.emit(StoreRecovered(self.name, KIND, self._store.description, downtime))
+
+    def _totals(self) -> tuple[int, int]:
+        with self._lock:
+            successes, failures = self._locked_outcomes
+            successes += counted(self._claims) - self._locked_claims
+        return successes + failures, failures
+
+    def _sync_round(self, now: float, notified: bool) -> None:
+        """The store thread's turn: send a waiting decision, new outcomes, or poll."""
+        with self._lock:
+            intent = self._intent
+            control = self._pending_control
+        if control is not None:
+            self._send_control(control)
+            return
+        if intent is not None:
+            version, previous, target = intent
+            reply = self._step("cas", (str(version), previous.value, target.value))
+            if reply is None:
+                return
+            with self._lock:
+                if self._intent == intent:
+                    self._intent = None
+                    # Ours if it took: the record's new version is the one we decided.
+                    if CircuitState(_text(reply[0])) is target and int(reply[5]):
+                        self._version = int(reply[1])
+            self.adopt(reply)
+            return
+        calls, failures = self._totals()
+        sent_calls, sent_failures = self._flushed
+        fresh, bad = calls - sent_calls, failures - sent_failures
+        if fresh and self._state is CLOSED and self._down_at is None:
+            store = self._store
+            width = max(self._window_ms // store.breaker_buckets, 1)
+            reply = self._step(
+                "flush",
+                (
+                    str(fresh),
+                    str(bad),
+                    "0",
+                    str(width),
+                    str(store.breaker_buckets),
+                    str(self._minimum_calls),
+                ),
+            )
+            if reply is None:
+                return
+            self._flushed = (calls, failures)
+            self._next_poll = now + self._store.poll_interval
+            self.adopt(reply)
+            return
+        self._flushed = (calls, failures)  # outcomes of other states are not the fleet's
+        if notified or now >= self._next_poll or self._down_at is not None:
+            reply = self._step("read", ())
+            if reply is not None:
+                self._next_poll = now + self._store.poll_interval
+                self.adopt(reply)

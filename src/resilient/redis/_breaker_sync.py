@@ -1,0 +1,158 @@
+"""The background side of shared breakers: one daemon thread per store.
+
+A shared breaker's closed path never waits on Redis. Its outcomes are already counted
+by the local core (the totals that ``metrics()`` reports); this thread reads them every
+``flush_interval``, and sends what is new (calls, failures) into the shared buckets,
+where the script decides the fleet's OPEN transition. The same thread sends the local
+decisions (a local trip, a trial round decided locally during an outage) as
+compare-and-sets, listens for transitions announced on pub/sub, and polls each
+breaker's record every ``poll_interval`` in case a notification was lost. So every
+process hears of a transition within ``flush_interval`` when pub/sub works, within
+``poll_interval`` when it does not.
+
+The thread is started by the first breaker bound to the store, and again in a forked
+child (``resilient._core._fork.on_fork_in_child``): a child inherits no threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from resilient._core._fork import new_lock, on_fork_in_child
+
+if TYPE_CHECKING:
+    from resilient.redis._breaker import SharedBreakerCore
+    from resilient.redis._store import RedisStore
+
+__all__ = ["BreakerSync"]
+
+logger = logging.getLogger("resilient")
+
+_all: weakref.WeakSet[BreakerSync] = weakref.WeakSet()
+
+
+class BreakerSync:
+    """The store's daemon thread for its breakers (see the module docstring)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_cores",
+        "_dirty",
+        "_lock",
+        "_pubsub",
+        "_store",
+        "_thread",
+        "_wake",
+        "channel",
+        "manual",
+        "rounds",
+    )
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._cores: weakref.WeakSet[SharedBreakerCore] = weakref.WeakSet()
+        self._lock = new_lock(self)
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pubsub: Any = None
+        self._dirty: set[str] = set()
+        self.channel = store.key("breakers").rsplit(":", 1)[0] + ":transitions"
+        self.rounds = 0
+        # Tests drive round() themselves, deterministically: then no thread runs.
+        self.manual = False
+        _all.add(self)
+
+    def bind(self, core: SharedBreakerCore) -> None:
+        """Keep ``core`` in step with its record (started at once: it may be open)."""
+        with self._lock:
+            self._cores.add(core)
+            self._dirty.add(core.name or "")
+            self._start()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """A local decision waits to be sent: do not wait for the next tick."""
+        self._wake.set()
+
+    def _start(self) -> None:
+        if self.manual:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=_loop,
+                args=(weakref.ref(self),),
+                name=f"resilient-breakers {self._store.description}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread and pub/sub connection are not the child's.
+        self._thread = None
+        self._pubsub = None
+        if self._cores:
+            self._dirty.update(core.name or "" for core in self._cores)
+            self._start()
+
+    # -- one round -------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """Mark the breakers that pub/sub says changed (never blocks)."""
+        store = self._store
+        if not store.available:
+            self._pubsub = None  # its connection died with the outage
+            return
+        try:
+            if self._pubsub is None:
+                pubsub = store._sync_client().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                self._pubsub = pubsub
+            while True:
+                message = self._pubsub.get_message(timeout=0.0)
+                if message is None:
+                    return
+                data = message.get("data")
+                name = data.decode() if isinstance(data, bytes) else str(data)
+                self._dirty.add(name)
+        except Exception:  # polling covers what pub/sub misses
+            logger.debug("pub/sub on %s failed; polling", store.description, exc_info=True)
+            self._pubsub = None
+
+    def round(self) -> None:
+        """Send what is due for every bound breaker, and hear what changed."""
+        self.rounds += 1
+        self._listen()
+        now = time.monotonic()
+        with self._lock:
+            cores = list(self._cores)
+            dirty, self._dirty = self._dirty, set()
+        for core in cores:
+            try:
+                core._sync_round(now, core.name in dirty)
+            except Exception:  # one breaker's failure must not stop the others'
+                logger.exception("syncing breaker %r with its store failed", core.name)
+
+
+def _loop(ref: weakref.ReferenceType[BreakerSync]) -> None:
+    # Holds the sync weakly between rounds, so a store nobody uses can be collected.
+    while True:
+        sync = ref()
+        if sync is None or not sync._cores:
+            return
+        wake, interval = sync._wake, sync._store.flush_interval
+        sync.round()
+        del sync
+        wake.wait(interval)
+        wake.clear()
+
+
+def _after_fork() -> None:
+    for sync in list(_all):
+        sync._after_fork_in_child()
+
+
+on_fork_in_child(_after_fork)

@@ -1,0 +1,302 @@
+"""Shared circuit breakers on a real redis-server: one state record per name, fenced.
+
+Each "process" here is a breaker with a store of its own (its own connections and its
+own background sync), all on the session server; the sync rounds are driven by the test
+(``manual``), so every step is deterministic. Local time is a ManualClock, shared time
+the server's ``TIME``. The fleet tests with real processes are in
+``test_redis_breaker_fleet.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis.asyncio
+
+import redis
+from resilient import CircuitBreaker, CircuitOpenError, CircuitState, CountWindow
+from resilient.redis import RedisStore
+from resilient.redis._breaker import SharedBreakerCore, replay
+from resilient.redis._breaker_sync import BreakerSync
+from resilient.testing import ManualClock, capture_events
+
+if TYPE_CHECKING:
+    from redis_servers import Server
+
+
+class BoomError(Exception):
+    pass
+
+
+def boom() -> None:
+    raise BoomError
+
+
+Maker = Callable[..., CircuitBreaker]
+
+
+def manual_store(server: Server, namespace: str, **options: Any) -> RedisStore:
+    """A store whose breaker sync rounds the test drives (no thread)."""
+    options.setdefault("op_timeout", 1.0)
+    store = RedisStore(redis.Redis(port=server.port), namespace=namespace, **options)
+    store._breakers = BreakerSync(store)
+    store._breakers.manual = True
+    return store
+
+
+@pytest.fixture
+def fleet(redis_server: Server, namespace: str) -> Iterator[Maker]:
+    """Make breakers named alike on separate stores: the processes of one fleet."""
+    stores: list[RedisStore] = []
+
+    def make(
+        name: str = "dep", clock: Any = None, store_options: Any = None, **options: Any
+    ) -> CircuitBreaker:
+        store = manual_store(redis_server, namespace, **(store_options or {}))
+        stores.append(store)
+        options.setdefault("window", CountWindow(20))
+        options.setdefault("minimum_calls", 10)
+        options.setdefault("open_duration", 0.2)
+        options.setdefault("half_open_calls", 2)
+        return CircuitBreaker(name, clock=clock or ManualClock(), store=store, **options)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def sync(*breakers: CircuitBreaker) -> None:
+    """One sync round of each breaker's store (what its thread does every interval)."""
+    for breaker in breakers:
+        core = breaker._core
+        assert isinstance(core, SharedBreakerCore)
+        core._sync.round()
+
+
+def fail(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        with pytest.raises((BoomError, CircuitOpenError)):
+            breaker.call(boom)
+
+
+def record(client: redis.Redis, namespace: str, name: str = "dep") -> dict[str, str]:
+    return client.hgetall(f"{{{namespace}:{name}}}:breaker")  # type: ignore[return-value]
+
+
+def wait_server_ms(ms: float) -> None:
+    """Let the server's clock pass ``ms`` (the shared open_duration is timed by it)."""
+    time.sleep(ms / 1000)
+
+
+def test_a_store_needs_a_name_and_a_sync_client(redis_server: Server) -> None:
+    store = RedisStore(redis.Redis(port=redis_server.port))
+    with pytest.raises(ValueError, match="needs a name"):
+        CircuitBreaker(store=store)
+    with pytest.raises(TypeError, match="store must be a shared store"):
+        CircuitBreaker("x", store=object())
+    async_store = RedisStore(redis.asyncio.Redis(port=redis_server.port))
+    with pytest.raises(TypeError, match=r"redis\.Redis"):
+        CircuitBreaker("x", store=async_store)
+
+
+def test_starting_writes_nothing_and_a_missing_record_is_closed(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    a = fleet()
+    sync(a)
+    assert a.state is CircuitState.CLOSED
+    assert client.keys(f"{{{namespace}:*") == []
+    assert a.call(int) == 0
+    sync(a)  # one success flushed into the buckets: the record itself stays absent
+    assert record(client, namespace) == {}
+
+
+def test_outcomes_of_the_fleet_open_every_process(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    a, b, c = fleet(), fleet(), fleet()
+    # Each sees 5 failures: fewer than minimum_calls (10) in any one process.
+    fail(a, 5)
+    fail(b, 5)
+    assert (a.state, b.state) == (CircuitState.CLOSED, CircuitState.CLOSED)
+    with capture_events() as events:
+        sync(a, b)  # the second flush makes 10 calls, 10 failures in the shared window
+        assert b.state is CircuitState.OPEN
+        sync(c, a)  # c hears of it by pub/sub (or its poll); a by its next round
+    assert (a.state, b.state, c.state) == (CircuitState.OPEN,) * 3
+    rec = record(client, namespace)
+    assert (rec["s"], rec["v"], rec["at"]) == ("open", "1", "1")
+    transitions = [e for e in events if type(e).__name__ == "StateTransition"]
+    assert len(transitions) == 3  # one per process, each through its own _fire
+    with pytest.raises(CircuitOpenError) as error:
+        c.call(int)
+    assert error.value.retry_after is not None
+    assert 0 < error.value.retry_after <= 0.2
+
+
+def test_a_local_trip_is_a_compare_and_set(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    a, b = fleet(), fleet()
+    fail(a, 10)  # a's own window trips it at once: no round trip on the caller's path
+    assert a.state is CircuitState.OPEN
+    assert record(client, namespace) == {}
+    sync(a)
+    assert record(client, namespace)["s"] == "open"
+    sync(b)
+    assert b.state is CircuitState.OPEN
+
+
+def test_a_stale_decision_never_overwrites_a_newer_one(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    a, b = fleet(), fleet()
+    sync(a, b)
+    b.force_open()  # version 1: FORCED_OPEN for the fleet
+    fail(a, 10)  # a trips on version 0, not having heard yet
+    sync(a)  # its compare-and-set names version 0: refused, and a adopts the record
+    assert record(client, namespace)["s"] == "forced_open"
+    assert a.state is CircuitState.FORCED_OPEN
+
+
+def test_controls_apply_to_the_fleet(fleet: Maker, client: redis.Redis, namespace: str) -> None:
+    a, b = fleet(), fleet()
+    a.force_open()
+    sync(b)
+    assert b.state is CircuitState.FORCED_OPEN
+    b.disable()
+    sync(a)
+    assert a.state is CircuitState.DISABLED
+    a.metrics_only()
+    sync(b)
+    assert b.state is CircuitState.METRICS_ONLY
+    b.reset()
+    sync(a)
+    assert a.state is CircuitState.CLOSED
+    assert record(client, namespace)["s"] == "closed"
+    # A new process adopts the record as it is, never resets it.
+    a.force_open()
+    c = fleet()
+    sync(c)
+    assert c.state is CircuitState.FORCED_OPEN
+    assert record(client, namespace)["s"] == "forced_open"
+
+
+def test_half_open_trials_are_leased_exactly_across_the_fleet(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    breakers = [fleet(half_open_calls=3) for _ in range(4)]
+    a = breakers[0]
+    fail(a, 10)
+    sync(*breakers)
+    assert all(b.state is CircuitState.OPEN for b in breakers)
+    for b in breakers:
+        b._core._clock.advance(1)  # type: ignore[attr-defined]
+    wait_server_ms(250)  # the shared open_duration (0.2 s) on the server's clock
+    tickets = []
+    rejected = 0
+    for b in breakers * 3:
+        admitted = b._core.admit_checked()
+        if isinstance(admitted, CircuitOpenError):
+            assert admitted.retry_after is None  # HALF_OPEN, all trials taken
+            rejected += 1
+        else:
+            tickets.append((b, admitted))
+    assert len(tickets) == 3
+    assert rejected == 9
+    assert client.zcard(f"{{{namespace}:dep}}:leases") == 3
+    # Every trial succeeds: the record closes the breaker once the third reports.
+    for b, ticket in tickets:
+        b._core.on_success(ticket, None, 0.0)
+    assert record(client, namespace)["s"] == "closed"
+    sync(*breakers)
+    assert all(b.state is CircuitState.CLOSED for b in breakers)
+
+
+def test_a_failed_trial_round_reopens_with_backoff(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    a = fleet(half_open_calls=1, open_duration=lambda attempt: 0.1 * attempt)
+    fail(a, 10)
+    sync(a)
+    assert record(client, namespace)["of"] == "100"
+    a._core._clock.advance(1)  # type: ignore[attr-defined]
+    wait_server_ms(150)
+    fail(a, 1)  # the one trial fails: OPEN again, for the second opening's 0.2 s
+    assert a.state is CircuitState.OPEN
+    rec = record(client, namespace)
+    assert (rec["s"], rec["at"], rec["of"]) == ("open", "2", "200")
+
+
+def test_a_cancelled_trial_gives_its_lease_back(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    a, b = fleet(half_open_calls=1), fleet(half_open_calls=1)
+    fail(a, 10)
+    sync(a, b)
+    for x in (a, b):
+        x._core._clock.advance(1)  # type: ignore[attr-defined]
+    wait_server_ms(250)
+    ticket = a._core.admit_checked()
+    assert not isinstance(ticket, CircuitOpenError)
+    assert isinstance(b._core.admit_checked(), CircuitOpenError)
+    a._core.on_cancel(ticket)
+    again = b._core.admit_checked()
+    assert not isinstance(again, CircuitOpenError)
+    b._core.on_success(again, None, 0.0)
+    assert record(client, namespace)["s"] == "closed"
+
+
+def test_an_expired_lease_is_offered_again(fleet: Maker, namespace: str) -> None:
+    options = {"lease_ttl": 0.1}
+    a = fleet(half_open_calls=1, store_options=options)
+    b = fleet(half_open_calls=1, store_options=options)
+    fail(a, 10)
+    sync(a, b)
+    for x in (a, b):
+        x._core._clock.advance(1)  # type: ignore[attr-defined]
+    wait_server_ms(250)
+    lost = a._core.admit_checked()  # a "dies" holding it: never reported
+    assert not isinstance(lost, CircuitOpenError)
+    assert isinstance(b._core.admit_checked(), CircuitOpenError)
+    wait_server_ms(150)  # the lease's time to live, on the server's clock
+    trial = b._core.admit_checked()
+    assert not isinstance(trial, CircuitOpenError)
+    # The late report of the expired lease decides nothing.
+    a._core.on_success(lost, None, 0.0)
+    b._core.on_success(trial, None, 0.0)
+    sync(a, b)
+    assert (a.state, b.state) == (CircuitState.CLOSED, CircuitState.CLOSED)
+
+
+def test_skewed_client_clocks_change_nothing(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    # Hours apart, and one far in the future: only durations cross the wire.
+    a = fleet(clock=ManualClock())
+    b = fleet(clock=ManualClock())
+    b._core._clock.advance(3 * 3600)  # type: ignore[attr-defined]
+    fail(a, 10)
+    sync(a, b)
+    for x in (a, b):
+        with pytest.raises(CircuitOpenError) as error:
+            x.call(int)
+        assert error.value.retry_after is not None
+        assert 0 < error.value.retry_after <= 0.2
+    rec = record(client, namespace)
+    server_ms = int(client.time()[0]) * 1000
+    assert abs(int(rec["oa"]) - server_ms) < 5000  # opened_at is the server's time
+
+
+def test_replay_reaches_every_state_through_the_table() -> None:
+    from resilient._core._breaker_state import TRANSITIONS  # noqa: PLC0415
+
+    for local in CircuitState:
+        for remote in CircuitState:
+            state = local
+            for trigger in replay(local, remote):
+                state = TRANSITIONS[state][trigger]
+            assert state is remote, (local, remote)
