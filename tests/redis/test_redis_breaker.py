@@ -50,12 +50,16 @@ def manual_store(server: Server, namespace: str, **options: Any) -> RedisStore:
 @pytest.fixture
 def fleet(redis_server: Server, namespace: str) -> Iterator[Maker]:
     """Make breakers named alike on separate stores: the processes of one fleet."""
+    yield from fleet_on(redis_server, namespace)
+
+
+def fleet_on(server: Server, namespace: str) -> Iterator[Maker]:
     stores: list[RedisStore] = []
 
     def make(
         name: str = "dep", clock: Any = None, store_options: Any = None, **options: Any
     ) -> CircuitBreaker:
-        store = manual_store(redis_server, namespace, **(store_options or {}))
+        store = manual_store(server, namespace, **(store_options or {}))
         stores.append(store)
         options.setdefault("window", CountWindow(20))
         options.setdefault("minimum_calls", 10)
@@ -63,16 +67,23 @@ def fleet(redis_server: Server, namespace: str) -> Iterator[Maker]:
         options.setdefault("half_open_calls", 2)
         return CircuitBreaker(name, clock=clock or ManualClock(), store=store, **options)
 
-    yield make
-    for store in stores:
-        store.close()
+    try:
+        yield make
+    finally:
+        for store in stores:
+            store.close()
 
 
 def sync(*breakers: CircuitBreaker) -> None:
-    """One sync round of each breaker's store (what its thread does every interval)."""
+    """One sync round of each breaker's store (what its thread does every interval).
+
+    With its poll due: a pub/sub notification reaches the other connections a moment
+    after the write that sent it, so a round right after may not see it yet.
+    """
     for breaker in breakers:
         core = breaker._core
         assert isinstance(core, SharedBreakerCore)
+        core._next_poll = 0.0
         core._sync.round()
 
 
@@ -300,3 +311,64 @@ def test_replay_reaches_every_state_through_the_table() -> None:
             for trigger in replay(local, remote):
                 state = TRANSITIONS[state][trigger]
             assert state is remote, (local, remote)
+
+
+def test_the_closed_path_makes_no_round_trip(fleet: Maker, client: redis.Redis) -> None:
+    a = fleet()
+    sync(a)
+
+    def reads() -> int:
+        return int(client.info("stats")["total_reads_processed"])
+
+    before = reads()
+    for _ in range(1000):
+        a.call(int)
+    with pytest.raises(BoomError):
+        a.call(boom)
+    assert reads() - before == 1  # the INFO call itself
+    sync(a)  # the store's thread sends them: one flush for all 1001 outcomes
+    assert reads() - before == 3
+
+
+@pytest.fixture
+def own_fleet(own_server: Server, namespace: str) -> Iterator[Maker]:
+    """As ``fleet``, on a server of the test's own."""
+    yield from fleet_on(own_server, namespace)
+
+
+def test_server_killed_and_restarted_no_caller_sees_it(
+    own_server: Server, own_fleet: Maker
+) -> None:
+    options = {"op_timeout": 0.05, "retry_interval": 0.05}
+    make = own_fleet
+    a, b = make(store_options=options), make(store_options=options)
+    sync(a, b)
+    seen_a: list[object] = []
+    seen_b: list[object] = []
+    a.add_listener(seen_a.append)
+    b.add_listener(seen_b.append)
+
+    def store_events(seen: list[object]) -> list[str]:
+        return [type(e).__name__ for e in seen if "Store" in type(e).__name__]
+
+    own_server.kill()
+    assert a.call(int) == 0  # closed: local, as always
+    fail(a, 10)  # trips locally; the compare-and-set waits for the store
+    sync(a)
+    assert a.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        a.call(int)
+    a._core._clock.advance(1)  # type: ignore[attr-defined]
+    time.sleep(0.06)  # retry_interval: the next admission tries the store again
+    assert a.call(int) == 0  # a local trial: the store failed, the call did not
+    assert store_events(seen_a) == ["StoreUnavailable"]  # once per outage
+    own_server.start()  # restarted empty: the record is gone (CLOSED)
+    time.sleep(0.06)
+    fail(a, 1)  # a's second trial fails: OPEN again, decided locally
+    sync(a, b)
+    sync(a, b)
+    assert store_events(seen_a) == ["StoreUnavailable", "StoreRecovered"]
+    assert a._core._store.metrics().outages == 1
+    # Resynchronised: a's decision (made on version 0) reached the empty record, and
+    # b (which never needed the store meanwhile) adopted it.
+    assert (a.state, b.state) == (CircuitState.OPEN, CircuitState.OPEN)

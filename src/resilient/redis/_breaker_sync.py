@@ -16,6 +16,7 @@ child (``resilient._core._fork.on_fork_in_child``): a child inherits no threads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -95,7 +96,7 @@ class BreakerSync:
         self._thread = None
         self._pubsub = None
         if self._cores:
-            self._dirty.update(core.name or "" for core in self._cores)
+            self._everyone()
             self._start()
 
     # -- one round -------------------------------------------------------------------
@@ -104,13 +105,14 @@ class BreakerSync:
         """Mark the breakers that pub/sub says changed (never blocks)."""
         store = self._store
         if not store.available:
-            self._pubsub = None  # its connection died with the outage
+            self.close()  # its connection died with the outage
             return
         try:
             if self._pubsub is None:
                 pubsub = store._sync_client().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 self._pubsub = pubsub
+                self._everyone()  # what was announced while nobody listened: read it
             while True:
                 message = self._pubsub.get_message(timeout=0.0)
                 if message is None:
@@ -120,7 +122,19 @@ class BreakerSync:
                 self._dirty.add(name)
         except Exception:  # polling covers what pub/sub misses
             logger.debug("pub/sub on %s failed; polling", store.description, exc_info=True)
-            self._pubsub = None
+            self.close()
+
+    def close(self) -> None:
+        """Drop the pub/sub connection (made again by the next round that can)."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            # A dead connection has nothing left to close.
+            with contextlib.suppress(Exception):
+                pubsub.close()
+
+    def _everyone(self) -> None:
+        with self._lock:
+            self._dirty.update(core.name or "" for core in self._cores)
 
     def round(self) -> None:
         """Send what is due for every bound breaker, and hear what changed."""

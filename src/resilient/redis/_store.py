@@ -349,6 +349,8 @@ class RedisStore:
 
     def close(self) -> None:
         """Close the store's own connections (sync clients; async ones: `aclose()`)."""
+        if self._breakers is not None:
+            self._breakers.close()
         client = self._client
         if client is None or self.is_async or client is self._given:
             return
