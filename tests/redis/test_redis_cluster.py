@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -69,3 +70,62 @@ def test_keyed_limits_spread_over_the_nodes_and_reload_scripts(
         plain.close()
     assert store.metrics().errors == 0
     store.close()
+
+
+def test_the_breaker_script_runs_on_a_cluster(
+    cluster_client: redis.cluster.RedisCluster, redis_cluster: list[Server]
+) -> None:
+    from resilient import CircuitBreaker, CircuitState, CountWindow  # noqa: PLC0415
+    from resilient.redis._breaker_sync import BreakerSync  # noqa: PLC0415
+    from resilient.testing import ManualClock  # noqa: PLC0415
+
+    breakers = []
+    stores = []
+    for _ in range(2):
+        client = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster[0].port)
+        store = RedisStore(client, namespace="cluster-breaker", op_timeout=1.0)
+        store._breakers = BreakerSync(store)
+        store._breakers.manual = True  # rounds driven here
+        stores.append(store)
+        breakers.append(
+            CircuitBreaker(
+                "payments",
+                window=CountWindow(10),
+                minimum_calls=4,
+                open_duration=0.05,
+                half_open_calls=1,
+                clock=ManualClock(),
+                store=store,
+            )
+        )
+    a, b = breakers
+    for _ in range(4):
+        with pytest.raises(ZeroDivisionError):
+            a.call(lambda: 1 / 0)
+    for breaker in breakers:
+        breaker._core._next_poll = 0.0  # type: ignore[attr-defined]
+        breaker._core._sync.round()  # type: ignore[attr-defined]
+    assert (a.state, b.state) == (CircuitState.OPEN, CircuitState.OPEN)
+    # The record, its buckets and its leases share one hash tag: one slot, one node.
+    slots = {
+        cluster_client.keyslot(f"{{cluster-breaker:payments}}:{k}") for k in ("breaker", "leases")
+    }
+    assert len(slots) == 1
+    assert cluster_client.hget("{cluster-breaker:payments}:breaker", "s") == b"open"
+    # A node that lost its scripts gets the breaker's again; the lease comes from it.
+    for node in redis_cluster:
+        plain = node.client()
+        plain.script_flush()
+        plain.close()
+    b._core._clock.advance(1)  # type: ignore[attr-defined]
+    time.sleep(0.06)  # the shared open_duration, on the server's clock
+    assert b.call(int) == 0  # the one trial, leased by the script: it closes the breaker
+    assert isinstance(b._core.admit_checked(), type(b._core._epoch))  # type: ignore[attr-defined]
+    a._core._next_poll = 0.0  # type: ignore[attr-defined]
+    a._core._sync.round()  # type: ignore[attr-defined]
+    assert a.state is CircuitState.CLOSED
+    with pytest.raises(ZeroDivisionError):
+        a.call(lambda: 1 / 0)
+    assert [s.metrics().errors for s in stores] == [0, 0]
+    for store in stores:
+        store.close()
