@@ -10,15 +10,23 @@ persistence, and measures in one run against it, per admitted call:
 * a bare ``PING`` of a ``redis.Redis`` client (the floor: one round trip);
 * resilient's ``RateLimiter(..., store=RedisStore(client))``, admitted (sync);
 * ``limits`` with its Redis moving-window and sliding-window-counter strategies;
-* ``throttled-py``'s GCRA on its Redis store.
+* ``throttled-py``'s GCRA on its Redis store;
+
+and, per call through a CLOSED circuit breaker:
+
+* resilient's local ``CircuitBreaker`` (no store: the reference);
+* resilient's ``CircuitBreaker(..., store=RedisStore(client))``, whose closed path is
+  the local one (outcomes are flushed by a background thread: no round trip per call);
+* pybreaker with ``CircuitRedisStorage`` (a few round trips per call).
 
 Peers are measured if they import, and skipped with a note otherwise (``pip install
 limits throttled-py``). Round trips per call are counted by the server itself
 (``total_reads_processed`` before and after: one read event per request sent alone;
 ``total_commands_processed`` would count the commands inside a script too). Each
 round times every case once, in rotated order; the result is the median over rounds.
-The target from issue 15: resilient's decision is exactly one round trip and costs no
-more than 1.3x a bare ``PING`` of the same client (the store's own connections). The
+The targets from issue 15: resilient's decision is exactly one round trip and costs no
+more than 1.3x a bare ``PING`` of the same client (the store's own connections); the
+shared breaker's closed path costs no more than 1.5x the local breaker's. The
 PASS or FAIL line is printed for reading, never enforced; ``--quick`` takes tiny
 samples (a smoke test: every case is built and timed once).
 """
@@ -36,7 +44,7 @@ import time
 from collections.abc import Callable
 
 import redis
-from resilient import RateLimiter
+from resilient import CircuitBreaker, RateLimiter
 from resilient.redis import RedisStore
 
 HUGE = 1e9  # a rate no benchmark reaches: every call is admitted
@@ -126,6 +134,29 @@ def cases(port: int) -> dict[str, Callable[[], object]]:
     return found
 
 
+def ident() -> int:
+    return 0
+
+
+def breaker_cases(port: int) -> dict[str, Callable[[], object]]:
+    found: dict[str, Callable[[], object]] = {}
+    found["resilient CircuitBreaker, local (reference)"] = CircuitBreaker()(ident)
+    store = RedisStore(redis.Redis(port=port), namespace="bench", op_timeout=1.0)
+    found["resilient CircuitBreaker(store=RedisStore)"] = CircuitBreaker("api", store=store)(ident)
+    try:
+        import pybreaker  # noqa: PLC0415
+    except ImportError:
+        print("pybreaker: not installed, skipped (pip install pybreaker)")
+    else:
+        storage = pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, redis.Redis(port=port), namespace="bench"
+        )
+        found["pybreaker, CircuitRedisStorage"] = pybreaker.CircuitBreaker(state_storage=storage)(
+            ident
+        )
+    return found
+
+
 def commands(client: redis.Redis) -> int:
     # Read events, not commands: the commands a script runs count as commands, but the
     # script arrives in one read, as every request sent alone does.
@@ -172,6 +203,7 @@ def main() -> int:
         try:
             probe = redis.Redis(port=port)
             results = measure(cases(port), probe, calls, rounds)
+            breakers = measure(breaker_cases(port), probe, calls, rounds)
             probe.close()
         finally:
             server.kill()
@@ -186,6 +218,17 @@ def main() -> int:
     print(
         f"{verdict}: a shared decision is {our_trips:.2f} round trips and "
         f"{ours / ping:.2f}x a bare PING (target: 1 round trip, <= 1.3x)"
+    )
+    print()
+    local = breakers["resilient CircuitBreaker, local (reference)"][0]
+    print(f"{'CLOSED breaker, per call':45} {'ns/call':>10} {'x local':>8} {'round trips':>12}")
+    for name, (ns, trips) in breakers.items():
+        print(f"{name:45} {ns:10,.0f} {ns / local:8.2f} {trips:12.2f}")
+    shared, shared_trips = breakers["resilient CircuitBreaker(store=RedisStore)"]
+    verdict = "PASS" if shared <= 1.5 * local else "FAIL"
+    print(
+        f"{verdict}: the shared breaker's closed path is {shared / local:.2f}x the local one's"
+        f" and {shared_trips:.4f} round trips per call (target: <= 1.5x, no round trip)"
     )
     return 0
 
