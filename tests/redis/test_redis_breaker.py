@@ -9,7 +9,11 @@ the server's ``TIME``. The fleet tests with real processes are in
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -372,3 +376,48 @@ def test_server_killed_and_restarted_no_caller_sees_it(
     # Resynchronised: a's decision (made on version 0) reached the empty record, and
     # b (which never needed the store meanwhile) adopted it.
     assert (a.state, b.state) == (CircuitState.OPEN, CircuitState.OPEN)
+
+
+def test_a_forked_child_keeps_the_shared_breaker_in_step(
+    redis_server: Server, namespace: str
+) -> None:
+    store = RedisStore(
+        redis.Redis(port=redis_server.port),
+        namespace=namespace,
+        op_timeout=1.0,
+        flush_interval=0.02,
+        poll_interval=0.05,
+    )
+    breaker = CircuitBreaker("dep", window=CountWindow(10), minimum_calls=5, store=store)
+    with warnings.catch_warnings():
+        # 3.12+ warns that forking a multi-threaded process may deadlock: the store's
+        # thread is what this test forks past.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, whose coverage is not collected
+        code = 1
+        try:
+            for _ in range(5):
+                with contextlib.suppress(BoomError):
+                    breaker.call(boom)
+            deadline = time.monotonic() + 10
+            core = breaker._core
+            while core._intent is not None and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.01)  # the child's own thread sends its trip
+            code = 0 if core._intent is None else 1  # type: ignore[attr-defined]
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.01)
+    status = done[1]
+    assert os.waitstatus_to_exitcode(status) == 0
+    deadline = time.monotonic() + 10
+    while breaker.state is not CircuitState.OPEN and time.monotonic() < deadline:
+        time.sleep(0.01)  # the parent hears of it through pub/sub or its poll
+    assert breaker.state is CircuitState.OPEN
+    store.close()

@@ -91,8 +91,10 @@ class BreakerSync:
             )
             self._thread.start()
 
-    def _after_fork_in_child(self) -> None:
-        # The parent's thread and pub/sub connection are not the child's.
+    def _restart_in_child(self) -> None:
+        # The parent's thread and pub/sub connection are not the child's (dropped, not
+        # closed: closing would shut the parent's socket). Not named
+        # _after_fork_in_child, which new_lock() would call a second time.
         self._thread = None
         self._pubsub = None
         if self._cores:
@@ -166,7 +168,7 @@ def _loop(ref: weakref.ReferenceType[BreakerSync]) -> None:
 
 def _after_fork() -> None:
     for sync in list(_all):
-        sync._after_fork_in_child()
+        sync._restart_in_child()
 
 
 on_fork_in_child(_after_fork)
