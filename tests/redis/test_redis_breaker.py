@@ -421,3 +421,44 @@ def test_a_forked_child_keeps_the_shared_breaker_in_step(
         time.sleep(0.01)  # the parent hears of it through pub/sub or its poll
     assert breaker.state is CircuitState.OPEN
     store.close()
+
+
+def test_the_flushes_of_many_breakers_go_in_one_pipelined_round_trip(
+    redis_server: Server, client: redis.Redis, namespace: str
+) -> None:
+    store = manual_store(redis_server, namespace, flush_batch=8)
+    names = [f"dep{i}" for i in range(5)]
+    breakers = [
+        CircuitBreaker(
+            n,
+            failure_rate_threshold=1.0,
+            window=CountWindow(20),
+            minimum_calls=3,
+            clock=ManualClock(),
+            store=store,
+        )
+        for n in names
+    ]
+    store._breakers.round()  # each record read once (none exists)
+    for breaker in breakers:
+        fail(breaker, 2)
+
+    def reads() -> int:
+        return int(client.info("stats")["total_reads_processed"])
+
+    before = reads()
+    store._breakers.round()
+    assert reads() - before == 2  # the pipeline, then this INFO
+    for name in names:
+        buckets = client.hgetall(f"{{{namespace}:{name}}}:buckets")
+        assert sum(int(v) for k, v in buckets.items() if k.endswith(":c")) == 2
+    # A server that lost its scripts: each flush is run again, loading the script.
+    client.script_flush()
+    for breaker in breakers:
+        assert breaker.call(int) == 0
+    store._breakers.round()
+    for name in names:
+        buckets = client.hgetall(f"{{{namespace}:{name}}}:buckets")
+        assert sum(int(v) for k, v in buckets.items() if k.endswith(":c")) == 3
+    assert store.metrics().errors == 0
+    store.close()

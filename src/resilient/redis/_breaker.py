@@ -333,6 +333,9 @@ class SharedBreakerCore(BreakerCore):
 
     # -- talking to the store -----------------------------------------------------------
 
+    def _argv(self, op: str, args: Sequence[str]) -> tuple[str, ...]:
+        return (*self._keys, op, self._sync.channel, self.name or "", *self._settings, *args)
+
     def _step(self, op: str, args: Sequence[str]) -> Sequence[Any] | None:
         """Run one step of the script; ``None`` if the store failed (counted, reported)."""
         store = self._store
@@ -342,11 +345,11 @@ class SharedBreakerCore(BreakerCore):
         generation = store.generation
         try:
             client = store._sync_client()
-            argv = (op, self._sync.channel, self.name, *self._settings, *args)
+            argv = self._argv(op, args)
             try:
-                reply = client.evalsha(BREAKER.sha, 3, *self._keys, *argv)
+                reply = client.evalsha(BREAKER.sha, 3, *argv)
             except NoScriptError:
-                reply = client.eval(BREAKER.source, 3, *self._keys, *argv)
+                reply = client.eval(BREAKER.source, 3, *argv)
         except Exception as error:
             store._failed(error, generation)
             self._down()
@@ -383,19 +386,23 @@ class SharedBreakerCore(BreakerCore):
             successes += counted(self._claims) - self._locked_claims
         return successes + failures, failures
 
-    def _sync_round(self, now: float, notified: bool) -> None:
-        """The store thread's turn: send a waiting decision, new outcomes, or poll."""
+    def _sync_round(self, now: float, notified: bool) -> Flush | None:
+        """The store thread's turn: send a waiting decision, or poll, or flush.
+
+        New outcomes are returned as a :class:`Flush`, which the store's thread sends
+        with other breakers' (one pipelined round trip for up to ``flush_batch``).
+        """
         with self._lock:
             intent = self._intent
             control = self._pending_control
         if control is not None:
             self._send_control(control)
-            return
+            return None
         if intent is not None:
             version, previous, target = intent
             reply = self._step("cas", (str(version), previous.value, target.value))
             if reply is None:
-                return
+                return None
             with self._lock:
                 if self._intent == intent:
                     self._intent = None
@@ -403,33 +410,49 @@ class SharedBreakerCore(BreakerCore):
                     if CircuitState(_text(reply[0])) is target and int(reply[5]):
                         self._version = int(reply[1])
             self.adopt(reply)
-            return
+            return None
         calls, failures = self._totals()
         sent_calls, sent_failures = self._flushed
         fresh, bad = calls - sent_calls, failures - sent_failures
         if fresh and self._state is CLOSED and self._down_at is None:
             store = self._store
             width = max(self._window_ms // store.breaker_buckets, 1)
-            reply = self._step(
-                "flush",
-                (
-                    str(fresh),
-                    str(bad),
-                    "0",
-                    str(width),
-                    str(store.breaker_buckets),
-                    str(self._minimum_calls),
-                ),
+            args = (
+                str(fresh),
+                str(bad),
+                "0",
+                str(width),
+                str(store.breaker_buckets),
+                str(self._minimum_calls),
             )
-            if reply is None:
-                return
-            self._flushed = (calls, failures)
-            self._next_poll = now + self._store.poll_interval
-            self.adopt(reply)
-            return
+            return Flush(self, args, (calls, failures))
         self._flushed = (calls, failures)  # outcomes of other states are not the fleet's
         if notified or now >= self._next_poll or self._down_at is not None:
             reply = self._step("read", ())
             if reply is not None:
                 self._next_poll = now + self._store.poll_interval
                 self.adopt(reply)
+        return None
+
+    def _flushed_with(self, flush: Flush, reply: Sequence[Any], now: float) -> None:
+        """A flush reached the record: its outcomes are sent, and the record read."""
+        self._flushed = flush.totals
+        self._next_poll = now + self._store.poll_interval
+        self.adopt(reply)
+
+
+class Flush:
+    """New outcomes of one breaker, to send into its shared buckets."""
+
+    __slots__ = ("args", "core", "totals")
+
+    def __init__(
+        self, core: SharedBreakerCore, args: tuple[str, ...], totals: tuple[int, int]
+    ) -> None:
+        self.core = core
+        self.args = args
+        self.totals = totals
+
+    def argv(self) -> tuple[str, ...]:
+        """The script's keys and arguments (``EVALSHA sha 3 *argv``)."""
+        return self.core._argv("flush", self.args)

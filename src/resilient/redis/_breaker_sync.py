@@ -23,10 +23,13 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import redis.cluster
+
 from resilient._core._fork import new_lock, on_fork_in_child
+from resilient.redis._breaker_script import BREAKER
 
 if TYPE_CHECKING:
-    from resilient.redis._breaker import SharedBreakerCore
+    from resilient.redis._breaker import Flush, SharedBreakerCore
     from resilient.redis._store import RedisStore
 
 __all__ = ["BreakerSync"]
@@ -143,14 +146,55 @@ class BreakerSync:
         self.rounds += 1
         self._listen()
         now = time.monotonic()
+        store = self._store
         with self._lock:
             cores = list(self._cores)
             dirty, self._dirty = self._dirty, set()
+        flushes = []
         for core in cores:
             try:
-                core._sync_round(now, core.name in dirty)
+                flush = core._sync_round(now, core.name in dirty)
             except Exception:  # one breaker's failure must not stop the others'
                 logger.exception("syncing breaker %r with its store failed", core.name)
+                continue
+            if flush is not None:
+                flushes.append(flush)
+        batch = store.flush_batch if not isinstance(store._given, redis.cluster.RedisCluster) else 1
+        for start in range(0, len(flushes), batch):
+            self._flush(flushes[start : start + batch], now)
+
+    def _flush(self, flushes: list[Flush], now: float) -> None:
+        """Send the new outcomes of several breakers in one pipelined round trip."""
+        store = self._store
+        if not store._should_try():
+            return
+        generation = store.generation
+        try:
+            if len(flushes) == 1:
+                # Alone (and on a Cluster, where each breaker may live on another
+                # node): the breaker's own step, with its NOSCRIPT reload.
+                one = flushes[0]
+                reply = one.core._step("flush", one.args)
+                if reply is not None:
+                    one.core._flushed_with(one, reply, now)
+                return
+            pipe = store._sync_client().pipeline(transaction=False)
+            for flush in flushes:
+                pipe.evalsha(BREAKER.sha, 3, *flush.argv())
+            replies = pipe.execute(raise_on_error=False)
+        except Exception as error:
+            store._failed(error, generation)
+            for flush in flushes:
+                flush.core._down()
+            return
+        store._succeeded(generation)
+        for flush, answer in zip(flushes, replies, strict=True):
+            core = flush.core
+            core._up()
+            # A server that lost its scripts answers NOSCRIPT: the step reloads it.
+            reply = core._step("flush", flush.args) if isinstance(answer, Exception) else answer
+            if reply is not None:
+                core._flushed_with(flush, reply, now)
 
 
 def _loop(ref: weakref.ReferenceType[BreakerSync]) -> None:

@@ -101,6 +101,8 @@ class RedisStore:
         flush_interval: Shared breakers: seconds between the background flushes of
             each process's outcomes (> 0); also how soon a process hears of a
             transition announced on pub/sub.
+        flush_batch: Shared breakers: the most breakers whose outcomes one pipelined
+            round trip sends (>= 1; on a Cluster each breaker's go alone).
         poll_interval: Shared breakers: seconds between reads of each breaker's record
             (> 0), in case a pub/sub notification was lost.
         lease_ttl: Shared breakers: seconds a half-open trial lease lives (> 0): a
@@ -125,6 +127,7 @@ class RedisStore:
         "description",
         "errors",
         "fallbacks",
+        "flush_batch",
         "flush_interval",
         "generation",
         "idle_ttl",
@@ -150,6 +153,7 @@ class RedisStore:
         on_unavailable: Literal["local", "reject"] = "local",
         retry_interval: float = 1.0,
         flush_interval: float = 0.1,
+        flush_batch: int = 64,
         poll_interval: float = 1.0,
         lease_ttl: float = 10.0,
         breaker_window: float = 10.0,
@@ -173,6 +177,7 @@ class RedisStore:
         self.retry_interval = check_duration("retry_interval", retry_interval, allow_zero=False)
         self.local_share = check_int("local_share", local_share)
         self.flush_interval = check_duration("flush_interval", flush_interval, allow_zero=False)
+        self.flush_batch = check_int("flush_batch", flush_batch)
         self.poll_interval = check_duration("poll_interval", poll_interval, allow_zero=False)
         self.lease_ttl = check_duration("lease_ttl", lease_ttl, allow_zero=False)
         self.breaker_window = check_duration("breaker_window", breaker_window, allow_zero=False)
