@@ -137,12 +137,6 @@ class SharedBreakerCore(BreakerCore):
                 "a circuit breaker with a store needs a name: it is the breaker's key in"
                 " Redis, the same in every process (name='...')"
             )
-        if store.is_async:
-            raise TypeError(
-                f"circuit breaker {self.name!r}: a shared breaker's store needs a redis.Redis"
-                " or redis.cluster.RedisCluster client (its state is kept in step by a"
-                " background thread, and its closed path makes no round trip anyway)"
-            )
         self._store = store
         tag = store.key(self.name).rsplit(":", 1)[0]
         self._keys = (f"{tag}:breaker", f"{tag}:buckets", f"{tag}:leases")
@@ -344,7 +338,7 @@ class SharedBreakerCore(BreakerCore):
             return None
         generation = store.generation
         try:
-            client = store._sync_client()
+            client = self._sync.client()
             argv = self._argv(op, args)
             try:
                 reply = client.evalsha(BREAKER.sha, 3, *argv)

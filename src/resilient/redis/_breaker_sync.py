@@ -23,8 +23,12 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import redis.asyncio
 import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+import redis
 from resilient._core._fork import new_lock, on_fork_in_child
 from resilient.redis._breaker_script import BREAKER
 
@@ -32,7 +36,63 @@ if TYPE_CHECKING:
     from resilient.redis._breaker import Flush, SharedBreakerCore
     from resilient.redis._store import RedisStore
 
-__all__ = ["BreakerSync"]
+__all__ = ["BreakerSync", "sync_twin"]
+
+# What a sync connection may take from a redis.asyncio pool's settings: the address,
+# the credentials, TLS, the encoding (the rest is the async machinery's own).
+_TWIN_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "path",
+        "db",
+        "username",
+        "password",
+        "credential_provider",
+        "encoding",
+        "encoding_errors",
+        "decode_responses",
+        "client_name",
+        "protocol",
+        "socket_keepalive",
+        "socket_read_size",
+    }
+)
+
+
+def sync_twin(client: redis.asyncio.Redis, op_timeout: float) -> redis.Redis:
+    """A sync ``redis.Redis`` to where ``client`` points: the breakers' thread is sync.
+
+    Raises ``TypeError`` for a pool that is not the plain one (Sentinel's).
+    """
+    import redis.asyncio.connection as aconn  # noqa: PLC0415
+
+    pool = client.connection_pool
+    classes: dict[type[Any], type[Any]] = {
+        aconn.Connection: redis.connection.Connection,
+        aconn.SSLConnection: redis.connection.SSLConnection,
+        aconn.UnixDomainSocketConnection: redis.connection.UnixDomainSocketConnection,
+    }
+    connection_class = classes.get(pool.connection_class)
+    if connection_class is None or type(pool) not in (
+        redis.asyncio.ConnectionPool,
+        redis.asyncio.BlockingConnectionPool,
+    ):
+        raise TypeError(
+            "a shared circuit breaker on a redis.asyncio client needs a plain connection"
+            " pool (TCP, TLS or unix socket); give the store a redis.Redis instead"
+        )
+    kwargs = {
+        key: value
+        for key, value in pool.connection_kwargs.items()
+        if key in _TWIN_KEYS or key.startswith("ssl_")
+    }
+    kwargs.update(socket_timeout=op_timeout, socket_connect_timeout=op_timeout)
+    kwargs["retry"] = Retry(NoBackoff(), 0)
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs)
+    )
+
 
 logger = logging.getLogger("resilient")
 
@@ -50,6 +110,7 @@ class BreakerSync:
         "_pubsub",
         "_store",
         "_thread",
+        "_twin",
         "_wake",
         "channel",
         "manual",
@@ -63,12 +124,20 @@ class BreakerSync:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
+        self._twin: redis.Redis | None = None
+        if store.is_async:
+            self._twin = sync_twin(store._given, store.op_timeout)  # type: ignore[arg-type]
         self._dirty: set[str] = set()
         self.channel = store.key("breakers").rsplit(":", 1)[0] + ":transitions"
         self.rounds = 0
         # Tests drive round() themselves, deterministically: then no thread runs.
         self.manual = False
         _all.add(self)
+
+    def client(self) -> Any:
+        """The sync client the breakers use: the store's own, or its sync twin."""
+        twin = self._twin
+        return twin if twin is not None else self._store._sync_client()
 
     def bind(self, core: SharedBreakerCore) -> None:
         """Keep ``core`` in step with its record (started at once: it may be open)."""
@@ -114,7 +183,7 @@ class BreakerSync:
             return
         try:
             if self._pubsub is None:
-                pubsub = store._sync_client().pubsub(ignore_subscribe_messages=True)
+                pubsub = self.client().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 self._pubsub = pubsub
                 self._everyone()  # what was announced while nobody listened: read it
@@ -136,6 +205,12 @@ class BreakerSync:
             # A dead connection has nothing left to close.
             with contextlib.suppress(Exception):
                 pubsub.close()
+
+    def close_all(self) -> None:
+        """Close the pub/sub connection and the sync twin's connections (``store.close()``)."""
+        self.close()
+        if self._twin is not None:
+            self._twin.connection_pool.disconnect()
 
     def _everyone(self) -> None:
         with self._lock:
@@ -178,7 +253,7 @@ class BreakerSync:
                 if reply is not None:
                     one.core._flushed_with(one, reply, now)
                 return
-            pipe = store._sync_client().pipeline(transaction=False)
+            pipe = self.client().pipeline(transaction=False)
             for flush in flushes:
                 pipe.evalsha(BREAKER.sha, 3, *flush.argv())
             replies = pipe.execute(raise_on_error=False)

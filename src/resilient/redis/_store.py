@@ -355,7 +355,7 @@ class RedisStore:
     def close(self) -> None:
         """Close the store's own connections (sync clients; async ones: `aclose()`)."""
         if self._breakers is not None:
-            self._breakers.close()
+            self._breakers.close_all()
         client = self._client
         if client is None or self.is_async or client is self._given:
             return
@@ -367,6 +367,8 @@ class RedisStore:
     async def aclose(self) -> None:
         """Close the store's own connections."""
         if self.is_async and self._client is not self._given:
+            if self._breakers is not None:
+                self._breakers.close_all()
             await self._client.connection_pool.disconnect()
         else:
             self.close()
