@@ -487,3 +487,26 @@ def test_the_flushes_of_many_breakers_go_in_one_pipelined_round_trip(
         assert sum(int(v) for k, v in buckets.items() if k.endswith(":c")) == 3
     assert store.metrics().errors == 0
     store.close()
+
+
+def test_a_slow_server_costs_a_half_open_caller_about_op_timeout(
+    own_server: Server, own_fleet: Maker
+) -> None:
+    from test_redis_faults import asleep  # noqa: PLC0415
+
+    a = own_fleet(half_open_calls=1, open_duration=0.05, store_options={"op_timeout": 0.05})
+    fail(a, 10)
+    sync(a)
+    a._core._clock.advance(1)  # type: ignore[attr-defined]
+    time.sleep(0.06)  # the shared open_duration, on the server's clock
+    raw = asleep(own_server, 0.5)
+    try:
+        started = time.monotonic()
+        assert a.call(int) == 0  # the lease could not be asked for: a local trial
+        took = time.monotonic() - started
+    finally:
+        raw.close()
+    store = a._core._store  # type: ignore[attr-defined]
+    assert store.metrics().errors == 1
+    assert store.metrics().fallbacks == 1
+    assert took < 0.4  # op_timeout is 0.05 s; DEBUG SLEEP is 0.5 s
