@@ -283,7 +283,12 @@ def test_a_cancelled_trial_gives_its_lease_back(
     ticket = a._core.admit_checked()
     assert not isinstance(ticket, CircuitOpenError)
     assert isinstance(b._core.admit_checked(), CircuitOpenError)
+    # Refused a moment ago: b refuses again without asking (for a flush_interval).
+    before = int(client.info("stats")["total_reads_processed"])
+    assert isinstance(b._core.admit_checked(), CircuitOpenError)
+    assert int(client.info("stats")["total_reads_processed"]) - before == 1  # the INFO
     a._core.on_cancel(ticket)
+    b._core._clock.advance(1)  # type: ignore[attr-defined] # b's refusal is kept a moment
     again = b._core.admit_checked()
     assert not isinstance(again, CircuitOpenError)
     b._core.on_success(again, None, 0.0)
@@ -303,6 +308,7 @@ def test_an_expired_lease_is_offered_again(fleet: Maker, namespace: str) -> None
     assert not isinstance(lost, CircuitOpenError)
     assert isinstance(b._core.admit_checked(), CircuitOpenError)
     wait_server_ms(150)  # the lease's time to live, on the server's clock
+    b._core._clock.advance(1)  # type: ignore[attr-defined] # b's refusal is kept a moment
     trial = b._core.admit_checked()
     assert not isinstance(trial, CircuitOpenError)
     # The late report of the expired lease decides nothing.

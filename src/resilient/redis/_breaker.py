@@ -121,6 +121,7 @@ class SharedBreakerCore(BreakerCore):
         "_leases",
         "_next_poll",
         "_pending_control",
+        "_refused_until",
         "_settings",
         "_store",
         "_sync",
@@ -162,6 +163,7 @@ class SharedBreakerCore(BreakerCore):
         self._next_poll = 0.0
         self._down_at: float | None = None
         self._pending_control: str | None = None
+        self._refused_until = 0.0
         self._sync = store._breaker_sync()
         self._sync.bind(self)
 
@@ -233,6 +235,11 @@ class SharedBreakerCore(BreakerCore):
     def admit_checked(self) -> Epoch | Trial | CircuitOpenError:
         """Admit outside the free path; past OPEN, the fleet's trials come from the record."""
         state = self._state
+        if state is HALF_OPEN and self._monotonic() < self._refused_until:
+            # The fleet's trials were all taken a moment ago: asking again before the
+            # next flush_interval would cost a round trip per call and change nothing
+            # (the round's end is announced).
+            return self._refuse(HALF_OPEN, None)
         if (
             state in _ADMIT_ALL
             or state is FORCED_OPEN
@@ -263,12 +270,16 @@ class SharedBreakerCore(BreakerCore):
             self._report(lease, int(reply[1]), -1)
         if state in _ADMIT_ALL:
             return self._epoch
-        left = int(reply[2]) / 1000 if state is OPEN else None
+        if state is HALF_OPEN:
+            self._refused_until = self._monotonic() + self._store.flush_interval
+        return self._refuse(state, int(reply[2]) / 1000 if state is OPEN else None)
+
+    def _refuse(self, state: CircuitState, retry_after: float | None) -> CircuitOpenError:
         with self._lock:
             self._not_permitted += 1
             first = not self._rejection_logged
             self._rejection_logged = True
-        return self._reject(state, left, [], first=first)
+        return self._reject(state, retry_after, [], first=first)
 
     def _decide(self, events: list[Event | _OpenFor]) -> None:
         # With the store up, the record decides the round from every process's trials.
