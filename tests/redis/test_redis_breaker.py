@@ -516,3 +516,39 @@ def test_a_slow_server_costs_a_half_open_caller_about_op_timeout(
     assert store.metrics().errors == 1
     assert store.metrics().fallbacks == 1
     assert took < 0.4  # op_timeout is 0.05 s; DEBUG SLEEP is 0.5 s
+
+
+def test_a_control_during_an_outage_is_written_when_the_store_is_back(
+    own_server: Server, own_fleet: Maker
+) -> None:
+    options = {"op_timeout": 0.05, "retry_interval": 0.05}
+    a, b = own_fleet(store_options=options), own_fleet(store_options=options)
+    sync(a, b)
+    own_server.kill()
+    fail(a, 10)  # a local trip waits to be sent...
+    a._core._clock.advance(1)  # type: ignore[attr-defined]
+    time.sleep(0.06)
+    assert a.call(int) == 0
+    assert a.call(int) == 0  # ...until the local trials close it: nothing left to say
+    assert a.state is CircuitState.CLOSED
+    assert a._core._intent is None  # type: ignore[attr-defined]
+    a.force_open()  # applied here at once; the record is out of reach
+    assert a.state is CircuitState.FORCED_OPEN
+    own_server.start()
+    time.sleep(0.06)  # retry_interval
+    sync(a, b)
+    assert b.state is CircuitState.FORCED_OPEN  # written when the store was back
+    assert a._core._pending_control is None  # type: ignore[attr-defined]
+
+
+def test_a_callable_open_duration_is_sent_for_each_opening(fleet: Maker) -> None:
+    def backoff(attempt: int) -> float:
+        if attempt == 3:
+            raise RuntimeError("the user's backoff failed")
+        return -1.0 if attempt == 4 else float(attempt)
+
+    a = fleet(open_duration=backoff)
+    durations = a._core._settings[0].split(",")  # type: ignore[attr-defined]
+    # Openings 3 and 4 keep the duration before them (a failure, a negative value).
+    assert durations[:5] == ["1000", "2000", "2000", "2000", "5000"]
+    assert len(durations) == 16
