@@ -552,3 +552,28 @@ def test_a_callable_open_duration_is_sent_for_each_opening(fleet: Maker) -> None
     # Openings 3 and 4 keep the duration before them (a failure, a negative value).
     assert durations[:5] == ["1000", "2000", "2000", "2000", "5000"]
     assert len(durations) == 16
+
+
+def test_a_pipelined_flush_that_fails_marks_every_breaker_of_the_batch(
+    own_server: Server, namespace: str
+) -> None:
+    store = manual_store(own_server, namespace, op_timeout=0.05, retry_interval=60)
+    a, b = (
+        CircuitBreaker(n, minimum_calls=50, clock=ManualClock(), store=store) for n in ("a", "b")
+    )
+    store._breakers.round()
+    seen: list[object] = []
+    a.add_listener(seen.append)
+    b.add_listener(seen.append)
+    assert (a.call(int), b.call(int)) == (0, 0)
+    own_server.kill()
+    store._breakers.round()  # the pipeline fails: one error, both breakers hear of it
+    kinds = [type(e).__name__ for e in seen if "Store" in type(e).__name__]
+    assert kinds == ["StoreUnavailable", "StoreUnavailable"]
+    assert store.metrics().errors == 1
+    store._breakers.round()  # within retry_interval: no attempt at all
+    assert store.metrics().errors == 1
+    # What a forked child does (its thread is started again; here the test drives it).
+    store._breakers._restart_in_child()
+    assert store._breakers._thread is None
+    store.close()

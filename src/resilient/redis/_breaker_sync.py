@@ -285,7 +285,7 @@ def _loop(ref: weakref.ReferenceType[BreakerSync]) -> None:
         wake.clear()
 
 
-def _after_fork() -> None:
+def _after_fork() -> None:  # pragma: no cover - runs in a forked child
     for sync in list(_all):
         sync._restart_in_child()
 
