@@ -82,6 +82,10 @@ from resilient import (
     compose,
 )
 
+if __name__ == "__main__":
+    # peers_newer.py and peers_limiters.py import this module by name: one copy, not two.
+    sys.modules.setdefault("peers", sys.modules[__name__])
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results.json"
 DEFAULT_CHART = ROOT / "docs" / "img" / "benchmarks.png"
@@ -162,6 +166,14 @@ PEERS = (
     "tenacity",
     "stamina",
     "backoff",
+    "interlock-cb",
+    "nopanic",
+    "limits",
+    "pyrate-limiter",
+    "throttled-py",
+    "limiter",
+    "aiolimiter",
+    "token-bucket",
 )
 
 
@@ -1025,6 +1037,26 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     return out
 
 
+def issue16(
+    rows: list[dict[str, Any]],
+    baseline: list[dict[str, Any]] | None,
+    contended: list[dict[str, Any]],
+) -> list[tuple[str, bool | None, str]]:
+    """The issue-16 lines: issue16_targets.py, and contention.py's when it ran."""
+    import contention  # noqa: PLC0415 -- they import this module
+    import issue16_targets  # noqa: PLC0415
+
+    lines = issue16_targets.targets(rows, baseline)
+    if contended:
+        lines += contention.targets(contended)
+    else:
+        lines.append(("issue 16: contended bulkhead", None, "not measured (--no-contention)"))
+    lines.append(
+        ("issue 16: many breakers flat within 1.3x", None, "measured by benchmarks/scale.py")
+    )
+    return lines
+
+
 def source() -> str:
     """The commit of the measured checkout, and whether ``src/`` differs from it."""
     root = Path(__file__).resolve().parent.parent
@@ -1087,6 +1119,14 @@ BUILDERS: tuple[tuple[str, Callable[[asyncio.AbstractEventLoop], list[Case]]], .
 )
 
 
+def builders() -> tuple[tuple[str, Callable[[asyncio.AbstractEventLoop], list[Case]]], ...]:
+    """Every peer's builder: this module's, then the newer toolkits' and the rate limiters'."""
+    import peers_limiters  # noqa: PLC0415 -- they import this module
+    import peers_newer  # noqa: PLC0415
+
+    return BUILDERS + peers_newer.BUILDERS + peers_limiters.BUILDERS
+
+
 def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list[Case], list[str]]:
     """Every case of resilient, the references and the importable peers, in table order."""
     notes: list[str] = []
@@ -1101,7 +1141,7 @@ def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list
     references, reference_notes = _references(loop)
     cases += references
     notes += reference_notes
-    for name, builder in BUILDERS:
+    for name, builder in builders():
         if only is not None and name not in only:
             continue
         try:
@@ -1135,13 +1175,17 @@ def chart(rows: list[dict[str, Any]], info: dict[str, Any], path: Path) -> str:
         return "matplotlib is not installed: no chart (pip install matplotlib)."
     scenarios = [s for s in ORDER if any(r["scenario"] == s for r in rows)]
     # resilient in one colour, the references in grey, each peer in a colour of its own.
-    palette = iter([*(plt.get_cmap("tab10")(i) for i in (1, 2, 3, 4, 5, 6, 8, 9)), "black"])
+    # tab20 without its blues (resilient's) and greys (the references'): 16 colours, and black.
+    shades = (i for i in range(20) if i not in {0, 1, 14, 15})
+    palette = iter([*(plt.get_cmap("tab20")(i) for i in shades), "black"])
     colours = {peer: next(palette) for peer in PEERS}
 
     def colour(library: str) -> Any:
         if library.startswith("resilient"):
             return "tab:blue"
-        return colours.get(library.split(",", maxsplit=1)[0], "lightgrey")
+        # A row is named after its peer, maybe with a variant: "limits (fixed window)".
+        peer = max((p for p in PEERS if library.startswith(p)), key=len, default=None)
+        return "lightgrey" if peer is None else colours[peer]
 
     columns = 3
     lines = (len(scenarios) + columns - 1) // columns
@@ -1207,6 +1251,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PEER,...",
         help="measure resilient and these peers only (comma-separated names)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="PATH",
+        help="a JSON of an earlier run: the issue-16 '<= 0.7x the baseline' lines read it",
+    )
+    parser.add_argument(
+        "--no-contention",
+        action="store_true",
+        help="leave out the contended-bulkhead section (contention.py)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.sample_ms = 3, 0.2
@@ -1237,16 +1292,33 @@ def main(argv: list[str] | None = None) -> int:
         loop.close()
 
     rows = summarize(cases)
-    info["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    info["seconds"] = round(time.perf_counter() - started, 1)
+    measured = round(time.perf_counter() - started, 1)
     print(
         f"\n{len(cases)} cases, {args.rounds} rounds, samples of ~{args.sample_ms:g} ms, "
         f"gc {'on' if args.gc else 'off'}, {'CPU' if args.cpu_time else 'wall'} time, "
-        f"{info['seconds']:g} s\n"
+        f"{measured:g} s\n"
     )
     print_table(rows)
+    contended: list[dict[str, Any]] = []
+    if not args.no_contention:
+        import contention  # noqa: PLC0415 -- a section of its own, in its own module
+
+        contention_rounds = 1 if args.quick else max(3, args.rounds // 5)
+        print(
+            f"\n## Contended bulkhead: time per call, {contention_rounds} alternating rounds, "
+            f"{'CPU' if args.cpu_time else 'wall'} time decides (see contention.py)\n"
+        )
+        contended = contention.measure(
+            quick=args.quick, rounds=contention_rounds, cpu_time=args.cpu_time
+        )
+        contention.print_rows(contended)
+    info["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    info["seconds"] = round(time.perf_counter() - started, 1)
     print()
-    checks = targets(rows)
+    baseline = None
+    if args.baseline is not None:
+        baseline = json.loads(args.baseline.read_text())["results"]
+    checks = targets(rows) + issue16(rows, baseline, contended)
     for label, ok, detail in checks:
         verdict = "skip" if ok is None else ("PASS" if ok else "FAIL")
         print(f"[{verdict}] {label}: {detail}")
@@ -1261,8 +1333,10 @@ def main(argv: list[str] | None = None) -> int:
                 "gc": args.gc,
                 "cpu_time": args.cpu_time,
                 "only": only,
+                "baseline": None if args.baseline is None else str(args.baseline),
             },
             "results": rows,
+            "contention": contended,
             "targets": [{"target": t, "ok": ok, "detail": d} for t, ok, d in checks],
             "notes": notes,
         }
