@@ -11,17 +11,20 @@
 The figure is time per call: ``calls`` calls of ``fn(1)`` split evenly among the threads
 or tasks, divided into the time they all took (throughput, inverted): 100,000 calls for
 the threads, 30,000 for the tasks. Rounds alternate the three rows in a rotated order;
-each figure is the median over rounds. Both clocks are read over the same interval: wall
-time, and the process's CPU time (all threads, user and system: the futex calls and
-context switches of hand-offs count, the time a thread sleeps does not). ``peers.py
---cpu-time`` decides with CPU time (other processes on a shared machine inflate wall
-time), otherwise with wall time.
+each figure is the total time over the total calls of all rounds (the mean of the
+samples), with the fastest and the slowest sample next to it. Both clocks are read over
+the same interval: wall time, and the process's CPU time (all threads, user and system:
+the futex calls and context switches of hand-offs count, the time a thread sleeps does
+not). ``peers.py --cpu-time`` decides with CPU time (other processes on a shared machine
+inflate wall time), otherwise with wall time.
 
-With threads, the contention comes from the GIL's switch interval (5 ms): a thread is
-switched out while it holds the slot now and then, and what follows depends on how the
-slot is handed over. Once a bulkhead hands its freed slot to a sleeping waiter, each
-call after that waits for a wake-up (a convoy that lasts until the run ends); so the
-sample must be long enough for that to happen (at 40,000 calls it often did not).
+With threads, the contention comes from the GIL's switch interval (5 ms): now and then a
+thread is switched out while it holds the slot, and what follows depends on how the slot
+is handed over. Once a bulkhead hands its freed slot to a sleeping waiter, each call
+after that waits for a wake-up (a convoy, which can last until the sample ends). Whether
+and when in a sample that starts is chance, so one row's samples range from the
+uncontended cost to 50 times more: hence long samples, and the mean rather than the
+median.
 
 The ratio that the issue-16 targets read is the bulkhead's time per call over its
 reference's, in the same run: <= 1.5x ``threading.Semaphore``, <= 1.2x
@@ -148,8 +151,11 @@ def _levels(
                 "kind": kind,
                 "concurrency": level,
                 "case": name,
-                "wall_ns_per_call": statistics.median(walls[name]),
-                "cpu_ns_per_call": statistics.median(cpus[name]),
+                # Throughput over all rounds (every sample makes as many calls): a
+                # contended bulkhead's samples are bimodal (see above), a median of a
+                # few of them would pick a mode by chance.
+                "wall_ns_per_call": statistics.fmean(walls[name]),
+                "cpu_ns_per_call": statistics.fmean(cpus[name]),
                 "wall_samples_ns": [round(w, 1) for w in walls[name]],
                 "cpu_samples_ns": [round(c, 1) for c in cpus[name]],
             }
@@ -192,15 +198,17 @@ def measure(*, quick: bool, rounds: int, cpu_time: bool) -> list[dict[str, Any]]
 def print_rows(rows: list[dict[str, Any]]) -> None:
     clock = rows[0]["clock"] if rows else "wall"
     print(
-        "| kind | concurrency | case | wall ns/call median | CPU ns/call median (all threads) "
-        f"| ratio to the reference ({clock} time) |"
+        "| kind | concurrency | case | wall ns/call | CPU ns/call (all threads) "
+        f"| {clock} ns/call, fastest-slowest sample | ratio to the reference ({clock} time) |"
     )
-    print("|---|---:|---|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for row in rows:
         ratio = reference_ratio(rows, row)
+        samples = row["cpu_samples_ns" if clock == "cpu" else "wall_samples_ns"]
         print(
             f"| {row['kind']} | {row['concurrency']:,} | {row['case']} "
             f"| {row['wall_ns_per_call']:,.0f} | {row['cpu_ns_per_call']:,.0f} "
+            f"| {min(samples):,.0f}-{max(samples):,.0f} "
             f"| {'-' if ratio is None else f'{ratio:.2f}x'} |"
         )
 
