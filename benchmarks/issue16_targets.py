@@ -9,7 +9,7 @@ VM's CPU speed; see ``docs/benchmarks.md``):
   (``peers_limiters.THREAD_SAFE_EXACT``), sync and awaited; and <= 0.7x the overhead of a
   baseline run given with ``--baseline`` (each run's overhead divided by circuitbreaker's
   CLOSED sync overhead in that run, so that the VM's speed cancels out);
-* every rejection (OPEN breaker, rate limited; sync and awaited): <= 3x a bare
+* every rejection (OPEN breaker, rate limited, full bulkhead; sync and awaited): <= 3x a bare
   raise-and-catch (ns per call, the "bare raise" row) and cheaper per call than every
   peer's rejection in that scenario;
 * the contended bulkhead lines come from ``contention.py``, the many-breakers line from
@@ -23,6 +23,8 @@ from typing import Any
 from peers import (
     ASYNC_CLOSED,
     ASYNC_OPEN,
+    BULKHEAD_FULL_ASYNC,
+    BULKHEAD_FULL_SYNC,
     RATE_ASYNC,
     RATE_REJECT_ASYNC,
     RATE_REJECT_SYNC,
@@ -37,7 +39,14 @@ CLOSED_LIMITS = ((SYNC_CLOSED, 0.33), (ASYNC_CLOSED, 0.35))
 HYX_LIMIT = 1.5
 BASELINE_LIMIT = 0.7
 RAISE_LIMIT = 3.0
-REJECTIONS = (SYNC_OPEN, ASYNC_OPEN, RATE_REJECT_SYNC, RATE_REJECT_ASYNC)
+REJECTIONS = (
+    SYNC_OPEN,
+    ASYNC_OPEN,
+    RATE_REJECT_SYNC,
+    RATE_REJECT_ASYNC,
+    BULKHEAD_FULL_SYNC,
+    BULKHEAD_FULL_ASYNC,
+)
 
 
 def _get(rows: list[dict[str, Any]], scenario: str, library: str) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/peers.py [--rounds 25] [--sample-ms 10] [--gc] [--cpu-time]
                                [--json PATH] [--chart PATH] [--quick] [--only WORDS]
+                               [--baseline PATH] [--no-contention]
 
 It installs nothing: each peer is measured if it can be imported (``pip install -e
 '.[bench]'`` installs them all) and skipped with a note otherwise. The peers, each in
@@ -20,7 +21,21 @@ the scenarios it has:
   firing) and fallbacks (never used): hyx (asyncio) and pyresilience;
 * compositions of Fallback, CircuitBreaker, (Timeout,) Bulkhead: resilient's
   ``compose()``, the same policies stacked as decorators, pyresilience's one decorator
-  with the same four configs, and hyx's four decorators stacked (asyncio).
+  with the same four configs, and hyx's four decorators stacked (asyncio);
+* interlock-cb (breaker, and its ``Pipeline`` for the bulkhead, timeout, fallback and
+  compositions) and nopanic (breaker, retry, rate limit, bulkhead, timeout, fallback,
+  ``compose()``), in every scenario they have: ``peers_newer.py``;
+* the rate limiters limits, pyrate-limiter, throttled-py, limiter, aiolimiter and
+  token-bucket, in the four rate-limiter scenarios where they have them, with which of
+  them are thread-safe and exact (hyx's token bucket is neither: no lock):
+  ``peers_limiters.py``;
+* a full bulkhead's rejection (one slot, held by a parked call), for every bulkhead:
+  ``peers_full.py``.
+
+Each peer's guarded call is checked to go through its policy before it is timed: a
+breaker is tripped by failures, a rejected row must reject, and the newer peers' other
+policies are checked to act (a bulkhead refuses a nested call, a timeout fires, a
+fallback answers, a rate limiter admits its burst of one and refuses the next).
 
 Rows marked "(reference)" are not peers but the standard building block a policy uses
 or replaces, in a wrapper function (a decorator adds that frame too).
@@ -39,8 +54,14 @@ the bare call, and "bare raise" shows the floor of raising and catching one exce
 The one-retry scenarios call a function that fails every other call; their bare row is
 the same two attempts written by hand (``try: f(x) except: f(x)``).
 
+After the table, a section of its own (``contention.py``, left out with
+``--no-contention``) measures a contended bulkhead's time per call next to
+``threading.Semaphore`` and ``asyncio.Semaphore``.
+
 It prints the table (ns per call, overhead over the bare call, ratio to resilient's
-overhead), a PASS/FAIL line per target of the project, and writes the results as JSON
+overhead), a PASS/FAIL line per target of the project and per target of issue 16
+(``issue16_targets.py``; ``--baseline PATH`` reads an earlier run's JSON for the "0.7x
+today's" lines; the many-breakers target is ``scale.py``'s), and writes the results as JSON
 and, when matplotlib is installed, as a PNG bar chart. ``--quick`` takes a few tiny
 samples and writes no files unless asked (CI uses it as a smoke test: every case is
 built, checked and timed, and no timing is asserted).
@@ -111,6 +132,8 @@ RATE_REJECT_SYNC = "rate limiter, sync call, rejected"
 RATE_REJECT_ASYNC = "rate limiter, awaited (asyncio), rejected"
 BULKHEAD_SYNC = "bulkhead, sync call, uncontended"
 BULKHEAD_ASYNC = "bulkhead, awaited (asyncio), uncontended"
+BULKHEAD_FULL_SYNC = "bulkhead, sync call, full (rejected)"
+BULKHEAD_FULL_ASYNC = "bulkhead, awaited (asyncio), full (rejected)"
 TIMEOUT_SYNC = "timeout, sync call (runs in a worker thread)"
 TIMEOUT_ASYNC = "timeout, awaited (asyncio)"
 FALLBACK_SYNC = "fallback, sync call, no failure"
@@ -133,6 +156,8 @@ ORDER = [
     RATE_REJECT_ASYNC,
     BULKHEAD_SYNC,
     BULKHEAD_ASYNC,
+    BULKHEAD_FULL_SYNC,
+    BULKHEAD_FULL_ASYNC,
     TIMEOUT_SYNC,
     TIMEOUT_ASYNC,
     FALLBACK_SYNC,
@@ -143,7 +168,18 @@ ORDER = [
 ]
 POLICY_SCENARIOS = ORDER[4:]  # each with a bare row of its own, next to its cases
 ASYNC_SCENARIOS = frozenset(s for s in ORDER if "awaited" in s)
-REJECTING = frozenset((SYNC_OPEN, ASYNC_OPEN, RATE_REJECT_SYNC, RATE_REJECT_ASYNC))
+REJECTING = frozenset(
+    (
+        SYNC_OPEN,
+        ASYNC_OPEN,
+        RATE_REJECT_SYNC,
+        RATE_REJECT_ASYNC,
+        BULKHEAD_FULL_SYNC,
+        BULKHEAD_FULL_ASYNC,
+    )
+)
+# Built in peers_full.py, resilient's rows too: every slot of the bulkhead is held.
+FULL_SCENARIOS = (BULKHEAD_FULL_SYNC, BULKHEAD_FULL_ASYNC)
 BASELINE = {
     SYNC_CLOSED: (SYNC_CLOSED, "bare"),
     SYNC_OPEN: (SYNC_CLOSED, "bare"),
@@ -494,6 +530,8 @@ def _pyresilience(loop: asyncio.AbstractEventLoop) -> list[Case]:
     )
     no_wait = pr.RetryConfig(max_attempts=3, delay=0.0, jitter=False)
     for scenario in POLICY_SCENARIOS:
+        if scenario in FULL_SCENARIOS:
+            continue  # peers_full.py
         fn = pick(scenario, ident, aident)
         if scenario in (RETRY_ONCE_SYNC, RETRY_ONCE_ASYNC):
             fn = pick(scenario, flaky(), aflaky())
@@ -654,9 +692,17 @@ def _policies(loop: asyncio.AbstractEventLoop) -> list[Case]:
             cases.append(
                 Case(scenario, "resilient", fallback(fn), verify=lambda f=fallback: _unused(f))
             )
+        elif scenario in FULL_SCENARIOS:
+            continue  # peers_full.py
         else:
             cases += _composition_cases(scenario)
     return cases
+
+
+def _full_bulkheads(loop: asyncio.AbstractEventLoop) -> list[Case]:
+    import peers_full  # noqa: PLC0415 -- it imports this module
+
+    return peers_full.resilient_cases(loop)
 
 
 def _unused(fallback: Fallback[Any]) -> None:
@@ -1121,10 +1167,11 @@ BUILDERS: tuple[tuple[str, Callable[[asyncio.AbstractEventLoop], list[Case]]], .
 
 def builders() -> tuple[tuple[str, Callable[[asyncio.AbstractEventLoop], list[Case]]], ...]:
     """Every peer's builder: this module's, then the newer toolkits' and the rate limiters'."""
-    import peers_limiters  # noqa: PLC0415 -- they import this module
+    import peers_full  # noqa: PLC0415 -- they import this module
+    import peers_limiters  # noqa: PLC0415
     import peers_newer  # noqa: PLC0415
 
-    return BUILDERS + peers_newer.BUILDERS + peers_limiters.BUILDERS
+    return BUILDERS + peers_newer.BUILDERS + peers_limiters.BUILDERS + peers_full.BUILDERS
 
 
 def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list[Case], list[str]]:
@@ -1137,6 +1184,7 @@ def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list
         Case(ASYNC_OPEN, "bare raise", aboom, BoomError),
         *_resilient(loop),
         *_policies(loop),
+        *_full_bulkheads(loop),
     ]
     references, reference_notes = _references(loop)
     cases += references
