@@ -121,9 +121,12 @@ def targets(rows: list[dict[str, Any]], baseline: list[dict[str, Any]] | None) -
         if now is None or before is None:
             mine = _get(rows, scenario, "resilient")
             today = "-" if mine is None else f"{mine['overhead_ns']:,.0f} ns"
-            out.append(
-                (label, None, f"no --baseline given (this run: {today}, {now or 0:.2f}x cb)")
-            )
+            if baseline is None:
+                why = "no --baseline given"
+            else:
+                why = "circuitbreaker's CLOSED sync row missing from this run or the baseline"
+            shown = "" if now is None else f", {now:.2f}x circuitbreaker's CLOSED overhead"
+            out.append((label, None, f"{why} (this run: {today}{shown})"))
             continue
         ratio = now / before
         detail = (
