@@ -1189,8 +1189,9 @@ def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list
     references, reference_notes = _references(loop)
     cases += references
     notes += reference_notes
+    unimportable: set[str] = set()
     for name, builder in builders():
-        if only is not None and name not in only:
+        if (only is not None and name not in only) or name in unimportable:
             continue
         try:
             with warnings.catch_warnings():
@@ -1200,6 +1201,7 @@ def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list
                 cases += builder(loop)
         except ImportError as exc:
             notes.append(f"{name} is not importable ({exc}): skipped (pip install -e '.[bench]').")
+            unimportable.add(name)  # its other builders (peers_full.py) too
             continue
         if name == "pybreaker":
             notes.append(pybreaker_async_check(loop))
