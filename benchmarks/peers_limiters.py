@@ -196,6 +196,15 @@ def _pyrate_limiter(loop: asyncio.AbstractEventLoop) -> list[Case]:
 
         return made
 
+    # The admitted rows use its decorator, which waits rather than refuse: check that a
+    # decorated call takes the burst of one (a non-blocking try after it is refused).
+    for fn in (ident, aident):
+        probe = pr.Limiter(pr.StateBucket([rate(admit_all=False)], pr.GCRA()))
+        first = probe.as_decorator(name="bench")(fn)(1)
+        if asyncio.iscoroutine(first):
+            first = loop.run_until_complete(first)
+        assert first == 1, "pyrate-limiter's decorator changed the result"
+        assert probe.try_acquire("bench", blocking=False) is False, "its decorator took no slot"
     return limiter_cases("pyrate-limiter (GCRA)", loop, make("GCRA")) + limiter_cases(
         "pyrate-limiter (sliding log)", loop, make("log")
     )
