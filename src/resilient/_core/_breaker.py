@@ -38,10 +38,13 @@ from resilient._core._breaker_state import (
     HALF_OPEN,
     METRICS_ONLY,
     OPEN,
+    TRANSITIONS,
     CircuitState,
     Epoch,
+    TransitionError,
     Trial,
     TrialRef,
+    Trigger,
 )
 from resilient._core._breaker_timing import DURATIONS
 from resilient._core._clock import Clock
@@ -261,9 +264,41 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._not_permitted = 0
         self._rejections_base = drawn
 
-    def _enter(self, state: CircuitState, events: list[Event | _OpenFor]) -> None:
-        """Move to ``state`` with a new epoch; record the transition event."""
+    def _fire(self, trigger: Trigger, events: list[Event | _OpenFor], at: float = 0.0) -> None:
+        """Change state as :data:`TRANSITIONS` says ``trigger`` does: the only code that does.
+
+        Entering a state starts a new stay there (a new epoch, so that calls admitted
+        before it are reported but never counted) and records the transition event;
+        a trigger leading back to the state it leaves (``RESET`` in CLOSED, ``FORKED``)
+        starts a new stay and records none. ``at`` is when the stay begins: OPEN counts
+        ``open_duration`` from it, HALF_OPEN ``half_open_max_duration``.
+        """
         previous = self._state
+        state = TRANSITIONS[previous].get(trigger)
+        if state is None:
+            raise TransitionError(
+                f"breaker {self.name!r} has no transition on {trigger.value} from "
+                f"{previous.value} (a bug in resilient: please report it)"
+            )
+        if state is OPEN:
+            # OPEN keeps the window that tripped it (metrics() shows why), and its
+            # rejections count on from the half-open stay's.
+            self._open_attempt += 1
+            duration = self._open_duration
+            if not isinstance(duration, float):
+                duration = self._last_open_duration
+            self._open_until = at + duration
+        else:
+            if state is HALF_OPEN:
+                self._window = self._new_window(self._half_open_calls)
+                self._half_open_since = at
+                self._half_open_taken = 0
+                self._half_open_done = 0
+            else:
+                if state is CLOSED:
+                    self._open_attempt = 0  # the backoff starts again once closed
+                self._window = self._new_window()
+            self._restart_rejections()
         self._state = state
         self._rejection_logged = False
         self._trials.clear()  # the permits of an earlier stay no longer matter
@@ -278,6 +313,12 @@ class BreakerCore(BreakerReadouts, EventSource):
             key = (previous, state)
             self._transitions[key] = self._transitions.get(key, 0) + 1
             events.append(self._transition_event(previous, state))
+        if state is OPEN and not isinstance(self._open_duration, float):
+            # A callable open_duration is the user's code, so it is not called here,
+            # under the lock: the stay starts with the last duration, and _dispatch
+            # (once the lock is released) asks the callable and moves the deadline if
+            # the breaker is still in this stay.
+            events.append(_OpenFor(self._epoch, at, self._open_attempt))
 
     def _transition_event(self, previous: CircuitState, state: CircuitState) -> StateTransition:
         if state is not OPEN:
@@ -293,23 +334,6 @@ class BreakerCore(BreakerReadouts, EventSource):
             window.slow / calls if calls else 0.0,
             calls,
         )
-
-    def _open(self, at: float, events: list[Event | _OpenFor]) -> None:
-        """Trip to OPEN from ``at``, keeping the window that tripped it.
-
-        A callable ``open_duration`` is the user's code, so it is not called here, under
-        the lock: the stay starts with the last duration and :meth:`_dispatch` (after the
-        lock is released) asks the callable and moves the deadline, if the breaker is
-        still in the same stay.
-        """
-        self._open_attempt += 1
-        duration = self._open_duration
-        if not isinstance(duration, float):
-            duration = self._last_open_duration
-        self._open_until = at + duration
-        self._enter(OPEN, events)
-        if not isinstance(self._open_duration, float):
-            events.append(_OpenFor(self._epoch, at, self._open_attempt))
 
     def _open_for(self, pending: _OpenFor) -> None:
         """Ask a callable ``open_duration`` how long to stay open (never under the lock)."""
@@ -330,26 +354,12 @@ class BreakerCore(BreakerReadouts, EventSource):
                 self._last_open_duration = seconds
                 self._open_until = pending.at + seconds
 
-    def _close(self, events: list[Event | _OpenFor]) -> None:
-        self._open_attempt = 0
-        self._window = self._new_window()
-        self._restart_rejections()
-        self._enter(CLOSED, events)
-
-    def _half_open(self, now: float, events: list[Event | _OpenFor]) -> None:
-        self._window = self._new_window(self._half_open_calls)
-        self._restart_rejections()
-        self._half_open_since = now
-        self._half_open_taken = 0
-        self._half_open_done = 0
-        self._enter(HALF_OPEN, events)
-
     def _expire(self, now: float, events: list[Event | _OpenFor]) -> None:
         """Apply the time-driven transition of HALF_OPEN (``half_open_max_duration``)."""
         if self._state is HALF_OPEN and self._half_open_max is not None:
             deadline = self._half_open_since + self._half_open_max
             if now >= deadline:
-                self._open(deadline, events)
+                self._fire(Trigger.HALF_OPEN_EXPIRED, events, deadline)
 
     def _tripped(self, window: Window, minimum: int) -> bool:
         calls = window.calls
@@ -411,7 +421,7 @@ class BreakerCore(BreakerReadouts, EventSource):
             now = self._clock.monotonic()
             self._expire(now, events)
             if self._state is OPEN and now >= self._open_until:
-                self._half_open(now, events)
+                self._fire(Trigger.OPEN_ELAPSED, events, now)
             state = self._state
             if state is HALF_OPEN and self._half_open_taken < self._half_open_calls:
                 ticket = Trial(self._epoch)
@@ -485,9 +495,9 @@ class BreakerCore(BreakerReadouts, EventSource):
     def _decide(self, events: list[Event | _OpenFor]) -> None:
         """Every trial has finished: their rates decide between OPEN and CLOSED."""
         if self._tripped(self._window, 1):
-            self._open(self._clock.monotonic(), events)
+            self._fire(Trigger.TRIALS_FAILED, events, self._clock.monotonic())
         else:
-            self._close(events)
+            self._fire(Trigger.TRIALS_PASSED, events)
 
     def on_success(self, ticket: Epoch | Trial, result: Any, duration: float) -> None:
         """Report that an admitted call returned ``result`` after ``duration`` seconds."""
@@ -654,7 +664,7 @@ class BreakerCore(BreakerReadouts, EventSource):
                     if (
                         outcome or self._check_every_call or window.calls == self._minimum_calls
                     ) and self._tripped(window, self._minimum_calls):
-                        self._open(self._clock.monotonic(), events)
+                        self._fire(Trigger.TRIPPED, events, self._clock.monotonic())
                 elif state is HALF_OPEN:
                     window.record(outcome, duration)
                     # No call between these two lines: an interrupt (raised only at a
@@ -697,7 +707,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         # child: a new half-open stay gives the child its own trials (outcomes of the
         # old stay's trials, if the forking thread had one, no longer count).
         if self._state is HALF_OPEN:
-            self._half_open(self._half_open_since, [])
+            self._fire(Trigger.FORKED, [], self._half_open_since)
 
     # -- controls and introspection ----------------------------------------------------
 
@@ -713,16 +723,17 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._dispatch(events)
         return state
 
-    def transition(self, target: CircuitState) -> None:
-        """Move to a manual state (FORCED_OPEN, DISABLED, METRICS_ONLY) or reset to CLOSED."""
+    def control(self, trigger: Trigger) -> None:
+        """Apply a control: ``RESET``, ``FORCE_OPEN``, ``DISABLE`` or ``RECORD_ONLY``.
+
+        Asking for the manual state the breaker is already in changes nothing (its
+        window is kept); ``RESET`` always starts CLOSED afresh.
+        """
         events: list[Event | _OpenFor] = []
         with self._lock:
-            if target is CLOSED:
-                self._close(events)
-            elif self._state is not target:
-                self._window = self._new_window()
-                self._restart_rejections()
-                self._enter(target, events)
+            # The one control a state's row lacks is the one naming that state.
+            if trigger in TRANSITIONS[self._state]:
+                self._fire(trigger, events)
         self._dispatch(events)
 
     def measure_durations(self, on: bool = True) -> None:

@@ -1,7 +1,10 @@
-"""The circuit breaker's vocabulary: its states, the epoch tickets and the metrics record.
+"""The circuit breaker's vocabulary: its states, its transitions, the tickets, the metrics.
 
 Kept apart from the state machine in ``_breaker.py`` so that the machine reads as
-transitions only.
+transitions only. The transitions are data, as h11's ``_state.py`` writes them:
+:data:`TRANSITIONS` maps each state to the triggers it accepts and the state each one
+leads to, and ``BreakerCore._fire`` is the one place that looks a trigger up there and
+changes the state.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ __all__ = [
     "HALF_OPEN",
     "METRICS_ONLY",
     "OPEN",
+    "TRANSITIONS",
     "CircuitState",
     "Epoch",
+    "TransitionError",
     "Trial",
     "TrialRef",
+    "Trigger",
 ]
 
 
@@ -54,6 +60,69 @@ FORCED_OPEN: Final = CircuitState.FORCED_OPEN
 DISABLED: Final = CircuitState.DISABLED
 METRICS_ONLY: Final = CircuitState.METRICS_ONLY
 _ADMIT_ALL: Final = frozenset({CLOSED, DISABLED, METRICS_ONLY})
+
+
+class Trigger(enum.Enum):
+    """What makes a breaker change state: the events of its transition table."""
+
+    TRIPPED = "tripped"
+    """CLOSED: once ``minimum_calls`` are recorded, a rate reached its threshold."""
+    OPEN_ELAPSED = "open_elapsed"
+    """OPEN: a call came at or after the end of ``open_duration`` (it is trial 1)."""
+    TRIALS_PASSED = "trials_passed"
+    """HALF_OPEN: every trial finished and the rates over them stayed below thresholds."""
+    TRIALS_FAILED = "trials_failed"
+    """HALF_OPEN: every trial finished and a rate over them reached its threshold."""
+    HALF_OPEN_EXPIRED = "half_open_expired"
+    """HALF_OPEN: ``half_open_max_duration`` ran out before the trials finished."""
+    FORKED = "forked"
+    """HALF_OPEN, in a forked child: a new stay, with trials of the child's own."""
+    RESET = "reset"
+    """``reset()``: CLOSED with an empty window, from any state (CLOSED included)."""
+    FORCE_OPEN = "force_open"
+    """``force_open()``."""
+    DISABLE = "disable"
+    """``disable()``."""
+    RECORD_ONLY = "metrics_only"
+    """``metrics_only()``."""
+
+
+def _manual(state: CircuitState) -> dict[Trigger, CircuitState]:
+    """The controls, from ``state``: asking for the state it is in is no transition."""
+    manual = {
+        Trigger.RESET: CLOSED,
+        Trigger.FORCE_OPEN: FORCED_OPEN,
+        Trigger.DISABLE: DISABLED,
+        Trigger.RECORD_ONLY: METRICS_ONLY,
+    }
+    return {trigger: to for trigger, to in manual.items() if to is not state or to is CLOSED}
+
+
+TRANSITIONS: Final[dict[CircuitState, dict[Trigger, CircuitState]]] = {
+    CLOSED: {Trigger.TRIPPED: OPEN, **_manual(CLOSED)},
+    OPEN: {Trigger.OPEN_ELAPSED: HALF_OPEN, **_manual(OPEN)},
+    HALF_OPEN: {
+        Trigger.TRIALS_PASSED: CLOSED,
+        Trigger.TRIALS_FAILED: OPEN,
+        Trigger.HALF_OPEN_EXPIRED: OPEN,
+        Trigger.FORKED: HALF_OPEN,
+        **_manual(HALF_OPEN),
+    },
+    # The manual states leave only by hand: FORCED_OPEN never moves to HALF_OPEN by
+    # itself, METRICS_ONLY never opens, DISABLED records nothing that could open it.
+    FORCED_OPEN: _manual(FORCED_OPEN),
+    DISABLED: _manual(DISABLED),
+    METRICS_ONLY: _manual(METRICS_ONLY),
+}
+"""Every state change a breaker makes: ``TRANSITIONS[state][trigger]`` is the new state.
+
+A trigger leading to the state it leaves (``RESET`` in CLOSED, ``FORKED``) starts a new
+stay there (a new epoch, a fresh window) and emits no transition event.
+"""
+
+
+class TransitionError(RuntimeError):
+    """A breaker was asked for a transition its table does not have: a bug in resilient."""
 
 
 class Epoch:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from resilient._core._breaker import KIND, BreakerCore
-from resilient._core._breaker_state import CircuitState, Epoch, Trial
+from resilient._core._breaker_state import CircuitState, Epoch, Trial, Trigger
 from resilient._core._errors import CircuitOpenError
 from resilient._core._outcome import PASS
 from resilient._core._window import CountWindow, TimeWindow
@@ -287,19 +287,19 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
 
     def force_open(self) -> None:
         """Reject every call until ``reset()`` (or another manual state)."""
-        self._core.transition(CircuitState.FORCED_OPEN)
+        self._core.control(Trigger.FORCE_OPEN)
 
     def disable(self) -> None:
         """Let every call through and record nothing, until ``reset()``."""
-        self._core.transition(CircuitState.DISABLED)
+        self._core.control(Trigger.DISABLE)
 
     def metrics_only(self) -> None:
         """Let every call through and record it, never opening, until ``reset()``."""
-        self._core.transition(CircuitState.METRICS_ONLY)
+        self._core.control(Trigger.RECORD_ONLY)
 
     def reset(self) -> None:
         """Go to CLOSED with an empty window, from any state."""
-        self._core.transition(CircuitState.CLOSED)
+        self._core.control(Trigger.RESET)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._core.name!r} {self._core._state.value}>"
