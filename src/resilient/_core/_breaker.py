@@ -47,7 +47,7 @@ from resilient._core._breaker_state import (
     Trigger,
 )
 from resilient._core._breaker_timing import DURATIONS
-from resilient._core._clock import Clock
+from resilient._core._clock import TimeSource
 from resilient._core._errors import CircuitOpenError, MisuseError, RejectedError
 from resilient._core._events import (
     GLOBAL_LISTENERS,
@@ -80,6 +80,56 @@ OpenDuration = float | Callable[[int], float]
 logger = logging.getLogger("resilient")
 
 KIND: Final = "circuit_breaker"
+
+Matcher = Callable[[BaseException], bool] | None
+
+
+def _check_window(option: str, value: object) -> CountWindow | TimeWindow:
+    if not isinstance(value, (CountWindow, TimeWindow)):
+        raise TypeError(
+            f"{option} must be a CountWindow or a TimeWindow, not {type(value).__name__}"
+        )
+    return value
+
+
+def _check_open_duration(option: str, value: object) -> tuple[OpenDuration, float]:
+    """Seconds, or a callable ``attempt -> seconds``, with the first opening's seconds."""
+    if callable(value) and not isinstance(value, (int, float)):
+        check_arity(option, value, 1, "seconds or a callable attempt -> seconds")
+        try:
+            first = value(1)
+        except Exception as exc:
+            raise ValueError(
+                f"{option}(1) raised {exc!r}; a callable {option} must map "
+                "the consecutive-open count (from 1) to seconds"
+            ) from exc
+        seconds = check_duration(f"{option}(1)", first)
+        return value, seconds
+    seconds = check_duration(option, value)
+    return seconds, seconds
+
+
+OPTIONS: Final[dict[str, Callable[[str, object], Any]]] = {
+    "failure_rate_threshold": check_rate,
+    "slow_call_rate_threshold": check_rate,
+    "slow_call_duration": lambda option, value: check_duration(option, value, allow_none=True),
+    "window": _check_window,
+    "minimum_calls": check_int,
+    "open_duration": _check_open_duration,
+    "half_open_calls": check_int,
+    "half_open_max_duration": lambda option, value: check_duration(
+        option, value, allow_zero=False, allow_none=True
+    ),
+    "record": compile_matcher,
+    "ignore": compile_matcher,
+    "record_result": check_result_predicate,
+}
+"""The options of ``CircuitBreaker`` after ``name`` (``clock`` aside), each with its check.
+
+In the order of the public signature, which spells them (with their defaults and
+types) for users and type checkers; this table is the one other place that lists them,
+and ``tests/test_breaker_options.py`` keeps the two in step.
+"""
 
 
 class BreakerCore(BreakerReadouts, EventSource):
@@ -130,53 +180,45 @@ class BreakerCore(BreakerReadouts, EventSource):
         "name",
     )
 
-    def __init__(
-        self,
-        name: str | None,
-        *,
-        failure_rate_threshold: float,
-        slow_call_rate_threshold: float,
-        slow_call_duration: object,
-        window: object,
-        minimum_calls: int,
-        open_duration: object,
-        half_open_calls: int,
-        half_open_max_duration: object,
-        record: object,
-        ignore: object,
-        record_result: object,
-        clock: Clock,
-    ) -> None:
+    def __init__(self, name: str | None, *, clock: TimeSource, **options: object) -> None:
+        """Check ``options`` (every option of ``CircuitBreaker`` but ``name`` and ``clock``).
+
+        They come as keywords, each checked by its entry in :data:`OPTIONS`: besides
+        the public signature, the one list of them.
+        """
         super().__init__()
         self.name = check_name(name)
-        self._failure_threshold = check_rate("failure_rate_threshold", failure_rate_threshold)
-        self._slow_threshold = check_rate("slow_call_rate_threshold", slow_call_rate_threshold)
-        self._slow_duration = check_duration(
-            "slow_call_duration", slow_call_duration, allow_none=True
-        )
-        if not isinstance(window, (CountWindow, TimeWindow)):
+        given, expected = options.keys(), OPTIONS.keys()
+        if given != expected:
             raise TypeError(
-                f"window must be a CountWindow or a TimeWindow, not {type(window).__name__}"
+                "BreakerCore() takes every option of CircuitBreaker: "
+                f"missing {sorted(expected - given)}, unknown {sorted(given - expected)}"
             )
+        # Checked in the order of the public signature: of two bad options, the first
+        # is reported.
+        checked = {option: check(option, options[option]) for option, check in OPTIONS.items()}
+        self._failure_threshold: float = checked["failure_rate_threshold"]
+        self._slow_threshold: float = checked["slow_call_rate_threshold"]
+        self._slow_duration: float | None = checked["slow_call_duration"]
+        window: CountWindow | TimeWindow = checked["window"]
         # Only what a fresh window needs is kept: the user's window object holds a
         # ring (and durations) this breaker never records into.
         self._template: Window | int = window.size if type(window) is CountWindow else window
-        minimum = check_int("minimum_calls", minimum_calls)
+        minimum: int = checked["minimum_calls"]
         if isinstance(window, CountWindow):
             minimum = min(minimum, window.size)
         self._minimum_calls = minimum
         # A callable is validated by calling it for the first opening; that value is also
         # the fallback should it fail later.
-        self._open_duration, self._last_open_duration = self._check_open_duration(open_duration)
-        self._half_open_calls = check_int("half_open_calls", half_open_calls)
-        self._half_open_max = check_duration(
-            "half_open_max_duration", half_open_max_duration, allow_zero=False, allow_none=True
-        )
-        self._record = compile_matcher("record", record)
-        self._record_rejections = _named_rejections(record)
-        self._ignore = compile_matcher("ignore", ignore)
-        self._record_result = check_result_predicate("record_result", record_result)
-        self._clock = clock  # resolved and checked by the adapter, which sleeps with it
+        self._open_duration: OpenDuration
+        self._open_duration, self._last_open_duration = checked["open_duration"]
+        self._half_open_calls: int = checked["half_open_calls"]
+        self._half_open_max: float | None = checked["half_open_max_duration"]
+        self._record: Matcher = checked["record"]
+        self._record_rejections = _named_rejections(options["record"])
+        self._ignore: Matcher = checked["ignore"]
+        self._record_result: Callable[[Any], bool] | None = checked["record_result"]
+        self._clock = clock  # resolved by the adapter
         self._monotonic = clock.monotonic  # bound once: read on every rejection
         # Pay only for what is configured: durations are measured only when slow-call
         # detection or a time window needs them.
@@ -197,7 +239,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._lost: collections.deque[TrialRef] = collections.deque()
         # A plain success may skip the lock (see on_success) when nothing but the ring
         # needs it: a count window, no record_result, and no duration to measure.
-        self._fast_capable = record_result is None and isinstance(window, CountWindow)
+        self._fast_capable = self._record_result is None and isinstance(window, CountWindow)
         self._start_totals()
         self._window = self._new_window()
         self._not_permitted = 0
@@ -209,22 +251,6 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._free: Epoch | None = self._epoch
         if name is not None:
             DURATIONS.enroll(self)  # constructed: a duration exporter may switch it now
-
-    @staticmethod
-    def _check_open_duration(value: object) -> tuple[OpenDuration, float]:
-        if callable(value) and not isinstance(value, (int, float)):
-            check_arity("open_duration", value, 1, "seconds or a callable attempt -> seconds")
-            try:
-                first = value(1)
-            except Exception as exc:
-                raise ValueError(
-                    f"open_duration(1) raised {exc!r}; a callable open_duration must map "
-                    "the consecutive-open count (from 1) to seconds"
-                ) from exc
-            seconds = check_duration("open_duration(1)", first)
-            return value, seconds
-        seconds = check_duration("open_duration", value)
-        return seconds, seconds
 
     def _start_totals(self) -> None:
         # Totals since creation, for OpenTelemetry and metrics(), at no cost on the hot

@@ -20,7 +20,7 @@ from resilient._core._breaker_state import (
     CircuitState,
     Epoch,
 )
-from resilient._core._clock import Clock
+from resilient._core._clock import TimeSource
 from resilient._core._window import EMPTY, CountWindow, Window
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class BreakerReadouts:
 
     if TYPE_CHECKING:  # written by BreakerCore, which holds the slots
         _lock: threading.Lock
-        _clock: Clock
+        _clock: TimeSource
         _state: CircuitState
         _epoch: Epoch
         _window: Window

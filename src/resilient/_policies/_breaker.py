@@ -148,21 +148,12 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         record_result: Callable[[Any], bool] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self._core = BreakerCore(
-            name,
-            failure_rate_threshold=failure_rate_threshold,
-            slow_call_rate_threshold=slow_call_rate_threshold,
-            slow_call_duration=slow_call_duration,
-            window=window,
-            minimum_calls=minimum_calls,
-            open_duration=open_duration,
-            half_open_calls=half_open_calls,
-            half_open_max_duration=half_open_max_duration,
-            record=record,
-            ignore=ignore,
-            record_result=record_result,
-            clock=resolve_clock(clock),
-        )
+        # Handed on as they came: the core checks each option by its entry in
+        # `_core._breaker.OPTIONS`. So they are spelled out twice, here in the signature
+        # that users and type checkers read and in that table, not a third time in a call.
+        options = dict(locals())  # a copy: a tracer may refresh the frame's own dict
+        del options["self"], options["name"], options["clock"]
+        self._core = BreakerCore(name, clock=resolve_clock(clock), **options)
         self._step = _BreakerStep(self._core)
 
     # -- guarding calls ----------------------------------------------------------------
