@@ -2,7 +2,7 @@
 
 The public signature (with defaults, types and docstring) is what users and type
 checkers read; ``BreakerCore`` receives the options as keywords and checks each by its
-entry in ``_core._breaker.OPTIONS``. These tests keep the two in step and the public
+entry in ``_core._breaker_options.OPTIONS``. These tests keep the two in step and the public
 signature exactly as it was.
 """
 
@@ -13,7 +13,8 @@ import inspect
 import pytest
 
 from resilient import CircuitBreaker, CountWindow
-from resilient._core._breaker import OPTIONS, BreakerCore
+from resilient._core._breaker import BreakerCore
+from resilient._core._breaker_options import OPTIONS
 from resilient._core._clock import SYSTEM_TIME
 
 SIGNATURE = (

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from resilient._core import _events
 from resilient._core._atomic import LOCKED, counted
 from resilient._core._breaker_metrics import BreakerReadouts
+from resilient._core._breaker_options import OPTIONS, Matcher, OpenDuration, named_rejections
 from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
@@ -58,13 +59,8 @@ from resilient._core._events import (
 from resilient._core._fork import new_lock
 from resilient._core._outcome import NO_RESULT
 from resilient._core._validate import (
-    check_arity,
     check_duration,
-    check_int,
     check_name,
-    check_rate,
-    check_result_predicate,
-    compile_matcher,
 )
 from resilient._core._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
@@ -75,61 +71,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BreakerCore"]
 
-OpenDuration = float | Callable[[int], float]
-
 logger = logging.getLogger("resilient")
 
 KIND: Final = "circuit_breaker"
-
-Matcher = Callable[[BaseException], bool] | None
-
-
-def _check_window(option: str, value: object) -> CountWindow | TimeWindow:
-    if not isinstance(value, (CountWindow, TimeWindow)):
-        raise TypeError(
-            f"{option} must be a CountWindow or a TimeWindow, not {type(value).__name__}"
-        )
-    return value
-
-
-def _check_open_duration(option: str, value: object) -> tuple[OpenDuration, float]:
-    """Seconds, or a callable ``attempt -> seconds``, with the first opening's seconds."""
-    if callable(value) and not isinstance(value, (int, float)):
-        check_arity(option, value, 1, "seconds or a callable attempt -> seconds")
-        try:
-            first = value(1)
-        except Exception as exc:
-            raise ValueError(
-                f"{option}(1) raised {exc!r}; a callable {option} must map "
-                "the consecutive-open count (from 1) to seconds"
-            ) from exc
-        seconds = check_duration(f"{option}(1)", first)
-        return value, seconds
-    seconds = check_duration(option, value)
-    return seconds, seconds
-
-
-OPTIONS: Final[dict[str, Callable[[str, object], Any]]] = {
-    "failure_rate_threshold": check_rate,
-    "slow_call_rate_threshold": check_rate,
-    "slow_call_duration": lambda option, value: check_duration(option, value, allow_none=True),
-    "window": _check_window,
-    "minimum_calls": check_int,
-    "open_duration": _check_open_duration,
-    "half_open_calls": check_int,
-    "half_open_max_duration": lambda option, value: check_duration(
-        option, value, allow_zero=False, allow_none=True
-    ),
-    "record": compile_matcher,
-    "ignore": compile_matcher,
-    "record_result": check_result_predicate,
-}
-"""The options of ``CircuitBreaker`` after ``name`` (``clock`` aside), each with its check.
-
-In the order of the public signature, which spells them (with their defaults and
-types) for users and type checkers; this table is the one other place that lists them,
-and ``tests/test_breaker_options.py`` keeps the two in step.
-"""
 
 
 class BreakerCore(BreakerReadouts, EventSource):
@@ -215,7 +159,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._half_open_calls: int = checked["half_open_calls"]
         self._half_open_max: float | None = checked["half_open_max_duration"]
         self._record: Matcher = checked["record"]
-        self._record_rejections = _named_rejections(options["record"])
+        self._record_rejections = named_rejections(options["record"])
         self._ignore: Matcher = checked["ignore"]
         self._record_result: Callable[[Any], bool] | None = checked["record_result"]
         self._clock = clock  # resolved by the adapter
@@ -796,10 +740,3 @@ class _OpenFor:
         self.epoch = epoch
         self.at = at
         self.attempt = attempt
-
-
-def _named_rejections(record: object) -> tuple[type[RejectedError], ...] | None:
-    """The :class:`RejectedError` classes ``record`` names, which a breaker then counts."""
-    named = record if isinstance(record, tuple) else (record,)
-    found = tuple(t for t in named if isinstance(t, type) and issubclass(t, RejectedError))
-    return found or None

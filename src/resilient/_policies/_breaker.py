@@ -149,8 +149,8 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         clock: Clock | None = None,
     ) -> None:
         # Handed on as they came: the core checks each option by its entry in
-        # `_core._breaker.OPTIONS`. So they are spelled out twice, here in the signature
-        # that users and type checkers read and in that table, not a third time in a call.
+        # `_core._breaker_options.OPTIONS`. So they are spelled out twice, here in the
+        # signature users and type checkers read and in that table, not again in a call.
         options = dict(locals())  # a copy: a tracer may refresh the frame's own dict
         del options["self"], options["name"], options["clock"]
         self._core = BreakerCore(name, clock=resolve_clock(clock), **options)
