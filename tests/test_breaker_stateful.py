@@ -31,6 +31,7 @@ from resilient import (
     StateTransition,
     TimeWindow,
 )
+from resilient._core._breaker_state import TRANSITIONS
 from resilient.testing import ManualClock, capture_events
 
 CLOSED = CircuitState.CLOSED
@@ -39,6 +40,7 @@ HALF_OPEN = CircuitState.HALF_OPEN
 FORCED_OPEN = CircuitState.FORCED_OPEN
 DISABLED = CircuitState.DISABLED
 METRICS_ONLY = CircuitState.METRICS_ONLY
+ALLOWED = {(state, to) for state, row in TRANSITIONS.items() for to in row.values()}
 
 
 class Boom(Exception):
@@ -404,6 +406,7 @@ class BreakerMachine(RuleBasedStateMachine):
             if isinstance(event, StateTransition) and event.policy == self.name
         ]
         assert transitions == self.model.transitions
+        assert set(transitions) <= ALLOWED  # the core changes state only as its table says
         seen = self.seen
         assert (
             metrics.total_successful_calls,
