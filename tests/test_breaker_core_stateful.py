@@ -114,7 +114,7 @@ class Config:
             record=Boom,
             ignore=Ignored,
             record_result=None,
-            clock=time,  # type: ignore[arg-type] -- a core only reads the time
+            clock=time,  # a core only reads the time
         )
 
 

@@ -91,7 +91,7 @@ def new_core(time: FakeTime, **options: Any) -> BreakerCore:
         "record_result": None,
     }
     settings.update(options)
-    return BreakerCore("transitions", clock=time, **settings)  # type: ignore[arg-type]
+    return BreakerCore("transitions", clock=time, **settings)
 
 
 def admit(core: BreakerCore) -> Any:
