@@ -17,7 +17,7 @@ import pytest
 import resilient
 from resilient import CircuitOpenError, CircuitState, CountWindow, StateTransition
 from resilient._core._breaker import BreakerCore
-from resilient._core._breaker_state import TRANSITIONS, TransitionError, Trigger
+from resilient._core._breaker_state import TRANSITIONS, TRIGGERS, TransitionError, Trigger
 from resilient.testing import capture_events
 
 CLOSED = CircuitState.CLOSED
@@ -58,7 +58,7 @@ TABLE = sorted(
         for state, row in TRANSITIONS.items()
         for trigger, target in row.items()
     ),
-    key=lambda t: (t[0].value, t[1].value),
+    key=lambda t: (t[0].value, t[1]),
 )
 
 
@@ -117,7 +117,7 @@ class Driven:
             self.core.control({v: k for k, v in MANUAL.items()}[state])
         assert self.core.state is state
 
-    def cause(self, trigger: Trigger) -> None:
+    def cause(self, trigger: str) -> None:
         core = self.core
         if trigger is Trigger.TRIPPED:
             core.on_error(admit(core), Boom(), 0.0)
@@ -140,10 +140,12 @@ class Driven:
 def test_the_table_holds_exactly_the_documented_transitions() -> None:
     assert set(TABLE) == DOCUMENTED
     assert set(TRANSITIONS) == set(CircuitState)
+    assert set(TRIGGERS) == {value for key, value in vars(Trigger).items() if key.isupper()}
+    assert len(set(TRIGGERS)) == len(TRIGGERS)
 
 
 @pytest.mark.parametrize(
-    ("state", "trigger", "target"), TABLE, ids=[f"{s.value}-{t.value}" for s, t, _ in TABLE]
+    ("state", "trigger", "target"), TABLE, ids=[f"{s.value}-{t}" for s, t, _ in TABLE]
 )
 def test_every_transition_in_the_table_is_reached_by_its_trigger(
     state: CircuitState, trigger: Trigger, target: CircuitState
@@ -181,11 +183,11 @@ def test_a_trigger_the_table_refuses_is_an_internal_error_that_changes_nothing(
 ) -> None:
     driven = Driven(state)
     core = driven.core
-    refused = [trigger for trigger in Trigger if trigger not in TRANSITIONS[state]]
+    refused = [trigger for trigger in TRIGGERS if trigger not in TRANSITIONS[state]]
     assert refused  # every state refuses something (OPEN cannot trip again, ...)
     for trigger in refused:
         epoch, window = core._epoch, core._window
-        with pytest.raises(TransitionError, match=f"no transition on {trigger.value}"):
+        with pytest.raises(TransitionError, match=f"no transition on {trigger} "):
             core._fire(trigger, [], driven.time.now)
         assert (core.state, core._epoch, core._window) == (state, epoch, window)
 

@@ -234,7 +234,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._not_permitted = 0
         self._rejections_base = drawn
 
-    def _fire(self, trigger: Trigger, events: list[Event | _OpenFor], at: float = 0.0) -> None:
+    def _fire(self, trigger: str, events: list[Event | _OpenFor], at: float = 0.0) -> None:
         """Change state as :data:`TRANSITIONS` says ``trigger`` does: the only code that does.
 
         Entering a state starts a new stay there (a new epoch, so that calls admitted
@@ -247,7 +247,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         state = TRANSITIONS[previous].get(trigger)
         if state is None:
             raise TransitionError(
-                f"breaker {self.name!r} has no transition on {trigger.value} from "
+                f"breaker {self.name!r} has no transition on {trigger} from "
                 f"{previous.value} (a bug in resilient: please report it)"
             )
         if state is OPEN:
@@ -693,7 +693,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         self._dispatch(events)
         return state
 
-    def control(self, trigger: Trigger) -> None:
+    def control(self, trigger: str) -> None:
         """Apply a control: ``RESET``, ``FORCE_OPEN``, ``DISABLE`` or ``RECORD_ONLY``.
 
         Asking for the manual state the breaker is already in changes nothing (its

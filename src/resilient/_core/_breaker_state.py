@@ -24,6 +24,7 @@ __all__ = [
     "METRICS_ONLY",
     "OPEN",
     "TRANSITIONS",
+    "TRIGGERS",
     "CircuitState",
     "Epoch",
     "TransitionError",
@@ -62,32 +63,53 @@ METRICS_ONLY: Final = CircuitState.METRICS_ONLY
 _ADMIT_ALL: Final = frozenset({CLOSED, DISABLED, METRICS_ONLY})
 
 
-class Trigger(enum.Enum):
-    """What makes a breaker change state: the events of its transition table."""
+class Trigger:
+    """What makes a breaker change state: the events of its transition table.
 
-    TRIPPED = "tripped"
+    Plain strings, not an enum: nothing but the table and ``BreakerCore._fire`` reads
+    them, and an enum class would cost ``import resilient`` a few hundred microseconds.
+    """
+
+    __slots__ = ()
+
+    TRIPPED: Final = "tripped"
     """CLOSED: once ``minimum_calls`` are recorded, a rate reached its threshold."""
-    OPEN_ELAPSED = "open_elapsed"
+    OPEN_ELAPSED: Final = "open_elapsed"
     """OPEN: a call came at or after the end of ``open_duration`` (it is trial 1)."""
-    TRIALS_PASSED = "trials_passed"
+    TRIALS_PASSED: Final = "trials_passed"
     """HALF_OPEN: every trial finished and the rates over them stayed below thresholds."""
-    TRIALS_FAILED = "trials_failed"
+    TRIALS_FAILED: Final = "trials_failed"
     """HALF_OPEN: every trial finished and a rate over them reached its threshold."""
-    HALF_OPEN_EXPIRED = "half_open_expired"
+    HALF_OPEN_EXPIRED: Final = "half_open_expired"
     """HALF_OPEN: ``half_open_max_duration`` ran out before the trials finished."""
-    FORKED = "forked"
+    FORKED: Final = "forked"
     """HALF_OPEN, in a forked child: a new stay, with trials of the child's own."""
-    RESET = "reset"
+    RESET: Final = "reset"
     """``reset()``: CLOSED with an empty window, from any state (CLOSED included)."""
-    FORCE_OPEN = "force_open"
+    FORCE_OPEN: Final = "force_open"
     """``force_open()``."""
-    DISABLE = "disable"
+    DISABLE: Final = "disable"
     """``disable()``."""
-    RECORD_ONLY = "metrics_only"
+    RECORD_ONLY: Final = "metrics_only"
     """``metrics_only()``."""
 
 
-def _manual(state: CircuitState) -> dict[Trigger, CircuitState]:
+TRIGGERS: Final = (
+    Trigger.TRIPPED,
+    Trigger.OPEN_ELAPSED,
+    Trigger.TRIALS_PASSED,
+    Trigger.TRIALS_FAILED,
+    Trigger.HALF_OPEN_EXPIRED,
+    Trigger.FORKED,
+    Trigger.RESET,
+    Trigger.FORCE_OPEN,
+    Trigger.DISABLE,
+    Trigger.RECORD_ONLY,
+)
+"""Every trigger."""
+
+
+def _manual(state: CircuitState) -> dict[str, CircuitState]:
     """The controls, from ``state``: asking for the state it is in is no transition."""
     manual = {
         Trigger.RESET: CLOSED,
@@ -98,7 +120,7 @@ def _manual(state: CircuitState) -> dict[Trigger, CircuitState]:
     return {trigger: to for trigger, to in manual.items() if to is not state or to is CLOSED}
 
 
-TRANSITIONS: Final[dict[CircuitState, dict[Trigger, CircuitState]]] = {
+TRANSITIONS: Final[dict[CircuitState, dict[str, CircuitState]]] = {
     CLOSED: {Trigger.TRIPPED: OPEN, **_manual(CLOSED)},
     OPEN: {Trigger.OPEN_ELAPSED: HALF_OPEN, **_manual(OPEN)},
     HALF_OPEN: {
