@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/peers.py [--rounds 25] [--sample-ms 10] [--gc] [--cpu-time]
                                [--json PATH] [--chart PATH] [--quick] [--only WORDS]
+                               [--baseline PATH] [--no-contention]
 
 It installs nothing: each peer is measured if it can be imported (``pip install -e
 '.[bench]'`` installs them all) and skipped with a note otherwise. The peers, each in
@@ -20,7 +21,21 @@ the scenarios it has:
   firing) and fallbacks (never used): hyx (asyncio) and pyresilience;
 * compositions of Fallback, CircuitBreaker, (Timeout,) Bulkhead: resilient's
   ``compose()``, the same policies stacked as decorators, pyresilience's one decorator
-  with the same four configs, and hyx's four decorators stacked (asyncio).
+  with the same four configs, and hyx's four decorators stacked (asyncio);
+* interlock-cb (breaker, and its ``Pipeline`` for the bulkhead, timeout, fallback and
+  compositions) and nopanic (breaker, retry, rate limit, bulkhead, timeout, fallback,
+  ``compose()``), in every scenario they have: ``peers_newer.py``;
+* the rate limiters limits, pyrate-limiter, throttled-py, limiter, aiolimiter and
+  token-bucket, in the four rate-limiter scenarios where they have them, with which of
+  them are thread-safe and exact (hyx's token bucket is neither: no lock):
+  ``peers_limiters.py``;
+* a full bulkhead's rejection (one slot, held by a parked call), for every bulkhead:
+  ``peers_full.py``.
+
+Each peer's guarded call is checked to go through its policy before it is timed: a
+breaker is tripped by failures, a rejected row must reject, and the newer peers' other
+policies are checked to act (a bulkhead refuses a nested call, a timeout fires, a
+fallback answers, a rate limiter admits its burst of one and refuses the next).
 
 Rows marked "(reference)" are not peers but the standard building block a policy uses
 or replaces, in a wrapper function (a decorator adds that frame too).
@@ -39,8 +54,14 @@ the bare call, and "bare raise" shows the floor of raising and catching one exce
 The one-retry scenarios call a function that fails every other call; their bare row is
 the same two attempts written by hand (``try: f(x) except: f(x)``).
 
+After the table, a section of its own (``contention.py``, left out with
+``--no-contention``) measures a contended bulkhead's time per call next to
+``threading.Semaphore`` and ``asyncio.Semaphore``.
+
 It prints the table (ns per call, overhead over the bare call, ratio to resilient's
-overhead), a PASS/FAIL line per target of the project, and writes the results as JSON
+overhead), a PASS/FAIL line per target of the project and per target of issue 16
+(``issue16_targets.py``; ``--baseline PATH`` reads an earlier run's JSON for the "0.7x
+today's" lines; the many-breakers target is ``scale.py``'s), and writes the results as JSON
 and, when matplotlib is installed, as a PNG bar chart. ``--quick`` takes a few tiny
 samples and writes no files unless asked (CI uses it as a smoke test: every case is
 built, checked and timed, and no timing is asserted).
@@ -82,6 +103,10 @@ from resilient import (
     compose,
 )
 
+if __name__ == "__main__":
+    # peers_newer.py and peers_limiters.py import this module by name: one copy, not two.
+    sys.modules.setdefault("peers", sys.modules[__name__])
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results.json"
 DEFAULT_CHART = ROOT / "docs" / "img" / "benchmarks.png"
@@ -107,6 +132,8 @@ RATE_REJECT_SYNC = "rate limiter, sync call, rejected"
 RATE_REJECT_ASYNC = "rate limiter, awaited (asyncio), rejected"
 BULKHEAD_SYNC = "bulkhead, sync call, uncontended"
 BULKHEAD_ASYNC = "bulkhead, awaited (asyncio), uncontended"
+BULKHEAD_FULL_SYNC = "bulkhead, sync call, full (rejected)"
+BULKHEAD_FULL_ASYNC = "bulkhead, awaited (asyncio), full (rejected)"
 TIMEOUT_SYNC = "timeout, sync call (runs in a worker thread)"
 TIMEOUT_ASYNC = "timeout, awaited (asyncio)"
 FALLBACK_SYNC = "fallback, sync call, no failure"
@@ -129,6 +156,8 @@ ORDER = [
     RATE_REJECT_ASYNC,
     BULKHEAD_SYNC,
     BULKHEAD_ASYNC,
+    BULKHEAD_FULL_SYNC,
+    BULKHEAD_FULL_ASYNC,
     TIMEOUT_SYNC,
     TIMEOUT_ASYNC,
     FALLBACK_SYNC,
@@ -139,7 +168,18 @@ ORDER = [
 ]
 POLICY_SCENARIOS = ORDER[4:]  # each with a bare row of its own, next to its cases
 ASYNC_SCENARIOS = frozenset(s for s in ORDER if "awaited" in s)
-REJECTING = frozenset((SYNC_OPEN, ASYNC_OPEN, RATE_REJECT_SYNC, RATE_REJECT_ASYNC))
+REJECTING = frozenset(
+    (
+        SYNC_OPEN,
+        ASYNC_OPEN,
+        RATE_REJECT_SYNC,
+        RATE_REJECT_ASYNC,
+        BULKHEAD_FULL_SYNC,
+        BULKHEAD_FULL_ASYNC,
+    )
+)
+# Built in peers_full.py, resilient's rows too: every slot of the bulkhead is held.
+FULL_SCENARIOS = (BULKHEAD_FULL_SYNC, BULKHEAD_FULL_ASYNC)
 BASELINE = {
     SYNC_CLOSED: (SYNC_CLOSED, "bare"),
     SYNC_OPEN: (SYNC_CLOSED, "bare"),
@@ -162,6 +202,14 @@ PEERS = (
     "tenacity",
     "stamina",
     "backoff",
+    "interlock-cb",
+    "nopanic",
+    "limits",
+    "pyrate-limiter",
+    "throttled-py",
+    "limiter",
+    "aiolimiter",
+    "token-bucket",
 )
 
 
@@ -482,6 +530,8 @@ def _pyresilience(loop: asyncio.AbstractEventLoop) -> list[Case]:
     )
     no_wait = pr.RetryConfig(max_attempts=3, delay=0.0, jitter=False)
     for scenario in POLICY_SCENARIOS:
+        if scenario in FULL_SCENARIOS:
+            continue  # peers_full.py
         fn = pick(scenario, ident, aident)
         if scenario in (RETRY_ONCE_SYNC, RETRY_ONCE_ASYNC):
             fn = pick(scenario, flaky(), aflaky())
@@ -642,9 +692,17 @@ def _policies(loop: asyncio.AbstractEventLoop) -> list[Case]:
             cases.append(
                 Case(scenario, "resilient", fallback(fn), verify=lambda f=fallback: _unused(f))
             )
+        elif scenario in FULL_SCENARIOS:
+            continue  # peers_full.py
         else:
             cases += _composition_cases(scenario)
     return cases
+
+
+def _full_bulkheads(loop: asyncio.AbstractEventLoop) -> list[Case]:
+    import peers_full  # noqa: PLC0415 -- it imports this module
+
+    return peers_full.resilient_cases(loop)
 
 
 def _unused(fallback: Fallback[Any]) -> None:
@@ -1025,6 +1083,26 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     return out
 
 
+def issue16(
+    rows: list[dict[str, Any]],
+    baseline: list[dict[str, Any]] | None,
+    contended: list[dict[str, Any]],
+) -> list[tuple[str, bool | None, str]]:
+    """The issue-16 lines: issue16_targets.py, and contention.py's when it ran."""
+    import contention  # noqa: PLC0415 -- they import this module
+    import issue16_targets  # noqa: PLC0415
+
+    lines = issue16_targets.targets(rows, baseline)
+    if contended:
+        lines += contention.targets(contended)
+    else:
+        lines.append(("issue 16: contended bulkhead", None, "not measured (--no-contention)"))
+    lines.append(
+        ("issue 16: many breakers flat within 1.3x", None, "measured by benchmarks/scale.py")
+    )
+    return lines
+
+
 def source() -> str:
     """The commit of the measured checkout, and whether ``src/`` differs from it."""
     root = Path(__file__).resolve().parent.parent
@@ -1087,6 +1165,15 @@ BUILDERS: tuple[tuple[str, Callable[[asyncio.AbstractEventLoop], list[Case]]], .
 )
 
 
+def builders() -> tuple[tuple[str, Callable[[asyncio.AbstractEventLoop], list[Case]]], ...]:
+    """Every peer's builder: this module's, then the newer toolkits' and the rate limiters'."""
+    import peers_full  # noqa: PLC0415 -- they import this module
+    import peers_limiters  # noqa: PLC0415
+    import peers_newer  # noqa: PLC0415
+
+    return BUILDERS + peers_newer.BUILDERS + peers_limiters.BUILDERS + peers_full.BUILDERS
+
+
 def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list[Case], list[str]]:
     """Every case of resilient, the references and the importable peers, in table order."""
     notes: list[str] = []
@@ -1097,12 +1184,14 @@ def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list
         Case(ASYNC_OPEN, "bare raise", aboom, BoomError),
         *_resilient(loop),
         *_policies(loop),
+        *_full_bulkheads(loop),
     ]
     references, reference_notes = _references(loop)
     cases += references
     notes += reference_notes
-    for name, builder in BUILDERS:
-        if only is not None and name not in only:
+    unimportable: set[str] = set()
+    for name, builder in builders():
+        if (only is not None and name not in only) or name in unimportable:
             continue
         try:
             with warnings.catch_warnings():
@@ -1112,6 +1201,7 @@ def build(loop: asyncio.AbstractEventLoop, only: list[str] | None) -> tuple[list
                 cases += builder(loop)
         except ImportError as exc:
             notes.append(f"{name} is not importable ({exc}): skipped (pip install -e '.[bench]').")
+            unimportable.add(name)  # its other builders (peers_full.py) too
             continue
         if name == "pybreaker":
             notes.append(pybreaker_async_check(loop))
@@ -1135,13 +1225,17 @@ def chart(rows: list[dict[str, Any]], info: dict[str, Any], path: Path) -> str:
         return "matplotlib is not installed: no chart (pip install matplotlib)."
     scenarios = [s for s in ORDER if any(r["scenario"] == s for r in rows)]
     # resilient in one colour, the references in grey, each peer in a colour of its own.
-    palette = iter([*(plt.get_cmap("tab10")(i) for i in (1, 2, 3, 4, 5, 6, 8, 9)), "black"])
+    # tab20 without its blues (resilient's) and greys (the references'): 16 colours, and black.
+    shades = (i for i in range(20) if i not in {0, 1, 14, 15})
+    palette = iter([*(plt.get_cmap("tab20")(i) for i in shades), "black"])
     colours = {peer: next(palette) for peer in PEERS}
 
     def colour(library: str) -> Any:
         if library.startswith("resilient"):
             return "tab:blue"
-        return colours.get(library.split(",", maxsplit=1)[0], "lightgrey")
+        # A row is named after its peer, maybe with a variant: "limits (fixed window)".
+        peer = max((p for p in PEERS if library.startswith(p)), key=len, default=None)
+        return "lightgrey" if peer is None else colours[peer]
 
     columns = 3
     lines = (len(scenarios) + columns - 1) // columns
@@ -1207,6 +1301,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PEER,...",
         help="measure resilient and these peers only (comma-separated names)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="PATH",
+        help="a JSON of an earlier run: the issue-16 '<= 0.7x the baseline' lines read it",
+    )
+    parser.add_argument(
+        "--no-contention",
+        action="store_true",
+        help="leave out the contended-bulkhead section (contention.py)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.sample_ms = 3, 0.2
@@ -1237,16 +1342,33 @@ def main(argv: list[str] | None = None) -> int:
         loop.close()
 
     rows = summarize(cases)
-    info["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    info["seconds"] = round(time.perf_counter() - started, 1)
+    measured = round(time.perf_counter() - started, 1)
     print(
         f"\n{len(cases)} cases, {args.rounds} rounds, samples of ~{args.sample_ms:g} ms, "
         f"gc {'on' if args.gc else 'off'}, {'CPU' if args.cpu_time else 'wall'} time, "
-        f"{info['seconds']:g} s\n"
+        f"{measured:g} s\n"
     )
     print_table(rows)
+    contended: list[dict[str, Any]] = []
+    if not args.no_contention:
+        import contention  # noqa: PLC0415 -- a section of its own, in its own module
+
+        contention_rounds = 1 if args.quick else max(3, args.rounds // 5)
+        print(
+            f"\n## Contended bulkhead: time per call, {contention_rounds} alternating rounds, "
+            f"{'CPU' if args.cpu_time else 'wall'} time decides (see contention.py)\n"
+        )
+        contended = contention.measure(
+            quick=args.quick, rounds=contention_rounds, cpu_time=args.cpu_time
+        )
+        contention.print_rows(contended)
+    info["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    info["seconds"] = round(time.perf_counter() - started, 1)
     print()
-    checks = targets(rows)
+    baseline = None
+    if args.baseline is not None:
+        baseline = json.loads(args.baseline.read_text())["results"]
+    checks = targets(rows) + issue16(rows, baseline, contended)
     for label, ok, detail in checks:
         verdict = "skip" if ok is None else ("PASS" if ok else "FAIL")
         print(f"[{verdict}] {label}: {detail}")
@@ -1261,8 +1383,10 @@ def main(argv: list[str] | None = None) -> int:
                 "gc": args.gc,
                 "cpu_time": args.cpu_time,
                 "only": only,
+                "baseline": None if args.baseline is None else str(args.baseline),
             },
             "results": rows,
+            "contention": contended,
             "targets": [{"target": t, "ok": ok, "detail": d} for t, ok, d in checks],
             "notes": notes,
         }

@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/scale.py [--quick] [--json PATH]
 
-1. **Breakers.** 1, 1,000 and 100,000 named breakers, each a ``CircuitBreaker`` with a
+1. **Breakers.** 1, 1,000, 10,000 and 100,000 named breakers, each a ``CircuitBreaker`` with a
    ``CountWindow(100)``, created in a ``resilient.Registry``. Memory per breaker is
    measured with ``tracemalloc`` (everything allocated while the registry is filled,
    divided by the count: the breaker, its windows, its name, the registry's entry); then
@@ -24,7 +24,10 @@ Usage::
    in flight together; the figure is wall time over calls, next to the bare call.
 
 Every figure is the median of ``--repeat`` runs, taken alternately with its bare
-baseline. ``--quick`` stops at 1,000 breakers, 4 threads and 100 tasks (a smoke test).
+baseline. ``--cpu-time`` times the breakers with the thread's CPU time (for a shared
+machine; the threads and tasks stay on wall time). The issue-16 line "flat within 1.3x"
+compares the overhead at each count with that at one breaker. ``--quick`` stops at 1,000
+breakers, 4 threads and 100 tasks (a smoke test).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from resilient import Bulkhead, CircuitBreaker, CountWindow, Registry
 DEFAULT_JSON = ROOT / "benchmarks" / "scale.json"
 WINDOW = 100
 TARGET_BYTES = 2048
+FLAT_LIMIT = 1.3  # issue 16: the overhead at 100,000 breakers within 1.3x of one breaker's
 
 
 # -- 1. many breakers ----------------------------------------------------------------
@@ -86,13 +90,26 @@ def traced_bytes(action: Callable[[], Any]) -> tuple[int, Any]:
         tracemalloc.stop()
 
 
+CLOCK = [time.perf_counter_ns]  # --cpu-time: the thread's CPU time instead
+
+
 def rotate(functions: list[Callable[[int], int]], passes: int) -> float:
     """ns per call, calling every function in turn ``passes`` times."""
-    start = time.perf_counter_ns()
+    clock = CLOCK[0]
+    start = clock()
     for _ in range(passes):
         for fn in functions:
             fn(1)
-    return (time.perf_counter_ns() - start) / (passes * len(functions))
+    return (clock() - start) / (passes * len(functions))
+
+
+def flat_within(rows: list[dict[str, Any]]) -> tuple[bool, str]:
+    """Issue 16: the CLOSED overhead at every count within FLAT_LIMIT of that at 1 breaker."""
+    first = rows[0]["overhead_ns"]
+    worst = max(rows, key=lambda r: r["overhead_ns"])
+    ratio = worst["overhead_ns"] / first
+    detail = ", ".join(f"{r['breakers']:,}: {r['overhead_ns']:,.0f} ns" for r in rows)
+    return ratio <= FLAT_LIMIT, f"{ratio:.2f}x at {worst['breakers']:,} ({detail})"
 
 
 def many_breakers(counts: Iterable[int], repeat: int) -> list[dict[str, Any]]:
@@ -330,17 +347,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
     parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time the breakers with the thread's CPU time instead of wall time (busy machine)",
+    )
+    parser.add_argument(
         "--json", type=Path, metavar="PATH", help=f"write the results here (default {DEFAULT_JSON})"
     )
     args = parser.parse_args(argv)
     if args.quick:
         counts, thread_levels, task_levels, calls, repeat = (1, 1_000), (1, 4), (1, 100), 2_000, 1
     else:
-        counts = (1, 1_000, 100_000)
+        counts = (1, 1_000, 10_000, 100_000)
         thread_levels = (1, 2, 4, 8, 16, 32, 64)
         task_levels = (1, 10, 100, 1_000, 10_000)
         calls, repeat = 100_000, args.repeat
         args.json = args.json or DEFAULT_JSON
+    if args.cpu_time:
+        CLOCK[0] = time.thread_time_ns
     info = machine()
     print(f"Python {info['python']}, {info['cpu']}, nproc={info['nproc']}, source {info['source']}")
     started = time.perf_counter()
@@ -355,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     per_breaker = breakers[-1]["bytes_per_breaker_after_calls"]
     verdict = "PASS" if per_breaker < TARGET_BYTES else "FAIL"
     print(f"\n[{verdict}] memory per breaker < {TARGET_BYTES:,} bytes: {per_breaker:,} bytes")
+    flat, detail = flat_within(breakers)
+    print(
+        f"[{'PASS' if flat else 'FAIL'}] issue 16: CLOSED overhead flat within {FLAT_LIMIT}x "
+        f"from 1 to {breakers[-1]['breakers']:,} breakers ({'CPU' if args.cpu_time else 'wall'} "
+        f"time): {detail}"
+    )
 
     print(f"\n## Threads sharing one policy ({calls:,} calls in all, split evenly)\n")
     threads = concurrency(
@@ -379,7 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         payload = {
             "machine": info,
-            "settings": {"repeat": repeat, "calls": calls, "window": WINDOW},
+            "settings": {
+                "repeat": repeat,
+                "calls": calls,
+                "window": WINDOW,
+                "cpu_time": args.cpu_time,
+            },
             "breakers": breakers,
             "breakdown": parts,
             "threads": threads,

@@ -65,7 +65,8 @@ class Other(Exception):
     """Matches neither: a success."""
 
 
-KINDS = ("ok", "fail", "other", "ignored", "cancel")
+KINDS = ("ok", "bad_result", "fail", "other", "ignored", "cancel")
+BAD = "bad result"  # a failure when the configuration sets record_result
 
 
 class FakeTime:
@@ -92,6 +93,7 @@ class Config:
     open_duration: float | tuple[float]  # a 1-tuple: the base of a linear backoff
     half_open_calls: int
     half_open_max_duration: float | None
+    record_result: bool
 
     def duration(self, attempt: int) -> float:
         if isinstance(self.open_duration, tuple):
@@ -113,7 +115,7 @@ class Config:
             half_open_max_duration=self.half_open_max_duration,
             record=Boom,
             ignore=Ignored,
-            record_result=None,
+            record_result=(lambda result: result == BAD) if self.record_result else None,
             clock=time,  # a core only reads the time
         )
 
@@ -129,6 +131,7 @@ configs = st.builds(
     open_duration=quarters(0, 12) | st.tuples(st.sampled_from([0.5, 1.0, 2.0])),
     half_open_calls=st.integers(1, 4),
     half_open_max_duration=st.none() | quarters(1, 12),
+    record_result=st.booleans(),
 )
 
 
@@ -235,7 +238,8 @@ class Model:
             self.totals["ignored"] += 1
             self.give_back(call)
             return
-        failed = kind == "fail"  # "other" matches neither record nor ignore: a success
+        # "other" matches neither record nor ignore: a success.
+        failed = kind == "fail" or (kind == "bad_result" and self.config.record_result)
         self.totals["failed" if failed else "ok"] += 1
         slow_after = self.config.slow_call_duration
         slow = slow_after is not None and duration > slow_after
@@ -313,14 +317,14 @@ class CoreMachine(RuleBasedStateMachine):
         core, ticket = self.core, call.ticket
         if kind == "cancel":
             core.on_cancel(ticket)
-        elif kind == "ok":
-            core.on_success(ticket, "ok", duration)
+        elif kind in ("ok", "bad_result"):
+            core.on_success(ticket, BAD if kind == "bad_result" else "ok", duration)
         else:
             exc = {"fail": Boom, "other": Other, "ignored": Ignored}[kind]()
             core.on_error(ticket, exc, duration)
 
-    # Calls that end at once get two rules of six, calls held in flight two more, so that
-    # runs reach the automatic transitions; the controls, which undo them, are one rule.
+    # Calls that end at once get three rules of seven, calls held in flight two more, so
+    # that runs reach the automatic transitions; the controls, which undo them, are one.
     @rule(kind=st.sampled_from(KINDS), duration=quarters(0, 6))
     def call(self, kind: str, duration: float) -> None:
         self.end(self.start(), kind, duration)
@@ -328,6 +332,10 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(duration=quarters(0, 6))
     def fail(self, duration: float) -> None:
         self.end(self.start(), "fail", duration)
+
+    @rule(duration=quarters(0, 2))
+    def succeed(self, duration: float) -> None:
+        self.end(self.start(), "ok", duration)
 
     @rule(target=calls)
     def admit(self) -> Call | None:

@@ -193,7 +193,10 @@ def test_sync_timeout_works_in_a_child_after_busy_workers() -> None:
 
 
 def test_abandoned_calls_of_the_parent_are_not_counted_in_a_child() -> None:
-    timeout = Timeout(0.01, max_workers=1)
+    # Long enough that the child's call (which starts a worker thread in a freshly
+    # forked process) never runs out of time on a loaded machine; the parent's call
+    # waits it out once.
+    timeout = Timeout(1.0, max_workers=1)
     release = threading.Event()
     with pytest.raises(resilient.TimeoutExceededError):
         timeout.call(release.wait)

@@ -290,3 +290,24 @@ async def test_async_redis_down_falls_back(own_server: Server) -> None:
     await core.give_back_async("999")  # a shared token during the outage: kept, no trip
     assert store.metrics().errors == 1
     await store.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_slow_server_costs_an_async_caller_about_op_timeout(own_server: Server) -> None:
+    import redis.asyncio  # noqa: PLC0415
+
+    store = RedisStore(redis.asyncio.Redis(port=own_server.port), namespace="aslow")
+    core = shared(store, 1000)
+    await core.reserve_async()  # connected, script loaded
+    raw = asleep(own_server, 0.5)
+    try:
+        started = time.monotonic()
+        delay, token = await core.reserve_async()
+        took = time.monotonic() - started
+    finally:
+        raw.close()
+    assert (delay, isinstance(token, int)) == (0, True)  # decided locally
+    assert store.metrics().errors == 1
+    assert isinstance(store.last_error, redis.TimeoutError)
+    assert took < 0.4  # op_timeout is 0.05 s; DEBUG SLEEP is 0.5 s
+    await store.aclose()

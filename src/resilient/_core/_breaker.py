@@ -6,6 +6,11 @@ never sleeps, never awaits and never runs the user's function; the adapters in
 ``_breaker.py`` do that and report back through :meth:`BreakerCore.on_success`,
 :meth:`~BreakerCore.on_error` and :meth:`~BreakerCore.on_cancel`.
 
+Transitions are data: ``_breaker_state.TRANSITIONS`` lists, for each state, the
+triggers it accepts and where each leads, and :meth:`BreakerCore._fire` is the one
+method that changes state (a test checks that no other code writes it). The checks of
+the options live in ``_breaker_options``.
+
 Concurrency: state is guarded by one lock that is never held across a user call or a
 listener. Each stay in a state is an :class:`Epoch`; admission (``_free``, else
 :meth:`~BreakerCore.admit_checked`) hands the caller the current epoch as its ticket,
@@ -58,10 +63,7 @@ from resilient._core._events import (
 )
 from resilient._core._fork import new_lock
 from resilient._core._outcome import NO_RESULT
-from resilient._core._validate import (
-    check_duration,
-    check_name,
-)
+from resilient._core._validate import check_duration, check_name
 from resilient._core._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
 if TYPE_CHECKING:
