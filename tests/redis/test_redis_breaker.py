@@ -577,3 +577,29 @@ def test_a_pipelined_flush_that_fails_marks_every_breaker_of_the_batch(
     store._breakers._restart_in_child()
     assert store._breakers._thread is None
     store.close()
+
+
+def test_a_process_hears_of_a_transition_through_pub_sub(
+    redis_server: Server, namespace: str
+) -> None:
+    # Real sync threads, and a poll far beyond the wait: only the notification can tell.
+    def make() -> tuple[RedisStore, CircuitBreaker]:
+        store = RedisStore(
+            redis.Redis(port=redis_server.port),
+            namespace=namespace,
+            op_timeout=1.0,
+            flush_interval=0.02,
+            poll_interval=3600,
+        )
+        return store, CircuitBreaker("dep", window=CountWindow(10), minimum_calls=5, store=store)
+
+    (store_a, a), (store_b, b) = make(), make()
+    deadline = time.monotonic() + 10
+    while store_b._breakers._pubsub is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # b's thread subscribing
+    fail(a, 5)  # a trips on its own; its thread sends the compare-and-set
+    while b.state is not CircuitState.OPEN and time.monotonic() < deadline:
+        time.sleep(0.01)  # b's thread hearing of it
+    assert b.state is CircuitState.OPEN
+    store_a.close()
+    store_b.close()
