@@ -603,3 +603,17 @@ def test_a_process_hears_of_a_transition_through_pub_sub(
     assert b.state is CircuitState.OPEN
     store_a.close()
     store_b.close()
+
+
+def test_slow_calls_of_the_fleet_open_every_process(fleet: Maker) -> None:
+    clocks = [ManualClock(), ManualClock()]
+    a, b = (
+        fleet(clock=clock, slow_call_duration=0.5, slow_call_rate_threshold=0.5) for clock in clocks
+    )
+    for breaker, clock in zip((a, b), clocks, strict=True):
+        for _ in range(5):  # fewer than minimum_calls (10) in either process
+            breaker.call(lambda clock=clock: clock.advance(1))  # a slow success
+    assert (a.state, b.state) == (CircuitState.CLOSED, CircuitState.CLOSED)
+    sync(a, b)  # 10 calls, 10 slow in the shared window
+    sync(a)
+    assert (a.state, b.state) == (CircuitState.OPEN, CircuitState.OPEN)

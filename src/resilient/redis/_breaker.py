@@ -123,6 +123,7 @@ class SharedBreakerCore(BreakerCore):
         "_pending_control",
         "_refused_until",
         "_settings",
+        "_slow_calls",
         "_store",
         "_sync",
         "_version",
@@ -159,7 +160,10 @@ class SharedBreakerCore(BreakerCore):
         self._leases: weakref.WeakKeyDictionary[Trial, tuple[str, int]] = (
             weakref.WeakKeyDictionary()
         )
-        self._flushed = (0, 0)
+        self._flushed = (0, 0, 0)
+        # Slow calls are counted here (the local core keeps no total of them): they
+        # only ever take the locked path, which this class already sees.
+        self._slow_calls = itertools.count()
         self._next_poll = 0.0
         self._down_at: float | None = None
         self._pending_control: str | None = None
@@ -296,6 +300,8 @@ class SharedBreakerCore(BreakerCore):
         result: Any,
         slot: int | None = None,
     ) -> None:
+        if outcome & SLOW:
+            next(self._slow_calls)  # one C call: atomic
         lease = self._leases.pop(ticket, None) if type(ticket) is Trial else None
         super()._finish(ticket, outcome, duration, exc, result, slot)
         if lease is not None:
@@ -385,11 +391,12 @@ class SharedBreakerCore(BreakerCore):
             downtime = time.monotonic() - since
             self.emit(StoreRecovered(self.name, KIND, self._store.description, downtime))
 
-    def _totals(self) -> tuple[int, int]:
+    def _totals(self) -> tuple[int, int, int]:
+        """Calls, failures and slow calls since creation (the running totals)."""
         with self._lock:
             successes, failures = self._locked_outcomes
             successes += counted(self._claims) - self._locked_claims
-        return successes + failures, failures
+        return successes + failures, failures, counted(self._slow_calls)
 
     def _sync_round(self, now: float, notified: bool) -> Flush | None:
         """The store thread's turn: send a waiting decision, or poll, or flush.
@@ -416,22 +423,21 @@ class SharedBreakerCore(BreakerCore):
                         self._version = int(reply[1])
             self.adopt(reply)
             return None
-        calls, failures = self._totals()
-        sent_calls, sent_failures = self._flushed
-        fresh, bad = calls - sent_calls, failures - sent_failures
+        totals = self._totals()
+        fresh, bad, slow = (total - sent for total, sent in zip(totals, self._flushed, strict=True))
         if fresh and self._state is CLOSED and self._down_at is None:
             store = self._store
             width = max(self._window_ms // store.breaker_buckets, 1)
             args = (
                 str(fresh),
                 str(bad),
-                "0",
+                str(slow),
                 str(width),
                 str(store.breaker_buckets),
                 str(self._minimum_calls),
             )
-            return Flush(self, args, (calls, failures))
-        self._flushed = (calls, failures)  # outcomes of other states are not the fleet's
+            return Flush(self, args, totals)
+        self._flushed = totals  # outcomes of other states are not the fleet's
         if notified or now >= self._next_poll or self._down_at is not None:
             reply = self._step("read", ())
             if reply is not None:
@@ -452,7 +458,7 @@ class Flush:
     __slots__ = ("args", "core", "totals")
 
     def __init__(
-        self, core: SharedBreakerCore, args: tuple[str, ...], totals: tuple[int, int]
+        self, core: SharedBreakerCore, args: tuple[str, ...], totals: tuple[int, int, int]
     ) -> None:
         self.core = core
         self.args = args
