@@ -349,7 +349,7 @@ class BreakerCore(BreakerReadouts, EventSource):
         for event in events:
             if isinstance(event, _events.StateTransition):
                 log_transition(event)
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+        if self.observed():
             for event in events:
                 if not isinstance(event, _OpenFor):
                     self.emit(event)
@@ -378,7 +378,9 @@ class BreakerCore(BreakerReadouts, EventSource):
                 else:
                     first = next(self._rejections) == self._rejections_base
                 error = CircuitOpenError._quick(self.name, open_until - now, OPEN)
-                if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS or first:
+                # EventSource.observed(), inlined: the path every caller takes while a
+                # dependency is down, where the call would cost 4% (50 ns in 1.25 us).
+                if first or self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
                     self._report_rejection(error, None, first=first)
                 return error
         events: list[Event | _OpenFor] = []
@@ -437,7 +439,7 @@ class BreakerCore(BreakerReadouts, EventSource):
     def _report_rejection(
         self, error: CircuitOpenError, events: list[Event | _OpenFor] | None, *, first: bool
     ) -> None:
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+        if self.observed():
             events = [*(events or ()), _events.CallRejected(self.name, KIND, error)]
         # Logged once per stay in a rejecting state, not per call: an open breaker may
         # refuse thousands of calls a second, each counted in metrics() and, for those
