@@ -62,4 +62,4 @@ def test_the_listener_test_is_written_once() -> None:
             if "GLOBAL_LISTENERS or NOTABLE_LISTENERS" in line:
                 inlined = "EventSource.observed(), inlined" in before
                 sites.append((path.relative_to(src).as_posix(), inlined))
-    assert sites == [("_core/_breaker.py", True), ("_core/_events.py", False)]
+    assert sites == [("_core/_breaker_calls.py", True), ("_core/_events.py", False)]
