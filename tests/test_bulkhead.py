@@ -1075,3 +1075,39 @@ def test_release_survives_a_waiter_whose_asyncio_loop_was_closed() -> None:
         if live.ident is not None:
             live.join(WAIT)
     assert b.metrics() == BulkheadMetrics(1, 0, 0, 0, 1)
+
+
+def test_the_low_water_mark_is_written_in_one_place() -> None:
+    # Issue 14: the mark behind max_observed was written by every fast path (the step,
+    # the with block, both guards, the compose template). The core keeps it, in took();
+    # the fast paths only compare against it, and tell the core when below.
+    import ast  # noqa: PLC0415 -- this test alone parses the sources
+
+    src = Path(resilient.__file__).parent
+    writers = []
+    for path in sorted(src.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                for inner in ast.walk(node):
+                    targets = (
+                        inner.targets
+                        if isinstance(inner, ast.Assign)
+                        else [inner.target]
+                        if isinstance(inner, (ast.AugAssign, ast.AnnAssign))
+                        else []
+                    )
+                    writers.extend(
+                        f"{path.relative_to(src).as_posix()}:{node.name}"
+                        for target in targets
+                        if isinstance(target, ast.Attribute) and target.attr == "_low_water"
+                    )
+        # The generated runners' source is text: it may read the mark, never set it.
+        if path.relative_to(src).as_posix() != "_core/_bulkhead.py":
+            assert "_low_water =" not in text, path
+    assert sorted(writers) == ["_core/_bulkhead.py:__init__", "_core/_bulkhead.py:took"]
+    b = Bulkhead(3)
+    with b, b:
+        pass
+    assert b.metrics().max_observed == 2

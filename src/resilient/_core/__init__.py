@@ -6,7 +6,8 @@ other, nothing else (``tests/test_layers.py`` checks it), so the same state mach
 serves the sync and the async adapters in ``resilient._policies``, and a test can drive
 it with plain numbers for times.
 
-``_breaker`` (with ``_breaker_state``, ``_window``, ``_breaker_timing``,
+``_breaker`` (with ``_breaker_calls``, ``_breaker_state``, ``_window``,
+``_breaker_timing``,
 ``_breaker_metrics``), ``_bulkhead``, ``_gcra`` (rate limiters), ``_retry`` (with
 ``_wait`` and ``_budget``), ``_timeout``, ``_fallback``; and what they share:
 ``_clock`` (the ``Clock`` protocol), ``_errors``, ``_events`` (listeners; the record

@@ -27,6 +27,7 @@ __all__ = [
     "TRIGGERS",
     "CircuitState",
     "Epoch",
+    "OpenFor",
     "TransitionError",
     "Trial",
     "TrialRef",
@@ -204,3 +205,14 @@ class TrialRef(weakref.ref):  # type: ignore[type-arg]
     def __init__(self, trial: Trial, callback: Callable[[TrialRef], None]) -> None:
         super().__init__(trial, callback)  # type: ignore[call-arg]
         self.epoch = trial.epoch
+
+
+class OpenFor:
+    """Queued with the events: ask a callable ``open_duration`` once the lock is released."""
+
+    __slots__ = ("at", "attempt", "epoch")
+
+    def __init__(self, epoch: Epoch, at: float, attempt: int) -> None:
+        self.epoch = epoch
+        self.at = at
+        self.attempt = attempt

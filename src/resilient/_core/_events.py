@@ -170,6 +170,15 @@ class EventSource:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
+    def observed(self) -> bool:
+        """Whether anyone hears this policy's events: its own or process-wide listeners.
+
+        Asked before an event record is built, so that nobody pays for one that nobody
+        hears. (A breaker's successful and ignored calls are not notable: they skip the
+        span events' NOTABLE_LISTENERS, and test the other two alone.)
+        """
+        return bool(self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS)
+
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to this policy's listeners, then to the process-wide ones."""
         for listener in (*self._listeners, *GLOBAL_LISTENERS, *NOTABLE_LISTENERS):

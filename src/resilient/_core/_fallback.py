@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Final
 
-from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, EventSource, FallbackUsed
+from resilient._core._events import EventSource, FallbackUsed
 from resilient._core._fork import new_lock
 from resilient._core._validate import check_name, check_result_predicate, compile_matcher
 
@@ -102,7 +102,7 @@ class FallbackCore(EventSource):
         """
         with self._lock:
             self.used += 1
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+        if self.observed():
             self.emit(FallbackUsed(self.name, KIND, exc, result))
         replaced = exc if exc is not None else result
         if call is None:

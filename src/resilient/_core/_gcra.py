@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from resilient._core._clock import Clock
 from resilient._core._errors import RateLimitedError
-from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
+from resilient._core._events import CallRejected, EventSource
 from resilient._core._fork import new_lock
 from resilient._core._validate import (
     MAX_KEYS,
@@ -170,7 +170,7 @@ class GcraCore(EventSource):
             policy=self.name,
             retry_after=retry_after,
         )
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+        if self.observed():
             self.emit(CallRejected(self.name, KIND, error))
         return error
 

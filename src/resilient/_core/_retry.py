@@ -33,8 +33,6 @@ from resilient._core._budget import RetryBudget, RetryThrottle
 from resilient._core._clock import Clock
 from resilient._core._errors import CircuitOpenError, MisuseError, RejectedError
 from resilient._core._events import (
-    GLOBAL_LISTENERS,
-    NOTABLE_LISTENERS,
     EventSource,
     RetriesExhausted,
     RetryScheduled,
@@ -260,7 +258,7 @@ class RetryCore(EventSource):
         attempts = self.attempts if cap is None else min(self.attempts, cap)
         schedule = self._new_schedule()
         budget = self.budget
-        observed = self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS
+        observed = self.observed()
         attempt = 1
         reason = "attempts"
         while attempt < attempts:
@@ -338,7 +336,7 @@ class RetryCore(EventSource):
             exc_info=wait_error,
         )
         self._count(_STOPPED)
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+        if self.observed():
             self.emit(RetriesExhausted(self.name, KIND, attempt, "wait_failed", exc, result))
 
     def metrics(self) -> RetryMetrics:

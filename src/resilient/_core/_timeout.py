@@ -13,8 +13,6 @@ from resilient._core._atomic import new_counter
 from resilient._core._clock import Clock
 from resilient._core._errors import TimeoutExceededError, WorkersExhaustedError
 from resilient._core._events import (
-    GLOBAL_LISTENERS,
-    NOTABLE_LISTENERS,
     CallRejected,
     CallTimedOut,
     EventSource,
@@ -90,7 +88,7 @@ class TimeoutCore(EventSource):
             policy=self.name,
             seconds=seconds,
         )
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+        if self.observed():
             self.emit(CallTimedOut(self.name, KIND, seconds, abandoned))
         return error
 
@@ -105,6 +103,6 @@ class TimeoutCore(EventSource):
             "the call was not started",
             policy=self.name,
         )
-        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+        if self.observed():
             self.emit(CallRejected(self.name, KIND, error))
         return error

@@ -107,10 +107,15 @@ class Block:
         step = policy._cm_step(policy._sync_step(), "with")
         token = step.enter()
         if type(token) is Wait:
-            token = step.enter_wait(token)
+            return self._wait(step, token)
         self._step = step
         self._token = token
         self._state = ENTERED
+        return None
+
+    # The sync and async twins below differ only in async/await and names
+    # (tests/test_twins.py): aenter() admits at once and returns an awaitable that is
+    # already over, or the coroutine that waits.
 
     def aenter(self) -> Awaitable[None]:
         """As :meth:`enter` for ``async with``; the awaitable waits, if the step must."""
@@ -123,6 +128,12 @@ class Block:
         self._token = token
         self._state = ENTERED
         return FINISHED
+
+    def _wait(self, step: Step, wait: Wait) -> None:
+        token = step.enter_wait(wait)
+        self._step = step
+        self._token = token
+        self._state = ENTERED
 
     async def _wait_async(self, step: Step, wait: Wait) -> None:
         token = await step.enter_wait_async(wait)

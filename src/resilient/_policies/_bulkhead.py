@@ -10,7 +10,6 @@ from resilient._core._bulkhead import KIND, BulkheadCore, BulkheadMetrics, SlotC
 from resilient._core._outcome import PASS
 from resilient._core._validate import Duration
 from resilient._policies._block import DONE, ENTERED, FINISHED, Block, block_exits
-from resilient._policies._decorate import COROUTINE, refuse_coroutine
 from resilient._policies._pipeline import WAIT, Wait
 from resilient._policies._policy import CorePolicy
 from resilient._waiting._waiters import AsyncioWaiter, ThreadWaiter, TrioWaiter, async_waiter
@@ -36,21 +35,10 @@ class _BulkheadStep:
         return ThreadWaiter, self.wait_for, self._core.leave
 
     def enter(self) -> Any:
-        core = self._core
-        slots = core._slots
-        try:
-            slots.pop()
-            free = len(slots)
-            if free < core._low_water:
-                core._low_water = free
-        except IndexError:
-            return WAIT
-        except BaseException:  # pragma: no cover - tests/test_interrupts.py (no tracer)
-            # A signal handler raised at a call after the pop (the interpreter checks
-            # for signals after a call, not before): the slot is ours to give back.
-            slots.append(True)
-            raise
-        return None
+        return None if self._core.take() else WAIT
+
+    # wait_for/wait_for_async and enter_wait/enter_wait_async are twins, the same code
+    # apart from async/await (tests/test_twins.py): change both or neither.
 
     def wait_for(self, waiter: ThreadWaiter) -> None:
         """Return once ``waiter`` holds a slot (``waiter.granted``), or raise the rejection.
@@ -122,9 +110,8 @@ class _SlotBlock(Block):
         claim.held = True  # no call between this and the pop: see SlotClaim
         try:
             slots.pop()
-            free = len(slots)
-            if free < core._low_water:
-                core._low_water = free
+            if len(slots) < core._low_water:
+                core.took(len(slots))
         except IndexError:
             claim.held = False
             return claim
@@ -137,10 +124,22 @@ class _SlotBlock(Block):
         self._state = ENTERED
         return None
 
+    # The sync and async twins below differ only in async/await and names
+    # (tests/test_twins.py).
+
     def enter(self) -> None:
         claim = self._take()
         if claim is None:
-            return
+            return None
+        return self._wait_for_slot(claim)
+
+    def aenter(self) -> Awaitable[None]:
+        claim = self._take()
+        if claim is None:
+            return FINISHED
+        return self._wait_for_slot_async(claim)
+
+    def _wait_for_slot(self, claim: SlotClaim) -> None:
         waiter = claim.waiter = ThreadWaiter()  # the claim answers for the waiter too
         try:
             self._policy._step.wait_for(waiter)  # type: ignore[attr-defined]
@@ -155,13 +154,7 @@ class _SlotBlock(Block):
         waiter.granted = False
         self._state = ENTERED
 
-    def aenter(self) -> Awaitable[None]:
-        claim = self._take()
-        if claim is None:
-            return FINISHED
-        return self._wait_for_slot(claim)
-
-    async def _wait_for_slot(self, claim: SlotClaim) -> None:
+    async def _wait_for_slot_async(self, claim: SlotClaim) -> None:
         waiter = claim.waiter = async_waiter()
         try:
             await self._policy._step.wait_for_async(waiter)  # type: ignore[attr-defined]
@@ -234,104 +227,12 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     def _async_step(self) -> _BulkheadStep:
         return self._step
 
-    # Alone, the bulkhead gets guards of its own: the step's logic written flat, since
-    # an uncontended call should cost a deque pop and append, not a pipeline. A signal
-    # handler may raise at any call (KeyboardInterrupt, a SIGALRM timeout), so a slot is
-    # taken and given back by a C call (deque.pop/append) inside the frame's `try`, not
-    # by a Python function, whose first line could be interrupted before it acted.
-
-    def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        core = self._core
-        slots, waiters, lock = core._slots, core._waiters, core._lock
-        hand_off, released = core._hand_off, core._released
-        wait_for = self._step.wait_for
-        coroutine = COROUTINE  # a closure variable reads faster than a global
-
-        def waited(args: Any, kwargs: Any) -> Any:
-            waiter = ThreadWaiter()
-            try:
-                wait_for(waiter)
-                result = fn(*args, **kwargs)
-                if type(result) is coroutine:
-                    refuse_coroutine(fn, result)
-                return result
-            finally:
-                with lock:  # core.leave(waiter), inlined for the reason above
-                    if waiter.granted:
-                        waiter.granted = False
-                        slots.append(True)
-                        next(released)
-                    elif waiter in waiters:
-                        waiters.remove(waiter)
-                if waiters:
-                    hand_off()
-
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                slots.pop()
-                free = len(slots)
-                if free < core._low_water:
-                    core._low_water = free
-            except IndexError:
-                return waited(args, kwargs)
-            except BaseException:  # raised at a call after the pop: the slot is ours
-                slots.append(True)
-                raise
-            try:
-                result = fn(*args, **kwargs)
-                if type(result) is coroutine:
-                    refuse_coroutine(fn, result)
-            finally:
-                slots.append(True)
-                next(released)
-                if waiters:
-                    hand_off()
-            return result
-
-        return guarded
-
-    def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        core = self._core
-        slots, waiters, lock = core._slots, core._waiters, core._lock
-        hand_off, released = core._hand_off, core._released
-        wait_for = self._step.wait_for_async
-
-        async def waited(args: Any, kwargs: Any) -> Any:
-            waiter = async_waiter()
-            try:
-                await wait_for(waiter)
-                return await fn(*args, **kwargs)
-            finally:
-                with lock:  # core.leave(waiter), inlined
-                    if waiter.granted:
-                        waiter.granted = False
-                        slots.append(True)
-                        next(released)
-                    elif waiter in waiters:
-                        waiters.remove(waiter)
-                if waiters:
-                    hand_off()
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                slots.pop()
-                free = len(slots)
-                if free < core._low_water:
-                    core._low_water = free
-            except IndexError:
-                return await waited(args, kwargs)
-            except BaseException:  # raised at a call after the pop: the slot is ours
-                slots.append(True)
-                raise
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                slots.append(True)
-                next(released)
-                if waiters:
-                    hand_off()
-
-        return guarded
+    # Alone, as in a composition, the bulkhead runs the code compose generates from
+    # its step (_pipeline._slot_level): a deque pop and append in the runner's own frame,
+    # one source for sync and async. A signal handler may raise at any call
+    # (KeyboardInterrupt, a SIGALRM timeout), so a slot is taken and given back by a C
+    # call inside the frame's `try`, not by a Python function, whose first line could be
+    # interrupted before it acted.
 
     @property
     def max_concurrent(self) -> int:

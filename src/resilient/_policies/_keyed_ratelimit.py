@@ -76,6 +76,10 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
         else:
             self._core = bind_store(store, "keyed_rate_limiter")(options, max_keys)
 
+    # acquire/acquire_async and the two wraps are twins, the same code apart from
+    # async/await and the async side's hand-over to a shared store's awaited round trip
+    # (a sync caller's store answers inside reserve()): tests/test_twins.py checks it.
+
     def acquire(self, key: Hashable) -> None:
         """Take a slot for ``key``, waiting up to ``max_wait``; raise if refused."""
         delay, tat = self._core.reserve(key)
@@ -110,7 +114,8 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
                 raise
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        key, acquire = self._key, self.acquire
+        key = self._key
+        acquire = self.acquire
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             acquire(key(*args, **kwargs))

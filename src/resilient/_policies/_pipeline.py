@@ -106,13 +106,18 @@ class SlotPool(Protocol):
     land, inside a ``try`` of the runner's frame that knows the slot is held.
     """
 
+    # Bound by the runners as closure variables, so never replaced (a fork's reset
+    # changes them in place):
     _slots: Any  # collections.deque[bool]
     _waiters: Any  # collections.deque[Waiter]
-    _lock: Any  # threading.Lock
-    _low_water: int
     _released: Any  # itertools.count[int]: slots given back (admitted = these + in flight)
+    _low_water: int  # the fewest slots ever free: below it, the runner calls took()
 
     def _hand_off(self) -> None: ...
+
+    def took(self, free: int) -> None:
+        """Keep the low-water mark: ``free`` slots were left by a taker."""
+        ...
 
 
 def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
@@ -121,42 +126,34 @@ def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
     The exit is a ``finally`` that gives the slot back: a bulkhead never changes the
     call's outcome, so ``exit_ok``/``exit_error``/``exit_cancel`` would all do just that.
     A caller that had to wait holds its slot while ``k{i}.granted`` is set (under the
-    pool's lock), so an interrupt at any point of the wait leaves the truth there.
+    pool's lock), so an interrupt at any point of the wait leaves the truth there (and
+    ``l{i}``, the pool's ``leave``, acts on it); once the wait is over, the slot passes
+    from the waiter to this frame with no call in between, and leaves as any other.
     """
     enter = [
         f"{pad}try:",
         f"{pad}    s{i}.pop()",
         f"{pad}    if len(s{i}) < c{i}._low_water:",
-        f"{pad}        c{i}._low_water = len(s{i})",
+        f"{pad}        c{i}.took(len(s{i}))",
         f"{pad}except IndexError:",
         f"{pad}    k{i} = n{i}()",
         f"{pad}    try:",
         f"{pad}        {aw}w{i}(k{i})",
+        f"{pad}        k{i}.granted = False",
         f"{pad}    except BaseException:",
         f"{pad}        l{i}(k{i})",
         f"{pad}        raise",
         f"{pad}except BaseException:",
         f"{pad}    s{i}.append(True)",
         f"{pad}    raise",
-        f"{pad}else:",
-        f"{pad}    k{i} = None",
         f"{pad}try:",
     ]
     exit_ = [
         f"{pad}finally:",
-        f"{pad}    if k{i} is None:",
-        f"{pad}        s{i}.append(True)",
-        f"{pad}        next(c{i}._released)",
-        f"{pad}    else:",
-        f"{pad}        with c{i}._lock:",
-        f"{pad}            if k{i}.granted:",
-        f"{pad}                k{i}.granted = False",
-        f"{pad}                s{i}.append(True)",
-        f"{pad}                next(c{i}._released)",
-        f"{pad}            elif k{i} in c{i}._waiters:",
-        f"{pad}                c{i}._waiters.remove(k{i})",
-        f"{pad}    if c{i}._waiters:",
-        f"{pad}        c{i}._hand_off()",
+        f"{pad}    s{i}.append(True)",
+        f"{pad}    next(r{i})",
+        f"{pad}    if q{i}:",
+        f"{pad}        h{i}()",
     ]
     return enter, exit_
 
@@ -196,7 +193,7 @@ def _runner_source(
     pools = pools or (False,) * n
     gates = gates or (False,) * n
     names = ", ".join(
-        f"s{i}, c{i}, n{i}, w{i}, l{i}"
+        f"s{i}, c{i}, r{i}, q{i}, h{i}, n{i}, w{i}, l{i}"
         if pools[i]
         else f"a{i}, o{i}, w{i}"
         if gates[i]
@@ -309,7 +306,7 @@ def _runner(
     for step in steps:
         pool = getattr(step, "pool", None)
         if pool is not None:
-            hooks += (pool._slots, pool)
+            hooks += (pool._slots, pool, pool._released, pool._waiters, pool._hand_off)
             hooks += step.slot_hooks(is_async)  # type: ignore[attr-defined]
             continue
         gate_hooks = getattr(step, "gate_hooks", None)

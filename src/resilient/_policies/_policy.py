@@ -122,10 +122,11 @@ class Policy:
             # Adopted: whether its enter succeeds or raises, no later __enter__ may take
             # it (an exception kept with its traceback would keep it alive).
             block._state = DONE
-            block.enter()
-        else:
-            self._stack_enter()
+            return block.enter()
+        return self._stack_enter()
 
+    # The twin of __enter__ (tests/test_twins.py): its work is done before it returns
+    # the awaitable, so it is no coroutine function itself (see _block.FINISHED).
     def __aenter__(self) -> Awaitable[None]:
         block = PENDING.ref()
         if block is not None and block._policy is self and block._state == FRESH:

@@ -28,14 +28,13 @@ every call is one round trip, awaited by async callers (:class:`_SharedAsyncStep
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 from resilient._core._clock import Clock
 from resilient._core._gcra import KIND, NS, RateLimiterCore, RateLimiterMetrics
 from resilient._core._outcome import PASS
 from resilient._core._validate import Duration
-from resilient._policies._decorate import COROUTINE, refuse_coroutine
 from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy
 from resilient._waiting._clock import MONOTONIC, resolve_clock
@@ -97,6 +96,8 @@ class _RateLimiterStep:
         """After ``admit()`` said no: reserve a slot to wait for, or raise the refusal."""
         delay, tat = self._core.reserve()
         return None if delay == 0 else Wait(delay / NS, tat)
+
+    # enter_wait/enter_wait_async are twins (tests/test_twins.py).
 
     def enter_wait(self, wait: Wait) -> None:
         try:
@@ -206,35 +207,9 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
     def _async_step(self) -> Any:
         return self._async
 
-    # Alone, the limiter gets guards of its own: an admitted call pays for one lock and
-    # one clock read, not for a pipeline; the outcome of the call does not matter.
-
-    def _sync_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        admit, over_the_rate, enter_wait = self._step.gate_hooks(is_async=False)
-
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            if not admit():
-                wait = over_the_rate()
-                if wait is not None:
-                    enter_wait(wait)
-            result = fn(*args, **kwargs)
-            if type(result) is COROUTINE:
-                refuse_coroutine(fn, result)
-            return result
-
-        return guarded
-
-    def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        admit, over_the_rate, enter_wait = self._async.gate_hooks(is_async=True)
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:
-            if not admit():
-                wait = over_the_rate()
-                if wait is not None:
-                    await enter_wait(wait)
-            return await fn(*args, **kwargs)
-
-        return guarded
+    # Alone, as in a composition, the limiter runs the code compose generates from its
+    # step (_pipeline._gate_level): an admitted call pays for one lock and one clock
+    # read, not for exits, since the outcome of the call does not matter here.
 
     @property
     def rate(self) -> float:

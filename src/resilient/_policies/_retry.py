@@ -7,6 +7,7 @@ adapters here only sleep (with the policy's clock), call, and send the outcome b
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ClassVar
 
@@ -21,7 +22,14 @@ from resilient._policies._tenacity import compile_wait
 from resilient._waiting._clock import resolve_clock
 from resilient._waiting._deadline import remaining
 
-__all__ = ["Retry", "RetryCore", "RetryMetrics", "async_retrying", "instant_retries"]
+__all__ = [
+    "Retry",
+    "RetryCore",
+    "RetryMetrics",
+    "async_retrying",
+    "instant_retries",
+    "sync_retrying",
+]
 
 
 class Retry(CorePolicy[RetryCore]):
@@ -100,49 +108,7 @@ class Retry(CorePolicy[RetryCore]):
         )
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        core = self._core
-        start = core.start
-        plain = core.on_result is None and core.budget is None
-        deposit = None if core.budget is None else core.budget.on_first_attempt
-        sleep = core.clock.sleep
-        first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
-
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            if deposit is not None:
-                deposit()  # a first attempt counts even if it is then interrupted
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                steps = start(exc, None)
-                if steps is None:
-                    raise
-            else:
-                if plain:
-                    next(first_ended)
-                    return result
-                steps = start(None, result)
-                if steps is None:
-                    return result
-            try:
-                delay = next(steps)
-                while True:
-                    if delay > 0.0:
-                        try:
-                            sleep(delay)
-                        except Exception as wait_error:
-                            steps.throw(wait_error)  # ends the flow: the last outcome stands
-                    # The outcome goes straight into send(): kept in a local, an
-                    # exception re-raised by the flow would hold this frame in a cycle.
-                    try:
-                        result = fn(*args, **kwargs)
-                    except Exception as exc:
-                        delay = steps.send((exc, None))
-                    else:
-                        delay = steps.send((None, result))
-            except StopIteration as stop:
-                return stop.value
-
-        return guarded
+        return sync_retrying(self._core, fn)
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         return async_retrying(self._core, fn)
@@ -184,16 +150,20 @@ class Retry(CorePolicy[RetryCore]):
         return f"<Retry {self.name!r} attempts={self.attempts}>"
 
 
-def async_retrying(
+# The two drivers of RetryCore.flow are twins, the same code apart from async/await
+# (tests/test_twins.py): change both or neither.
+
+
+def sync_retrying(
     core: RetryCore,
-    fn: Callable[..., Awaitable[Any]],
+    fn: Callable[..., Any],
     repeatable: Callable[[tuple[Any, ...]], bool] | None = None,
-) -> Callable[..., Awaitable[Any]]:
-    """The async adapter of the retry flow, around ``fn``.
+) -> Callable[..., Any]:
+    """The sync adapter of the retry flow, around ``fn``.
 
     Args:
         core: The retry policy's core (its flow, budget and clock).
-        fn: The coroutine function to call again.
+        fn: The function to call again.
         repeatable: Asked with the call's positional arguments before each retry; when
             it says no, the last outcome stands, counted as exhausted (the ASGI
             middleware cannot repeat a request whose response has started or whose body
@@ -202,24 +172,75 @@ def async_retrying(
     start = core.start
     plain = core.on_result is None and core.budget is None and repeatable is None
     deposit = None if core.budget is None else core.budget.on_first_attempt
-    asleep = core.clock.asleep
+    sleep = core.clock.sleep
     first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
+    ask = functools.partial  # no closure over `args`: the first attempt needs no cell
 
-    async def guarded(*args: Any, **kwargs: Any) -> Any:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
         if deposit is not None:
             deposit()  # a first attempt counts even if it is then interrupted
-        may_retry = None if repeatable is None else lambda: repeatable(args)
         try:
-            result = await fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except Exception as exc:
-            steps = start(exc, None, may_retry)
+            steps = start(exc, None, None if repeatable is None else ask(repeatable, args))
             if steps is None:
                 raise
         else:
             if plain:
                 next(first_ended)
                 return result
-            steps = start(None, result, may_retry)
+            steps = start(None, result, None if repeatable is None else ask(repeatable, args))
+            if steps is None:
+                return result
+        try:
+            delay = next(steps)
+            while True:
+                if delay > 0.0:
+                    try:
+                        sleep(delay)
+                    except Exception as wait_error:
+                        steps.throw(wait_error)  # ends the flow: the last outcome stands
+                # The outcome goes straight into send(): kept in a local, an exception
+                # re-raised by the flow would hold this frame in a cycle.
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    delay = steps.send((exc, None))
+                else:
+                    delay = steps.send((None, result))
+        except StopIteration as stop:
+            return stop.value
+
+    return guarded
+
+
+def async_retrying(
+    core: RetryCore,
+    fn: Callable[..., Awaitable[Any]],
+    repeatable: Callable[[tuple[Any, ...]], bool] | None = None,
+) -> Callable[..., Awaitable[Any]]:
+    """The async adapter of the retry flow, around ``fn`` (see :func:`sync_retrying`)."""
+    start = core.start
+    plain = core.on_result is None and core.budget is None and repeatable is None
+    deposit = None if core.budget is None else core.budget.on_first_attempt
+    asleep = core.clock.asleep
+    first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
+    ask = functools.partial  # no closure over `args`: the first attempt needs no cell
+
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        if deposit is not None:
+            deposit()  # a first attempt counts even if it is then interrupted
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            steps = start(exc, None, None if repeatable is None else ask(repeatable, args))
+            if steps is None:
+                raise
+        else:
+            if plain:
+                next(first_ended)
+                return result
+            steps = start(None, result, None if repeatable is None else ask(repeatable, args))
             if steps is None:
                 return result
         try:
@@ -233,7 +254,7 @@ def async_retrying(
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception as exc:
-                    delay = steps.send((exc, None))  # see the sync adapter
+                    delay = steps.send((exc, None))
                 else:
                     delay = steps.send((None, result))
         except StopIteration as stop:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Final
 
 from resilient._core._errors import RateLimitedError
-from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected
+from resilient._core._events import CallRejected
 from resilient._core._gcra import (
     KIND,
     NS,
@@ -129,7 +129,7 @@ class _SharedGcra(GcraCore):
         if self._down_at is None and not store.available:
             with self._lock:
                 starts, self._down_at = self._down_at is None, time.monotonic()
-            if starts and (self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS):
+            if starts and self.observed():
                 self.emit(StoreUnavailable(self.name, KIND, store.description, store.last_error))
 
     def _reachable(self, generation: int) -> None:
@@ -138,7 +138,7 @@ class _SharedGcra(GcraCore):
         if self._down_at is not None and store.available:
             with self._lock:
                 since, self._down_at = self._down_at, None
-            if since is not None and (self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS):  # type: ignore[redundant-expr]
+            if since is not None and self.observed():  # type: ignore[redundant-expr]
                 downtime = time.monotonic() - since
                 self.emit(StoreRecovered(self.name, KIND, self._store.description, downtime))
 
@@ -156,7 +156,7 @@ class _SharedGcra(GcraCore):
                 policy=self.name,
                 retry_after=store.retry_interval,
             )
-            if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+            if self.observed():
                 self.emit(CallRejected(self.name, KIND, error))
             raise error
         return local_reserve()
