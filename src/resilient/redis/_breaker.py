@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 from redis.exceptions import NoScriptError
 
 from resilient._core._atomic import counted
-from resilient._core._breaker import KIND, BreakerCore, _OpenFor
+from resilient._core._breaker import KIND, BreakerCore
 from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
@@ -46,6 +46,7 @@ from resilient._core._breaker_state import (
     OPEN,
     CircuitState,
     Epoch,
+    OpenFor,
     Trial,
     TrialRef,
     Trigger,
@@ -191,7 +192,7 @@ class SharedBreakerCore(BreakerCore):
 
     # -- the one place that changes state ------------------------------------------------
 
-    def _fire(self, trigger: str, events: list[Event | _OpenFor], at: float = 0.0) -> None:
+    def _fire(self, trigger: str, events: list[Event | OpenFor], at: float = 0.0) -> None:
         previous = self._state
         super()._fire(trigger, events, at)
         if self._applying or trigger not in _SHARED_TRIGGERS:
@@ -211,7 +212,7 @@ class SharedBreakerCore(BreakerCore):
         """Apply the record's state, if it is newer than what this process knows."""
         remote = CircuitState(_text(reply[0]))
         version, left_ms, attempt = int(reply[1]), int(reply[2]), int(reply[3])
-        events: list[Event | _OpenFor] = []
+        events: list[Event | OpenFor] = []
         with self._lock:
             known = self._version
             if version < known or (version == known and self._intent is not None):
@@ -232,7 +233,7 @@ class SharedBreakerCore(BreakerCore):
                 self._open_until = now + left_ms / 1000
                 self._open_attempt = attempt
         # The record timed this stay: a callable open_duration is not asked again.
-        self._dispatch([e for e in events if type(e) is not _OpenFor])
+        self._dispatch([e for e in events if type(e) is not OpenFor])
 
     # -- admission past OPEN -------------------------------------------------------------
 
@@ -285,7 +286,7 @@ class SharedBreakerCore(BreakerCore):
             self._rejection_logged = True
         return self._reject(state, retry_after, [], first=first)
 
-    def _decide(self, events: list[Event | _OpenFor]) -> None:
+    def _decide(self, events: list[Event | OpenFor]) -> None:
         # With the store up, the record decides the round from every process's trials.
         if self._store.available:
             return
