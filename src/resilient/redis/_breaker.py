@@ -39,22 +39,21 @@ from resilient._core._breaker import KIND, BreakerCore
 from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
-    DISABLED,
     FORCED_OPEN,
     HALF_OPEN,
-    METRICS_ONLY,
     OPEN,
     CircuitState,
     Epoch,
     OpenFor,
     Trial,
     TrialRef,
-    Trigger,
 )
 from resilient._core._errors import CircuitOpenError
 from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS
 from resilient._core._window import FAILURE, SLOW, TimeWindow
+from resilient.redis._breaker_replay import CONTROLS, SHARED_TRIGGERS, replay
 from resilient.redis._breaker_script import BREAKER
+from resilient.redis._breaker_sync import Flush
 from resilient.redis._events import StoreRecovered, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -65,42 +64,6 @@ __all__ = ["SharedBreakerCore"]
 
 _DURATIONS: Final = 16
 """Open durations sent to the script: openings 1..16 (later ones repeat the 16th)."""
-
-# The local decisions that the fleet must hear of (as compare-and-sets).
-_SHARED_TRIGGERS: Final = frozenset(
-    {Trigger.TRIPPED, Trigger.TRIALS_PASSED, Trigger.TRIALS_FAILED, Trigger.HALF_OPEN_EXPIRED}
-)
-_CONTROLS: Final = {
-    Trigger.RESET: CLOSED,
-    Trigger.FORCE_OPEN: FORCED_OPEN,
-    Trigger.DISABLE: DISABLED,
-    Trigger.RECORD_ONLY: METRICS_ONLY,
-}
-_MANUAL: Final = {target: trigger for trigger, target in _CONTROLS.items()}
-
-# How a remote transition is replayed through the local table: the triggers from the
-# local state to the record's. The record may have moved several steps meanwhile.
-_AUTOMATIC: Final = {
-    (CLOSED, OPEN): (Trigger.TRIPPED,),
-    (CLOSED, HALF_OPEN): (Trigger.TRIPPED, Trigger.OPEN_ELAPSED),
-    (OPEN, HALF_OPEN): (Trigger.OPEN_ELAPSED,),
-    (OPEN, OPEN): (Trigger.OPEN_ELAPSED, Trigger.TRIALS_FAILED),
-    (HALF_OPEN, CLOSED): (Trigger.TRIALS_PASSED,),
-    (HALF_OPEN, OPEN): (Trigger.TRIALS_FAILED,),
-    (HALF_OPEN, HALF_OPEN): (Trigger.TRIALS_FAILED, Trigger.OPEN_ELAPSED),
-    (CLOSED, CLOSED): (Trigger.RESET,),
-}
-
-
-def replay(local: CircuitState, remote: CircuitState) -> tuple[str, ...]:
-    """The triggers that take the local table from ``local`` to ``remote`` (a new stay)."""
-    path = _AUTOMATIC.get((local, remote))
-    if path is not None:
-        return path
-    if remote in _MANUAL:
-        return (_MANUAL[remote],) if local is not remote else (Trigger.RESET, _MANUAL[remote])
-    # From a manual state to OPEN or HALF_OPEN: reset, then as from CLOSED.
-    return (Trigger.RESET, *_AUTOMATIC[(CLOSED, remote)])
 
 
 def _text(value: object) -> str:
@@ -195,7 +158,7 @@ class SharedBreakerCore(BreakerCore):
     def _fire(self, trigger: str, events: list[Event | OpenFor], at: float = 0.0) -> None:
         previous = self._state
         super()._fire(trigger, events, at)
-        if self._applying or trigger not in _SHARED_TRIGGERS:
+        if self._applying or trigger not in SHARED_TRIGGERS:
             return
         # A local decision, made on the version last seen: queued as a compare-and-set
         # (never sent from here, under the lock, on a caller's path).
@@ -326,7 +289,7 @@ class SharedBreakerCore(BreakerCore):
     def control(self, trigger: str) -> None:
         """Apply a control here, and write it to the record for every process."""
         super().control(trigger)
-        self._send_control(_CONTROLS[trigger].value)
+        self._send_control(CONTROLS[trigger].value)
 
     def _send_control(self, target: str) -> None:
         # During an outage the control waits, and is sent when the store is back: it
@@ -451,20 +414,3 @@ class SharedBreakerCore(BreakerCore):
         self._flushed = flush.totals
         self._next_poll = now + self._store.poll_interval
         self.adopt(reply)
-
-
-class Flush:
-    """New outcomes of one breaker, to send into its shared buckets."""
-
-    __slots__ = ("args", "core", "totals")
-
-    def __init__(
-        self, core: SharedBreakerCore, args: tuple[str, ...], totals: tuple[int, int, int]
-    ) -> None:
-        self.core = core
-        self.args = args
-        self.totals = totals
-
-    def argv(self) -> tuple[str, ...]:
-        """The script's keys and arguments (``EVALSHA sha 3 *argv``)."""
-        return self.core._argv("flush", self.args)

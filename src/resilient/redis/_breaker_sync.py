@@ -33,10 +33,10 @@ from resilient._core._fork import new_lock, on_fork_in_child
 from resilient.redis._breaker_script import BREAKER
 
 if TYPE_CHECKING:
-    from resilient.redis._breaker import Flush, SharedBreakerCore
+    from resilient.redis._breaker import SharedBreakerCore
     from resilient.redis._store import RedisStore
 
-__all__ = ["BreakerSync", "sync_twin"]
+__all__ = ["BreakerSync", "Flush", "sync_twin"]
 
 # What a sync connection may take from a redis.asyncio pool's settings: the address,
 # the credentials, TLS, the encoding (the rest is the async machinery's own).
@@ -291,3 +291,20 @@ def _after_fork() -> None:  # pragma: no cover - runs in a forked child
 
 
 on_fork_in_child(_after_fork)
+
+
+class Flush:
+    """New outcomes of one breaker, to send into its shared buckets."""
+
+    __slots__ = ("args", "core", "totals")
+
+    def __init__(
+        self, core: SharedBreakerCore, args: tuple[str, ...], totals: tuple[int, int, int]
+    ) -> None:
+        self.core = core
+        self.args = args
+        self.totals = totals
+
+    def argv(self) -> tuple[str, ...]:
+        """The script's keys and arguments (``EVALSHA sha 3 *argv``)."""
+        return self.core._argv("flush", self.args)
