@@ -113,6 +113,17 @@ class Retry(CorePolicy[RetryCore]):
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         return async_retrying(self._core, fn)
 
+    def _repeating_while(
+        self, repeatable: Callable[[tuple[Any, ...]], bool]
+    ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        """An async decorator of this retry that asks ``repeatable(args)`` before a retry.
+
+        For integrations whose calls cannot always be repeated: the ASGI middleware
+        stops retrying a request once its response has started. The decorator shares
+        this retry's core (counts, events, budget).
+        """
+        return lambda fn: async_retrying(self._core, fn, repeatable)
+
     def __enter__(self) -> None:
         raise TypeError(
             "a retry runs the block again: write `for attempt in retry: with attempt: ...`"

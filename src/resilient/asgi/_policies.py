@@ -24,7 +24,7 @@ from resilient._policies._fallback import Fallback
 from resilient._policies._keyed_ratelimit import KeyedRateLimiter
 from resilient._policies._pipeline import Step
 from resilient._policies._policy import Policy
-from resilient._policies._retry import Retry, RetryCore, async_retrying
+from resilient._policies._retry import Retry
 from resilient._policies._timeout import Armed, Timeout
 from resilient.asgi._exchange import START_TIMERS, Exchange
 
@@ -60,17 +60,17 @@ class _RequestRetry(Policy):
     """A :class:`~resilient.Retry` that tries again only while the request allows it.
 
     ``Retry``'s own async adapter, told to check ``exchange.repeatable()`` (the guarded
-    function's first argument) before each retry.
+    function's first argument) before each retry (``Retry._repeating_while``).
     """
 
-    __slots__ = ("_core",)
+    __slots__ = ("_wrap",)
     kind = Retry.kind
 
-    def __init__(self, core: RetryCore) -> None:
-        self._core = core
+    def __init__(self, retry: Retry) -> None:
+        self._wrap = retry._repeating_while(_repeatable)
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        return async_retrying(self._core, fn, _repeatable)
+        return self._wrap(fn)
 
 
 class _RequestKeyedRateLimiter(Policy):
@@ -175,7 +175,7 @@ class Shape:
         self.retries = self.replaces = self.start_timeouts = False
         for policy in policies:
             if isinstance(policy, Retry):
-                adapted.append(_RequestRetry(policy._core))
+                adapted.append(_RequestRetry(policy))
                 self.retries = self.replaces = True
             elif isinstance(policy, Timeout) and not timeout_body:
                 adapted.append(_StartTimeout(policy))
