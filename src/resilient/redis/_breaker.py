@@ -49,7 +49,6 @@ from resilient._core._breaker_state import (
     TrialRef,
 )
 from resilient._core._errors import CircuitOpenError
-from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS
 from resilient._core._window import FAILURE, SLOW, TimeWindow
 from resilient.redis._breaker_replay import CONTROLS, SHARED_TRIGGERS, replay
 from resilient.redis._breaker_script import BREAKER
@@ -341,7 +340,7 @@ class SharedBreakerCore(BreakerCore):
         if self._down_at is None:
             with self._lock:
                 starts, self._down_at = self._down_at is None, time.monotonic()
-            if starts and (self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS):
+            if starts and self.observed():
                 self.emit(StoreUnavailable(self.name, KIND, store.description, store.last_error))
         return True
 
@@ -351,7 +350,7 @@ class SharedBreakerCore(BreakerCore):
         with self._lock:
             since, self._down_at = self._down_at, None
             self._next_poll = 0.0  # resynchronise at once
-        if since is not None and (self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS):  # type: ignore[redundant-expr]
+        if since is not None and self.observed():  # type: ignore[redundant-expr]
             downtime = time.monotonic() - since
             self.emit(StoreRecovered(self.name, KIND, self._store.description, downtime))
 
