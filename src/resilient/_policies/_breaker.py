@@ -19,7 +19,7 @@ from resilient._core._outcome import PASS
 from resilient._core._window import CountWindow, TimeWindow
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
 from resilient._policies._pipeline import Wait
-from resilient._policies._policy import CorePolicy
+from resilient._policies._policy import CorePolicy, bind_store
 from resilient._waiting._clock import resolve_clock
 
 if TYPE_CHECKING:
@@ -164,10 +164,6 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         else:
             # The store makes the core: the local one with shared transitions beside
             # it, chosen here, once (the closed path is the local one either way).
-            # Imported here: the limiter's module loads the event records, which a
-            # breaker without a store defers to its first event.
-            from resilient._policies._ratelimit import bind_store  # noqa: PLC0415
-
             self._core = bind_store(store, KIND)(name, clock=resolve_clock(clock), **options)
         self._step = _BreakerStep(self._core)
 

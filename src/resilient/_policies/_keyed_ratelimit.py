@@ -18,8 +18,8 @@ from typing import Any
 from resilient._core._clock import Clock
 from resilient._core._gcra import KIND, NS, KeyedRateLimiterCore, RateLimiterMetrics
 from resilient._core._validate import Duration
-from resilient._policies._policy import CorePolicy
-from resilient._policies._ratelimit import bind_store, gcra_options
+from resilient._policies._policy import CorePolicy, bind_store
+from resilient._policies._ratelimit import gcra_options
 
 __all__ = ["KeyedRateLimiter"]
 

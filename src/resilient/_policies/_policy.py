@@ -32,7 +32,7 @@ from resilient._policies._pipeline import Step, Wait, async_runner, sync_runner
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["UNNAMED", "CorePolicy", "Policy", "live_policies", "reported_name"]
+__all__ = ["UNNAMED", "CorePolicy", "Policy", "bind_store", "live_policies", "reported_name"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -381,3 +381,17 @@ def build_async(
 ) -> Callable[..., Awaitable[Any]]:
     """Chain ``policies`` (outermost first) around an async ``fn``, merging adjacent steps."""
     return _build(policies, fn, is_async=True)  # type: ignore[no-any-return]
+
+
+def bind_store(store: object, what: str) -> Callable[..., Any]:
+    """The store's maker of shared cores for ``what`` (a policy's ``KIND``), or a TypeError.
+
+    Duck-typed: this floor imports no integration (``resilient.redis`` imports redis).
+    """
+    bind = getattr(store, f"_bind_{what}", None)
+    if bind is None:
+        raise TypeError(
+            "store must be a shared store such as resilient.redis.RedisStore,"
+            f" not {type(store).__name__}"
+        )
+    return bind  # type: ignore[no-any-return]

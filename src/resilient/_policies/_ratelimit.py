@@ -36,11 +36,11 @@ from resilient._core._gcra import KIND, NS, RateLimiterCore, RateLimiterMetrics
 from resilient._core._outcome import PASS
 from resilient._core._validate import Duration
 from resilient._policies._pipeline import Wait
-from resilient._policies._policy import CorePolicy
+from resilient._policies._policy import CorePolicy, bind_store
 from resilient._waiting._clock import MONOTONIC, resolve_clock
 from resilient._waiting._deadline import remaining
 
-__all__ = ["RateLimiter", "RateLimiterMetrics", "bind_store", "gcra_options"]
+__all__ = ["RateLimiter", "RateLimiterMetrics", "gcra_options"]
 
 
 def gcra_options(
@@ -51,20 +51,6 @@ def gcra_options(
     # The default clock reads integer nanoseconds directly, exactly.
     now_ns = time.monotonic_ns if resolved is MONOTONIC else None
     return rate, per, burst, max_wait, name, resolved, now_ns, remaining
-
-
-def bind_store(store: object, what: str) -> Callable[..., Any]:
-    """The store's maker of shared cores for ``what`` (``"rate_limiter"``), or a TypeError.
-
-    Duck-typed: this floor imports no integration (``resilient.redis`` imports redis).
-    """
-    bind = getattr(store, f"_bind_{what}", None)
-    if bind is None:
-        raise TypeError(
-            "store must be a shared store such as resilient.redis.RedisStore,"
-            f" not {type(store).__name__}"
-        )
-    return bind  # type: ignore[no-any-return]
 
 
 def _never() -> bool:
