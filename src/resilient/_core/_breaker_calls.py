@@ -116,12 +116,10 @@ class BreakerCalls(BreakerReadouts, EventSource):
         _ignore: Matcher
         _lost: collections.deque[TrialRef]
         _monotonic: Callable[[], float]
-        _not_permitted: int
         _record: Matcher
         _record_rejections: tuple[type[RejectedError], ...] | None
         _record_result: Callable[[Any], bool] | None
         _rejection_logged: bool
-        _rejections_base: int
         _slow_duration: float | None
         _slow_threshold: float
         _timed: bool
