@@ -34,6 +34,7 @@ samples (a smoke test: every case is built and timed once).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import socket
 import statistics
@@ -42,10 +43,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from resilient import CircuitBreaker, RateLimiter
 from resilient.redis import RedisStore
+from resilient.redis._wire import pack
 
 HUGE = 1e9  # a rate no benchmark reaches: every call is admitted
 
@@ -90,7 +93,7 @@ def start_server(port: int, workdir: str) -> subprocess.Popen[bytes]:
     return proc
 
 
-def cases(port: int) -> dict[str, Callable[[], object]]:
+def cases(port: int, *, quiet: bool = False) -> dict[str, Callable[[], object]]:
     url = f"redis://127.0.0.1:{port}/0"
     found: dict[str, Callable[[], object]] = {}
     ping_client = redis.Redis(port=port)
@@ -100,6 +103,11 @@ def cases(port: int) -> dict[str, Callable[[], object]]:
     # The store's own connections have socket timeouts (its op_timeout), which cost a
     # poll() per read: its PING is the fair floor of its decisions.
     found["PING, the store's own client (reference)"] = store._client.ping
+    # The floor under every client library: a PING packed once and sent on a connection
+    # lent by the store's wire (what resilient's decisions travel on), no redis-py around it.
+    wire = store._wire
+    packed_ping = pack("PING")
+    found["PING, raw on the store's wire (floor)"] = lambda: wire.call(packed_ping)
     limiter = RateLimiter(HUGE, name="api", store=store)
     found["resilient RateLimiter(store=RedisStore)"] = lambda: limiter.call(int)
 
@@ -108,7 +116,8 @@ def cases(port: int) -> dict[str, Callable[[], object]]:
         import limits.storage  # noqa: PLC0415
         import limits.strategies  # noqa: PLC0415
     except ImportError:
-        print("limits: not installed, skipped (pip install limits)")
+        if not quiet:
+            print("limits: not installed, skipped (pip install limits)")
     else:
         storage = limits.storage.RedisStorage(url)
         item = limits.parse("1000000000/second")
@@ -122,7 +131,8 @@ def cases(port: int) -> dict[str, Callable[[], object]]:
     try:
         import throttled  # noqa: PLC0415
     except ImportError:
-        print("throttled-py: not installed, skipped (pip install throttled-py)")
+        if not quiet:
+            print("throttled-py: not installed, skipped (pip install throttled-py)")
     else:
         gcra = throttled.Throttled(
             key="gcra",
@@ -187,13 +197,66 @@ def measure(
     return {name: (statistics.median(samples[name]), trips[name]) for name in names}
 
 
+LIMITERS = (
+    "resilient RateLimiter(store=RedisStore)",
+    "limits, Redis moving window",
+    "limits, Redis sliding window",
+    "throttled-py, Redis GCRA",
+)
+
+
+def _worker(port: int, name: str, seconds: float, go: Any, counts: Any, index: int) -> None:
+    fn = cases(port, quiet=True)[name]
+    for _ in range(20):
+        fn()
+    go.wait()
+    done = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(20):
+            fn()
+        done += 20
+    counts[index] = done
+
+
+def throughput(port: int, processes: int, seconds: float) -> dict[str, float]:
+    """Decisions per second of each limiter, with ``processes`` processes deciding at once."""
+    context = multiprocessing.get_context("spawn")  # no inherited connections or threads
+    available = [name for name in LIMITERS if name in cases(port, quiet=True)]
+    found: dict[str, float] = {}
+    for name in available:
+        go = context.Barrier(processes + 1)
+        counts = context.Array("q", processes)
+        workers = [
+            context.Process(target=_worker, args=(port, name, seconds, go, counts, i))
+            for i in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        go.wait()
+        for worker in workers:
+            worker.join()
+        found[name] = sum(counts) / seconds
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls per sample")
     parser.add_argument("--rounds", type=int, default=5, help="samples per case")
     parser.add_argument("--quick", action="store_true", help="tiny samples: a smoke test")
+    parser.add_argument(
+        "--processes", default="1,4,16", help="process counts of the throughput table"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="seconds of each throughput sample"
+    )
     args = parser.parse_args()
     calls, rounds = (50, 1) if args.quick else (args.calls, args.rounds)
+    fleet = [int(n) for n in args.processes.split(",")]
+    seconds = 0.05 if args.quick else args.seconds
+    if args.quick:
+        fleet = fleet[:1]
     if shutil.which("redis-server") is None:
         print("redis_bench: needs redis-server on PATH (apt-get install redis-server)")
         return 0
@@ -205,6 +268,7 @@ def main() -> int:
             results = measure(cases(port), probe, calls, rounds)
             breakers = measure(breaker_cases(port), probe, calls, rounds)
             probe.close()
+            rates = {n: throughput(port, n, seconds) for n in fleet}
         finally:
             server.kill()
             server.wait()
@@ -230,6 +294,12 @@ def main() -> int:
         f"{verdict}: the shared breaker's closed path is {shared / local:.2f}x the local one's"
         f" and {shared_trips:.4f} round trips per call (target: <= 1.5x, no round trip)"
     )
+    print()
+    print("Throughput: admitted decisions per second, all processes together, one server")
+    print(f"{'limiter':45} " + " ".join(f"{f'{n} proc':>12}" for n in fleet))
+    for name in rates[fleet[0]]:
+        row = " ".join(f"{rates[n][name]:12,.0f}" for n in fleet)
+        print(f"{name:45} {row}")
     return 0
 
 

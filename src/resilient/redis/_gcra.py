@@ -32,6 +32,7 @@ from resilient._core._gcra import (
 from resilient.redis._events import StoreRecovered, StoreUnavailable
 from resilient.redis._scripts import GCRA, GIVE_BACK
 from resilient.redis._store import RedisStore
+from resilient.redis._wire import pack
 
 __all__ = ["SharedKeyedRateLimiterCore", "SharedRateLimiterCore"]
 
@@ -55,7 +56,7 @@ def _text(value: object) -> str:
 class _SharedGcra(GcraCore):
     """The round trip, its outcome, and the fallback, for one limiter or one key."""
 
-    __slots__ = ("_args", "_down_at", "_id", "_local", "_store")
+    __slots__ = ("_args", "_down_at", "_id", "_local", "_packed", "_store")
 
     _local: Any
 
@@ -78,6 +79,9 @@ class _SharedGcra(GcraCore):
             *_pair(min(self.tolerance, _MAX_TOLERANCE)),
         )
         self._down_at: float | None = None
+        # The last decision's command as sent: (key, allowed wait, its bytes). A
+        # limiter without a deadline in play sends the same bytes every time.
+        self._packed: tuple[str, int, bytes] = ("", -1, b"")
 
     def _local_args(self) -> tuple[object, ...]:
         """The local core's arguments: this limiter's ``1 / local_share``."""
@@ -105,8 +109,31 @@ class _SharedGcra(GcraCore):
 
     # -- the parts shared by the sync and async paths -------------------------------------
 
-    def _script_args(self) -> tuple[str, ...]:
-        return (*self._args, *_pair(self.allowed_wait()))
+    def _script_args(self, wait: int | None = None) -> tuple[str, ...]:
+        return (*self._args, *_pair(self.allowed_wait() if wait is None else wait))
+
+    def _command(self, redis_key: str) -> bytes:
+        """The decision's ``EVALSHA`` on ``redis_key``, packed (the last one, if unchanged)."""
+        wait = self.allowed_wait()
+        last_key, last_wait, packed = self._packed
+        if wait != last_wait or redis_key != last_key:
+            args = self._script_args(wait)
+            packed = pack("EVALSHA", GCRA.sha, "1", redis_key, *args)
+            # One tuple, so that a thread never reads one decision's key with another's bytes.
+            self._packed = (redis_key, wait, packed)
+        return packed
+
+    def _decide(self, redis_key: str) -> Any:
+        store = self._store
+        if store._wire is None:
+            return store._run(GCRA, redis_key, self._script_args())
+        return store._send(self._command(redis_key), GCRA)
+
+    async def _decide_async(self, redis_key: str) -> Any:
+        store = self._store
+        if store._wire is None:
+            return await store._run_async(GCRA, redis_key, self._script_args())
+        return await store._send_async(self._command(redis_key), GCRA)
 
     def _decided(self, reply: Sequence[Any], key: object, generation: int) -> Reservation:
         """The script's answer: a reservation, or the refusal raised."""
@@ -185,7 +212,7 @@ class _SharedGcra(GcraCore):
         if store._should_try():
             generation = store.generation
             try:
-                reply = store._run(GCRA, redis_key, self._script_args())
+                reply = self._decide(redis_key)
             except Exception as error:
                 self._unreachable(error, generation)
             else:
@@ -201,7 +228,7 @@ class _SharedGcra(GcraCore):
         if store._should_try():
             generation = store.generation
             try:
-                reply = await store._run_async(GCRA, redis_key, self._script_args())
+                reply = await self._decide_async(redis_key)
             except Exception as error:
                 self._unreachable(error, generation)
             else:

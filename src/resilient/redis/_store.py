@@ -32,6 +32,7 @@ from resilient.redis._clients import (
     describe,
 )
 from resilient.redis._scripts import Script
+from resilient.redis._wire import AsyncWire, Wire, as_eval, pack
 
 __all__ = ["RedisStore", "StoreMetrics"]
 
@@ -122,6 +123,7 @@ class RedisStore:
         "_given",
         "_lock",
         "_retry_at",
+        "_wire",
         "breaker_buckets",
         "breaker_window",
         "description",
@@ -189,10 +191,17 @@ class RedisStore:
         self.is_async = isinstance(client, redis.asyncio.Redis)
         self._given = client
         self._client: Any = None
+        # Scripts go on the wire directly over connections of the store's own pool
+        # (``_wire.py``); a Cluster, or a pool of another kind, goes through redis-py.
+        self._wire: Any = None
         if isinstance(client, redis.asyncio.Redis):
             self._client = bounded_async(client, self.op_timeout)
+            if self._client is not client:
+                self._wire = AsyncWire(self._client.connection_pool)
         elif isinstance(client, redis.Redis):
             self._client = bounded_sync(client, self.op_timeout)
+            if self._client is not client:
+                self._wire = Wire(self._client.connection_pool)
         # A Cluster client is rebuilt at its first use: building one talks to the
         # cluster, and a store must be creatable while Redis is down.
         self.description = f"{describe(client)} namespace {namespace!r}"
@@ -333,6 +342,8 @@ class RedisStore:
 
     def _run(self, script: Script, key: str, args: Sequence[str]) -> Any:
         """Run ``script`` on ``key`` (``EVALSHA``; ``EVAL`` if the server lost it)."""
+        if self._wire is not None:
+            return self._send(pack("EVALSHA", script.sha, "1", key, *args), script)
         client = self._sync_client()
         try:
             return client.evalsha(script.sha, 1, key, *args)
@@ -340,17 +351,43 @@ class RedisStore:
             # A restarted server or SCRIPT FLUSH: EVAL runs and caches it again.
             return client.eval(script.source, 1, key, *args)
 
+    def _send(self, packed: bytes, script: Script) -> Any:
+        """Run ``script`` as ``packed``: its ``EVALSHA``, packed by the caller.
+
+        Only for a store with a wire (``self._wire``): the limiters pack their command
+        once and send the same bytes on every decision.
+        """
+        try:
+            return self._wire.call(packed)
+        except NoScriptError:
+            # A restarted server or SCRIPT FLUSH: EVAL runs and caches it again.
+            return self._wire.call(as_eval(packed, script.sha, script.source))
+
     async def _run_async(self, script: Script, key: str, args: Sequence[str]) -> Any:
         """As `_run()`, awaited: on a ``redis.asyncio`` client, or in a worker thread."""
         if not self.is_async:
             import anyio.to_thread  # noqa: PLC0415
 
             return await anyio.to_thread.run_sync(self._run, script, key, args)
+        if self._wire is not None:
+            packed = pack("EVALSHA", script.sha, "1", key, *args)
+            return await self._send_async(packed, script)
         client = self._client
         try:
             return await client.evalsha(script.sha, 1, key, *args)
         except NoScriptError:
             return await client.eval(script.source, 1, key, *args)
+
+    async def _send_async(self, packed: bytes, script: Script) -> Any:
+        """As `_send()`, awaited: on a ``redis.asyncio`` client, or in a worker thread."""
+        if not self.is_async:
+            import anyio.to_thread  # noqa: PLC0415
+
+            return await anyio.to_thread.run_sync(self._send, packed, script)
+        try:
+            return await self._wire.call(packed)
+        except NoScriptError:
+            return await self._wire.call(as_eval(packed, script.sha, script.source))
 
     def close(self) -> None:
         """Close the store's own connections (sync clients; async ones: `aclose()`)."""
@@ -359,6 +396,8 @@ class RedisStore:
         client = self._client
         if client is None or self.is_async or client is self._given:
             return
+        if self._wire is not None:
+            self._wire.close()
         if isinstance(client, redis.cluster.RedisCluster):
             client.close()
         else:
@@ -369,6 +408,8 @@ class RedisStore:
         if self.is_async and self._client is not self._given:
             if self._breakers is not None:
                 self._breakers.close_all()
+            if self._wire is not None:
+                await self._wire.close()
             await self._client.connection_pool.disconnect()
         else:
             self.close()
