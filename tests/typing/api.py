@@ -8,6 +8,7 @@ from typing import Any
 from typing_extensions import assert_type
 
 from resilient import CircuitBreaker, CircuitBreakerMetrics, CircuitState, CountWindow, TimeWindow
+from resilient.redis import RedisStore
 
 breaker = CircuitBreaker("typed", window=CountWindow(10), open_duration=lambda n: 2.0**n)
 CircuitBreaker(
@@ -150,3 +151,12 @@ ResilienceMiddleware(
 assert_type(timeout_header(), dict[str, str])
 Starlette().add_middleware(ResilienceMiddleware, policy=bulkhead, timeout_body=True)
 ResilienceMiddleware(raw_app, "bulkhead")  # type: ignore[arg-type]
+
+
+def _stores(client: Any) -> None:
+    # A policy's store= takes a shared store, and nothing else.
+    store = RedisStore(client)
+    RateLimiter(10, name="shared", store=store)
+    KeyedRateLimiter(10, key=lambda user: user, name="shared-keyed", store=store)
+    CircuitBreaker("shared-breaker", store=store)
+    RateLimiter(10, name="wrong", store="redis://localhost")  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from resilient._core._outcome import PASS
 from resilient._core._window import CountWindow, TimeWindow
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
 from resilient._policies._pipeline import Wait
-from resilient._policies._policy import CorePolicy, bind_store
+from resilient._policies._policy import CorePolicy, SharedStore, bind_store
 from resilient._waiting._clock import resolve_clock
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         ignore: ExceptionMatcher = (),
         record_result: Callable[[Any], bool] | None = None,
         clock: Clock | None = None,
-        store: Any = None,
+        store: SharedStore | None = None,
     ) -> None:
         # Handed on as they came: the core checks each option by its entry in
         # `_core._breaker_options.OPTIONS`. So they are spelled out twice, here in the

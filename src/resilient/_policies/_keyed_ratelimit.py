@@ -18,7 +18,7 @@ from typing import Any
 from resilient._core._clock import Clock
 from resilient._core._gcra import KIND, NS, KeyedRateLimiterCore, RateLimiterMetrics
 from resilient._core._validate import Duration
-from resilient._policies._policy import CorePolicy, bind_store
+from resilient._policies._policy import CorePolicy, SharedStore, bind_store
 from resilient._policies._ratelimit import gcra_options
 
 __all__ = ["KeyedRateLimiter"]
@@ -62,7 +62,7 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
         max_keys: int = 10_000,
         name: str | None = None,
         clock: Clock | None = None,
-        store: Any = None,
+        store: SharedStore | None = None,
     ) -> None:
         if not callable(key):
             raise TypeError(

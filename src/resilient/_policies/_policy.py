@@ -14,7 +14,7 @@ import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from types import FunctionType, TracebackType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from resilient._core._events import EventSource, Listener
 from resilient._core._fork import new_lock
@@ -32,7 +32,15 @@ from resilient._policies._pipeline import Step, Wait, async_runner, sync_runner
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["UNNAMED", "CorePolicy", "Policy", "bind_store", "live_policies", "reported_name"]
+__all__ = [
+    "UNNAMED",
+    "CorePolicy",
+    "Policy",
+    "SharedStore",
+    "bind_store",
+    "live_policies",
+    "reported_name",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -381,6 +389,20 @@ def build_async(
 ) -> Callable[..., Awaitable[Any]]:
     """Chain ``policies`` (outermost first) around an async ``fn``, merging adjacent steps."""
     return _build(policies, fn, is_async=True)  # type: ignore[no-any-return]
+
+
+class SharedStore(Protocol):
+    """What a policy's ``store=`` takes: shared state, such as ``resilient.redis.RedisStore``.
+
+    A store makes the shared core of each kind of policy it serves, from the options of
+    the local core the policy would otherwise have; the policy never looks further.
+    """
+
+    def _bind_rate_limiter(self, options: tuple[Any, ...]) -> Any: ...
+
+    def _bind_keyed_rate_limiter(self, options: tuple[Any, ...], max_keys: object) -> Any: ...
+
+    def _bind_circuit_breaker(self, name: str | None, *, clock: Any, **options: object) -> Any: ...
 
 
 def bind_store(store: object, what: str) -> Callable[..., Any]:

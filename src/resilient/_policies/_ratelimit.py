@@ -36,7 +36,7 @@ from resilient._core._gcra import KIND, NS, RateLimiterCore, RateLimiterMetrics
 from resilient._core._outcome import PASS
 from resilient._core._validate import Duration
 from resilient._policies._pipeline import Wait
-from resilient._policies._policy import CorePolicy, bind_store
+from resilient._policies._policy import CorePolicy, SharedStore, bind_store
 from resilient._waiting._clock import MONOTONIC, resolve_clock
 from resilient._waiting._deadline import remaining
 
@@ -174,7 +174,7 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
         max_wait: Duration = 0.0,
         name: str | None = None,
         clock: Clock | None = None,
-        store: Any = None,
+        store: SharedStore | None = None,
     ) -> None:
         options = gcra_options(rate, per, burst, max_wait, name, clock)
         self._step: Any
