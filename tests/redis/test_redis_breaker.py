@@ -370,3 +370,22 @@ def test_slow_calls_of_the_fleet_open_every_process(fleet: Maker) -> None:
     sync(a, b)  # 10 calls, 10 slow in the shared window
     sync(a)
     assert (a.state, b.state) == (CircuitState.OPEN, CircuitState.OPEN)
+
+
+def test_the_outcomes_of_a_stay_that_ended_are_not_flushed_after_it(
+    fleet: Maker, client: redis.Redis, namespace: str
+) -> None:
+    # Tripped here and sent as a compare-and-set; the trial closes it before the next
+    # flush. The failures of the stay that ended are not the new stay's: flushed now,
+    # they would open the fleet again (5 failures in 6 calls).
+    a = fleet(half_open_calls=1, minimum_calls=5)
+    fail(a, 5)
+    sync(a)  # the local trip, sent
+    assert record(client, namespace)["s"] == "open"
+    a._core._clock.advance(1)  # type: ignore[attr-defined]
+    wait_server_ms(250)
+    assert a.call(int) == 0  # the trial passes: the record closes the breaker
+    assert a.state is CircuitState.CLOSED
+    sync(a)
+    assert record(client, namespace)["s"] == "closed"
+    assert a.state is CircuitState.CLOSED

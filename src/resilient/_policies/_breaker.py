@@ -133,7 +133,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             unavailable (see the scale-out page).
     """
 
-    __slots__ = ("_step",)
+    __slots__ = ("_async", "_step")
     kind = KIND
 
     def __init__(
@@ -165,7 +165,10 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             # The store makes the core: the local one with shared transitions beside
             # it, chosen here, once (the closed path is the local one either way).
             self._core = bind_store(store, KIND)(name, clock=resolve_clock(clock), **options)
-        self._step = _BreakerStep(self._core)
+        self._step = self._async = _BreakerStep(self._core)
+        if store is not None:
+            # A shared core's trial leases are round trips: its async step awaits them.
+            self._async = self._core.async_step()  # type: ignore[attr-defined]
 
     # -- guarding calls ----------------------------------------------------------------
     # In a composition the breaker is a step like any other; alone, it gets a guard of
@@ -178,7 +181,7 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         return self._step
 
     def _async_step(self) -> _BreakerStep:
-        return self._step
+        return self._async
 
     def _sync_guard(self, fn: Callable[P, T]) -> Callable[P, T]:
         core = self._core
@@ -223,6 +226,9 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         return guarded
 
     def _async_guard(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        if self._async is not self._step:
+            # A shared breaker: the runner awaits its step's round trips (resilient.redis).
+            return super()._async_guard(fn)
         core = self._core
         admit_checked = core.admit_checked
         on_success = core.on_success

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from resilient._core._records import Event
     from resilient.redis._store import RedisStore
 
-__all__ = ["SharedBreakerCore"]
+__all__ = ["LeaseAsk", "SharedBreakerCore"]
 
 _DURATIONS: Final = 16
 """Open durations sent to the script: openings 1..16 (later ones repeat the 16th)."""
@@ -70,6 +70,19 @@ def _text(value: object) -> str:
 
 
 _lease_ids = itertools.count()
+
+
+class LeaseAsk:
+    """What admission needs from the record: a trial lease (``args``: its id and TTL).
+
+    Returned by :meth:`SharedBreakerCore.admit_plan`: a sync caller asks for it inline,
+    an async caller's step awaits it, and both read the answer the same way.
+    """
+
+    __slots__ = ("args",)
+
+    def __init__(self, args: tuple[str, str]) -> None:
+        self.args = args
 
 
 class SharedBreakerCore(BreakerCore):
@@ -120,7 +133,7 @@ class SharedBreakerCore(BreakerCore):
         self._applying = False
         self._intent: tuple[int, CircuitState, CircuitState] | None = None
         # Trials holding a lease in the record (weakly: a lost trial's lease expires).
-        self._leases: weakref.WeakKeyDictionary[Trial, tuple[str, int]] = (
+        self._leases: weakref.WeakKeyDictionary[Trial, tuple[str, int, bool]] = (
             weakref.WeakKeyDictionary()
         )
         self._flushed = (0, 0, 0)
@@ -133,6 +146,12 @@ class SharedBreakerCore(BreakerCore):
         self._refused_until = 0.0
         self._sync = store._breaker_sync()
         self._sync.bind(self)
+
+    def async_step(self) -> Any:
+        """The step of async callers: it awaits the lease round trips (``_breaker_async``)."""
+        from resilient.redis._breaker_async import SharedAsyncStep  # noqa: PLC0415 -- a cycle
+
+        return SharedAsyncStep(self)
 
     def _open_durations(self) -> list[float]:
         """Seconds open for openings 1..16: the script times OPEN, so it needs them all.
@@ -157,6 +176,10 @@ class SharedBreakerCore(BreakerCore):
     def _fire(self, trigger: str, events: list[Event | OpenFor], at: float = 0.0) -> None:
         previous = self._state
         super()._fire(trigger, events, at)
+        if previous is CLOSED and self._state is not CLOSED:
+            # The outcomes of the stay that ended are not the next stay's: never
+            # flushed after it (they would count against a breaker closed again).
+            self._flushed = self._totals_locked()
         if self._applying or trigger not in SHARED_TRIGGERS:
             return
         # A local decision, made on the version last seen: queued as a compare-and-set
@@ -200,7 +223,22 @@ class SharedBreakerCore(BreakerCore):
     # -- admission past OPEN -------------------------------------------------------------
 
     def admit_checked(self) -> Epoch | Trial | CircuitOpenError:
-        """Admit outside the free path; past OPEN, the fleet's trials come from the record."""
+        """Admit outside the free path; past OPEN, the fleet's trials come from the record.
+
+        The lease is asked for here, on the caller's thread (a sync caller); an async
+        caller's step asks :meth:`admit_plan` and awaits :meth:`lease_async` instead.
+        """
+        plan = self.admit_plan()
+        if type(plan) is not LeaseAsk:
+            return plan  # type: ignore[return-value]
+        return self._leased(plan, self._step("acquire", plan.args), later=False)
+
+    async def lease_async(self, plan: LeaseAsk) -> Epoch | Trial | CircuitOpenError:
+        """:meth:`admit_checked`'s round trip for an async caller: awaited, off the loop."""
+        return self._leased(plan, await self._step_async("acquire", plan.args), later=True)
+
+    def admit_plan(self) -> Epoch | Trial | CircuitOpenError | LeaseAsk:
+        """Decide what needs no round trip; else the :class:`LeaseAsk` to send."""
         state = self._state
         if state is HALF_OPEN and self._monotonic() < self._refused_until:
             # The fleet's trials were all taken a moment ago: asking again before the
@@ -218,11 +256,21 @@ class SharedBreakerCore(BreakerCore):
                 self._store._fell_back()
             return super().admit_checked()
         lease = f"{os.getpid()}:{id(self)}:{next(_lease_ids)}"
-        reply = self._step("acquire", (lease, str(int(self._store.lease_ttl * 1000))))
+        return LeaseAsk((lease, str(int(self._store.lease_ttl * 1000))))
+
+    def _leased(
+        self, plan: LeaseAsk, reply: Sequence[Any] | None, *, later: bool
+    ) -> Epoch | Trial | CircuitOpenError:
+        """The record's answer to a lease asked for (``None``: the store failed).
+
+        ``later``: the trial's report goes through the store's thread (an async
+        caller's, whose loop must not wait on it).
+        """
         if reply is None:
             self._store._fell_back()
             return super().admit_checked()
         self.adopt(reply)
+        lease = plan.args[0]
         granted = int(reply[4]) == 1
         with self._lock:
             if granted and self._state is HALF_OPEN:
@@ -230,11 +278,11 @@ class SharedBreakerCore(BreakerCore):
                 ticket.ref = ref = TrialRef(ticket, self._lost.append)
                 self._half_open_taken += 1
                 self._trials.add(ref)
-                self._leases[ticket] = (lease, self._version)
+                self._leases[ticket] = (lease, self._version, later)
                 return ticket
             state = self._state
         if granted:  # pragma: no cover - the record moved on between two lines
-            self._report(lease, int(reply[1]), -1)
+            self._give(lease, int(reply[1]), -1, later=later)
         if state in _ADMIT_ALL:
             return self._epoch
         if state is HALF_OPEN:
@@ -268,7 +316,7 @@ class SharedBreakerCore(BreakerCore):
         lease = self._leases.pop(ticket, None) if type(ticket) is Trial else None
         super()._finish(ticket, outcome, duration, exc, result, slot)
         if lease is not None:
-            self._report(lease[0], lease[1], outcome & (FAILURE | SLOW))
+            self._give(lease[0], lease[1], outcome & (FAILURE | SLOW), later=lease[2])
 
     def on_cancel(self, ticket: Epoch | Trial) -> None:
         """As the local core's, and a lease taken for the trial goes back to the fleet."""
@@ -276,9 +324,21 @@ class SharedBreakerCore(BreakerCore):
         if type(ticket) is Trial:
             lease = self._leases.pop(ticket, None)
             if lease is not None:
-                self._report(lease[0], lease[1], -1)
+                self._give(lease[0], lease[1], -1, later=lease[2])
 
-    def _report(self, lease: str, version: int, outcome: int) -> None:
+    def _give(self, lease: str, version: int, outcome: int, *, later: bool) -> None:
+        """Report a trial's outcome (-1: its lease given back unused) to the record.
+
+        On the caller's path for a sync caller (half-open calls are few); by the store's
+        thread for an async one, whose loop must not wait: the caller needs no answer.
+        """
+        if later:
+            self._sync.report_later(self, lease, version, outcome)
+        else:
+            self.report(lease, version, outcome)
+
+    def report(self, lease: str, version: int, outcome: int) -> None:
+        """Send a trial's outcome to the record, and adopt its answer."""
         reply = self._step("report", (lease, str(version), str(outcome)))
         if reply is not None:
             self.adopt(reply)
@@ -312,11 +372,9 @@ class SharedBreakerCore(BreakerCore):
 
     def _step(self, op: str, args: Sequence[str]) -> Sequence[Any] | None:
         """Run one step of the script; ``None`` if the store failed (counted, reported)."""
-        store = self._store
-        if not store._should_try():
-            self._down()
+        generation = self._begin()
+        if generation is None:
             return None
-        generation = store.generation
         try:
             client = self._sync.client()
             argv = self._argv(op, args)
@@ -325,12 +383,55 @@ class SharedBreakerCore(BreakerCore):
             except NoScriptError:
                 reply = client.eval(BREAKER.source, 3, *argv)
         except Exception as error:
+            return self._ended(generation, None, error)
+        return self._ended(generation, reply, None)
+
+    async def _step_async(self, op: str, args: Sequence[str]) -> Sequence[Any] | None:
+        """As :meth:`_step`, awaited: on a ``redis.asyncio`` client, or in a worker thread.
+
+        Shielded from the caller's cancellation, and bounded by ``op_timeout``: a lease
+        the record granted is then always known here, and given back if the caller is
+        gone (its cancellation lands at its next await, inside the guard).
+        """
+        import anyio  # noqa: PLC0415 -- only async callers need it
+
+        store = self._store
+        if not store.is_async:
+            return await anyio.to_thread.run_sync(self._step, op, args)
+        generation = self._begin()
+        if generation is None:
+            return None
+        with anyio.CancelScope(shield=True):
+            try:
+                client = store._client
+                argv = self._argv(op, args)
+                try:
+                    reply = await client.evalsha(BREAKER.sha, 3, *argv)
+                except NoScriptError:
+                    reply = await client.eval(BREAKER.source, 3, *argv)
+            except Exception as error:
+                return self._ended(generation, None, error)
+        return self._ended(generation, reply, None)
+
+    def _begin(self) -> int | None:
+        """The store's generation to send in, or ``None`` while it is not to be tried."""
+        store = self._store
+        if not store._should_try():
+            self._down()
+            return None
+        return store.generation
+
+    def _ended(
+        self, generation: int, reply: Sequence[Any] | None, error: Exception | None
+    ) -> Sequence[Any] | None:
+        store = self._store
+        if error is not None:
             store._failed(error, generation)
             self._down()
             return None
         store._succeeded(generation)
         self._up()
-        return reply  # type: ignore[no-any-return]
+        return reply
 
     def _down(self) -> bool:
         """Whether the store is unavailable; the first sight of an outage is an event."""
@@ -357,8 +458,11 @@ class SharedBreakerCore(BreakerCore):
     def _totals(self) -> tuple[int, int, int]:
         """Calls, failures and slow calls since creation (the running totals)."""
         with self._lock:
-            successes, failures = self._locked_outcomes
-            successes += counted(self._claims) - self._locked_claims
+            return self._totals_locked()
+
+    def _totals_locked(self) -> tuple[int, int, int]:
+        successes, failures = self._locked_outcomes
+        successes += counted(self._claims) - self._locked_claims
         return successes + failures, failures, counted(self._slow_calls)
 
     def _sync_round(self, now: float, notified: bool) -> Flush | None:

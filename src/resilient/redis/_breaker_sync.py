@@ -16,6 +16,7 @@ child (``resilient._core._fork.on_fork_in_child``): a child inherits no threads.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -108,6 +109,7 @@ class BreakerSync:
         "_dirty",
         "_lock",
         "_pubsub",
+        "_reports",
         "_store",
         "_thread",
         "_twin",
@@ -128,6 +130,10 @@ class BreakerSync:
         if store.is_async:
             self._twin = sync_twin(store._given, store.op_timeout)  # type: ignore[arg-type]
         self._dirty: set[str] = set()
+        # Trial outcomes of async callers, whose loop must not wait on a round trip.
+        self._reports: collections.deque[tuple[SharedBreakerCore, str, int, int]] = (
+            collections.deque()
+        )
         self.channel = store.key("breakers").rsplit(":", 1)[0] + ":transitions"
         self.rounds = 0
         # Tests drive round() themselves, deterministically: then no thread runs.
@@ -150,6 +156,22 @@ class BreakerSync:
     def wake(self) -> None:
         """A local decision waits to be sent: do not wait for the next tick."""
         self._wake.set()
+
+    def report_later(self, core: SharedBreakerCore, lease: str, version: int, outcome: int) -> None:
+        """Send a trial's outcome from this thread, at once (for an async caller)."""
+        self._reports.append((core, lease, version, outcome))  # one C call: atomic
+        with self._lock:
+            self._start()
+        self._wake.set()
+
+    def _send_reports(self) -> None:
+        reports = self._reports
+        while reports:
+            core, lease, version, outcome = reports.popleft()
+            try:
+                core.report(lease, version, outcome)
+            except Exception:  # one breaker's failure must not stop the others'
+                logger.exception("reporting a trial of breaker %r failed", core.name)
 
     def _start(self) -> None:
         if self.manual:
@@ -220,6 +242,7 @@ class BreakerSync:
         """Send what is due for every bound breaker, and hear what changed."""
         self.rounds += 1
         self._listen()
+        self._send_reports()
         now = time.monotonic()
         store = self._store
         with self._lock:
@@ -276,7 +299,7 @@ def _loop(ref: weakref.ReferenceType[BreakerSync]) -> None:
     # Holds the sync weakly between rounds, so a store nobody uses can be collected.
     while True:
         sync = ref()
-        if sync is None or not sync._cores:
+        if sync is None or not (sync._cores or sync._reports):
             return
         wake, interval = sync._wake, sync._store.flush_interval
         sync.round()
