@@ -254,6 +254,10 @@ class SharedBreakerCore(BreakerCore):
             # Decided locally: admitted, still open by the record's time, or an outage.
             if state is not FORCED_OPEN and state not in _ADMIT_ALL and self._down():
                 self._store._fell_back()
+                if state is HALF_OPEN or self._monotonic() >= self._open_until:
+                    refused = self._refused_in_outage(state)
+                    if refused is not None:
+                        return refused
             return super().admit_checked()
         lease = f"{os.getpid()}:{id(self)}:{next(_lease_ids)}"
         return LeaseAsk((lease, str(int(self._store.lease_ttl * 1000))))
@@ -268,7 +272,7 @@ class SharedBreakerCore(BreakerCore):
         """
         if reply is None:
             self._store._fell_back()
-            return super().admit_checked()
+            return self._refused_in_outage(self._state) or super().admit_checked()
         self.adopt(reply)
         lease = plan.args[0]
         granted = int(reply[4]) == 1
@@ -288,6 +292,17 @@ class SharedBreakerCore(BreakerCore):
         if state is HALF_OPEN:
             self._refused_until = self._monotonic() + self._store.flush_interval
         return self._refuse(state, int(reply[2]) / 1000 if state is OPEN else None)
+
+    def _refused_in_outage(self, state: CircuitState) -> CircuitOpenError | None:
+        """With ``on_unavailable="reject"``, no local trial while the store is out.
+
+        Local trials in every process would probe the dependency ``half_open_calls``
+        times per process; "reject" keeps the fleet's bound, and the breaker open until
+        the store answers (retry in ``retry_interval``). ``None``: decide locally.
+        """
+        if self._store.on_unavailable != "reject":
+            return None
+        return self._refuse(state, self._store.retry_interval)
 
     def _refuse(self, state: CircuitState, retry_after: float | None) -> CircuitOpenError:
         with self._lock:

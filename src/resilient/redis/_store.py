@@ -40,6 +40,13 @@ logger = logging.getLogger("resilient")
 
 _MAX_OP_TIMEOUT: Final = 60.0
 _ON_UNAVAILABLE: Final = ("local", "reject")
+OnUnavailable = Literal["local", "reject"]
+
+
+def _check_on_unavailable(value: object) -> OnUnavailable:
+    if value not in _ON_UNAVAILABLE:
+        raise ValueError(f"on_unavailable must be 'local' or 'reject', got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +99,15 @@ class RedisStore:
             applications.
         op_timeout: Seconds one round trip to Redis may take (> 0 and <= 60) before the
             decision is made locally.
-        local_share: How many instances share each limit: while Redis is unavailable
-            each decides alone with ``rate / local_share`` (and ``burst / local_share``,
-            at least 1), so the fleet together stays near the limit.
+        local_share: How many instances share each limit (>= 1): while Redis is
+            unavailable each decides alone with ``rate / local_share`` (and
+            ``burst / local_share``, at least 1), so the fleet together stays near the
+            limit. Per policy: :meth:`with_options`.
         on_unavailable: ``"local"`` (the default) decides on local state while Redis is
-            unavailable; ``"reject"`` refuses calls instead (``RateLimitedError``).
+            unavailable; ``"reject"`` refuses instead: a rate limiter's calls
+            (``RateLimitedError``), a breaker's half-open trials (``CircuitOpenError``;
+            its closed path never asks Redis, so it goes on). Per policy:
+            :meth:`with_options`.
         retry_interval: Seconds between attempts to reach Redis again during an outage
             (> 0); meanwhile decisions are local and cost no round trip.
         flush_interval: Shared breakers: seconds between the background flushes of
@@ -171,8 +182,7 @@ class RedisStore:
             raise TypeError(f"namespace must be a non-empty str, not {type(namespace).__name__}")
         if not namespace:
             raise ValueError("namespace must be a non-empty str, got ''")
-        if on_unavailable not in _ON_UNAVAILABLE:
-            raise ValueError(f"on_unavailable must be 'local' or 'reject', got {on_unavailable!r}")
+        _check_on_unavailable(on_unavailable)
         self.op_timeout = check_duration(
             "op_timeout", op_timeout, allow_zero=False, maximum=_MAX_OP_TIMEOUT
         )
@@ -416,3 +426,30 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"<RedisStore {self.description} op_timeout={self.op_timeout:g}s>"
+
+    # -- per-policy options -------------------------------------------------------------
+
+    def with_options(
+        self,
+        *,
+        local_share: int | None = None,
+        on_unavailable: OnUnavailable | None = None,
+    ) -> RedisStore:
+        """This store, with other ``local_share`` / ``on_unavailable`` for the policies given it.
+
+        The view shares this store's connections, health (an outage seen by one is seen
+        by all, counted once) and breakers' thread; only the two options are its own.
+        Options left out keep this store's. ``store.with_options(local_share=4)`` is
+        how a limiter is told that 4 instances share it.
+
+        Raises:
+            ValueError: ``local_share`` below 1, or ``on_unavailable`` neither
+                ``"local"`` nor ``"reject"``.
+            TypeError: ``local_share`` not an int.
+        """
+        from resilient.redis._store_view import StoreView  # noqa: PLC0415 -- a cycle
+
+        share = self.local_share if local_share is None else check_int("local_share", local_share)
+        mode = self.on_unavailable if on_unavailable is None else on_unavailable
+        base = getattr(self, "_base", self)
+        return StoreView(base, share, _check_on_unavailable(mode))
