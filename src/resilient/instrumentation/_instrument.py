@@ -194,11 +194,29 @@ class Instrumentation(Readings):
             unit="{call}",
             description="Sync calls past their timeout that still run in a worker thread.",
         )
+        self._create_store_instruments()
         m.create_observable_counter(
             "resilient.listener.errors",
             callbacks=[self._guarded(self._summed((CorePolicy,), lambda p: p.listener_errors))],
             unit="{error}",
             description="Exceptions raised by event listeners (logged; calls unaffected).",
+        )
+
+    def _create_store_instruments(self) -> None:
+        # The health of the shared stores (resilient.redis) that live policies use.
+        m = self.meter
+        for name, unit, description in _STORE_COUNTERS:
+            m.create_observable_counter(
+                f"resilient.store.{name}",
+                callbacks=[self._guarded(self._store_health(name))],
+                unit=unit,
+                description=description,
+            )
+        m.create_observable_gauge(
+            "resilient.store.available",
+            callbacks=[self._guarded(self._store_health("available"))],
+            unit="1",
+            description="1 while the shared store answers, 0 during an outage.",
         )
 
     def _guarded(
@@ -241,6 +259,16 @@ class Instrumentation(Readings):
         self._histogram_listener = record
         add_global_listener(record)
 
+
+_STORE_COUNTERS: Final = (
+    ("errors", "{error}", "Operations on a shared store that failed (raised or timed out)."),
+    ("outages", "{outage}", "Times a shared store went from available to unavailable."),
+    (
+        "fallbacks",
+        "{call}",
+        "Decisions made on local state (or refused) because the shared store was unavailable.",
+    ),
+)
 
 _TIMED_EVENTS: Final = frozenset({CallSucceeded, CallFailed, CallIgnored})
 

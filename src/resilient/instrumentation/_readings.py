@@ -28,7 +28,7 @@ from resilient._policies._ratelimit import RateLimiter
 from resilient._policies._retry import Retry
 from resilient._policies._timeout import Timeout
 
-__all__ = ["KIND_KEY", "OUTCOME", "POLICY", "STATE", "Key", "Readings"]
+__all__ = ["KIND_KEY", "OUTCOME", "POLICY", "STATE", "STORE", "Key", "Readings"]
 
 logger = logging.getLogger("resilient")
 
@@ -36,6 +36,7 @@ POLICY: Final = "resilient.policy"
 KIND_KEY: Final = "resilient.kind"
 OUTCOME: Final = "resilient.outcome"
 STATE: Final = "resilient.state"
+STORE: Final = "resilient.store"
 
 Key = tuple[str, str]  # (kind, name)
 
@@ -44,6 +45,24 @@ def _named() -> Iterator[tuple[Key, CorePolicy[Any]]]:
     """Every live policy under the name it is reported as (see ``reported_name``)."""
     for policy in live_policies():
         yield (policy.kind, reported_name(policy)), policy
+
+
+def _stores() -> Iterator[tuple[Key, Any]]:
+    """Each shared store that a live policy is bound to, once (with one such policy's key).
+
+    Duck-typed: this floor imports no integration. A policy's core keeps its store as
+    ``_store``; a store made by ``with_options()`` shares its ``_base``'s health, which
+    is read once.
+    """
+    seen: set[int] = set()
+    for key, policy in _named():
+        store = getattr(policy._core, "_store", None)
+        if store is None:
+            continue
+        owner = getattr(store, "_base", store)
+        if id(owner) not in seen:
+            seen.add(id(owner))
+            yield key, owner
 
 
 def _breaker_outcomes(breaker: CircuitBreaker) -> dict[str, int]:
@@ -211,3 +230,27 @@ class Readings:
                 snap = self._read((kind, name), budget, budget.snapshot)
                 total += snap.balance if snap is not None else 0.0
             yield Observation(total, {POLICY: name, KIND_KEY: kind})
+
+    def _store_health(self, field: str) -> Callable[[], Iterator[Observation]]:
+        """A reading of one field of each shared store's ``metrics()``, by its description.
+
+        Stores described alike (one Redis and namespace, several store objects) add up
+        their counts; ``available`` is 0 if any of them is in an outage.
+        """
+
+        def read() -> Iterator[Observation]:
+            values: dict[str, int] = {}
+            for key, store in _stores():
+                snap = self._read(key, store, store.metrics)
+                if snap is None:
+                    continue
+                where = str(store.description)
+                value = int(getattr(snap, field))
+                if field == "available":
+                    values[where] = min(values.get(where, 1), value)
+                else:
+                    values[where] = values.get(where, 0) + value
+            for where, value in values.items():
+                yield Observation(value, {STORE: where})
+
+        return read
