@@ -129,3 +129,94 @@ def test_the_breaker_script_runs_on_a_cluster(
     assert [s.metrics().errors for s in stores] == [0, 0]
     for store in stores:
         store.close()
+
+
+def test_the_flushes_of_many_breakers_go_in_one_round_trip_per_node(
+    cluster_client: redis.cluster.RedisCluster, redis_cluster: list[Server]
+) -> None:
+    from resilient import CircuitBreaker, CountWindow  # noqa: PLC0415
+    from resilient.redis._breaker_sync import BreakerSync  # noqa: PLC0415
+    from resilient.testing import ManualClock  # noqa: PLC0415
+
+    client = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster[0].port)
+    store = RedisStore(client, namespace="cluster-flush", op_timeout=1.0)
+    store._breakers = BreakerSync(store)
+    store._breakers.manual = True
+    names = [f"dep{i}" for i in range(9)]  # 9 breakers on 3 nodes: some share a node
+    breakers = [
+        CircuitBreaker(
+            n, window=CountWindow(20), minimum_calls=10, clock=ManualClock(), store=store
+        )
+        for n in names
+    ]
+    store._breakers.round()  # each record read once (none exists)
+    for breaker in breakers:
+        breaker.call(int)
+    plain = [node.client() for node in redis_cluster]
+
+    def reads() -> list[int]:
+        return [int(p.info("stats")["total_reads_processed"]) for p in plain]
+
+    per_node = {n.port: 0 for n in redis_cluster}
+    for name in names:
+        per_node[cluster_client.get_node_from_key(f"{{cluster-flush:{name}}}:buckets").port] += 1
+    assert max(per_node.values()) >= 2
+    before = reads()
+    store._breakers.round()
+    after = reads()
+    # Per node: the pipeline of its breakers' flushes, then the INFO reading it (one
+    # round trip per breaker before: as many reads as the node has breakers).
+    assert [b - a for a, b in zip(before, after, strict=True)] == [
+        2 if per_node[n.port] else 1 for n in redis_cluster
+    ]
+    for name in names:
+        buckets = cluster_client.hgetall(f"{{cluster-flush:{name}}}:buckets")
+        assert sum(int(v) for k, v in buckets.items() if k.endswith(b":c")) == 1
+    # Nodes that lost their scripts: each flush is run again, loading the script.
+    for p in plain:
+        p.script_flush()
+    for breaker in breakers:
+        breaker.call(int)
+    store._breakers.round()
+    for name in names:
+        buckets = cluster_client.hgetall(f"{{cluster-flush:{name}}}:buckets")
+        assert sum(int(v) for k, v in buckets.items() if k.endswith(b":c")) == 2
+    assert store.metrics().errors == 0
+    for p in plain:
+        p.close()
+    store.close()
+
+
+def test_a_transition_reaches_another_process_through_pub_sub_on_a_cluster(
+    redis_cluster: list[Server],
+) -> None:
+    from resilient import CircuitBreaker, CircuitState, CountWindow  # noqa: PLC0415
+
+    # Real sync threads, and a poll far beyond the wait: only the notification can tell.
+    def make(port: int) -> tuple[RedisStore, CircuitBreaker]:
+        store = RedisStore(
+            redis.cluster.RedisCluster(host="127.0.0.1", port=port),
+            namespace="cluster-pubsub",
+            op_timeout=1.0,
+            flush_interval=0.02,
+            poll_interval=3600,
+        )
+        return store, CircuitBreaker("dep", window=CountWindow(10), minimum_calls=5, store=store)
+
+    # Each "process" starts from another node of the cluster.
+    (store_a, a), (store_b, b) = make(redis_cluster[0].port), make(redis_cluster[2].port)
+    deadline = time.monotonic() + 10
+    while store_b._breakers._pubsub is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # b's thread subscribing
+    assert store_b._breakers._pubsub is not None
+    rounds = store_b._breakers.rounds
+    for _ in range(5):
+        with pytest.raises(ZeroDivisionError):
+            a.call(lambda: 1 / 0)  # a trips on its own; its thread sends the trip
+    while b.state is not CircuitState.OPEN and time.monotonic() < deadline:
+        time.sleep(0.01)  # b's thread hearing of it
+    assert b.state is CircuitState.OPEN
+    assert store_b._breakers.rounds > rounds
+    assert (store_a.metrics().errors, store_b.metrics().errors) == (0, 0)
+    store_a.close()
+    store_b.close()

@@ -257,7 +257,9 @@ class BreakerSync:
                 continue
             if flush is not None:
                 flushes.append(flush)
-        batch = store.flush_batch if not isinstance(store._given, redis.cluster.RedisCluster) else 1
+        # On a Cluster too: redis-py's ClusterPipeline routes each EVALSHA by its keys
+        # (one hash tag, one slot) and sends each node its share in one round trip.
+        batch = store.flush_batch
         for start in range(0, len(flushes), batch):
             self._flush(flushes[start : start + batch], now)
 
@@ -269,16 +271,27 @@ class BreakerSync:
         generation = store.generation
         try:
             if len(flushes) == 1:
-                # Alone (and on a Cluster, where each breaker may live on another
-                # node): the breaker's own step, with its NOSCRIPT reload.
+                # Alone: the breaker's own step, with its NOSCRIPT reload.
                 one = flushes[0]
                 reply = one.core._step("flush", one.args)
                 if reply is not None:
                     one.core._flushed_with(one, reply, now)
                 return
-            pipe = self.client().pipeline(transaction=False)
+            client = self.client()
+            pipe = client.pipeline(transaction=False)
+            cluster = isinstance(client, redis.cluster.RedisCluster)
             for flush in flushes:
-                pipe.evalsha(BREAKER.sha, 3, *flush.argv())
+                if cluster:
+                    # redis-py's ClusterPipeline refuses evalsha() (a script's keys
+                    # may span slots; ours share one hash tag) and, for a command it
+                    # has no routing flag for, asks a node for its keys (COMMAND
+                    # GETKEYS, a round trip each). Named here from the slot table:
+                    # each node gets its share in one round trip.
+                    node = client.get_node_from_key(flush.core._keys[0])
+                    argv = flush.argv()
+                    pipe.execute_command("EVALSHA", BREAKER.sha, 3, *argv, target_nodes=node)
+                else:
+                    pipe.evalsha(BREAKER.sha, 3, *flush.argv())
             replies = pipe.execute(raise_on_error=False)
         except Exception as error:
             store._failed(error, generation)
