@@ -3,9 +3,12 @@
 ``pip install 'resilient-kit[redis]'``; this package is the only part of ``resilient``
 that imports ``redis``, and ``import resilient`` never imports it.
 
-Layout: ``_store`` is :class:`RedisStore` (keys, health, running scripts), ``_clients``
-its own connections bounded by ``op_timeout``, ``_scripts`` the Lua that decides on the
-server, ``_gcra`` the rate-limiter cores that use it, ``_events`` the outage records.
+Layout: ``_store`` is :class:`RedisStore` (keys, health, running scripts), ``_store_view``
+its per-policy views (``with_options()``), ``_clients`` its own connections bounded by
+``op_timeout``, ``_scripts`` the Lua that decides on the server, ``_gcra`` the
+rate-limiter cores that use it, ``_breaker*`` the shared circuit breaker (its core, the
+async step that awaits its leases, the store's background thread, its script),
+``_events`` the outage records.
 See ``docs/scale-out.md``.
 """
 

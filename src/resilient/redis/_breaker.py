@@ -12,8 +12,11 @@ the few places where the fleet must agree:
 - Admission past OPEN: the first call after the shared ``open_duration`` (timed by
   the server) asks the script for a trial *lease*; the script hands out exactly
   ``half_open_calls`` across the fleet, each with a time to live, so the trial of a
-  process that died comes back. A trial's outcome is reported on the caller's path
-  (half-open calls are few), and the script decides the round.
+  process that died comes back. The core only says that a lease is needed
+  (:class:`LeaseAsk`, from ``admit_plan()``): a sync caller asks for it inline, an
+  async caller's step awaits it (``_breaker_async.py``). A trial's outcome is reported
+  on a sync caller's path (half-open calls are few), by the store's thread for an
+  async one, and the script decides the round.
 - Controls (``force_open()``, ``disable()``, ``metrics_only()``, ``reset()``) are
   written to the record, for the whole fleet.
 

@@ -5,7 +5,8 @@ by the local core (the totals that ``metrics()`` reports); this thread reads the
 ``flush_interval``, and sends what is new (calls, failures) into the shared buckets,
 where the script decides the fleet's OPEN transition. The same thread sends the local
 decisions (a local trip, a trial round decided locally during an outage) as
-compare-and-sets, listens for transitions announced on pub/sub, and polls each
+compare-and-sets, reports the trials of async callers (whose event loop must not
+wait on a round trip), listens for transitions announced on pub/sub, and polls each
 breaker's record every ``poll_interval`` in case a notification was lost. So every
 process hears of a transition within ``flush_interval`` when pub/sub works, within
 ``poll_interval`` when it does not.

@@ -102,19 +102,19 @@ class RedisStore:
         local_share: How many instances share each limit (>= 1): while Redis is
             unavailable each decides alone with ``rate / local_share`` (and
             ``burst / local_share``, at least 1), so the fleet together stays near the
-            limit. Per policy: :meth:`with_options`.
+            limit. Per policy: [`with_options`][resilient.redis.RedisStore.with_options].
         on_unavailable: ``"local"`` (the default) decides on local state while Redis is
             unavailable; ``"reject"`` refuses instead: a rate limiter's calls
             (``RateLimitedError``), a breaker's half-open trials (``CircuitOpenError``;
             its closed path never asks Redis, so it goes on). Per policy:
-            :meth:`with_options`.
+            [`with_options`][resilient.redis.RedisStore.with_options].
         retry_interval: Seconds between attempts to reach Redis again during an outage
             (> 0); meanwhile decisions are local and cost no round trip.
         flush_interval: Shared breakers: seconds between the background flushes of
             each process's outcomes (> 0); also how soon a process hears of a
             transition announced on pub/sub.
         flush_batch: Shared breakers: the most breakers whose outcomes one pipelined
-            round trip sends (>= 1; on a Cluster each breaker's go alone).
+            round trip sends (>= 1; on a Cluster, one pipeline per node).
         poll_interval: Shared breakers: seconds between reads of each breaker's record
             (> 0), in case a pub/sub notification was lost.
         lease_ttl: Shared breakers: seconds a half-open trial lease lives (> 0): a
