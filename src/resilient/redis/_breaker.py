@@ -30,15 +30,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from redis.exceptions import NoScriptError
-
 from resilient._core._atomic import counted
-from resilient._core._breaker import KIND, BreakerCore
 from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
@@ -53,16 +49,15 @@ from resilient._core._breaker_state import (
 )
 from resilient._core._errors import CircuitOpenError
 from resilient._core._window import FAILURE, SLOW, TimeWindow
+from resilient.redis._breaker_io import LeaseAsk, StoreSteps
 from resilient.redis._breaker_replay import CONTROLS, SHARED_TRIGGERS, replay
-from resilient.redis._breaker_script import BREAKER
 from resilient.redis._breaker_sync import Flush
-from resilient.redis._events import StoreRecovered, StoreUnavailable
 
 if TYPE_CHECKING:
     from resilient._core._records import Event
     from resilient.redis._store import RedisStore
 
-__all__ = ["LeaseAsk", "SharedBreakerCore"]
+__all__ = ["LeaseAsk", "SharedBreakerCore"]  # LeaseAsk: from _breaker_io
 
 _DURATIONS: Final = 16
 """Open durations sent to the script: openings 1..16 (later ones repeat the 16th)."""
@@ -75,36 +70,17 @@ def _text(value: object) -> str:
 _lease_ids = itertools.count()
 
 
-class LeaseAsk:
-    """What admission needs from the record: a trial lease (``args``: its id and TTL).
-
-    Returned by :meth:`SharedBreakerCore.admit_plan`: a sync caller asks for it inline,
-    an async caller's step awaits it, and both read the answer the same way.
-    """
-
-    __slots__ = ("args",)
-
-    def __init__(self, args: tuple[str, str]) -> None:
-        self.args = args
-
-
-class SharedBreakerCore(BreakerCore):
+class SharedBreakerCore(StoreSteps):
     """A breaker core whose transitions are agreed in a store (see the module docstring)."""
 
     __slots__ = (
         "_applying",
-        "_down_at",
         "_flushed",
         "_intent",
-        "_keys",
         "_leases",
-        "_next_poll",
         "_pending_control",
         "_refused_until",
-        "_settings",
         "_slow_calls",
-        "_store",
-        "_sync",
         "_version",
         "_window_ms",
     )
@@ -382,96 +358,6 @@ class SharedBreakerCore(BreakerCore):
                 # Our own write: the local state already is the record's.
                 self._version = max(self._version, int(reply[1]))
         self.adopt(reply)
-
-    # -- talking to the store -----------------------------------------------------------
-
-    def _argv(self, op: str, args: Sequence[str]) -> tuple[str, ...]:
-        return (*self._keys, op, self._sync.channel, self.name or "", *self._settings, *args)
-
-    def _step(self, op: str, args: Sequence[str]) -> Sequence[Any] | None:
-        """Run one step of the script; ``None`` if the store failed (counted, reported)."""
-        generation = self._begin()
-        if generation is None:
-            return None
-        try:
-            client = self._sync.client()
-            argv = self._argv(op, args)
-            try:
-                reply = client.evalsha(BREAKER.sha, 3, *argv)
-            except NoScriptError:
-                reply = client.eval(BREAKER.source, 3, *argv)
-        except Exception as error:
-            return self._ended(generation, None, error)
-        return self._ended(generation, reply, None)
-
-    async def _step_async(self, op: str, args: Sequence[str]) -> Sequence[Any] | None:
-        """As :meth:`_step`, awaited: on a ``redis.asyncio`` client, or in a worker thread.
-
-        Shielded from the caller's cancellation, and bounded by ``op_timeout``: a lease
-        the record granted is then always known here, and given back if the caller is
-        gone (its cancellation lands at its next await, inside the guard).
-        """
-        import anyio  # noqa: PLC0415 -- only async callers need it
-
-        store = self._store
-        if not store.is_async:
-            return await anyio.to_thread.run_sync(self._step, op, args)
-        generation = self._begin()
-        if generation is None:
-            return None
-        with anyio.CancelScope(shield=True):
-            try:
-                client = store._client
-                argv = self._argv(op, args)
-                try:
-                    reply = await client.evalsha(BREAKER.sha, 3, *argv)
-                except NoScriptError:
-                    reply = await client.eval(BREAKER.source, 3, *argv)
-            except Exception as error:
-                return self._ended(generation, None, error)
-        return self._ended(generation, reply, None)
-
-    def _begin(self) -> int | None:
-        """The store's generation to send in, or ``None`` while it is not to be tried."""
-        store = self._store
-        if not store._should_try():
-            self._down()
-            return None
-        return store.generation
-
-    def _ended(
-        self, generation: int, reply: Sequence[Any] | None, error: Exception | None
-    ) -> Sequence[Any] | None:
-        store = self._store
-        if error is not None:
-            store._failed(error, generation)
-            self._down()
-            return None
-        store._succeeded(generation)
-        self._up()
-        return reply
-
-    def _down(self) -> bool:
-        """Whether the store is unavailable; the first sight of an outage is an event."""
-        store = self._store
-        if store.available:
-            return False
-        if self._down_at is None:
-            with self._lock:
-                starts, self._down_at = self._down_at is None, time.monotonic()
-            if starts and self.observed():
-                self.emit(StoreUnavailable(self.name, KIND, store.description, store.last_error))
-        return True
-
-    def _up(self) -> None:
-        if self._down_at is None:
-            return
-        with self._lock:
-            since, self._down_at = self._down_at, None
-            self._next_poll = 0.0  # resynchronise at once
-        if since is not None and self.observed():  # type: ignore[redundant-expr]
-            downtime = time.monotonic() - since
-            self.emit(StoreRecovered(self.name, KIND, self._store.description, downtime))
 
     def _totals(self) -> tuple[int, int, int]:
         """Calls, failures and slow calls since creation (the running totals)."""
