@@ -52,9 +52,9 @@ async def probe() -> AsyncIterator[Probe]:
         tg.cancel_scope.cancel()
 
 
-@pytest.fixture(params=["asyncio-sync", "trio-sync", "asyncio-async"])
+@pytest.fixture(params=["asyncio-sync", "trio-sync", "asyncio-async", "trio-async"])
 def setup(request: pytest.FixtureRequest) -> list[str]:
-    """The backend and the store's client: redis.asyncio runs on asyncio only."""
+    """The backend and the store's client (under trio, a redis.asyncio client's sync twin)."""
     return str(request.param).split("-")
 
 
@@ -70,7 +70,7 @@ def client_kind(setup: list[str]) -> str:
 
 @pytest.fixture
 async def store(
-    redis_server: Server, namespace: str, client_kind: str
+    redis_server: Server, namespace: str, client_kind: str, anyio_backend: str
 ) -> AsyncIterator[RedisStore]:
     given: Any = (
         redis.Redis(port=redis_server.port)
@@ -88,7 +88,10 @@ async def store(
     sync.wake()
     if sync._thread is not None:
         await anyio.to_thread.run_sync(sync._thread.join, 10.0)
-    await made.aclose()
+    if anyio_backend == "asyncio":
+        await made.aclose()
+    else:
+        made.close()  # the redis.asyncio connections were never opened: trio has none
 
 
 def half_open_due(store: RedisStore, **options: Any) -> CircuitBreaker:
@@ -192,3 +195,41 @@ async def test_an_async_trial_during_an_outage_is_decided_locally(
     # The one local trial passed: the local round closes it.
     assert breaker.state is CircuitState.CLOSED
     assert store.metrics().fallbacks >= 1
+
+
+async def test_a_cancelled_async_trial_gives_its_lease_back_through_the_store(
+    store: RedisStore, client: redis.Redis, namespace: str
+) -> None:
+    breaker = half_open_due(store)
+    started = anyio.Event()
+
+    async def trial() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(breaker.call_async, trial)
+        await started.wait()
+        assert client.zcard(f"{{{namespace}:dep}}:leases") == 1
+        tg.cancel_scope.cancel()
+    # The give-back waits for the store's thread (here, the round the test drives).
+    assert client.zcard(f"{{{namespace}:dep}}:leases") == 1
+    await anyio.to_thread.run_sync(store._breakers.round)
+    assert client.zcard(f"{{{namespace}:dep}}:leases") == 0
+
+
+async def test_a_failed_async_trial_reopens_the_fleet(
+    store: RedisStore, client: redis.Redis, namespace: str
+) -> None:
+    breaker = half_open_due(store)
+
+    async def trial() -> None:
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await breaker.call_async(trial)
+    await anyio.to_thread.run_sync(store._breakers.round)
+    assert client.hget(f"{{{namespace}:dep}}:breaker", "s") == "open"
+    assert breaker.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        await breaker.call_async(trial)

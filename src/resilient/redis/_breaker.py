@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from resilient._core._records import Event
     from resilient.redis._store import RedisStore
 
-__all__ = ["LeaseAsk", "SharedBreakerCore"]  # LeaseAsk: from _breaker_io
+__all__ = ["SharedBreakerCore"]
 
 _DURATIONS: Final = 16
 """Open durations sent to the script: openings 1..16 (later ones repeat the 16th)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from resilient._core._errors import CircuitOpenError
 from resilient._policies._breaker import _BreakerStep
 from resilient._policies._pipeline import Wait
-from resilient.redis._breaker import LeaseAsk
+from resilient.redis._breaker_io import LeaseAsk
 
 if TYPE_CHECKING:
     from resilient.redis._breaker import SharedBreakerCore

@@ -9,6 +9,7 @@ breaker's outage events (``StoreUnavailable`` once per outage, ``StoreRecovered`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
     from resilient.redis._store import RedisStore
 
 __all__ = ["LeaseAsk", "StoreSteps"]
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class LeaseAsk:
@@ -84,7 +93,9 @@ class StoreSteps(BreakerCore):
         import anyio  # noqa: PLC0415 -- only async callers need it
 
         store = self._store
-        if not store.is_async:
+        if not (store.is_async and _on_asyncio()):
+            # A sync client, or a redis.asyncio one under trio (where it cannot run):
+            # the sync step, with the store's client or its sync twin, in a thread.
             return await anyio.to_thread.run_sync(self._step, op, args)
         generation = self._begin()
         if generation is None:
