@@ -25,7 +25,7 @@ SIGNATURE = (
     "half_open_max_duration: 'Duration | None' = None, "
     "record: 'ExceptionMatcher' = <class 'Exception'>, ignore: 'ExceptionMatcher' = (), "
     "record_result: 'Callable[[Any], bool] | None' = None, clock: 'Clock | None' = None, "
-    "store: 'Any' = None) -> 'None'"
+    "store: 'SharedStore | None' = None) -> 'None'"
 )
 
 
