@@ -15,6 +15,7 @@ import redis
 import resilient
 from resilient import CircuitBreaker, RateLimitedError, RateLimiter
 from resilient.redis import RedisStore
+from resilient.redis._breaker_sync import BreakerSync
 
 if TYPE_CHECKING:
     from redis_servers import Server
@@ -89,9 +90,11 @@ def test_stores_of_one_view_and_breakers_read_once(
     reader: InMemoryMetricReader, namespace: str
 ) -> None:
     store = RedisStore(redis.Redis(port=free_port()), namespace=namespace, retry_interval=60)
+    store._breakers = BreakerSync(store)
+    store._breakers.manual = True  # no thread racing the limiters to the first failure
     strict = store.with_options(local_share=2)
     limiters = [RateLimiter(2, name=f"v{next(_ids)}", store=s) for s in (store, strict)]
-    breaker = CircuitBreaker(f"b{next(_ids)}", store=store)
+    breaker = CircuitBreaker(f"b{next(_ids)}", store=strict)
     for limiter in limiters:
         limiter.call(int)
     # The view shares the store's health: one point, counted once.
