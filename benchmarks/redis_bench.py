@@ -11,13 +11,16 @@ persistence, and measures in one run against it, per admitted call:
 * resilient's ``RateLimiter(..., store=RedisStore(client))``, admitted (sync);
 * ``limits`` with its Redis moving-window and sliding-window-counter strategies;
 * ``throttled-py``'s GCRA on its Redis store;
+* ``nopanic-redis``'s ``redis_rate_limit`` (a token bucket in one Lua script);
 
 and, per call through a CLOSED circuit breaker:
 
 * resilient's local ``CircuitBreaker`` (no store: the reference);
 * resilient's ``CircuitBreaker(..., store=RedisStore(client))``, whose closed path is
   the local one (outcomes are flushed by a background thread: no round trip per call);
-* pybreaker with ``CircuitRedisStorage`` (a few round trips per call).
+* pybreaker with ``CircuitRedisStorage`` (a few round trips per call);
+* interlock-cb's ``CircuitBreaker`` with its ``RedisStorage`` (Python >= 3.11);
+* nopanic-redis's ``redis_circuit_breaker``.
 
 Peers are measured if they import, and skipped with a note otherwise (``pip install
 limits throttled-py``). Round trips per call are counted by the server itself
@@ -141,6 +144,17 @@ def cases(port: int, *, quiet: bool = False) -> dict[str, Callable[[], object]]:
             store=throttled.RedisStore(server=url),
         )
         found["throttled-py, Redis GCRA"] = lambda: gcra.limit("gcra")
+
+    try:
+        import nopanic_redis  # noqa: PLC0415
+    except ImportError:
+        if not quiet:
+            print("nopanic-redis: not installed, skipped (pip install nopanic-redis)")
+    else:
+        quota = nopanic_redis.redis_rate_limit(
+            redis.Redis(port=port), name="bench-quota", rate=10**9, per=1.0
+        )
+        found["nopanic-redis, redis_rate_limit"] = quota(ident)
     return found
 
 
@@ -164,6 +178,22 @@ def breaker_cases(port: int) -> dict[str, Callable[[], object]]:
         found["pybreaker, CircuitRedisStorage"] = pybreaker.CircuitBreaker(state_storage=storage)(
             ident
         )
+    try:
+        import interlock  # noqa: PLC0415 -- Python >= 3.11
+        from interlock.integrations.redis import RedisStorage  # noqa: PLC0415
+    except ImportError:
+        print("interlock-cb: not installed, skipped (pip install 'interlock-cb[redis]')")
+    else:
+        storage = RedisStorage(redis.Redis(port=port))
+        coordinated = interlock.CircuitBreaker(name="bench", storage=storage)
+        found["interlock-cb, RedisStorage"] = coordinated(ident)
+    try:
+        import nopanic_redis  # noqa: PLC0415
+    except ImportError:
+        print("nopanic-redis: not installed, skipped (pip install nopanic-redis)")
+    else:
+        shared = nopanic_redis.redis_circuit_breaker(redis.Redis(port=port), name="bench-breaker")
+        found["nopanic-redis, redis_circuit_breaker"] = shared(ident)
     return found
 
 
@@ -202,6 +232,7 @@ LIMITERS = (
     "limits, Redis moving window",
     "limits, Redis sliding window",
     "throttled-py, Redis GCRA",
+    "nopanic-redis, redis_rate_limit",
 )
 
 
