@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from resilient import Timeout
 from resilient.asgi import timeout_header
@@ -43,6 +47,29 @@ def test_parse_seconds() -> None:
     assert parse_seconds(b"30") == 30.0
     for bad in (b"", b".5", b"1.", b"1e3", b"nan", b"inf", b"-1", b" 1", b"1_0", b"9" * 13):
         assert parse_seconds(bad) is None, bad
+
+
+# The formats as regular expressions: the parsers skip the regex on their common paths,
+# and must agree with it on every input.
+_SECONDS_FORMAT = re.compile(rb"\d{1,12}(?:\.\d{1,9})?")
+_GRPC_FORMAT = re.compile(rb"(\d{1,8})([HMSmun])")
+_GRPC_UNIT = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+_HEADER_BYTES = st.one_of(
+    st.binary(max_size=16),
+    st.lists(st.sampled_from(list(b"0123456789.HMSmunse +-_")), max_size=16).map(bytes),
+    st.text("0123456789\u0660\u00b2", max_size=14).map(lambda t: t.encode()),
+)
+
+
+@given(_HEADER_BYTES)
+def test_parsers_agree_with_the_formats(value: bytes) -> None:
+    seconds = float(value) if _SECONDS_FORMAT.fullmatch(value) else None
+    assert parse_seconds(value) == seconds
+    assert parse_seconds(bytearray(value)) == seconds
+    match = _GRPC_FORMAT.fullmatch(value)
+    grpc = None if match is None else int(match[1]) * _GRPC_UNIT[match[2]]
+    assert parse_grpc_timeout(value) == grpc
+    assert parse_grpc_timeout(bytearray(value)) == grpc
 
 
 def test_read_deadline_takes_the_tightest_valid_header() -> None:

@@ -36,7 +36,8 @@ GRPC_TIMEOUT: Final = "grpc-timeout"
 
 # Strict on purpose: float() would also take " 1e3 ", "nan", "inf" and "1_000".
 _SECONDS = re.compile(rb"\d{1,12}(?:\.\d{1,9})?")
-_GRPC = re.compile(rb"(\d{1,8})([HMSmun])")
+_SECONDS_DIGITS: Final = 12
+_GRPC_DIGITS: Final = 8  # then one unit letter
 _GRPC_UNITS: Final = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 # From the finest unit up: the first in which the value fits 8 digits is the most precise.
 _GRPC_FORMATS: Final = (("n", 1), ("u", 10**3), ("m", 10**6), ("S", 10**9), ("M", 60 * 10**9))
@@ -46,6 +47,10 @@ _LOGGED_PREFIX: Final = 64  # bytes of an invalid deadline header shown at DEBUG
 
 def parse_seconds(value: bytes) -> float | None:
     """``b"1.5"`` -> 1.5; ``None`` for anything that is not plain non-negative seconds."""
+    # Whole seconds (the common form) without the regex: bytes.isdigit() is ASCII-only,
+    # as the pattern's \d is for bytes.
+    if value.isdigit() and len(value) <= _SECONDS_DIGITS:
+        return float(value)
     if _SECONDS.fullmatch(value) is None:
         return None
     return float(value)
@@ -53,10 +58,13 @@ def parse_seconds(value: bytes) -> float | None:
 
 def parse_grpc_timeout(value: bytes) -> float | None:
     """``b"100m"`` -> 0.1; ``None`` for anything that is not gRPC's timeout format."""
-    match = _GRPC.fullmatch(value)
-    if match is None:
+    if type(value) is not bytes:  # a bytearray's slice is no dict key
+        value = bytes(value)
+    unit = _GRPC_UNITS.get(value[-1:])
+    digits = value[:-1]
+    if unit is None or not digits.isdigit() or len(digits) > _GRPC_DIGITS:
         return None
-    return int(match[1]) * _GRPC_UNITS[match[2]]
+    return int(digits) * unit
 
 
 def read_deadline(headers: Iterable[tuple[bytes, bytes]], names: dict[bytes, bool]) -> float | None:

@@ -12,7 +12,7 @@ read so far can be replayed.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from resilient._policies._timeout import Armed
@@ -100,12 +100,13 @@ class Exchange:
         self,
         send: Send,
         scope: Scope,
-        failure: Callable[[int], bool],
+        failure: Callable[[int], bool] | None,
         buffering: bool,
         limit: int,
     ) -> None:
         self._send = send
         self.scope = scope
+        #: Whether a status is a failure; ``None``: the default, ``status >= 500``.
         self.failure = failure
         #: Whether a failed response is held back for a retry or fallback to replace.
         self.buffering = buffering
@@ -139,32 +140,45 @@ class Exchange:
             self.replay.rewind()
         return dict(self.scope)
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
         """The app's ``send``: classify the response, hold back a failed one."""
-        if self.started:  # the body of a response already out: the common case first
-            await self._send(message)
-            return
-        buffer = self._buffer
-        if buffer is not None:
-            buffer.append(message)
-            self._buffered += len(message.get("body", b""))
-            if self._buffered > self.limit:
-                await self.flush()  # too large to hold: it goes out, and stays
-            return
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            self.status = status
-            if self.failure(status):
-                self.failed = True
-                if self.buffering:
-                    # Held back, not sent: the start timeouts keep counting, since a
-                    # retry or fallback may still answer within them.
-                    self._buffer = [message]
-                    return
+        # Not a coroutine function: on its common paths (the body of a response that is
+        # out, a response start that is not held back) it hands back the server's own
+        # awaitable, which saves a coroutine per message.
+        if self.started:
+            return self._send(message)
+        if self._buffer is None and message["type"] == "http.response.start":
+            status = self.status = message["status"]
+            failure = self.failure
+            # The default predicate (``is_server_error``) inlined: a call per request.
+            if status >= 500 if failure is None else failure(status):  # noqa: PLR2004
+                return self._send_failed_start(message)
             if self.timers:
                 self._end_start_timeouts()
             self.started = True
+        elif self._buffer is not None:
+            return self._send_held(message)
+        return self._send(message)
+
+    async def _send_failed_start(self, message: Message) -> None:
+        self.failed = True
+        if self.buffering:
+            # Held back, not sent: the start timeouts keep counting, since a retry or
+            # fallback may still answer within them.
+            self._buffer = [message]
+            return
+        if self.timers:
+            self._end_start_timeouts()
+        self.started = True
         await self._send(message)
+
+    async def _send_held(self, message: Message) -> None:
+        buffer = self._buffer
+        assert buffer is not None  # noqa: S101 -- only called while holding back
+        buffer.append(message)
+        self._buffered += len(message.get("body", b""))
+        if self._buffered > self.limit:
+            await self.flush()  # too large to hold: it goes out, and stays
 
     def _end_start_timeouts(self) -> None:
         # The timeouts that cover the time to the response start stop counting: they

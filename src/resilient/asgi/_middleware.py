@@ -195,7 +195,8 @@ class ResilienceMiddleware:
             )
         headers = check_names("deadline_headers", deadline_headers, "header names")
         self.app = app
-        self._failure = failure_status
+        # The default predicate is inlined by the exchange (``None``): a call per request.
+        self._failure = None if failure_status is is_server_error else failure_status
         self._timeout_body = timeout_body
         self._limit = check_int("buffer_limit", buffer_limit, minimum=0, maximum=MAX_BUFFER)
         self._clock = resolve_clock(clock)
