@@ -69,7 +69,7 @@ from resilient import (  # noqa: E402
     compose,
 )
 
-bulkhead = Bulkhead(4, max_wait=0.1)
+bulkhead = Bulkhead(4, max_wait=0.1, fair=False)
 timeout = Timeout(1.5)
 fallback = Fallback(lambda exc: list[str]())
 retry = Retry(3, wait=DecorrelatedJitter(0.1), budget=RetryBudget())

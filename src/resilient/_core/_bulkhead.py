@@ -3,10 +3,25 @@
 Free slots are tokens in a deque. ``deque.pop()`` and ``deque.append()`` are single C
 calls, atomic under the GIL (and internally locked on free-threaded builds), so an
 uncontended caller takes and returns its slot without the lock. The lock guards the
-waiter queue: a releaser that sees waiters hands free slots to them, first come first
-served, so waiters are admitted in arrival order. (A newcomer may take a slot in the
-instant between its return to the pool and the hand-off; it then releases it to the
-same queue, so no waiter is skipped or stranded.)
+waiter queue, served in arrival order, in one of two ways:
+
+* **Hand-off**: the releaser takes the freed slot for the longest waiter and wakes it.
+  Used when waking it is cheap (a task of the releaser's own event loop: a callback, see
+  ``Waiter.nearby``), for a waiter that already lost a race (below), and for every
+  waiter of a ``fair`` bulkhead.
+* **Wake to take** (the default for blocked threads): the slot stays in the pool and the
+  longest waiter is woken to take it. A running caller may take it first (barging, as
+  ``threading.Semaphore`` allows), rather than block behind a thread wake-up: a handed-
+  off slot makes every later call wait for a context switch (a convoy). A woken waiter
+  that finds its slot taken goes back to the head of the queue, marked ``lost``, and the
+  next slot freed is handed to it: a waiter loses at most one race. One waiter is woken
+  per free slot (``_woken``), so a release that finds every free slot spoken for costs
+  no lock.
+
+Every change to the queue or the pool under the lock ends by serving the queue again
+(``_serve``), and a releaser puts its slot back before it looks at the queue, while a
+waiter queues itself (or gives up a wake-up) before its last look at the pool: one of
+the two always sees the other, so no slot stays idle while a waiter sleeps.
 """
 
 from __future__ import annotations
@@ -83,25 +98,40 @@ class BulkheadCore(EventSource):
         "_low_water",
         "_released",
         "_slots",
+        "_tickets",
+        "_to_wake",
         "_waiters",
+        "_woken",
+        "fair",
         "max_concurrent",
         "max_wait",
         "name",
         "rejected",
     )
 
-    def __init__(self, max_concurrent: int, max_wait: object, name: str | None) -> None:
+    def __init__(
+        self, max_concurrent: int, max_wait: object, name: str | None, fair: object = False
+    ) -> None:
         super().__init__()
         self.name = check_name(name)
         self.max_concurrent = check_int("max_concurrent", max_concurrent)
         wait = check_duration("max_wait", max_wait)
         self.max_wait = wait
+        if not isinstance(fair, bool):
+            raise TypeError(f"fair must be True or False, not {type(fair).__name__}")
+        self.fair = fair
         # Bounded: a slot taken before a fork and returned in the child (which starts
         # with every slot free) is dropped rather than raising the limit.
         self._slots: collections.deque[bool] = collections.deque(
             [True] * self.max_concurrent, maxlen=self.max_concurrent
         )
+        # Waiters asleep, in order of arrival (those that lost a race at the head), and
+        # those woken to take a free slot, not yet run.
         self._waiters: collections.deque[Waiter] = collections.deque()
+        self._woken: set[Waiter] = set()
+        self._tickets = itertools.count()
+        # Waiters served under the lock, to wake once it is released.
+        self._to_wake: collections.deque[Waiter] = collections.deque()
         self._lock = new_lock(self)
         self._low_water = self.max_concurrent
         self.rejected = 0
@@ -127,6 +157,8 @@ class BulkheadCore(EventSource):
     def take(self) -> bool:
         """Take a free slot at once, lock-free; ``False`` if none is free."""
         slots = self._slots
+        if not slots:  # a truth test, not an IndexError (~1 us) when the pool is empty
+            return False
         try:
             slots.pop()
             if len(slots) < self._low_water:
@@ -154,18 +186,24 @@ class BulkheadCore(EventSource):
             self.take_back_lost()
         slots = self._slots
         with self._lock:
-            waiter.granted = True
-            try:
-                slots.pop()
-            except IndexError:
-                waiter.granted = False
-            else:
-                return True
+            # Each pop behind a truth test (no call): a contended caller pays for no
+            # IndexError here, only for the one of the runner's lock-free look.
+            if slots:
+                waiter.granted = True
+                try:
+                    slots.pop()
+                except IndexError:
+                    waiter.granted = False
+                else:
+                    return True
             if self.max_wait == 0:
                 self.rejected += 1
             else:
+                waiter.ticket = next(self._tickets)
                 self._waiters.append(waiter)
-                waiter.granted = True  # a last look: a slot freed meanwhile
+                if not slots:  # a last look: a slot freed meanwhile
+                    return False
+                waiter.granted = True
                 try:
                     slots.pop()
                 except IndexError:
@@ -178,30 +216,86 @@ class BulkheadCore(EventSource):
     def leave(self, waiter: Waiter) -> None:
         """``waiter``'s call is over: give back its slot, or leave the queue."""
         with self._lock:
-            if waiter.granted:
+            self._drop(waiter)
+            self._serve_locked()
+        self._wake_all()
+
+    def _drop(self, waiter: Waiter) -> None:
+        # Under the lock. Whatever the waiter holds goes back: its slot, its place in the
+        # queue, or the wake-up it was sent (which may now be owed to the next in line).
+        if waiter.granted:
+            waiter.granted = False
+            self._slots.append(True)
+            next(self._released)
+        elif waiter in self._woken:
+            self._woken.discard(waiter)
+        elif waiter in self._waiters:  # not if refused at once, or revoked after a
+            # failed wake-up; a test, not a suppressed ValueError, which costs a refused
+            # caller ~1 us
+            self._waiters.remove(waiter)
+
+    def claim(self, waiter: Waiter) -> bool:
+        """``waiter`` was woken: ``True`` if it holds a slot now.
+
+        A waiter handed a slot holds it already. One woken to take a free slot takes it
+        if it is still free; if a running caller took it first, the waiter goes back to
+        the head of the queue, ahead of every waiter that came after it, and is handed
+        the next slot freed: ``False``, wait again.
+        """
+        if waiter.granted:  # handed off: set under the lock before the wake-up
+            return True
+        slots = self._slots
+        with self._lock:  # woken to take: it is in _woken, where nothing grants it
+            self._woken.discard(waiter)
+            waiter.granted = True  # no call between this and the pop: see enqueue()
+            try:
+                slots.pop()
+            except IndexError:
                 waiter.granted = False
-                self._slots.append(True)
-                next(self._released)
-            elif waiter in self._waiters:  # not if refused at once, or revoked after
-                # a failed wake-up; a test, not a suppressed ValueError, which costs a
-                # refused caller ~1 us
-                self._waiters.remove(waiter)
-        if self._waiters:
-            self._hand_off()
+            else:
+                if len(slots) < self._low_water:
+                    self.took(len(slots))
+                return True
+            waiter.lost = True
+            waiters = self._waiters
+            at = 0  # behind those that lost a race before it and came before it
+            while at < len(waiters) and waiters[at].lost and waiters[at].ticket < waiter.ticket:
+                at += 1
+            waiters.insert(at, waiter)
+            self._serve_locked()  # a last look: a slot freed meanwhile
+            if waiter.granted:  # served by its own last look: awake already
+                with contextlib.suppress(ValueError):
+                    self._to_wake.remove(waiter)
+        self._wake_all()
+        return waiter.granted
 
     def timed_out(self, waiter: Waiter) -> bool:
         """Withdraw ``waiter`` (its wait ran out); ``True`` if it holds a slot anyway.
 
-        A waiter granted a slot just as it gave up keeps it; otherwise it leaves the
-        queue and counts as rejected.
+        A waiter granted a slot just as it gave up keeps it, and one woken just then
+        takes the free slot it was woken for, if it is still there; otherwise it leaves
+        the queue and counts as rejected.
         """
+        slots = self._slots
         with self._lock:
             if waiter.granted:
                 return True
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+            if waiter in self._woken:
+                self._woken.discard(waiter)
+                waiter.granted = True
+                try:
+                    slots.pop()
+                except IndexError:
+                    waiter.granted = False
+                else:
+                    return True
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             self.rejected += 1
-            return False
+            self._serve_locked()  # the wake-up it gives up may be owed to the next
+        self._wake_all()
+        return False
 
     def take_back_lost(self) -> None:
         """Give back the slots of ``with`` blocks dropped before their exit ran.
@@ -220,20 +314,15 @@ class BulkheadCore(EventSource):
                     slots.append(True)
                     next(self._released)
                 waiter = getattr(claim, "waiter", None)
-                if waiter is not None:  # self.leave(waiter), inlined: the lock is held
-                    if waiter.granted:
-                        waiter.granted = False
-                        slots.append(True)
-                        next(self._released)
-                    elif waiter in self._waiters:
-                        self._waiters.remove(waiter)
+                if waiter is not None:
+                    self._drop(waiter)
                 live.discard(claim)
                 lost.pop()
-        if self._waiters:
-            self._hand_off()
+            self._serve_locked()
+        self._wake_all()
 
     def release(self) -> None:
-        """Return a slot; if callers are queued, hand free slots to them in order."""
+        """Return a slot; if callers are queued, serve them in order."""
         self._slots.append(True)
         next(self._released)
         # Slot first, queue second: a waiter queues itself before its last look at the
@@ -242,27 +331,63 @@ class BulkheadCore(EventSource):
             self._hand_off()
 
     def _hand_off(self) -> None:
-        woken = []
-        slots, waiters = self._slots, self._waiters
+        """Serve the queue: the releasers' (and the runners') call after a release."""
+        woken = self._woken
+        if woken and len(woken) >= len(self._slots):
+            # Every free slot has a waiter on its way to take it: nothing to do, and no
+            # lock to take, unless the head lost a race (it is owed the slot).
+            try:
+                if not self._waiters[0].lost:
+                    return
+            except IndexError:
+                return
         with self._lock:
-            while waiters and slots:
-                waiter = waiters[0]
-                if not waiter.granted:  # granted already if an interrupt came between
-                    waiter.granted = True
-                    try:
-                        slots.pop()
-                    except IndexError:  # taken by a lock-free caller meanwhile
-                        waiter.granted = False
-                        break
+            self._serve_locked()
+        if self._to_wake:
+            self._wake_all()
+
+    def _serve_locked(self) -> None:
+        # Under the lock: give free slots to the head of the queue, or wake the head to
+        # take one, while slots are free that no woken waiter is on its way to. Who was
+        # served is collected in _to_wake and woken after the lock (_wake_all).
+        slots, waiters, woken = self._slots, self._waiters, self._woken
+        to_wake = self._to_wake
+        while waiters and slots:
+            waiter = waiters[0]
+            if waiter.granted:  # granted already if an interrupt came before the popleft
                 waiters.popleft()
-                woken.append(waiter)
-        for waiter in woken:
-            if not waiter.wake():
-                # Its event loop is gone: take the slot back for the next in line. The
-                # waiter may still be closed later; it then finds nothing to give back.
-                with self._lock:
+                to_wake.append(waiter)
+            elif len(woken) >= len(slots) and not waiter.lost:
+                break  # every free slot is spoken for by a waiter woken before this one
+            elif waiter.lost or self.fair or waiter.nearby():
+                waiter.granted = True
+                try:
+                    slots.pop()
+                except IndexError:  # taken by a lock-free caller meanwhile
                     waiter.granted = False
-                self.release()
+                    break
+                waiters.popleft()
+                to_wake.append(waiter)
+            else:
+                waiters.popleft()
+                woken.add(waiter)
+                to_wake.append(waiter)
+
+    def _wake_all(self) -> None:
+        # Outside the lock: waking a thread or another loop's task is a system call.
+        to_wake = self._to_wake
+        while to_wake:
+            try:
+                waiter = to_wake.popleft()
+            except IndexError:  # emptied by another thread meanwhile
+                return
+            if waiter.wake():
+                continue
+            # Its event loop is gone: take back what it was given, for the next in line.
+            # The waiter may still be closed later; it then finds nothing to give back.
+            with self._lock:
+                self._drop(waiter)
+                self._serve_locked()
 
     def _after_fork_in_child(self) -> None:
         # Slots held and callers queued by the parent's other threads would never come
@@ -280,8 +405,15 @@ class BulkheadCore(EventSource):
         alive = [waiter for waiter in self._waiters if waiter.survives_fork()]
         self._waiters.clear()
         self._waiters.extend(alive)
-        if self._waiters:
-            self._hand_off()
+        woken = [waiter for waiter in self._woken if waiter.survives_fork()]
+        self._woken.clear()
+        self._woken.update(woken)
+        to_wake = [waiter for waiter in self._to_wake if waiter.survives_fork()]
+        self._to_wake.clear()
+        self._to_wake.extend(to_wake)
+        with self._lock:
+            self._serve_locked()
+        self._wake_all()
 
     def rejection(self) -> BulkheadFullError:
         """Build (and report) the error for a refused caller."""
@@ -302,7 +434,7 @@ class BulkheadCore(EventSource):
             self.take_back_lost()
         with self._lock:
             free = len(self._slots)
-            waiting = len(self._waiters)
+            waiting = len(self._waiters) + len(self._woken)
         return BulkheadMetrics(
             max_concurrent=self.max_concurrent,
             in_flight=self.max_concurrent - free,

@@ -10,20 +10,38 @@ __all__ = ["Waiter"]
 
 
 class Waiter:
-    """A queued caller. ``granted`` is set (under the core's lock) before ``wake()``."""
+    """A queued caller. ``granted`` is set (under the core's lock) before ``wake()``.
 
-    __slots__ = ("granted",)
+    A waiter may be woken without a grant, to take a free slot itself (see
+    ``resilient._core._bulkhead``); it then waits again if the slot was taken meanwhile,
+    so ``wake()`` may be called once per wait, never twice for the same wait.
+    """
+
+    __slots__ = ("granted", "lost", "ticket")
 
     def __init__(self) -> None:
         self.granted = False
+        #: Woken to take a free slot, it found the slot taken: it is served next, directly.
+        self.lost = False
+        #: Its place in the order of arrival (set when it queues).
+        self.ticket = 0
 
     def wake(self) -> bool:
-        """Wake the waiting caller; callable from any thread, at most once.
+        """Wake the waiting caller; callable from any thread, once per wait.
 
         Returns ``False`` if the caller can no longer be woken (its event loop is gone),
         so whoever granted it something can take that back.
         """
         raise NotImplementedError
+
+    def nearby(self) -> bool:
+        """Whether waking it costs no thread switch: it runs in the calling thread.
+
+        A task of the event loop that is running the caller is woken by a callback of
+        that loop; a blocked thread (or a task of another thread's loop) needs its
+        thread woken by the kernel, which a running caller should not wait for.
+        """
+        return False
 
     def survives_fork(self) -> bool:
         """Whether the caller still exists in a child forked while it waits.

@@ -47,14 +47,24 @@ class _BulkheadStep:
         slot back (with :meth:`BulkheadCore.leave`).
         """
         core = self._core
-        if core.enqueue(waiter) or waiter.wait(core.max_wait) or core.timed_out(waiter):
+        if core.enqueue(waiter):
+            return
+        while waiter.wait(core.max_wait):
+            if core.claim(waiter):  # woken with a slot, or to take a free one
+                return
+        if core.timed_out(waiter):
             return
         raise core.rejection()
 
     async def wait_for_async(self, waiter: AsyncioWaiter | TrioWaiter) -> None:
         """As :meth:`wait_for`, as a task."""
         core = self._core
-        if core.enqueue(waiter) or await waiter.wait(core.max_wait) or core.timed_out(waiter):
+        if core.enqueue(waiter):
+            return
+        while await waiter.wait(core.max_wait):
+            if core.claim(waiter):  # woken with a slot, or to take a free one
+                return
+        if core.timed_out(waiter):
             return
         raise core.rejection()
 
@@ -107,6 +117,8 @@ class _SlotBlock(Block):
         claim = self._claim = SlotClaim(self, lost.append)
         core._live.add(claim)
         slots = core._slots
+        if not slots:  # a truth test, not an IndexError (~1 us) when the pool is empty
+            return claim
         claim.held = True  # no call between this and the pop: see SlotClaim
         try:
             slots.pop()
@@ -196,7 +208,11 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     At most ``max_concurrent`` calls are in flight across every caller of one instance:
     threads and async tasks (asyncio or trio) alike. A caller that finds no free slot
     waits up to ``max_wait`` seconds, in FIFO order with the other waiters, then gets
-    [`BulkheadFullError`][resilient.BulkheadFullError]. A slot is released however the call ends:
+    [`BulkheadFullError`][resilient.BulkheadFullError]. A slot freed while a thread
+    waits may be taken first by a caller that is running (as with
+    ``threading.Semaphore``) rather than left idle while the thread wakes; a waiter
+    loses at most one such race, then is handed the next slot (``fair=True``: every
+    slot is handed to the longest waiter). A slot is released however the call ends:
     return, exception, cancellation or timeout; a waiter that is cancelled leaves the
     queue without taking a slot.
 
@@ -207,15 +223,24 @@ class Bulkhead(CorePolicy[BulkheadCore]):
         max_concurrent: The most calls in flight at once (>= 1).
         max_wait: Seconds a caller may wait for a slot (default 0: fail at once).
         name: A name for errors, events and metrics.
+        fair: Hand every freed slot to the longest waiter, never to a running caller,
+            even when the waiter is a blocked thread that must be woken first (each
+            call then waits for a thread wake-up under contention: several times
+            slower). Default ``False``: see the bulkhead page.
     """
 
     __slots__ = ("_step",)
     kind = KIND
 
     def __init__(
-        self, max_concurrent: int, *, max_wait: Duration = 0.0, name: str | None = None
+        self,
+        max_concurrent: int,
+        *,
+        max_wait: Duration = 0.0,
+        name: str | None = None,
+        fair: bool = False,
     ) -> None:
-        self._core = BulkheadCore(max_concurrent, max_wait, name)
+        self._core = BulkheadCore(max_concurrent, max_wait, name, fair)
         self._step = _BulkheadStep(self._core)
 
     if not TYPE_CHECKING:
@@ -243,6 +268,11 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     def max_wait(self) -> float:
         """Seconds a caller may wait for a slot."""
         return self._core.max_wait
+
+    @property
+    def fair(self) -> bool:
+        """Whether every freed slot is handed to the longest waiter (see ``fair=``)."""
+        return self._core.fair
 
     def metrics(self) -> BulkheadMetrics:
         """In flight, waiting, rejected and the most ever in flight, as a frozen snapshot."""

@@ -130,22 +130,31 @@ def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
     ``l{i}``, the pool's ``leave``, acts on it); once the wait is over, the slot passes
     from the waiter to this frame with no call in between, and leaves as any other.
     """
+    wait = [
+        f"k{i} = n{i}()",
+        "try:",
+        f"    {aw}w{i}(k{i})",
+        f"    k{i}.granted = False",
+        "except BaseException:",
+        f"    l{i}(k{i})",
+        "    raise",
+    ]
+    # The truth test first (no call, so no interrupt lands between it and the pop): an
+    # empty pool costs no IndexError (~1 us, most of a contended call's overhead); the
+    # pop may still find the pool emptied by another thread meanwhile.
     enter = [
-        f"{pad}try:",
-        f"{pad}    s{i}.pop()",
-        f"{pad}    if len(s{i}) < c{i}._low_water:",
-        f"{pad}        c{i}.took(len(s{i}))",
-        f"{pad}except IndexError:",
-        f"{pad}    k{i} = n{i}()",
+        f"{pad}if s{i}:",
         f"{pad}    try:",
-        f"{pad}        {aw}w{i}(k{i})",
-        f"{pad}        k{i}.granted = False",
+        f"{pad}        s{i}.pop()",
+        f"{pad}        if len(s{i}) < c{i}._low_water:",
+        f"{pad}            c{i}.took(len(s{i}))",
+        f"{pad}    except IndexError:",
+        *(f"{pad}        {line}" for line in wait),
         f"{pad}    except BaseException:",
-        f"{pad}        l{i}(k{i})",
+        f"{pad}        s{i}.append(True)",
         f"{pad}        raise",
-        f"{pad}except BaseException:",
-        f"{pad}    s{i}.append(True)",
-        f"{pad}    raise",
+        f"{pad}else:",
+        *(f"{pad}    {line}" for line in wait),
         f"{pad}try:",
     ]
     exit_ = [
