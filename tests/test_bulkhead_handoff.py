@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 import trio
@@ -330,6 +331,7 @@ TestHandOffMachine = HandOffMachine.TestCase
 # -- stress: threads and another thread's asyncio tasks on one slot ------------------------
 
 
+@pytest.mark.usefixtures("fast_switching")
 def test_threads_and_a_loop_in_tight_loops_never_exceed_one_slot() -> None:
     bulkhead = Bulkhead(1, max_wait=WAIT)
     lock = threading.Lock()
@@ -339,6 +341,7 @@ def test_threads_and_a_loop_in_tight_loops_never_exceed_one_slot() -> None:
         with lock:
             in_flight[0] += 1
             in_flight[1] = max(in_flight)
+        time.sleep(0)  # let the other threads run while the slot is held
         with lock:
             in_flight[0] -= 1
 
