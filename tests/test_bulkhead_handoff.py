@@ -195,6 +195,31 @@ def test_a_woken_waiter_that_is_cancelled_passes_the_wake_on() -> None:
     assert core.metrics().waiting == 0
 
 
+class ThreadOfTheParent(FakeWaiter):
+    """A waiter whose thread does not exist in a forked child."""
+
+    def survives_fork(self) -> bool:
+        return False
+
+
+def test_a_child_keeps_only_the_woken_waiters_whose_thread_forked() -> None:
+    # What the fork hook does in a child (called directly: no fork needed to check the
+    # core's bookkeeping; tests/test_fork.py forks for real).
+    core = full_core(2)
+    gone, kept = ThreadOfTheParent("gone"), FakeWaiter("kept")
+    core.enqueue(gone)
+    core.enqueue(kept)
+    core.release()
+    core.release()
+    assert (gone.wakes, kept.wakes) == (1, 1)
+    assert core.take()  # a runner holds a slot, which the child will not inherit
+    core._after_fork_in_child()
+    assert core._woken == {kept}
+    assert core.metrics().waiting == 1
+    assert core.claim(kept)
+    assert core.metrics() == BulkheadMetrics(2, 1, 0, 0, 2, admitted=4)
+
+
 class DeadWaiter(FakeWaiter):
     """A waiter whose event loop is gone: it cannot be woken."""
 
