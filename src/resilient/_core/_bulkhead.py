@@ -19,7 +19,7 @@ waiter queue, served in arrival order, in one of two ways:
   no lock.
 
 Every change to the queue or the pool under the lock ends by serving the queue again
-(``_serve``), and a releaser puts its slot back before it looks at the queue, while a
+(``_serve_locked``), and a releaser puts its slot back before it looks at the queue, while a
 waiter queues itself (or gives up a wake-up) before its last look at the pool: one of
 the two always sees the other, so no slot stays idle while a waiter sleeps.
 """

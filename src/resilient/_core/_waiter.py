@@ -13,8 +13,10 @@ class Waiter:
     """A queued caller. ``granted`` is set (under the core's lock) before ``wake()``.
 
     A waiter may be woken without a grant, to take a free slot itself (see
-    ``resilient._core._bulkhead``); it then waits again if the slot was taken meanwhile,
-    so ``wake()`` may be called once per wait, never twice for the same wait.
+    ``resilient._core._bulkhead``); it then waits again if the slot was taken meanwhile.
+    So ``wake()`` is called once per wait, and may be called once more just after the
+    waiter's last wait ended (a waiter that serves itself a slot in the same instant as
+    another thread wakes it): it must ignore that call.
     """
 
     __slots__ = ("granted", "lost", "ticket")

@@ -10,6 +10,7 @@ and exposes a ``wake()`` that is safe to call from any thread.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
 import time
@@ -47,7 +48,8 @@ class ThreadWaiter(Waiter):
         return self._lock.acquire(timeout=left)
 
     def wake(self) -> bool:
-        self._lock.release()
+        with contextlib.suppress(RuntimeError):  # released already: a wake-up too many
+            self._lock.release()
         return True
 
     def survives_fork(self) -> bool:
