@@ -2,7 +2,9 @@
 
 * **Threads.** ``Bulkhead(1, max_wait=10)`` shared by 2 and 4 threads, next to
   ``threading.Semaphore(1)`` in a wrapper function (``with sem: return fn(x)``) and the
-  bare call in as many threads. Every caller but one waits for the slot.
+  bare call in as many threads. Every caller but one waits for the slot. A row with
+  ``fair=True`` shows the trade that option makes (every freed slot handed to the
+  longest waiter: the convoy described below); it has no target.
 * **Tasks.** ``Bulkhead(100, max_wait=10)`` shared by 1,000 and 10,000 asyncio tasks, next
   to ``asyncio.Semaphore(100)`` (``async with sem: return await fn(x)``) and the bare call.
   Each call yields to the event loop once (``await asyncio.sleep(0)``, as an I/O call
@@ -48,6 +50,9 @@ TASK_LEVELS = (1_000, 10_000)
 THREAD_LIMIT = 1.5
 TASK_LIMIT = 1.2
 BULKHEAD_THREADS = "Bulkhead(1, max_wait=10)"
+# The trade fair=True makes (every freed slot handed to a waiter, never to a running
+# caller): a row of its own, no target.
+BULKHEAD_THREADS_FAIR = "Bulkhead(1, max_wait=10, fair=True)"
 BULKHEAD_TASKS = "Bulkhead(100, max_wait=10)"
 SEMAPHORE_THREADS = "threading.Semaphore(1) (reference)"
 SEMAPHORE_TASKS = "asyncio.Semaphore(100) (reference)"
@@ -72,6 +77,7 @@ def thread_cases() -> dict[str, Callable[[int], Any]]:
     return {
         "bare": ident,
         BULKHEAD_THREADS: Bulkhead(1, max_wait=10.0)(ident),
+        BULKHEAD_THREADS_FAIR: Bulkhead(1, max_wait=10.0, fair=True)(ident),
         SEMAPHORE_THREADS: with_semaphore,
     }
 
@@ -220,9 +226,11 @@ def _ns(row: dict[str, Any]) -> float:
 
 def reference_ratio(rows: list[dict[str, Any]], row: dict[str, Any]) -> float | None:
     """A bulkhead row's time per call over its semaphore's, at the same concurrency."""
-    reference = {BULKHEAD_THREADS: SEMAPHORE_THREADS, BULKHEAD_TASKS: SEMAPHORE_TASKS}.get(
-        row["case"]
-    )
+    reference = {
+        BULKHEAD_THREADS: SEMAPHORE_THREADS,
+        BULKHEAD_THREADS_FAIR: SEMAPHORE_THREADS,
+        BULKHEAD_TASKS: SEMAPHORE_TASKS,
+    }.get(row["case"])
     ref = next(
         (r for r in rows if r["case"] == reference and r["concurrency"] == row["concurrency"]),
         None,
