@@ -68,7 +68,7 @@ class AsyncioWaiter(Waiter):
         self._loop = loop
         self._thread = threading.get_ident()
         self._future: asyncio.Future[bool] = loop.create_future()
-        self._deadline = 0.0
+        self._deadline: float | None = None  # on the loop's clock, once it waits
 
     def wait(self, timeout: float) -> Awaitable[bool]:
         """Suspend until woken (``True``) or ``timeout`` seconds passed (``False``).
@@ -79,7 +79,7 @@ class AsyncioWaiter(Waiter):
         contended call; anyio's cancel scope ~10x more). Called again after a wake-up
         that brought no slot (rare), it waits out what is left with a handle of its own.
         """
-        if not self._deadline:
+        if self._deadline is None:
             _expiry(self._loop, timeout).add(self)  # sets _deadline
             return self._future  # awaited as it is: no coroutine frame of our own
         return self._wait_again()
@@ -88,7 +88,7 @@ class AsyncioWaiter(Waiter):
         loop = self._loop
         if self._future.done():  # woken before: a fresh future for this wait
             self._future = loop.create_future()
-        timer = loop.call_at(self._deadline, self._expire)
+        timer = loop.call_at(self._deadline or 0.0, self._expire)  # set: it waited before
         try:
             return await self._future
         finally:
@@ -182,10 +182,11 @@ class _Expiry:
     """The timeouts of one event loop's waiters that wait equally long, on one timer.
 
     Such waiters begin waiting in order, so their deadlines come in order: a deque of
-    (deadline, waiter) and one timer handle, set for the earliest deadline, serve them
-    all. A timer handle per waiter would cost a heap push and a cancelled entry in the
-    loop's heap per wait. Waiters woken already are dropped from the front as new ones
-    come, so the deque holds about as many entries as there are waiters.
+    the waiters (each with its ``_deadline``) and one timer handle, set for the earliest
+    deadline, serve them all. A timer handle per waiter would cost a heap push and a
+    cancelled entry in the loop's heap per wait. Waiters woken already are dropped from
+    the front as new ones come, so the deque holds about as many entries as there are
+    waiters.
     """
 
     __slots__ = ("_entries", "_handle", "_loop", "_wait")
@@ -210,10 +211,13 @@ class _Expiry:
         self._handle = None
         entries = self._entries
         now = self._loop.time()
-        while entries and (entries[0]._deadline <= now or entries[0]._future.done()):
+        while entries:
+            deadline = entries[0]._deadline or 0.0  # set by add()
+            if deadline > now and not entries[0]._future.done():
+                # The next deadline (or the same, if the timer fired a hair early).
+                self._handle = self._loop.call_at(deadline, self._fire)
+                return
             entries.popleft()._expire()  # a no-op for a waiter woken already
-        if entries:  # the next deadline (or the same, if the timer fired a hair early)
-            self._handle = self._loop.call_at(entries[0]._deadline, self._fire)
 
 
 # One _Expiry per wait length for the loop running in each thread (a thread runs one
