@@ -37,16 +37,24 @@ WAIT = 10.0  # bound on every wait: reached only when something is broken
 class FakeWaiter(Waiter):
     """A waiter that records its wake-ups; ``near`` says whether it is in our thread."""
 
-    __slots__ = ("name", "near", "wakes")
+    __slots__ = ("core", "name", "near", "overwoken", "wakes")
 
-    def __init__(self, name: str = "w", *, near: bool = False) -> None:
+    def __init__(
+        self, name: str = "w", *, near: bool = False, core: BulkheadCore | None = None
+    ) -> None:
         super().__init__()
         self.name = name
         self.near = near
         self.wakes = 0
+        self.core = core  # if given, each wake-up to take a slot checks the free slots
+        self.overwoken = False
 
     def wake(self) -> bool:
         self.wakes += 1
+        core = self.core
+        if core is not None and not self.granted:
+            # Woken to take a slot: one free slot for each waiter on its way to one.
+            self.overwoken = self.overwoken or len(core._woken) > len(core._slots)
         return True
 
     def nearby(self) -> bool:
@@ -269,7 +277,7 @@ class HandOffMachine(RuleBasedStateMachine):
         if self.core.take():  # a runner: lock-free, barging if a slot is free
             self.running += 1
             return
-        waiter = FakeWaiter(f"w{self.count}", near=near)
+        waiter = FakeWaiter(f"w{self.count}", near=near, core=self.core)
         self.count += 1
         if self.core.enqueue(waiter):
             self.running += 1
@@ -328,6 +336,16 @@ class HandOffMachine(RuleBasedStateMachine):
         if core._waiters:
             assert len(core._slots) <= len(core._woken)
             assert not (core._waiters[0].lost and core._slots)
+
+    @invariant()
+    def those_that_lost_a_race_lead_the_queue_in_order(self) -> None:
+        queue = list(self.core._waiters)
+        lost = [w.ticket for w in queue if w.lost]
+        assert [w.ticket for w in queue[: len(lost)]] == sorted(lost)
+
+    @invariant()
+    def a_waiter_is_woken_to_take_a_slot_only_for_a_free_one(self) -> None:
+        assert not any(w.overwoken for w in self.waiters)
 
     @invariant()
     def first_served_in_arrival_order_and_at_most_one_race_lost(self) -> None:
