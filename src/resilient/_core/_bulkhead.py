@@ -15,12 +15,13 @@ import collections
 import contextlib
 import itertools
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from resilient._core._atomic import counted, new_counter
-from resilient._core._errors import BulkheadFullError
-from resilient._core._events import CallRejected, EventSource
+from resilient._core._errors import BulkheadFullError, bulkhead_full
+from resilient._core._events import GLOBAL_LISTENERS, NOTABLE_LISTENERS, CallRejected, EventSource
 from resilient._core._fork import new_lock
 from resilient._core._validate import check_duration, check_int, check_name
 from resilient._core._waiter import Waiter
@@ -81,6 +82,7 @@ class BulkheadCore(EventSource):
         "_lock",
         "_lost",
         "_low_water",
+        "_refused",
         "_released",
         "_slots",
         "_waiters",
@@ -109,6 +111,8 @@ class BulkheadCore(EventSource):
         # _atomic.new_counter): admitted calls are those plus the ones in flight. Counted
         # here, once, rather than on each of the inlined fast paths that take a slot.
         self._released = new_counter()
+        # Callers refused at once without the lock (see full()), one atomic draw each.
+        self._refused = new_counter()
         # The claims of `with` blocks on their slots, and those whose block was dropped
         # before its exit ran (see SlotClaim).
         self._live: set[SlotClaim] = set()
@@ -284,17 +288,44 @@ class BulkheadCore(EventSource):
             self._hand_off()
 
     def rejection(self) -> BulkheadFullError:
-        """Build (and report) the error for a refused caller."""
-        who = f"bulkhead {self.name!r}" if self.name is not None else "bulkhead"
-        waited = f" within {self.max_wait:g}s" if self.max_wait else ""
-        error = BulkheadFullError(
-            f"{who} is full: {self.max_concurrent} of {self.max_concurrent} slots in use, "
-            f"none free{waited}",
-            policy=self.name,
-        )
-        if self.observed():
+        """Build (and report) the error for a refused caller; its message is made when read."""
+        error = bulkhead_full(self.name, (self, None))
+        # EventSource.observed(), inlined: a refused caller's path.
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(CallRejected(self.name, KIND, error))
         return error
+
+    def refuser(self, new_waiter: Callable[[], Waiter]) -> Callable[[], Waiter]:
+        """What a runner calls instead of ``new_waiter`` when it found no free slot.
+
+        With ``max_wait`` 0 a caller never waits, so it is refused with no waiter, no
+        lock and no second look at the pool: the pool was empty when it looked (a deque
+        pop, atomic), and that is when it is refused. Slots of dropped ``with`` blocks
+        are taken back the usual way, with a waiter (``new_waiter()``).
+        """
+        if self.max_wait != 0:
+            return new_waiter
+        lost, refused, listeners = self._lost, self._refused, self._listeners
+        name, about, rejection = self.name, (self, None), self.rejection
+
+        def refuse() -> Waiter:
+            if lost:
+                return new_waiter()
+            next(refused)
+            if listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+                raise rejection()
+            raise bulkhead_full(name, about)  # built and formatted as rejection() does
+
+        return refuse
+
+    def refusal_text(self, error: BulkheadFullError, key: None) -> str:
+        """The message of ``error``, a refusal of this bulkhead."""
+        who = f"bulkhead {self.name!r}" if self.name is not None else "bulkhead"
+        waited = f" within {self.max_wait:g}s" if self.max_wait else ""
+        return (
+            f"{who} is full: {self.max_concurrent} of {self.max_concurrent} slots in use, "
+            f"none free{waited}"
+        )
 
     def metrics(self) -> BulkheadMetrics:
         """A frozen snapshot of the counts."""
@@ -307,7 +338,7 @@ class BulkheadCore(EventSource):
             max_concurrent=self.max_concurrent,
             in_flight=self.max_concurrent - free,
             waiting=waiting,
-            rejected=self.rejected,
+            rejected=self.rejected + counted(self._refused),
             max_observed=self.max_concurrent - self._low_water,
             admitted=counted(self._released) + self.max_concurrent - free,
         )

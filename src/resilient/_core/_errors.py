@@ -147,12 +147,8 @@ _ARGS: Final[Any] = BaseException.__dict__["args"]
 class _Refuser(Protocol):
     """The core that refused a call, kept by its rejection until the message is made."""
 
-    def refusal_text(self, error: Any, key: Hashable | None) -> str:
+    def refusal_text(self, error: Any, key: Any) -> str:
         """The message of ``error`` (a refusal of ``key``, or ``None``)."""
-        ...
-
-    def retry_after(self, delay: int, now: int, reading: float | None) -> float:
-        """``delay`` nanoseconds as seconds to wait (a rate limiter's)."""
         ...
 
 
@@ -248,8 +244,9 @@ class RateLimitedError(RejectedError):
         try:
             return self._retry_after
         except AttributeError:  # left by the limiter (see rate_limited)
-            refuser = self._about[0]  # type: ignore[index]
-            self._retry_after = seconds = refuser.retry_after(self._delay, 0, None)
+            refuser: Any = self._about[0]  # type: ignore[index]  # a GcraCore
+            seconds: float = refuser.retry_after(self._delay, 0, None)
+            self._retry_after = seconds
             return seconds
 
     @retry_after.setter

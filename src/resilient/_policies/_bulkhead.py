@@ -30,9 +30,10 @@ class _BulkheadStep:
 
     def slot_hooks(self, is_async: bool) -> tuple[Callable[..., Any], ...]:
         """What a runner needs besides the pool: (new waiter, wait for it, leave)."""
+        # With max_wait=0, a caller that finds no free slot is refused by the first.
         if is_async:
-            return async_waiter, self.wait_for_async, self._core.leave
-        return ThreadWaiter, self.wait_for, self._core.leave
+            return self._core.refuser(async_waiter), self.wait_for_async, self._core.leave
+        return self._core.refuser(ThreadWaiter), self.wait_for, self._core.leave
 
     def enter(self) -> Any:
         return None if self._core.take() else WAIT
