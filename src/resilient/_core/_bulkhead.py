@@ -290,7 +290,8 @@ class BulkheadCore(EventSource):
     def rejection(self) -> BulkheadFullError:
         """Build (and report) the error for a refused caller; its message is made when read."""
         error = bulkhead_full(self.name, (self, None))
-        # EventSource.observed(), inlined: a refused caller's path.
+        # EventSource.observed(), inlined: the path of every refused caller, priced at
+        # <= 3x a bare raise (issue 16), where the call alone would cost 5%.
         if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(CallRejected(self.name, KIND, error))
         return error
@@ -312,9 +313,11 @@ class BulkheadCore(EventSource):
             if lost:
                 return new_waiter()
             next(refused)
+            # EventSource.observed(), inlined, as in rejection(), and the error raised
+            # as it is built, as rejection() would build it.
             if listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
                 raise rejection()
-            raise bulkhead_full(name, about)  # built and formatted as rejection() does
+            raise bulkhead_full(name, about)
 
         return refuse
 

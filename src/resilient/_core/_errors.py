@@ -46,8 +46,14 @@ __all__ = [
     "TimeoutExceededError",
     "WorkersExhaustedError",
     "bulkhead_full",
+    "circuit_open",
+    "new_error",
     "rate_limited",
 ]
+
+
+new_error: Final = BaseException.__new__
+"""Makes an exception without calling its ``__init__`` (see :func:`rate_limited`)."""
 
 
 class ResilienceError(Exception):
@@ -76,10 +82,11 @@ class CircuitOpenError(RejectedError):
         state: The breaker's state when it refused the call.
     """
 
-    # Raised on every call while a dependency is down, so it is built cheaply: slots
-    # instead of an instance dict (allocating that dict was half the cost), no
-    # __init__ chain, and the message formatted only if someone reads it.
-    __slots__ = ("_message", "policy", "retry_after", "state")
+    # Raised on every call while a dependency is down, so it is built cheaply
+    # (circuit_open()): slots instead of an instance dict (allocating that dict was half
+    # the cost), no __init__ chain, and the message formatted only if someone reads it.
+    __slots__ = ("policy", "retry_after", "state")
+    _message: str | None = None  # a message given to __init__ (in the instance dict)
 
     def __init__(
         self,
@@ -98,13 +105,8 @@ class CircuitOpenError(RejectedError):
 
     @classmethod
     def _quick(cls, policy: str | None, retry_after: float | None, state: object) -> Self:
-        """The library's own constructor: no ``__init__`` call (half the cost)."""
-        error = cls.__new__(cls)
-        error.policy = policy
-        error.retry_after = retry_after
-        error.state = state
-        error._message = None
-        return error
+        """The library's own constructor: no ``__init__`` call (see :func:`circuit_open`)."""
+        return circuit_open(policy, retry_after, state, cls)  # type: ignore[return-value]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Slots are not in BaseException's default pickle state: rebuild explicitly.
@@ -126,6 +128,20 @@ class CircuitOpenError(RejectedError):
 
     def __repr__(self) -> str:
         return f"CircuitOpenError({str(self)!r})"
+
+
+def circuit_open(
+    policy: str | None,
+    retry_after: float | None,
+    state: object,
+    cls: type[CircuitOpenError] = CircuitOpenError,
+) -> CircuitOpenError:
+    """The library's own ``CircuitOpenError``: no ``__init__``, its message made when read."""
+    error: CircuitOpenError = new_error(cls)
+    error.policy = policy
+    error.retry_after = retry_after
+    error.state = state
+    return error
 
 
 def _rebuild_open_error(
@@ -260,9 +276,6 @@ class RateLimitedError(RejectedError):
     __reduce__ = _reduce
 
 
-_new_error: Final = BaseException.__new__
-
-
 def bulkhead_full(
     policy: str | None,
     about: tuple[_Refuser, None],
@@ -272,7 +285,7 @@ def bulkhead_full(
 
     ``about`` is ``(core, None)``; ``core.refusal_text(error, None)`` makes the message.
     """
-    error: BulkheadFullError = _new_error(cls)
+    error: BulkheadFullError = new_error(cls)
     error.policy = policy
     error._about = about
     return error
@@ -290,7 +303,7 @@ def rate_limited(
     (``delay`` nanoseconds, rounded up as the integer-nanosecond clock needs), computed
     when first read, unless the limiter sets it.
     """
-    error: RateLimitedError = _new_error(cls)
+    error: RateLimitedError = new_error(cls)
     error.policy = policy
     error._about = about
     error._delay = delay

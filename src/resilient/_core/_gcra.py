@@ -189,7 +189,8 @@ class GcraCore(EventSource):
         return error
 
     def _report(self, error: RateLimitedError) -> None:
-        # EventSource.observed(), inlined: a refused caller's path.
+        # EventSource.observed(), inlined: the path of every refused caller, priced at
+        # <= 3x a bare raise (issue 16), where the call alone would cost 5%.
         if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
             self.emit(CallRejected(self.name, KIND, error))
 
@@ -264,9 +265,8 @@ class RateLimiterCore(GcraCore):
             due = cell[0] - slack  # when this call would be within the rate
             if due > now:
                 next(refused)
-                # Nothing is formatted or computed for a refusal nobody reads. (Raised
-                # as it is built: a local holding it would make a reference cycle with
-                # this frame, through the traceback.)
+                # EventSource.observed(), inlined. (The error is raised as it is built:
+                # a local holding it would make a cycle with this frame's traceback.)
                 if listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
                     raise refusal(due - now, now, None)
                 raise rate_limited(name, about, due - now)
