@@ -296,6 +296,15 @@ class BulkheadCore(EventSource):
             self.emit(CallRejected(self.name, KIND, error))
         return error
 
+    def refusal(self) -> BulkheadFullError:
+        """Count and build (and report) the refusal of a caller who may not wait.
+
+        With ``max_wait`` 0, a caller that found the pool empty (a deque pop, atomic)
+        is refused then, with no lock and no waiter; see :meth:`refuser`.
+        """
+        next(self._refused)
+        return self.rejection()
+
     def refuser(self, new_waiter: Callable[[], Waiter]) -> Callable[[], Waiter]:
         """What a runner calls instead of ``new_waiter`` when it found no free slot.
 

@@ -115,15 +115,22 @@ class _SlotBlock(Block):
                 core.took(len(slots))
         except IndexError:
             claim.held = False
-            return claim
+            if core.max_wait or lost:
+                return claim
         except BaseException:  # pragma: no cover - tests/test_interrupts.py (no tracer)
             # An interrupt at a call after the pop: give the slot back at once rather
             # than when the block is collected.
             claim.held = False
             slots.append(True)
             raise
-        self._state = ENTERED
-        return None
+        else:
+            self._state = ENTERED
+            return None
+        # No slot, and max_wait=0: refused at once, with no waiter and no lock (raised
+        # here, not in the handler, so that the pool's IndexError is not its context).
+        core._live.discard(claim)
+        self._claim = None
+        raise core.refusal()
 
     # The sync and async twins below differ only in async/await and names
     # (tests/test_twins.py).
