@@ -23,6 +23,7 @@ from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
     DISABLED,
+    FORCED_OPEN,
     HALF_OPEN,
     METRICS_ONLY,
     OPEN,
@@ -33,7 +34,12 @@ from resilient._core._breaker_state import (
     TrialRef,
     Trigger,
 )
-from resilient._core._errors import CircuitOpenError, MisuseError, RejectedError
+from resilient._core._errors import (
+    CircuitOpenError,
+    MisuseError,
+    RejectedError,
+    circuit_open,
+)
 from resilient._core._events import (
     GLOBAL_LISTENERS,
     NOTABLE_LISTENERS,
@@ -141,27 +147,31 @@ class BreakerCalls(BreakerReadouts, EventSource):
         path every caller takes while a dependency is down.
         """
         state = self._state
-        if state is OPEN and self._half_open_max is None:
-            # The common rejection: still OPEN, decided without the lock (reading a
-            # stale deadline at a transition only moves one rejection by an instant).
-            now = self._monotonic()
-            open_until = self._open_until
-            if now < open_until:
-                # One C call, atomic: no lock on this path. It returns the count before,
-                # so the first rejection of this stay in OPEN is known for free.
-                if LOCKED:  # pragma: no cover - the RESILIENT_FORCE_LOCKED=1 run (see _atomic)
-                    with self._lock:
-                        first = next(self._rejections) == self._rejections_base
-                else:
-                    first = next(self._rejections) == self._rejections_base
-                error = CircuitOpenError._quick(self.name, open_until - now, OPEN)
-                # EventSource.observed(), inlined: the path every caller takes while a
-                # dependency is down, where the call would cost 4% (50 ns in 1.25 us).
-                if first or self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
-                    self._report_rejection(error, None, first=first)
-                return error
-        events: list[Event | OpenFor] = []
         retry_after: float | None = None
+        if state is OPEN and self._half_open_max is None:
+            # The common rejections, still OPEN or FORCED_OPEN, are decided without the
+            # lock (reading a stale state or deadline at a transition only moves one
+            # rejection by an instant).
+            retry_after = self._open_until - self._monotonic()
+            lock_free = retry_after > 0
+        else:
+            lock_free = state is FORCED_OPEN
+        if lock_free:
+            # One C call, atomic: no lock on this path. It returns the count before,
+            # so the first rejection of this stay is known for free.
+            if LOCKED:  # pragma: no cover - the RESILIENT_FORCE_LOCKED=1 run (see _atomic)
+                with self._lock:
+                    first = next(self._rejections) == self._rejections_base
+            else:
+                first = next(self._rejections) == self._rejections_base
+            error = circuit_open(self.name, retry_after, state)
+            # EventSource.observed(), inlined: the path every caller takes while a
+            # dependency is down, where the call would cost 4% (50 ns in 1.25 us).
+            if first or self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+                self._report_rejection(error, None, first=first)
+            return error
+        events: list[Event | OpenFor] = []
+        retry_after = None
         ticket: Trial | None
         with self._lock:
             state = self._state
@@ -209,7 +219,7 @@ class BreakerCalls(BreakerReadouts, EventSource):
         *,
         first: bool,
     ) -> CircuitOpenError:
-        error = CircuitOpenError._quick(self.name, retry_after, state)
+        error = circuit_open(self.name, retry_after, state)
         self._report_rejection(error, events, first=first)
         return error
 

@@ -18,13 +18,22 @@ code (a sync caller for an async function, a policy decorating a class), which
 
 Each rejection raises a *fresh* instance, so tracebacks never grow across rejections
 (purgatory re-raises one instance and its traceback grows without bound).
+
+A rejection is what every caller gets while a dependency is down or a limit is reached,
+so the library builds it cheaply: ``__new__`` and slot assignments instead of the
+``__init__`` chain, and the message left unformatted (formatting a float alone costs
+more than raising) until someone reads it through ``str()``, ``repr()``, ``args`` or
+pickling. It then reads exactly as if it had been formatted at the raise. Errors made by
+hand (``RateLimitedError("...", retry_after=1.0)``) are ordinary exceptions.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
+
     from typing_extensions import Self
 
 __all__ = [
@@ -36,7 +45,15 @@ __all__ = [
     "ResilienceError",
     "TimeoutExceededError",
     "WorkersExhaustedError",
+    "bulkhead_full",
+    "circuit_open",
+    "new_error",
+    "rate_limited",
 ]
+
+
+new_error: Final = BaseException.__new__
+"""Makes an exception without calling its ``__init__`` (see :func:`rate_limited`)."""
 
 
 class ResilienceError(Exception):
@@ -65,10 +82,11 @@ class CircuitOpenError(RejectedError):
         state: The breaker's state when it refused the call.
     """
 
-    # Raised on every call while a dependency is down, so it is built cheaply: slots
-    # instead of an instance dict (allocating that dict was half the cost), no
-    # __init__ chain, and the message formatted only if someone reads it.
-    __slots__ = ("_message", "policy", "retry_after", "state")
+    # Raised on every call while a dependency is down, so it is built cheaply
+    # (circuit_open()): slots instead of an instance dict (allocating that dict was half
+    # the cost), no __init__ chain, and the message formatted only if someone reads it.
+    __slots__ = ("policy", "retry_after", "state")
+    _message: str | None = None  # a message given to __init__ (in the instance dict)
 
     def __init__(
         self,
@@ -87,13 +105,8 @@ class CircuitOpenError(RejectedError):
 
     @classmethod
     def _quick(cls, policy: str | None, retry_after: float | None, state: object) -> Self:
-        """The library's own constructor: no ``__init__`` call (half the cost)."""
-        error = cls.__new__(cls)
-        error.policy = policy
-        error.retry_after = retry_after
-        error.state = state
-        error._message = None
-        return error
+        """The library's own constructor: no ``__init__`` call (see :func:`circuit_open`)."""
+        return circuit_open(policy, retry_after, state, cls)  # type: ignore[return-value]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Slots are not in BaseException's default pickle state: rebuild explicitly.
@@ -117,6 +130,20 @@ class CircuitOpenError(RejectedError):
         return f"CircuitOpenError({str(self)!r})"
 
 
+def circuit_open(
+    policy: str | None,
+    retry_after: float | None,
+    state: object,
+    cls: type[CircuitOpenError] = CircuitOpenError,
+) -> CircuitOpenError:
+    """The library's own ``CircuitOpenError``: no ``__init__``, its message made when read."""
+    error: CircuitOpenError = new_error(cls)
+    error.policy = policy
+    error.retry_after = retry_after
+    error.state = state
+    return error
+
+
 def _rebuild_open_error(
     cls: type[CircuitOpenError],
     message: str | None,
@@ -127,8 +154,86 @@ def _rebuild_open_error(
     return cls(message, policy=policy, retry_after=retry_after, state=state)
 
 
+# -- rejections built by the library, formatted when first read ----------------------
+
+_ARGS: Final[Any] = BaseException.__dict__["args"]
+"""``BaseException.args`` itself: the C field that ``str()``, ``repr()`` and pickling read."""
+
+
+class _Refuser(Protocol):
+    """The core that refused a call, kept by its rejection until the message is made."""
+
+    def refusal_text(self, error: Any, key: Any) -> str:
+        """The message of ``error`` (a refusal of ``key``, or ``None``)."""
+        ...
+
+
+def _settle(error: Any) -> None:
+    """Make a lazily built rejection's message, once, into its ``args``."""
+    about = getattr(error, "_about", None)
+    if about is not None:
+        _ARGS.__set__(error, (about[0].refusal_text(error, about[1]),))
+        error._about = None  # the refusing core is no longer needed
+
+
+def _get_args(self: Any) -> tuple[Any, ...]:
+    _settle(self)
+    return _ARGS.__get__(self)  # type: ignore[no-any-return]
+
+
+def _set_args(self: Any, value: Any) -> None:
+    _settle(self)  # retry_after is computed from what _about holds: keep it
+    _ARGS.__set__(self, value)
+
+
+def _str(self: Any) -> str:
+    _settle(self)
+    return BaseException.__str__(self)
+
+
+def _repr(self: Any) -> str:
+    _settle(self)
+    return BaseException.__repr__(self)
+
+
+def _reduce(self: Any) -> tuple[Any, ...]:
+    # The default (``cls(*args)``, then the instance dict) would call __init__ without
+    # its keyword-only arguments, and knows nothing of slots.
+    _settle(self)
+    state = dict(getattr(self, "__dict__", None) or {})
+    for name in ("policy", "retry_after"):
+        if hasattr(self, name):
+            state[name] = getattr(self, name)
+    return _rebuild, (type(self), _ARGS.__get__(self), state)
+
+
+def _rebuild(cls: type[RejectedError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    error._about = None  # type: ignore[attr-defined]
+    for name, value in state.items():
+        setattr(error, name, value)
+    return error
+
+
+_LAZY_ARGS: Final = property(_get_args, _set_args, doc="The exception's arguments.")
+
+
 class BulkheadFullError(RejectedError):
     """A bulkhead had no free slot within its ``max_wait``."""
+
+    # Built by the library (bulkhead_full()), ``_about`` is (the bulkhead's core, None)
+    # until the message is first read; ``None`` after, and for errors made by __init__.
+    __slots__ = ("_about", "policy")
+
+    def __init__(self, message: str, *, policy: str | None = None) -> None:
+        super().__init__(message, policy=policy)
+        self._about: tuple[_Refuser, None] | None = None
+
+    if not TYPE_CHECKING:  # to type checkers, `args` stays BaseException's attribute
+        args = _LAZY_ARGS
+    __str__ = _str
+    __repr__ = _repr
+    __reduce__ = _reduce
 
 
 class RateLimitedError(RejectedError):
@@ -138,9 +243,71 @@ class RateLimitedError(RejectedError):
         retry_after: Seconds until a call would be admitted.
     """
 
+    # As BulkheadFullError's, with (the limiter's core, the refused key or None) in
+    # ``_about``; ``_delay`` is the wait in nanoseconds that ``retry_after`` is computed
+    # from when first read, if the limiter left it to be (``_retry_after`` unset).
+    __slots__ = ("_about", "_delay", "_retry_after", "policy")
+
     def __init__(self, message: str, *, policy: str | None = None, retry_after: float) -> None:
         super().__init__(message, policy=policy)
-        self.retry_after = retry_after
+        self._retry_after = retry_after
+        self._about: tuple[_Refuser, Hashable | None] | None = None
+        self._delay = 0
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a call would be admitted."""
+        try:
+            return self._retry_after
+        except AttributeError:  # left by the limiter (see rate_limited)
+            refuser: Any = self._about[0]  # type: ignore[index]  # a GcraCore
+            seconds: float = refuser.retry_after(self._delay, 0, None)
+            self._retry_after = seconds
+            return seconds
+
+    @retry_after.setter
+    def retry_after(self, value: float) -> None:
+        self._retry_after = value
+
+    if not TYPE_CHECKING:
+        args = _LAZY_ARGS
+    __str__ = _str
+    __repr__ = _repr
+    __reduce__ = _reduce
+
+
+def bulkhead_full(
+    policy: str | None,
+    about: tuple[_Refuser, None],
+    cls: type[BulkheadFullError] = BulkheadFullError,
+) -> BulkheadFullError:
+    """The library's own ``BulkheadFullError``: no ``__init__``, its message made when read.
+
+    ``about`` is ``(core, None)``; ``core.refusal_text(error, None)`` makes the message.
+    """
+    error: BulkheadFullError = new_error(cls)
+    error.policy = policy
+    error._about = about
+    return error
+
+
+def rate_limited(
+    policy: str | None,
+    about: tuple[_Refuser, Hashable | None],
+    delay: int,
+    cls: type[RateLimitedError] = RateLimitedError,
+) -> RateLimitedError:
+    """The library's own ``RateLimitedError``, built as :func:`bulkhead_full` builds its.
+
+    ``about`` is ``(core, key)``; ``retry_after`` is ``core.retry_after(delay, 0, None)``
+    (``delay`` nanoseconds, rounded up as the integer-nanosecond clock needs), computed
+    when first read, unless the limiter sets it.
+    """
+    error: RateLimitedError = new_error(cls)
+    error.policy = policy
+    error._about = about
+    error._delay = delay
+    return error
 
 
 class WorkersExhaustedError(RejectedError):

@@ -30,9 +30,10 @@ class _BulkheadStep:
 
     def slot_hooks(self, is_async: bool) -> tuple[Callable[..., Any], ...]:
         """What a runner needs besides the pool: (new waiter, wait for it, leave)."""
+        # With max_wait=0, a caller that finds no free slot is refused by the first.
         if is_async:
-            return async_waiter, self.wait_for_async, self._core.leave
-        return ThreadWaiter, self.wait_for, self._core.leave
+            return self._core.refuser(async_waiter), self.wait_for_async, self._core.leave
+        return self._core.refuser(ThreadWaiter), self.wait_for, self._core.leave
 
     def enter(self) -> Any:
         return None if self._core.take() else WAIT
@@ -126,15 +127,22 @@ class _SlotBlock(Block):
                 core.took(len(slots))
         except IndexError:
             claim.held = False
-            return claim
+            if core.max_wait or lost:
+                return claim
         except BaseException:  # pragma: no cover - tests/test_interrupts.py (no tracer)
             # An interrupt at a call after the pop: give the slot back at once rather
             # than when the block is collected.
             claim.held = False
             slots.append(True)
             raise
-        self._state = ENTERED
-        return None
+        else:
+            self._state = ENTERED
+            return None
+        # No slot, and max_wait=0: refused at once, with no waiter and no lock (raised
+        # here, not in the handler, so that the pool's IndexError is not its context).
+        core._live.discard(claim)
+        self._claim = None
+        raise core.refusal()
 
     # The sync and async twins below differ only in async/await and names
     # (tests/test_twins.py).
