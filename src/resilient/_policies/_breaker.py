@@ -20,6 +20,7 @@ from resilient._core._window import CountWindow, TimeWindow
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
 from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy, SharedStore, bind_store
+from resilient._policies._signature import Signature, shaped
 from resilient._waiting._clock import resolve_clock
 
 if TYPE_CHECKING:
@@ -182,6 +183,13 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
 
     def _async_step(self) -> _BreakerStep:
         return self._async
+
+    def _decorated(
+        self, fn: Callable[..., Any], signature: Signature | None, is_async: bool
+    ) -> Callable[..., Any]:
+        # With the decorated function's own parameters where it can (see _signature):
+        # generated from the guards below, so they are still written once.
+        return shaped(self._async_guard if is_async else self._sync_guard, fn, signature)  # type: ignore[no-any-return]
 
     def _sync_guard(self, fn: Callable[P, T]) -> Callable[P, T]:
         core = self._core
