@@ -64,6 +64,23 @@ class _BreakerStep:
             ticket = admitted
         return (ticket, start) if timed else ticket
 
+    def breaker_hooks(self) -> tuple[Any, ...]:
+        """What a compose runner needs to guard as the breaker's own guard does.
+
+        (the core, its clock's ``monotonic``, ``admit_checked``, the rejection's type,
+        ``on_success``, ``on_error``, ``on_cancel``): see ``_pipeline._breaker_level``.
+        """
+        core = self._core
+        return (
+            core,
+            self._monotonic,
+            core.admit_checked,
+            CircuitOpenError,
+            core.on_success,
+            core.on_error,
+            core.on_cancel,
+        )
+
     def _split(self, token: Token) -> tuple[Ticket, float]:
         if type(token) is tuple:
             return token[0], self._monotonic() - token[1]

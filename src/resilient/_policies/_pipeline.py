@@ -206,11 +206,48 @@ def _inline_gate_level(i: int, pad: str, aw: str) -> list[str]:
     ]
 
 
+def _breaker_level(i: int, pad: str) -> tuple[list[str], list[str]]:
+    """The entry and exit of a breaker at level ``i``: the breaker's own guard, written out.
+
+    The same lines as ``CircuitBreaker._sync_guard`` (``tests/test_breaker_twins.py``
+    checks it), with the names of ``breaker_hooks()``: the core, its clock's
+    ``monotonic``, ``admit_checked``, ``CircuitOpenError``, ``on_success``,
+    ``on_error``, ``on_cancel``. Calling the step's ``enter`` and exits instead would
+    cost three calls more per call than the breaker alone.
+    """
+    enter = [
+        f"{pad}timed{i} = c{i}._timed",
+        f"{pad}start{i} = mo{i}() if timed{i} else 0.0",
+        f"{pad}t{i} = c{i}._free",
+        f"{pad}if t{i} is None:",
+        f"{pad}    admitted{i} = ad{i}()",
+        f"{pad}    if isinstance(admitted{i}, E{i}):",
+        f"{pad}        try:",
+        f"{pad}            raise admitted{i}",
+        f"{pad}        finally:",
+        f"{pad}            del admitted{i}",
+        f"{pad}    t{i} = admitted{i}",
+        f"{pad}try:",
+        f"{pad}    try:",
+    ]
+    exit_ = [
+        f"{pad}    except Exception as exc:",
+        f"{pad}        er{i}(t{i}, exc, mo{i}() - start{i} if timed{i} else 0.0)",
+        f"{pad}        raise",
+        f"{pad}    su{i}(t{i}, result, mo{i}() - start{i} if timed{i} else 0.0)",
+        f"{pad}except BaseException:",
+        f"{pad}    ca{i}(t{i})",
+        f"{pad}    raise",
+    ]
+    return enter, exit_
+
+
 def _runner_source(
     defers: tuple[bool, ...],
     is_async: bool,
     pools: tuple[bool, ...] | None = None,
     gates: tuple[int, ...] | None = None,
+    breakers: tuple[bool, ...] | None = None,
     params: str = "*args, **kwargs",
     forward: str = "*args, **kwargs",
 ) -> str:
@@ -227,9 +264,12 @@ def _runner_source(
     n = len(defers)
     pools = pools or (False,) * n
     gates = gates or (0,) * n
+    breakers = breakers or (False,) * n
     names = ", ".join(
         f"s{i}, c{i}, r{i}, q{i}, h{i}, n{i}, w{i}, l{i}"
         if pools[i]
+        else f"c{i}, mo{i}, ad{i}, E{i}, su{i}, er{i}, ca{i}"
+        if breakers[i]
         else f"g{i}, x{i}, c{i}, v{i}, z{i}, m{i}, o{i}, w{i}"
         if gates[i] == INLINE
         else f"a{i}, o{i}, w{i}"
@@ -248,6 +288,12 @@ def _runner_source(
             exits.append(exit_)
             pad += "    "
             continue
+        if breakers[i]:
+            enter, exit_ = _breaker_level(i, pad)
+            out += enter
+            exits.append(exit_)
+            pad += "        "
+            continue
         exits.append([])
         if gates[i]:
             out += (_inline_gate_level if gates[i] == INLINE else _gate_level)(i, pad, aw)
@@ -265,6 +311,10 @@ def _runner_source(
     for i in reversed(range(n)):
         if gates[i]:
             continue  # no try was opened: nothing to unwind
+        if breakers[i]:
+            pad = pad[:-8]
+            out += exits[i]
+            continue
         pad = pad[:-4]
         if pools[i]:
             out += exits[i]
@@ -301,7 +351,7 @@ def _runner_source(
     return "\n".join(out)
 
 
-_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...], tuple[int, ...]]
+_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...], tuple[int, ...], tuple[bool, ...]]
 
 
 def _gate_kind(step: Step, is_async: bool) -> int:
@@ -342,7 +392,8 @@ def _runner(
 ) -> Callable[..., Any]:
     pools = tuple(getattr(step, "pool", None) is not None for step in steps)
     gates = tuple(_gate_kind(step, is_async) for step in steps)
-    shape = (tuple(bool(step.defers) for step in steps), is_async, pools, gates)
+    breakers = tuple(hasattr(step, "breaker_hooks") for step in steps)
+    shape = (tuple(bool(step.defers) for step in steps), is_async, pools, gates, breakers)
     names = tuple(kinds) if kinds is not None else tuple(type(s).__name__ for s in steps)
     # A gate admitted through a call (a limiter whose state is in a store) runs other
     # source than the written-out admission: its name says so.
@@ -362,6 +413,10 @@ def _runner(
         if pool is not None:
             hooks += (pool._slots, pool, pool._released, pool._waiters, pool._hand_off)
             hooks += step.slot_hooks(is_async)  # type: ignore[attr-defined]
+            continue
+        breaker_hooks = getattr(step, "breaker_hooks", None)
+        if breaker_hooks is not None:
+            hooks += breaker_hooks()
             continue
         gate_hooks = getattr(step, "gate_hooks", None)
         if gate_hooks is not None:
