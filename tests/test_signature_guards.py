@@ -458,3 +458,28 @@ def test_the_inline_admission_admits_as_the_core_does(how: str) -> None:
     assert guarded(4) == (4,)
     metrics = limiter.metrics()
     assert (metrics.admitted, metrics.rejected) == (3, 1)
+
+
+def test_a_factory_whose_file_changed_since_import_is_not_specialized(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "changing_factory.py"
+    module.write_text(
+        "def factory(fn):\n    def guarded(*args, **kwargs):\n        return fn(*args, **kwargs)\n"
+        "    return guarded\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import changing_factory  # noqa: PLC0415 -- made by this test
+
+    signature = signature_of(f_one)
+    assert signature is not None
+    assert specialize(changing_factory.factory, signature.shape) is not None
+    module.write_text(module.read_text().replace("return fn(", "return 1 + fn("))
+    linecache.checkcache(str(module))
+
+    def other(b: Any) -> Any:  # another shape: not cached yet
+        return b
+
+    other_signature = signature_of(other)
+    assert other_signature is not None
+    assert specialize(changing_factory.factory, other_signature.shape) is None

@@ -35,7 +35,7 @@ import keyword
 import linecache
 import textwrap
 from collections.abc import Callable
-from types import FunctionType
+from types import CodeType, FunctionType
 from typing import Any
 
 __all__ = [
@@ -237,6 +237,24 @@ def _rename(tree: ast.AST, renames: dict[str, str]) -> None:
             node.name = renames.get(node.name, node.name)  # type: ignore[arg-type]
 
 
+def _code_shape(code: CodeType) -> tuple[Any, ...]:
+    nested = tuple(_code_shape(c) for c in code.co_consts if isinstance(c, CodeType))
+    return (code.co_code, code.co_names, code.co_varnames, code.co_freevars, nested)
+
+
+def _is_running(factory: FunctionType, module: ast.Module) -> bool:
+    """Whether ``module`` (the factory's source as read now) compiles to its code.
+
+    ``inspect.getsource`` reads the file, which may have changed since the module was
+    imported (a deployment under a running process): the bytecode and names say
+    whether it is still the code that runs (line and column numbers do not).
+    """
+    flags = factory.__code__.co_flags & _FUTURE_ANNOTATIONS
+    compiled = compile(module, "<resilient check>", "exec", flags=flags, dont_inherit=True)
+    codes = [c for c in compiled.co_consts if isinstance(c, CodeType)]
+    return len(codes) == 1 and _code_shape(codes[0]) == _code_shape(factory.__code__)
+
+
 def register_source(source: str, name: str) -> str:
     """Put ``source`` in :mod:`linecache` under ``name``, or a unique variant of it.
 
@@ -267,6 +285,8 @@ def _generate(factory: FunctionType, shape: Shape) -> Any:  # noqa: PLR0911 -- e
     if not isinstance(outer, ast.FunctionDef):  # pragma: no cover - factories are `def`
         return None
     outer.decorator_list = []
+    if not _is_running(factory, module):
+        return None  # the file changed since it was imported: not the code that runs
     guards = [
         node
         for node in outer.body
