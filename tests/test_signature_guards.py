@@ -463,23 +463,19 @@ def test_the_inline_admission_admits_as_the_core_does(how: str) -> None:
 def test_a_factory_whose_file_changed_since_import_is_not_specialized(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    module = tmp_path / "changing_factory.py"
-    module.write_text(
+    source = (
         "def factory(fn):\n    def guarded(*args, **kwargs):\n        return fn(*args, **kwargs)\n"
         "    return guarded\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    import changing_factory  # noqa: PLC0415 -- made by this test
-
-    signature = signature_of(f_one)
-    assert signature is not None
-    assert specialize(changing_factory.factory, signature.shape) is not None
-    module.write_text(module.read_text().replace("return fn(", "return 1 + fn("))
-    linecache.checkcache(str(module))
-
-    def other(b: Any) -> Any:  # another shape: not cached yet
-        return b
-
-    other_signature = signature_of(other)
-    assert other_signature is not None
-    assert specialize(changing_factory.factory, other_signature.shape) is None
+    for name, changed in (("unchanged_factory", False), ("changed_factory", True)):
+        module = tmp_path / f"{name}.py"
+        module.write_text(source)
+        factory = __import__(name).factory
+        if changed:  # a deployment replaced the file under the running process
+            module.write_text(source.replace("return fn(", "return 1 + fn("))
+            linecache.checkcache(str(module))
+        signature = signature_of(f_one)
+        assert signature is not None
+        made = specialize(factory, signature.shape)
+        assert (made is None) is changed

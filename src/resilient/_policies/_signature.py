@@ -273,7 +273,23 @@ def register_source(source: str, name: str) -> str:
         filename = f"{name[:-1]} #{count}>"
 
 
-def _generate(factory: FunctionType, shape: Shape) -> Any:  # noqa: PLR0911 -- each refusal says why
+_PARAMS = "__resilient_params__"  # where a template's guard takes its parameters
+_FORWARD = "__resilient_forward__"  # and where it passes them on
+
+
+class _Template:
+    """A factory's source, its guard's parameters and forwarding left as markers."""
+
+    __slots__ = ("bound", "name", "names", "text")
+
+    def __init__(self, text: str, name: str, names: frozenset[str], bound: frozenset[str]) -> None:
+        self.text = text
+        self.name = name  # the factory's name, in the namespace the source is run in
+        self.names = names  # every name the factory uses
+        self.bound = bound  # those it binds itself, which a parameter may take over
+
+
+def _make_template(factory: FunctionType) -> _Template | None:  # noqa: PLR0911 -- each refusal says why
     if factory.__closure__ is not None:
         return None  # its free variables could not be rebuilt from source
     try:
@@ -304,37 +320,50 @@ def _generate(factory: FunctionType, shape: Shape) -> Any:  # noqa: PLR0911 -- e
         call.args, call.keywords = [], []
     if {"args", "kwargs"} & names_in(guard):
         return None  # the guard uses the packed arguments themselves
-    clashes = shape.names & names_in(module)
+    names = frozenset(names_in(module))
+    guard.args.args = [ast.arg(_PARAMS)]
+    for call in calls:
+        call.args = [ast.Name(_FORWARD, ast.Load())]
+    text = ast.unparse(ast.fix_missing_locations(module))
+    return _Template(text, outer.name, names, frozenset(_bound_in(outer)))
+
+
+def _generate(factory: FunctionType, shape: Shape) -> Any:
+    template = _templates.get(factory, False)
+    if template is False:
+        template = _templates.setdefault(factory, _make_template(factory))
+    if template is None:
+        return None
+    text = template.text
+    clashes = shape.names & template.names
+    renames: dict[str, str] = {}
     if clashes:
         # A parameter named as one of the factory's own locals (a method's `self`, a
         # breaker's `fn`): those are renamed. One named as a global or builtin the guard
         # reads (`type`) would shadow it: the packed guard serves.
-        if clashes - _bound_in(outer):
+        if clashes - template.bound:
             return None
-        taken = names_in(module) | shape.names
-        renames = {}
+        taken = template.names | shape.names
         for name in sorted(clashes):
             fresh = f"_{name}_"
             while fresh in taken:
                 fresh = f"_{fresh}_"
-            taken.add(fresh)
+            taken |= {fresh}
             renames[name] = fresh
+        module = ast.parse(text)
         _rename(module, renames)
-    signature_def: Any = ast.parse(f"def _({shape.params}): _({shape.forward})").body[0]
-    forward = signature_def.body[0].value
-    guard.args = signature_def.args
-    for call in calls:
-        call.args, call.keywords = list(forward.args), list(forward.keywords)
-    text = ast.unparse(ast.fix_missing_locations(module))
+        text = ast.unparse(module)
+    text = text.replace(_PARAMS, shape.params).replace(_FORWARD, shape.forward)
     filename = register_source(text, f"<resilient guard: {factory.__qualname__}({shape.params})>")
     code = compile(text, filename, "exec", flags=_FUTURE_ANNOTATIONS, dont_inherit=True)
     namespace: dict[str, Any] = {}
     exec(code, factory.__globals__, namespace)  # noqa: S102 -- our own factory's source, as attrs does
-    made = namespace[outer.name]  # renamed if a parameter took its name
+    made = namespace[renames.get(template.name, template.name)]
     made.__qualname__ = factory.__qualname__
     return made
 
 
+_templates: dict[Callable[..., Any], Any] = {}
 _special: dict[tuple[Callable[..., Any], ShapeKey], Any] = {}
 
 
