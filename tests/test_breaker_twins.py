@@ -22,7 +22,7 @@ SYNC_ONLY = [
 
 
 # Only async callers of a shared breaker await round trips: they get the runner.
-ASYNC_ONLY = ["if self._async is not self._step:\n    return super()._async_guard(fn)"]
+ASYNC_ONLY = ["if self._async is not self._step:\n    return build_async(self._flatten(), fn)"]
 
 
 def test_the_sync_and_async_guards_differ_only_in_async_await() -> None:

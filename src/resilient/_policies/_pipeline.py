@@ -354,6 +354,12 @@ def _runner_source(
 _Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...], tuple[int, ...], tuple[bool, ...]]
 
 
+def _breaker_hooks(step: Step) -> tuple[Any, ...] | None:
+    """A breaker step's hooks for :func:`_breaker_level`, or ``None`` (not one, or not plain)."""
+    hooks = getattr(step, "breaker_hooks", None)
+    return None if hooks is None else hooks()
+
+
 def _gate_kind(step: Step, is_async: bool) -> int:
     """0: not a gate; 1: a gate called through ``gate_hooks``; ``INLINE``: written out."""
     if not hasattr(step, "gate_hooks"):
@@ -392,7 +398,7 @@ def _runner(
 ) -> Callable[..., Any]:
     pools = tuple(getattr(step, "pool", None) is not None for step in steps)
     gates = tuple(_gate_kind(step, is_async) for step in steps)
-    breakers = tuple(hasattr(step, "breaker_hooks") for step in steps)
+    breakers = tuple(_breaker_hooks(step) is not None for step in steps)
     shape = (tuple(bool(step.defers) for step in steps), is_async, pools, gates, breakers)
     names = tuple(kinds) if kinds is not None else tuple(type(s).__name__ for s in steps)
     # A gate admitted through a call (a limiter whose state is in a store) runs other
@@ -414,9 +420,9 @@ def _runner(
             hooks += (pool._slots, pool, pool._released, pool._waiters, pool._hand_off)
             hooks += step.slot_hooks(is_async)  # type: ignore[attr-defined]
             continue
-        breaker_hooks = getattr(step, "breaker_hooks", None)
-        if breaker_hooks is not None:
-            hooks += breaker_hooks()
+        breaker = _breaker_hooks(step)
+        if breaker is not None:
+            hooks += breaker
             continue
         gate_hooks = getattr(step, "gate_hooks", None)
         if gate_hooks is not None:
