@@ -19,7 +19,8 @@ from resilient._core._outcome import PASS
 from resilient._core._window import CountWindow, TimeWindow
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
 from resilient._policies._pipeline import Wait
-from resilient._policies._policy import CorePolicy, SharedStore, bind_store
+from resilient._policies._policy import CorePolicy, SharedStore, bind_store, build_async
+from resilient._policies._signature import Signature, shaped
 from resilient._waiting._clock import resolve_clock
 
 if TYPE_CHECKING:
@@ -62,6 +63,27 @@ class _BreakerStep:
                     del admitted
             ticket = admitted
         return (ticket, start) if timed else ticket
+
+    def breaker_hooks(self) -> tuple[Any, ...] | None:
+        """What a compose runner needs to guard as the breaker's own guard does.
+
+        (the core, its clock's ``monotonic``, ``admit_checked``, the rejection's type,
+        ``on_success``, ``on_error``, ``on_cancel``): see ``_pipeline._breaker_level``.
+        ``None`` for a subclass (a shared breaker's async step awaits its round trips in
+        its own ``enter``/exits, which the runner then calls).
+        """
+        if type(self) is not _BreakerStep:
+            return None
+        core = self._core
+        return (
+            core,
+            self._monotonic,
+            core.admit_checked,
+            CircuitOpenError,
+            core.on_success,
+            core.on_error,
+            core.on_cancel,
+        )
 
     def _split(self, token: Token) -> tuple[Ticket, float]:
         if type(token) is tuple:
@@ -183,6 +205,15 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
     def _async_step(self) -> _BreakerStep:
         return self._async
 
+    def _decorated(
+        self, fn: Callable[..., Any], signature: Signature | None, is_async: bool
+    ) -> Callable[..., Any]:
+        # With the decorated function's own parameters where it can (see _signature):
+        # generated from the guards below, so they are still written once.
+        if is_async and self._async is not self._step:
+            return super()._decorated(fn, signature, is_async)  # a shared breaker's runner
+        return shaped(self._async_guard if is_async else self._sync_guard, fn, signature)  # type: ignore[no-any-return]
+
     def _sync_guard(self, fn: Callable[P, T]) -> Callable[P, T]:
         core = self._core
         admit_checked = core.admit_checked
@@ -228,7 +259,8 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
     def _async_guard(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         if self._async is not self._step:
             # A shared breaker: the runner awaits its step's round trips (resilient.redis).
-            return super()._async_guard(fn)
+            # (Not super(): its __class__ cell would keep _signature from copying this.)
+            return build_async(self._flatten(), fn)
         core = self._core
         admit_checked = core.admit_checked
         on_success = core.on_success

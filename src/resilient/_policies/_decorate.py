@@ -26,6 +26,7 @@ from types import CoroutineType, FunctionType, MethodType
 from typing import Any, NoReturn
 
 from resilient._core._errors import MisuseError
+from resilient._policies._signature import signature_of
 
 __all__ = [
     "COROUTINE",
@@ -50,7 +51,8 @@ NOT_PLAIN: Any = (
     | inspect.CO_ASYNC_GENERATOR
 )
 
-Guard = Callable[[Callable[..., Any]], Callable[..., Any]]
+# (fn, its signature or None, whether it is async) -> the wrapper around it
+Guard = Callable[[Callable[..., Any], Any, bool], Callable[..., Any]]
 
 
 def is_async_callable(fn: object) -> bool:
@@ -161,10 +163,14 @@ def refuse_bare_decorator(cls: type, args: tuple[Any, ...]) -> None:
         )
 
 
-def decorate(target: Any, sync_guard: Guard, async_guard: Guard, policy: object) -> Any:
-    """Wrap ``target`` with ``sync_guard`` or ``async_guard``, whichever fits it."""
+def decorate(target: Any, guard: Guard, policy: object) -> Any:
+    """Wrap ``target`` with ``guard(target, signature, is_async)``.
+
+    A plain function's guard takes the function's own parameters (``signature``, see
+    ``_signature``); anything else's takes ``(*args, **kwargs)``.
+    """
     if isinstance(target, (classmethod, staticmethod)):
-        return type(target)(decorate(target.__func__, sync_guard, async_guard, policy))
+        return type(target)(decorate(target.__func__, guard, policy))
     if isinstance(target, type):
         raise MisuseError(
             f"{policy!r} cannot decorate the class {target.__qualname__}: decorate its "
@@ -173,8 +179,7 @@ def decorate(target: Any, sync_guard: Guard, async_guard: Guard, policy: object)
     if not callable(target):
         raise TypeError(f"{policy!r} can only decorate a callable, not {type(target).__name__}")
     _refuse_generator(target, policy)
-    guard = async_guard if is_async_callable(target) else sync_guard
-    wrapper = guard(target)
+    wrapper = guard(target, signature_of(target), is_async_callable(target))
     if inspect.isfunction(target) or inspect.ismethod(target) or inspect.isbuiltin(target):
         functools.update_wrapper(wrapper, target)
         wrapper.__resilient_policy__ = policy  # type: ignore[attr-defined]

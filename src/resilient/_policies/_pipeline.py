@@ -18,12 +18,13 @@ tracebacks show its lines, pdb lists them and :func:`inspect.getsource` finds th
 
 from __future__ import annotations
 
-import linecache
+import ast
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
 from resilient._core._outcome import PASS
 from resilient._policies._decorate import COROUTINE, refuse_coroutine
+from resilient._policies._signature import Shape, Signature, names_in, register_source
 
 __all__ = ["WAIT", "Deferred", "Step", "Wait", "async_runner", "sync_runner"]
 
@@ -184,33 +185,109 @@ def _gate_level(i: int, pad: str, aw: str) -> list[str]:
     ]
 
 
+INLINE = 2
+"""A gate level whose admission is written into the runner (see :func:`_inline_gate_level`)."""
+
+
+def _inline_gate_level(i: int, pad: str, aw: str) -> list[str]:
+    """The entry of a GCRA gate at level ``i``, its admission written out in the runner.
+
+    The same lines as ``RateLimiterCore.admit`` (``tests/test_signature_guards.py``
+    checks that they stay the same), without the call: ``inline_gate()`` gives (the
+    nanosecond clock, the lock, the TAT's cell, the interval, the tolerance, the
+    admitted count's cell). The lock is a ``with`` block: an interrupt between an
+    ``acquire()`` and its ``release()`` would leave it held for good. A call over the
+    rate goes on as at a plain gate: ``o{i}()`` reserves a wait or raises.
+    """
+    return [
+        f"{pad}now{i} = g{i}()",
+        f"{pad}with x{i}:",
+        f"{pad}    tat{i} = c{i}[0]",
+        f"{pad}    new{i} = (tat{i} if tat{i} > now{i} else now{i}) + v{i}",
+        f"{pad}    ok{i} = new{i} - now{i} <= z{i}",
+        f"{pad}    if ok{i}:",
+        f"{pad}        c{i}[0] = new{i}",
+        f"{pad}        m{i}[0] += 1",
+        f"{pad}if not ok{i}:",
+        f"{pad}    t{i} = o{i}()",
+        f"{pad}    if t{i} is not None:",
+        f"{pad}        {aw}w{i}(t{i})",
+    ]
+
+
+def _breaker_level(i: int, pad: str) -> tuple[list[str], list[str]]:
+    """The entry and exit of a breaker at level ``i``: the breaker's own guard, written out.
+
+    The same lines as ``CircuitBreaker._sync_guard`` (``tests/test_breaker_twins.py``
+    checks it), with the names of ``breaker_hooks()``: the core, its clock's
+    ``monotonic``, ``admit_checked``, ``CircuitOpenError``, ``on_success``,
+    ``on_error``, ``on_cancel``. Calling the step's ``enter`` and exits instead would
+    cost three calls more per call than the breaker alone.
+    """
+    enter = [
+        f"{pad}timed{i} = c{i}._timed",
+        f"{pad}start{i} = mo{i}() if timed{i} else 0.0",
+        f"{pad}t{i} = c{i}._free",
+        f"{pad}if t{i} is None:",
+        f"{pad}    admitted{i} = ad{i}()",
+        f"{pad}    if isinstance(admitted{i}, E{i}):",
+        f"{pad}        try:",
+        f"{pad}            raise admitted{i}",
+        f"{pad}        finally:",
+        f"{pad}            del admitted{i}",
+        f"{pad}    t{i} = admitted{i}",
+        f"{pad}try:",
+        f"{pad}    try:",
+    ]
+    exit_ = [
+        f"{pad}    except Exception as exc:",
+        f"{pad}        er{i}(t{i}, exc, mo{i}() - start{i} if timed{i} else 0.0)",
+        f"{pad}        raise",
+        f"{pad}    su{i}(t{i}, result, mo{i}() - start{i} if timed{i} else 0.0)",
+        f"{pad}except BaseException:",
+        f"{pad}    ca{i}(t{i})",
+        f"{pad}    raise",
+    ]
+    return enter, exit_
+
+
 def _runner_source(
     defers: tuple[bool, ...],
     is_async: bool,
     pools: tuple[bool, ...] | None = None,
-    gates: tuple[bool, ...] | None = None,
+    gates: tuple[int, ...] | None = None,
+    breakers: tuple[bool, ...] | None = None,
+    params: str = "*args, **kwargs",
+    forward: str = "*args, **kwargs",
 ) -> str:
     """Source of ``make(fn, steps...) -> run``: the steps unrolled into nested ``try``s.
 
     Level *i*'s ``try`` holds the entry of every inner step and the call, so each level
     sees exactly what a stacked decorator at that place would see (an inner rejection, a
     converted cancellation, an inner fallback's value), all in one frame with no loop,
-    no token list and no unwinding helper.
+    no token list and no unwinding helper. ``params`` and ``forward`` are the runner's
+    parameter list and the call's arguments (a decorated function's own, from
+    :mod:`~resilient._policies._signature`).
     """
     aw = "await " if is_async else ""
     n = len(defers)
     pools = pools or (False,) * n
-    gates = gates or (False,) * n
+    gates = gates or (0,) * n
+    breakers = breakers or (False,) * n
     names = ", ".join(
         f"s{i}, c{i}, r{i}, q{i}, h{i}, n{i}, w{i}, l{i}"
         if pools[i]
+        else f"c{i}, mo{i}, ad{i}, E{i}, su{i}, er{i}, ca{i}"
+        if breakers[i]
+        else f"g{i}, x{i}, c{i}, v{i}, z{i}, m{i}, o{i}, w{i}"
+        if gates[i] == INLINE
         else f"a{i}, o{i}, w{i}"
         if gates[i]
         else f"e{i}, w{i}, ok{i}, err{i}, can{i}"
         for i in range(n)
     )
     out = [f"def make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, {names}):"]
-    out.append(f"    {'async ' if is_async else ''}def run(*args, **kwargs):")
+    out.append(f"    {'async ' if is_async else ''}def run({params}):")
     pad = " " * 8
     exits: list[list[str]] = []
     for i in range(n):
@@ -220,9 +297,15 @@ def _runner_source(
             exits.append(exit_)
             pad += "    "
             continue
+        if breakers[i]:
+            enter, exit_ = _breaker_level(i, pad)
+            out += enter
+            exits.append(exit_)
+            pad += "        "
+            continue
         exits.append([])
         if gates[i]:
-            out += _gate_level(i, pad, aw)
+            out += (_inline_gate_level if gates[i] == INLINE else _gate_level)(i, pad, aw)
             continue
         out += [
             f"{pad}t{i} = e{i}()",
@@ -231,12 +314,16 @@ def _runner_source(
             f"{pad}try:",
         ]
         pad += "    "
-    out.append(f"{pad}result = {aw}fn(*args, **kwargs)")
+    out.append(f"{pad}result = {aw}fn({forward})")
     if not is_async:  # a "sync" callable that returned a coroutine: see _decorate
         out += [f"{pad}if type(result) is COROUTINE:", f"{pad}    refuse_coroutine(fn, result)"]
     for i in reversed(range(n)):
         if gates[i]:
             continue  # no try was opened: nothing to unwind
+        if breakers[i]:
+            pad = pad[:-8]
+            out += exits[i]
+            continue
         pad = pad[:-4]
         if pools[i]:
             out += exits[i]
@@ -273,44 +360,68 @@ def _runner_source(
     return "\n".join(out)
 
 
-def _register_source(source: str, name: str) -> str:
-    """Put ``source`` in :mod:`linecache` under ``name``, or a unique variant of it.
-
-    As attrs' ``_linecache_and_compile``: an entry whose mtime is ``None`` is never
-    dropped by ``linecache.checkcache()`` (there is no file to compare it with). Another
-    source under the same name (a shape of chain sharing its policies' kinds) gets a
-    numbered name of its own; the same source keeps the same name.
-    """
-    filename = name
-    count = 1
-    while True:
-        entry = (len(source), None, source.splitlines(keepends=True), filename)
-        if linecache.cache.setdefault(filename, entry) == entry:
-            return filename
-        count += 1
-        filename = f"{name[:-1]} #{count}>"
+_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...], tuple[int, ...], tuple[bool, ...]]
 
 
-_Shape = tuple[tuple[bool, ...], bool, tuple[bool, ...], tuple[bool, ...]]
-_makers: dict[tuple[_Shape, tuple[str, ...]], Callable[..., Any]] = {}
+def _breaker_hooks(step: Step) -> tuple[Any, ...] | None:
+    """A breaker step's hooks for :func:`_breaker_level`, or ``None`` (not one, or not plain)."""
+    hooks = getattr(step, "breaker_hooks", None)
+    return None if hooks is None else hooks()
+
+
+def _gate_kind(step: Step, is_async: bool) -> int:
+    """0: not a gate; 1: a gate called through ``gate_hooks``; ``INLINE``: written out."""
+    if not hasattr(step, "gate_hooks"):
+        return 0
+    inline = getattr(step, "inline_gate", None)
+    return INLINE if inline is not None and inline(is_async) is not None else 1
+
+
+_makers: dict[tuple[_Shape, tuple[str, ...], Any], Callable[..., Any]] = {}
+_reserved: dict[_Shape, frozenset[str]] = {}  # the names a runner's source uses
+
+
+def _maker(shape: _Shape, names: tuple[str, ...], signature: Shape | None) -> Callable[..., Any]:
+    key = (shape, names, None if signature is None else signature.key)
+    make = _makers.get(key)
+    if make is None:
+        arguments = () if signature is None else (signature.params, signature.forward)
+        source = _runner_source(*shape, *arguments)
+        what = f"{'+'.join(names)}, {'async' if shape[1] else 'sync'}"
+        if signature is not None:
+            what += f", ({signature.params})"
+        filename = register_source(source, f"<resilient compose: {what}>")
+        namespace: dict[str, Any] = {}
+        exec(compile(source, filename, "exec"), namespace)  # noqa: S102 -- our own generated source, as attrs does
+        make = _makers[key] = namespace["make"]
+    return make
 
 
 def _runner(
-    steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None, *, is_async: bool
+    steps: Sequence[Step],
+    fn: Callable[..., Any],
+    kinds: Sequence[str] | None,
+    *,
+    is_async: bool,
+    signature: Signature | None = None,
 ) -> Callable[..., Any]:
     pools = tuple(getattr(step, "pool", None) is not None for step in steps)
-    gates = tuple(hasattr(step, "gate_hooks") for step in steps)
-    shape = (tuple(bool(step.defers) for step in steps), is_async, pools, gates)
+    gates = tuple(_gate_kind(step, is_async) for step in steps)
+    breakers = tuple(_breaker_hooks(step) is not None for step in steps)
+    shape = (tuple(bool(step.defers) for step in steps), is_async, pools, gates, breakers)
     names = tuple(kinds) if kinds is not None else tuple(type(s).__name__ for s in steps)
-    make = _makers.get((shape, names))
-    if make is None:
-        source = _runner_source(*shape)
-        filename = _register_source(
-            source, f"<resilient compose: {'+'.join(names)}, {'async' if is_async else 'sync'}>"
-        )
-        namespace: dict[str, Any] = {}
-        exec(compile(source, filename, "exec"), namespace)  # noqa: S102 -- our own generated source, as attrs does
-        make = _makers[shape, names] = namespace["make"]
+    # A gate admitted through a call (a limiter whose state is in a store) runs other
+    # source than the written-out admission: its name says so.
+    names = tuple(f"{n} (admit call)" if g == 1 else n for n, g in zip(names, gates, strict=True))
+    if signature is not None:
+        reserved = _reserved.get(shape)
+        if reserved is None:
+            # `args` and `kwargs` are the packed parameters the signature replaces.
+            used = names_in(ast.parse(_runner_source(*shape))) - {"args", "kwargs"}
+            reserved = _reserved[shape] = frozenset(used)
+        if signature.shape.names & reserved:
+            signature = None  # a parameter would shadow one of the runner's names
+    make = _maker(shape, names, None if signature is None else signature.shape)
     hooks: list[Any] = []
     for step in steps:
         pool = getattr(step, "pool", None)
@@ -318,28 +429,45 @@ def _runner(
             hooks += (pool._slots, pool, pool._released, pool._waiters, pool._hand_off)
             hooks += step.slot_hooks(is_async)  # type: ignore[attr-defined]
             continue
+        breaker = _breaker_hooks(step)
+        if breaker is not None:
+            hooks += breaker
+            continue
         gate_hooks = getattr(step, "gate_hooks", None)
         if gate_hooks is not None:
-            hooks += gate_hooks(is_async)
+            inline = getattr(step, "inline_gate", None)
+            admission = None if inline is None else inline(is_async)
+            if admission is not None:
+                hooks += (*admission, *gate_hooks(is_async)[1:])
+            else:
+                hooks += gate_hooks(is_async)
             continue
         hooks += (step.enter, step.enter_wait_async if is_async else step.enter_wait)
         hooks += (step.exit_ok, step.exit_error, step.exit_cancel)
-    return make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, *hooks)  # type: ignore[no-any-return]
+    run: Callable[..., Any] = make(fn, Wait, PASS, Deferred, COROUTINE, refuse_coroutine, *hooks)
+    return run if signature is None else signature.fit(run)
 
 
 def sync_runner(
-    steps: Sequence[Step], fn: Callable[..., Any], kinds: Sequence[str] | None = None
+    steps: Sequence[Step],
+    fn: Callable[..., Any],
+    kinds: Sequence[str] | None = None,
+    signature: Signature | None = None,
 ) -> Callable[..., Any]:
     """Return ``run(*args, **kwargs)`` calling ``fn`` inside ``steps`` (outermost first).
 
     ``kinds`` names the steps' policies (``"circuit_breaker"``, ...) in the runner's
-    file name, which tracebacks show; without it, the steps' class names do.
+    file name, which tracebacks show; without it, the steps' class names do. With
+    ``signature`` (a decorated function's), ``run`` takes the function's own parameters.
     """
-    return _runner(steps, fn, kinds, is_async=False)
+    return _runner(steps, fn, kinds, is_async=False, signature=signature)
 
 
 def async_runner(
-    steps: Sequence[Step], fn: Callable[..., Awaitable[Any]], kinds: Sequence[str] | None = None
+    steps: Sequence[Step],
+    fn: Callable[..., Awaitable[Any]],
+    kinds: Sequence[str] | None = None,
+    signature: Signature | None = None,
 ) -> Callable[..., Awaitable[Any]]:
     """Return ``async run(*args, **kwargs)`` awaiting ``fn`` inside ``steps`` (as above)."""
-    return _runner(steps, fn, kinds, is_async=True)
+    return _runner(steps, fn, kinds, is_async=True, signature=signature)

@@ -28,6 +28,7 @@ from resilient._policies._decorate import (
     refusing_coroutines,
 )
 from resilient._policies._pipeline import Step, Wait, async_runner, sync_runner
+from resilient._policies._signature import Signature, shaped
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -94,9 +95,19 @@ class Policy:
     def _async_guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         return build_async(self._flatten(), fn)
 
+    def _decorated(
+        self, fn: Callable[..., Any], signature: Signature | None, is_async: bool
+    ) -> Callable[..., Any]:
+        """The guard ``decorate()`` puts around ``fn``.
+
+        It takes ``fn``'s own parameters where ``signature`` is given (see
+        ``_signature``), else ``(*args, **kwargs)``.
+        """
+        return _build(self._flatten(), fn, is_async, signature)  # type: ignore[no-any-return]
+
     def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]:
         """Decorate ``fn`` (sync or async) so that every call goes through this policy."""
-        wrapper = decorate(fn, self._sync_guard, self._async_guard, self)
+        wrapper = decorate(fn, self._decorated, self)
         policies = self._flatten()
         target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         for policy in policies:
@@ -357,11 +368,16 @@ class CorePolicy(Policy, Generic[C]):
         self._core.remove_listener(listener)
 
 
-def _build(policies: tuple[Policy, ...], fn: Callable[..., Any], is_async: bool) -> Any:
+def _build(
+    policies: tuple[Policy, ...],
+    fn: Callable[..., Any],
+    is_async: bool,
+    signature: Signature | None = None,
+) -> Any:
     call = fn
     if not is_async and policies[-1]._sync_step() is None:
         # A wrapper calls fn itself; a runner checks fn's result inline.
-        call = refusing_coroutines(fn)
+        call = shaped(refusing_coroutines, fn, signature)
     pending: list[Step] = []
     kinds: list[str] = []  # the pending steps' policies, named in the runner's file name
     for policy in reversed(policies):
@@ -371,11 +387,11 @@ def _build(policies: tuple[Policy, ...], fn: Callable[..., Any], is_async: bool)
             kinds.insert(0, policy.kind)
             continue
         if pending:
-            call = (async_runner if is_async else sync_runner)(pending, call, kinds)
+            call = (async_runner if is_async else sync_runner)(pending, call, kinds, signature)
             pending, kinds = [], []
-        call = policy._async_wrap(call) if is_async else policy._sync_wrap(call)
+        call = shaped(policy._async_wrap if is_async else policy._sync_wrap, call, signature)
     if pending:
-        call = (async_runner if is_async else sync_runner)(pending, call, kinds)
+        call = (async_runner if is_async else sync_runner)(pending, call, kinds, signature)
     return call
 
 

@@ -78,6 +78,25 @@ class _RateLimiterStep:
         wait = self.enter_wait_async if is_async else self.enter_wait
         return self._core.admit, self.over_the_rate, wait
 
+    def inline_gate(self, is_async: bool) -> tuple[Any, ...] | None:
+        """What a runner needs to admit as ``core.admit`` does, in its own frame.
+
+        (the nanosecond clock, the lock, the TAT's cell, the interval, the tolerance,
+        the admitted count's cell); ``None`` for a core without local admission (a
+        shared one), which the runner then calls through :meth:`gate_hooks`.
+        """
+        core = self._core
+        if type(core) is not RateLimiterCore:
+            return None
+        return (
+            core.now,
+            core._lock,
+            core._tat,
+            core.interval,
+            core.tolerance,
+            core._admitted_fast,
+        )
+
     def over_the_rate(self) -> Wait | None:
         """After ``admit()`` said no: reserve a slot to wait for, or raise the refusal."""
         delay, tat = self._core.reserve()
