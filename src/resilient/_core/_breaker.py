@@ -25,7 +25,6 @@ attribute read is atomic.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import math
@@ -42,8 +41,12 @@ from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
     HALF_OPEN,
+    NO_LISTENERS,
+    NO_TRIALS,
+    NO_TRIALS_LOST,
     OPEN,
     TRANSITIONS,
+    UNCOUNTED,
     CircuitState,
     Epoch,
     OpenFor,
@@ -130,9 +133,14 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
         self._half_open_since = 0.0
         self._half_open_taken = 0
         self._half_open_done = 0
-        # Trials in flight, and those lost to interrupts (see TrialRef).
-        self._trials: set[TrialRef] = set()
-        self._lost: collections.deque[TrialRef] = collections.deque()
+        # Trials in flight, and those lost to interrupts (see TrialRef): made at the
+        # first half-open stay, as most breakers never have one (a set and a deque cost
+        # ~1 KiB, a third of a breaker).
+        self._trials: set[TrialRef] = NO_TRIALS
+        self._lost: list[TrialRef] = NO_TRIALS_LOST
+        # Nobody listens yet: a shared empty tuple, not a list of its own (see
+        # add_listener), so the success path reads no object of this breaker's for it.
+        self._listeners = NO_LISTENERS
         # A plain success may skip the lock (see on_success) when nothing but the ring
         # needs it: a count window, no record_result, and no duration to measure.
         self._fast_capable = self._record_result is None and isinstance(window, CountWindow)
@@ -145,6 +153,7 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
             CLOSED, self._window, self._fast_capable and not self._timed, self._timed
         )
         self._free: Epoch | None = self._epoch
+        self._settled: Epoch | None = None
         if name is not None:
             DURATIONS.enroll(self)  # constructed: a duration exporter may switch it now
 
@@ -154,12 +163,16 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
         # counter, so the lock-free successes are the claims that no locked path made.
         self._claims = itertools.count()
         self._locked_claims = 0
-        self._locked_outcomes = [0, 0]  # successes, failures reported under the lock
-        self._ignored_calls = itertools.count()
-        self._transitions: dict[tuple[CircuitState, CircuitState], int] = {}
-        # Never replaced, so no lock-free increment is lost at a transition; each stay's
+        self._locked_successes = 0  # reported under the lock
+        self._locked_failures = 0
+        # Made at first use (an ignored call, a transition, the first OPEN stay): most
+        # breakers never need them.
+        self._ignored_calls = UNCOUNTED
+        self._transitions: dict[tuple[CircuitState, CircuitState], int] | None = None
+        # Made at the first OPEN stay, the only one counting lock-free, and then never
+        # replaced, so no lock-free increment is lost at a transition; each stay's
         # rejections are counted from the base it started at.
-        self._rejections = itertools.count()
+        self._rejections = UNCOUNTED
         self._rejections_base = 0
         self._retired_rejections = 0
 
@@ -205,6 +218,8 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
         if state is OPEN:
             # OPEN keeps the window that tripped it (metrics() shows why), and its
             # rejections count on from the half-open stay's.
+            if self._rejections is UNCOUNTED:
+                self._rejections = itertools.count()  # counted(UNCOUNTED) was 0: no jump
             self._open_attempt += 1
             duration = self._open_duration
             if not isinstance(duration, float):
@@ -212,6 +227,8 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
             self._open_until = at + duration
         else:
             if state is HALF_OPEN:
+                if self._trials is NO_TRIALS:
+                    self._trials, self._lost = set(), []
                 self._window = self._new_window(self._half_open_calls)
                 self._half_open_since = at
                 self._half_open_taken = 0
@@ -223,7 +240,9 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
             self._restart_rejections()
         self._state = state
         self._rejection_logged = False
-        self._trials.clear()  # the permits of an earlier stay no longer matter
+        if self._trials:
+            self._trials.clear()  # the permits of an earlier stay no longer matter
+        self._settled = None  # a fresh window, or OPEN's: not full of successes
         self._epoch = Epoch(
             state,
             self._window,
@@ -233,6 +252,8 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
         self._free = self._epoch if state in _ADMIT_ALL else None
         if previous is not state:
             key = (previous, state)
+            if self._transitions is None:
+                self._transitions = {}
             self._transitions[key] = self._transitions.get(key, 0) + 1
             events.append(self._transition_event(previous, state))
         if state is OPEN and not isinstance(self._open_duration, float):
@@ -351,6 +372,7 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
             self._timed = timed
             # Changed in place, not replaced: calls holding this ticket stay recorded.
             self._epoch.fast = self._state is CLOSED and self._fast_capable and not timed
+            self._settle()
             self._epoch.timed = timed
             window = self._window
             if isinstance(window, CountWindow):

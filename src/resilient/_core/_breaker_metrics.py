@@ -47,13 +47,14 @@ class BreakerReadouts:
         _open_until: float
         _claims: itertools.count[int]
         _locked_claims: int
-        _locked_outcomes: list[int]
+        _locked_successes: int
+        _locked_failures: int
         _ignored_calls: itertools.count[int]
         _rejections: itertools.count[int]
         _rejections_base: int
         _not_permitted: int
         _retired_rejections: int
-        _transitions: dict[tuple[CircuitState, CircuitState], int]
+        _transitions: dict[tuple[CircuitState, CircuitState], int] | None
         _expire: Callable[[float, list[Any]], None]  # events, and work queued for after the lock
         _dispatch: Callable[[list[Any]], None]
 
@@ -107,7 +108,12 @@ class BreakerReadouts:
     def transition_counts(self) -> dict[tuple[CircuitState, CircuitState], int]:
         """How many times each (from, to) transition happened since creation."""
         with self._lock:
-            return dict(self._transitions)
+            return dict(self._transitions or {})
+
+    @property
+    def _locked_outcomes(self) -> tuple[int, int]:
+        """The successes and failures reported under the lock (read with the lock)."""
+        return self._locked_successes, self._locked_failures
 
     def retry_after(self) -> float | None:
         """Seconds until an OPEN breaker admits a trial call; 0.0 if it admits now."""

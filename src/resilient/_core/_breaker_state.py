@@ -10,9 +10,10 @@ changes the state.
 from __future__ import annotations
 
 import enum
+import itertools
 import weakref
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from resilient._core._window import Window
 
@@ -22,9 +23,13 @@ __all__ = [
     "FORCED_OPEN",
     "HALF_OPEN",
     "METRICS_ONLY",
+    "NO_LISTENERS",
+    "NO_TRIALS",
+    "NO_TRIALS_LOST",
     "OPEN",
     "TRANSITIONS",
     "TRIGGERS",
+    "UNCOUNTED",
     "CircuitState",
     "Epoch",
     "OpenFor",
@@ -33,6 +38,9 @@ __all__ = [
     "TrialRef",
     "Trigger",
 ]
+
+if TYPE_CHECKING:
+    from resilient._core._events import Listener
 
 
 class CircuitState(str, enum.Enum):
@@ -216,3 +224,16 @@ class OpenFor:
         self.epoch = epoch
         self.at = at
         self.attempt = attempt
+
+
+# What a breaker holds until it needs its own (most of thousands of breakers never do):
+# shared, and immutable, so that a write to one by mistake raises instead of reaching
+# every breaker. Each is replaced under the breaker's lock before its first write.
+NO_TRIALS: Final[set[TrialRef]] = cast("set[TrialRef]", frozenset())
+"""A breaker's trials before its first half-open stay."""
+NO_TRIALS_LOST: Final[list[TrialRef]] = cast("list[TrialRef]", ())
+"""A breaker's lost trials before its first half-open stay."""
+NO_LISTENERS: Final[list[Listener]] = cast("list[Any]", ())
+"""A breaker's own listeners before the first ``add_listener()``."""
+UNCOUNTED: Final[itertools.count[int]] = itertools.count()
+"""A count a breaker has not needed yet: never advanced, so ``counted()`` reads 0."""

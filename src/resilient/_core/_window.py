@@ -50,6 +50,17 @@ SLOW_SUCCESS: Final = 2
 SLOW_FAILURE: Final = 3
 EMPTY: Final = 4  # a count-window slot not yet written
 
+# The shared rings of uniform windows, by (code, size): a handful of sizes in a process.
+_RINGS: dict[tuple[int, int], bytes] = {}
+
+
+def _uniform_ring(code: int, size: int) -> bytes:
+    """``size`` slots all holding ``code``, one immutable object shared by every window."""
+    ring = _RINGS.get((code, size))
+    if ring is None:
+        ring = _RINGS.setdefault((code, size), bytes([code]) * size)
+    return ring
+
 
 class Window:
     """Base class of the sliding windows; the running totals are public for the cores.
@@ -80,6 +91,11 @@ class Window:
         """The most outcomes the window can hold, or ``None`` if unbounded."""
         return None
 
+    @property
+    def settled(self) -> bool:
+        """Whether a success is sure to change nothing here (a full count window of them)."""
+        return False
+
     def fresh(self, clock: TimeSource = SYSTEM_TIME, *, durations: bool = True) -> Self:
         """Return a new, empty window with the same configuration."""
         raise NotImplementedError
@@ -104,15 +120,17 @@ class CountWindow(Window):
         size: How many of the most recent calls to keep (>= 1).
     """
 
-    __slots__ = ("_counts", "_durations", "_next", "_outcomes", "size")
+    __slots__ = ("_durations", "_next", "_outcomes", "size")
 
     def __init__(self, size: int, *, _durations: bool = True) -> None:
         super().__init__()
         self.size = check_int("size", size)
-        # One byte a slot; EMPTY marks a slot never written, so a window that is not yet
-        # full needs no separate branch: the counts of all five codes always sum to size.
-        self._outcomes = bytearray([EMPTY]) * self.size
-        self._counts = [0, 0, 0, 0, self.size]
+        # One byte a slot; EMPTY marks a slot never written. A ring whose slots are all
+        # EMPTY (a fresh window) or all SUCCESS (a window full of successes, the steady
+        # state of a healthy dependency) is a bytes object shared by every window of
+        # that size, copied on its first write: thousands of breakers then keep no ring
+        # of their own, and their lock-free successes read a ring that stays cached.
+        self._outcomes: bytes | bytearray = _uniform_ring(EMPTY, self.size)
         # Durations cost 8 bytes a slot; a breaker that measures none keeps none.
         self._durations: array[float] | None = (
             array("d", bytes(8 * self.size)) if _durations else None
@@ -137,15 +155,24 @@ class CountWindow(Window):
     def record_at(self, slot: int, outcome: int, duration: float = 0.0) -> None:
         """Write ``outcome`` into ``slot``, one the caller claimed as ``next(_next) % size``."""
         outcomes = self._outcomes
-        counts = self._counts
+        if type(outcomes) is not bytearray:  # a shared ring: this window's own copy
+            outcomes = bytearray(outcomes)
+            self._outcomes = outcomes
         old = outcomes[slot]
         outcomes[slot] = outcome
-        counts[old] -= 1
-        counts[outcome] += 1
-        self.calls = self.size - counts[EMPTY]
-        self.failures = counts[FAILURE] + counts[SLOW_FAILURE]
-        self.slow = counts[SLOW_SUCCESS] + counts[SLOW_FAILURE]
-        self.slow_failures = counts[SLOW_FAILURE]
+        # The totals are the counts of the codes in the ring, kept without a table of
+        # counts: the old code's bits come off, the new one's go on.
+        if old == EMPTY:
+            self.calls += 1
+        else:
+            self.failures -= old & FAILURE
+            self.slow -= (old & SLOW) >> 1
+            self.slow_failures -= old == SLOW_FAILURE
+        self.failures += outcome & FAILURE
+        self.slow += (outcome & SLOW) >> 1
+        self.slow_failures += outcome == SLOW_FAILURE
+        if self.settled:
+            self._outcomes = _uniform_ring(SUCCESS, self.size)
         durations = self._durations
         if durations is not None:
             previous = durations[slot]
@@ -153,6 +180,11 @@ class CountWindow(Window):
             # BreakerCore.measure_durations): it added nothing to the total.
             self.total_duration += duration if isnan(previous) else duration - previous
             durations[slot] = duration
+
+    @property
+    def settled(self) -> bool:
+        """Whether every slot holds a success: a success then changes nothing here."""
+        return self.calls == self.size and not self.failures and not self.slow
 
     def __repr__(self) -> str:
         return f"CountWindow({self.size})"

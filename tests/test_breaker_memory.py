@@ -1,0 +1,52 @@
+"""What a breaker costs to keep: many breakers (one per host, per tenant) must stay cheap.
+
+Issue 16 asks for under 2 KiB per breaker with the defaults, its window included, once
+the window is full: measured here with ``tracemalloc`` over a thousand breakers, so the
+figure is an average of allocations, not a timing. (``benchmarks/scale.py`` reports the
+same figure for 100,000 breakers in a registry, and what one breaker's bytes are.)
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from resilient import CircuitBreaker, CountWindow
+
+BREAKERS = 1_000
+LIMIT = 2_048
+
+
+def ident(x: int) -> int:
+    return x
+
+
+def _bytes_per_breaker(make: Callable[[int], CircuitBreaker], calls: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        breakers: list[Any] = [make(i) for i in range(BREAKERS)]
+        for breaker in breakers:
+            for _ in range(calls):
+                breaker.call(ident, 1)
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - before) / BREAKERS
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("calls", [0, 101], ids=["created", "window full"])
+def test_a_named_default_breaker_keeps_under_2_kib(calls: int) -> None:
+    assert _bytes_per_breaker(lambda i: CircuitBreaker(f"memory-{i}"), calls) < LIMIT
+
+
+def test_a_small_window_full_of_successes_keeps_under_2_kib() -> None:
+    per_breaker = _bytes_per_breaker(
+        lambda i: CircuitBreaker(f"memory-{i}", window=CountWindow(10), minimum_calls=10), 11
+    )
+    assert per_breaker < LIMIT
