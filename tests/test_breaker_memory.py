@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from resilient import CircuitBreaker, CountWindow
+from resilient import CircuitBreaker, CircuitOpenError, CountWindow
 
 BREAKERS = 1_000
 LIMIT = 2_048
@@ -50,3 +50,18 @@ def test_a_small_window_full_of_successes_keeps_under_2_kib() -> None:
         lambda i: CircuitBreaker(f"memory-{i}", window=CountWindow(10), minimum_calls=10), 11
     )
     assert per_breaker < LIMIT
+
+
+def test_a_forced_open_breakers_rejections_are_its_own() -> None:
+    # Breakers share one never-advanced counter until they first count a rejection;
+    # a FORCED_OPEN breaker refusing without the lock must count on a counter of its own.
+    forced, other = CircuitBreaker("forced"), CircuitBreaker("other")
+    forced.force_open()
+    for _ in range(3):
+        with pytest.raises(CircuitOpenError):
+            forced.call(int)
+    assert forced.metrics().not_permitted_calls == 3
+    assert forced.metrics().total_not_permitted_calls == 3
+    assert other.metrics().not_permitted_calls == 0
+    assert other.metrics().total_not_permitted_calls == 0
+    assert CircuitBreaker("new").metrics().total_not_permitted_calls == 0

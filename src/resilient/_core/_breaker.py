@@ -40,6 +40,7 @@ from resilient._core._breaker_options import OPTIONS, Matcher, OpenDuration, nam
 from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
+    FORCED_OPEN,
     HALF_OPEN,
     NO_LISTENERS,
     NO_TRIALS,
@@ -215,11 +216,13 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
                 f"breaker {self.name!r} has no transition on {trigger} from "
                 f"{previous.value} (a bug in resilient: please report it)"
             )
+        if (state is OPEN or state is FORCED_OPEN) and self._rejections is UNCOUNTED:
+            # Both refuse without the lock, counting on `_rejections`: never on the
+            # counter every breaker shares until then. counted(UNCOUNTED) is 0: no jump.
+            self._rejections = itertools.count()
         if state is OPEN:
             # OPEN keeps the window that tripped it (metrics() shows why), and its
             # rejections count on from the half-open stay's.
-            if self._rejections is UNCOUNTED:
-                self._rejections = itertools.count()  # counted(UNCOUNTED) was 0: no jump
             self._open_attempt += 1
             duration = self._open_duration
             if not isinstance(duration, float):
