@@ -193,6 +193,9 @@ class BreakerSync:
         # _after_fork_in_child, which new_lock() would call a second time.
         self._thread = None
         self._pubsub = None
+        # The parent's thread may have been inside the event's lock (waiting, or being
+        # set) at the fork: in the child nobody would ever release it.
+        self._wake = threading.Event()
         if self._cores:
             self._everyone()
             self._start()
