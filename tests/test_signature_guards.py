@@ -14,6 +14,7 @@ import functools
 import inspect
 import linecache
 import textwrap
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -479,3 +480,33 @@ def test_a_factory_whose_file_changed_since_import_is_not_specialized(
         assert signature is not None
         made = specialize(factory, signature.shape)
         assert (made is None) is changed
+
+
+@pytest.mark.parametrize("how", ["alone", "composed"])
+def test_a_runner_refuses_a_limiter_that_never_waits_without_its_lock(how: str) -> None:
+    # As the core's own admit() does for max_wait=0: a call over the rate is refused on
+    # a look at the TAT, before the lock (held here, so a runner taking it would hang).
+    limiter = RateLimiter(1, per=1e6, burst=1)
+
+    def work(x: int) -> int:
+        return x
+
+    guarded = limiter(work) if how == "alone" else compose(limiter, Bulkhead(5))(work)
+    assert guarded(1) == 1
+    outcome: list[BaseException] = []
+
+    def refused_call() -> None:
+        try:
+            guarded(2)
+        except RateLimitedError as error:
+            outcome.append(error)
+
+    with limiter._core._lock:
+        caller = threading.Thread(target=refused_call, daemon=True)
+        caller.start()
+        caller.join(timeout=30)
+        held_up = caller.is_alive()
+    caller.join()
+    assert not held_up
+    assert len(outcome) == 1
+    assert limiter.metrics().rejected == 1

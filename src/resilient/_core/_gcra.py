@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from resilient._core._atomic import counted, new_counter
 from resilient._core._clock import Clock
@@ -201,9 +201,21 @@ class GcraCore(EventSource):
             f"retry in {error.retry_after:.3f}s"
         )
 
+    def refuse_early(self, delay: int, now: int) -> NoReturn:
+        """Refuse a call ``delay`` ns early at ``now``, seen without the lock (``max_wait=0``).
+
+        What ``admit()`` does when it refuses, for a runner that admits in its own frame
+        (``_policies._pipeline``): counted without the lock, raised as it is built.
+        """
+        next(self._refused)
+        raise self.refusal(delay, now, None)
+
     def refused(self) -> int:
         """Calls refused so far (those counted under the lock and those without)."""
         return self.rejected + counted(self._refused)
+
+
+_NEVER: Final = 2**200  # a slack no TAT minus it ever exceeds a clock's reading
 
 
 class RateLimiterCore(GcraCore):
@@ -220,6 +232,15 @@ class RateLimiterCore(GcraCore):
         super().__init__(*args)
         self._tat = [-(2**62)]
         self.admit = self._make_admit()
+
+    def early_slack(self) -> int:
+        """What a runner subtracts from the TAT to refuse before the lock (see ``admit``).
+
+        A call is refused at once when ``TAT - early_slack() > now``: only a limiter
+        that never waits (``max_wait=0``) on the nanosecond clock refuses that way; for
+        any other the slack is too large for the test to ever hold.
+        """
+        return self.slack if self.max_wait == 0 and self.float_clock is None else _NEVER
 
     def _make_admit(self) -> Callable[[], bool]:
         cell, now_ns, interval, tolerance = self._tat, self.now, self.interval, self.tolerance

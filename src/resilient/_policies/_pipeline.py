@@ -195,12 +195,18 @@ def _inline_gate_level(i: int, pad: str, aw: str) -> list[str]:
     The same lines as ``RateLimiterCore.admit`` (``tests/test_signature_guards.py``
     checks that they stay the same), without the call: ``inline_gate()`` gives (the
     nanosecond clock, the lock, the TAT's cell, the interval, the tolerance, the
-    admitted count's cell). The lock is a ``with`` block: an interrupt between an
-    ``acquire()`` and its ``release()`` would leave it held for good. A call over the
+    admitted count's cell, the early refusal's slack, the refusal). The lock is a
+    ``with`` block: an interrupt between an ``acquire()`` and its ``release()`` would
+    leave it held for good. A call over the
     rate goes on as at a plain gate: ``o{i}()`` reserves a wait or raises.
     """
     return [
         f"{pad}now{i} = g{i}()",
+        # A limiter that never waits refuses a call over the rate before the lock, as
+        # its admit() does (k: its slack, too large to ever hold for one that waits).
+        f"{pad}d{i} = c{i}[0] - k{i} - now{i}",
+        f"{pad}if d{i} > 0:",
+        f"{pad}    y{i}(d{i}, now{i})",
         f"{pad}with x{i}:",
         f"{pad}    tat{i} = c{i}[0]",
         f"{pad}    new{i} = (tat{i} if tat{i} > now{i} else now{i}) + v{i}",
@@ -279,7 +285,7 @@ def _runner_source(
         if pools[i]
         else f"c{i}, mo{i}, ad{i}, E{i}, su{i}, er{i}, ca{i}"
         if breakers[i]
-        else f"g{i}, x{i}, c{i}, v{i}, z{i}, m{i}, o{i}, w{i}"
+        else f"g{i}, x{i}, c{i}, v{i}, z{i}, m{i}, k{i}, y{i}, o{i}, w{i}"
         if gates[i] == INLINE
         else f"a{i}, o{i}, w{i}"
         if gates[i]

@@ -82,7 +82,8 @@ class _RateLimiterStep:
         """What a runner needs to admit as ``core.admit`` does, in its own frame.
 
         (the nanosecond clock, the lock, the TAT's cell, the interval, the tolerance,
-        the admitted count's cell); ``None`` for a core without local admission (a
+        the admitted count's cell, the early refusal's slack and the refusal itself);
+        ``None`` for a core without local admission (a
         shared one), which the runner then calls through :meth:`gate_hooks`.
         """
         core = self._core
@@ -95,6 +96,8 @@ class _RateLimiterStep:
             core.interval,
             core.tolerance,
             core._admitted_fast,
+            core.early_slack(),
+            core.refuse_early,
         )
 
     def over_the_rate(self) -> Wait | None:
