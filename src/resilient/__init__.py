@@ -167,6 +167,23 @@ _LAZY = {
 }
 
 
+# -- issue 17: adaptive throttling (a block of its own, kept apart for merging) --------
+if _typing.TYPE_CHECKING:
+    from resilient._core._errors import ThrottledError
+    from resilient._core._throttle import AdaptiveThrottleMetrics
+    from resilient._policies._throttle import AdaptiveThrottle
+
+__all__ += ["AdaptiveThrottle", "AdaptiveThrottleMetrics", "ThrottledError"]
+__all__.sort()
+_LAZY.update(
+    {
+        "AdaptiveThrottle": "resilient._policies._throttle",
+        "AdaptiveThrottleMetrics": "resilient._core._throttle",
+        "ThrottledError": "resilient._core._errors",
+    }
+)
+
+
 def _public(obj: _typing.Any) -> _typing.Any:
     # Reprs, tracebacks and docs say `resilient.CircuitBreaker`, not the private module.
     if getattr(obj, "__module__", "").startswith("resilient._"):

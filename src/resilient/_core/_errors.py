@@ -7,7 +7,8 @@ The tree::
     │   ├── CircuitOpenError          .retry_after
     │   ├── BulkheadFullError
     │   ├── RateLimitedError          .retry_after
-    │   └── WorkersExhaustedError     a sync Timeout has no free worker thread
+    │   ├── WorkersExhaustedError     a sync Timeout has no free worker thread
+    │   └── ThrottledError            .probability (an AdaptiveThrottle shed the call)
     └── TimeoutExceededError          also a builtin TimeoutError
 
     MisuseError                       a TypeError: the library was used the wrong way
@@ -346,3 +347,25 @@ class MisuseError(TypeError):
     code, not an outage, so no policy retries it, counts it as a failure or answers it
     with a fallback.
     """
+
+
+# -- adaptive throttling (issue 17) ---------------------------------------------------
+
+
+class ThrottledError(RejectedError):
+    """An [`AdaptiveThrottle`][resilient.AdaptiveThrottle] shed the call locally.
+
+    The backend has been refusing a growing share of recent calls, so the client drops
+    this one itself rather than send it a request it would likely refuse (Google SRE,
+    "Handling Overload"). A ``RejectedError``: the call was not started.
+
+    Attributes:
+        probability: The rejection probability the call was drawn against, in [0, 1).
+    """
+
+    def __init__(self, message: str, *, policy: str | None = None, probability: float) -> None:
+        super().__init__(message, policy=policy)
+        self.probability = probability
+
+
+__all__ += ["ThrottledError"]
