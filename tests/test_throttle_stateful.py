@@ -122,5 +122,5 @@ class ThrottleModel(RuleBasedStateMachine):
         assert (m.admitted, m.rejected) == (self.admitted, self.shed)
 
 
-ThrottleModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+ThrottleModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestThrottleModel = ThrottleModel.TestCase

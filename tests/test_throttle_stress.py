@@ -23,7 +23,8 @@ CALLS = 400
 
 
 def _outcome(rng: random.Random) -> str:
-    return rng.choice(["accepted", "accepted", "refused", "ignored", "interrupted"])
+    # Of the calls that count, three in four are refused: the throttle sheds.
+    return rng.choice(["accepted", "refused", "refused", "refused", "ignored", "interrupted"])
 
 
 def _fn(outcome: str) -> object:
@@ -82,7 +83,7 @@ def test_threads() -> None:
     for thread in threads:
         thread.join()
     _check(throttle, seen)
-    assert seen["shed"] > 0  # a third of the calls refused: some were shed
+    assert seen["shed"] > 0
 
 
 async def test_tasks_with_cancellations(anyio_backend: str) -> None:
