@@ -225,11 +225,14 @@ class ThrottleCore(EventSource):
         now = self._clock.monotonic()
         with self._lock:
             bucket = self._advance(now)
-            p = rejection_probability(self._total_requests, self._total_accepts, self.k)
-            if p == 0.0:
-                self._count_request(bucket)
+            requests = self._total_requests
+            excess = requests - self.k * self._total_accepts
+            if excess <= 0:  # the common case: the backend accepts enough, no draw
+                self._requests[bucket % self.buckets] += 1
+                self._total_requests = requests + 1
                 self.admitted += 1
                 return bucket
+            p = excess / (requests + 1)
         # The draw may be user code (an injected generator): never under the lock. If it
         # raises, nothing was counted.
         shed = self._random() < p
@@ -260,12 +263,15 @@ class ThrottleCore(EventSource):
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def on_success(self, ticket: int, result: Any) -> None:
-        """The call returned ``result``: accepted, unless ``record_result`` matches it."""
+    def on_success(self, ticket: int, result: Any) -> Any:
+        """The call returned ``result``: accepted, unless ``record_result`` matches it.
+
+        Returns ``result``, so that the adapter's step can be this method itself.
+        """
         check = self._record_result
         if check is None or result is NO_RESULT:
             self._accept(ticket)
-            return
+            return result
         try:
             failed = self._matches_result(check, result)
         except BaseException:
@@ -275,6 +281,7 @@ class ThrottleCore(EventSource):
             self._refused(None, result)
         else:
             self._accept(ticket)
+        return result
 
     def _matches_result(self, check: Callable[[Any], bool], result: Any) -> bool:
         try:
@@ -321,11 +328,13 @@ class ThrottleCore(EventSource):
         else:
             self._accept(ticket)
 
+    # The outcomes read no clock: while the ring has not moved past a ticket's bucket, the
+    # slot ``ticket % buckets`` still holds that bucket, whatever the time is now (a later
+    # advance clears it as it would have anyway).
+
     def give_back(self, ticket: int) -> None:
         """Take the call's request out of the window (cancelled, interrupted, ignored)."""
-        now = self._clock.monotonic()
         with self._lock:
-            self._advance(now)
             if self._live(ticket):
                 i = ticket % self.buckets
                 if self._requests[i] > 0:
@@ -333,10 +342,8 @@ class ThrottleCore(EventSource):
                     self._total_requests -= 1
 
     def _accept(self, ticket: int) -> None:
-        now = self._clock.monotonic()
         with self._lock:
             self.accepted += 1
-            self._advance(now)
             if self._live(ticket):
                 i = ticket % self.buckets
                 # Never more accepts than requests in a bucket (a request given back by

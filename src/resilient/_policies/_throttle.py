@@ -29,18 +29,14 @@ __all__ = ["AdaptiveThrottle", "AdaptiveThrottleMetrics"]
 class _ThrottleStep:
     """Admit or shed on enter; tell the core whether the backend accepted the call."""
 
-    __slots__ = ("_core",)
+    __slots__ = ("_core", "enter", "exit_ok")
     defers = False
 
     def __init__(self, core: ThrottleCore) -> None:
         self._core = core
-
-    def enter(self) -> int:
-        return self._core.acquire()
-
-    def exit_ok(self, ticket: int, result: Any) -> Any:
-        self._core.on_success(ticket, result)
-        return result
+        # The core's own methods, bound: a frame less on each side of every call.
+        self.enter: Callable[[], int] = core.acquire
+        self.exit_ok: Callable[[int, Any], Any] = core.on_success
 
     def exit_error(self, ticket: int, exc: Exception) -> Any:
         self._core.on_error(ticket, exc)
