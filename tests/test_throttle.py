@@ -560,3 +560,29 @@ def test_repr_and_properties() -> None:
 def test_options_are_checked(options: dict[str, Any], option: str) -> None:
     with pytest.raises((ValueError, TypeError), match=option):
         AdaptiveThrottle(**options)
+
+
+def test_a_shed_calls_error_reads_pickles_and_copies_as_one_made_by_hand() -> None:
+    import copy  # noqa: PLC0415
+    import pickle  # noqa: PLC0415
+
+    t = throttle(random=Draws(default=0.0))
+    refuse(t, 1)
+    with pytest.raises(ThrottledError) as caught:
+        t.call(accepted)
+    built = caught.value
+    text = (
+        "adaptive throttle 'backend' shed the call: the backend is refusing recent calls "
+        "(rejection probability 0.500)"
+    )
+    by_hand = ThrottledError(text, policy="backend", probability=0.5)
+    for error in (built, by_hand):
+        assert error.args == (text,)
+        assert repr(error) == f"ThrottledError({text!r})"
+        for twin in (pickle.loads(pickle.dumps(error)), copy.copy(error)):  # noqa: S301 -- our own
+            assert type(twin) is ThrottledError
+            assert (str(twin), twin.policy, twin.probability) == (text, "backend", 0.5)
+    unnamed = AdaptiveThrottle(clock=ManualClock(), random=Draws(default=0.0))
+    refuse(unnamed, 1)
+    with pytest.raises(ThrottledError, match=r"^adaptive throttle shed the call"):
+        unnamed.call(accepted)

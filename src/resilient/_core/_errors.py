@@ -363,9 +363,35 @@ class ThrottledError(RejectedError):
         probability: The rejection probability the call was drawn against, in [0, 1).
     """
 
+    # Raised for most calls while a backend is overloaded: built as BulkheadFullError
+    # is (see throttled()), its message made when first read.
+    __slots__ = ("_about", "policy", "probability")
+
     def __init__(self, message: str, *, policy: str | None = None, probability: float) -> None:
         super().__init__(message, policy=policy)
         self.probability = probability
+        self._about: tuple[_Refuser, None] | None = None
+
+    if not TYPE_CHECKING:
+        args = _LAZY_ARGS
+    __str__ = _str
+    __repr__ = _repr
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild, (cls, args, state) = _reduce(self)
+        state["probability"] = self.probability  # a slot _reduce does not know
+        return rebuild, (cls, args, state)
 
 
-__all__ += ["ThrottledError"]
+def throttled(
+    policy: str | None, about: tuple[_Refuser, None], probability: float
+) -> ThrottledError:
+    """The library's own ``ThrottledError``, built as :func:`bulkhead_full` builds its."""
+    error: ThrottledError = new_error(ThrottledError)
+    error.policy = policy
+    error._about = about
+    error.probability = probability
+    return error
+
+
+__all__ += ["ThrottledError", "throttled"]

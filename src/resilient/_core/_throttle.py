@@ -36,7 +36,7 @@ from typing import Any, Final
 from resilient._core import _events
 from resilient._core._breaker_options import named_rejections
 from resilient._core._clock import TimeSource
-from resilient._core._errors import MisuseError, RejectedError, ThrottledError
+from resilient._core._errors import MisuseError, RejectedError, ThrottledError, throttled
 from resilient._core._events import GLOBAL_LISTENERS, EventSource
 from resilient._core._fork import new_lock
 from resilient._core._outcome import NO_RESULT
@@ -250,16 +250,18 @@ class ThrottleCore(EventSource):
         self._total_requests += 1
 
     def _rejection(self, p: float) -> ThrottledError:
-        who = f"adaptive throttle {self.name!r}" if self.name is not None else "adaptive throttle"
-        error = ThrottledError(
-            f"{who} shed the call: the backend is refusing recent calls "
-            f"(rejection probability {p:.3f})",
-            policy=self.name,
-            probability=p,
-        )
+        error = throttled(self.name, (self, None), p)  # its message made when read
         if self.observed():
             self.emit(_events.CallRejected(self.name, KIND, error))
         return error
+
+    def refusal_text(self, error: ThrottledError, key: object) -> str:
+        """The message of a ``ThrottledError`` this throttle raised (made when read)."""
+        who = f"adaptive throttle {self.name!r}" if self.name is not None else "adaptive throttle"
+        return (
+            f"{who} shed the call: the backend is refusing recent calls "
+            f"(rejection probability {error.probability:.3f})"
+        )
 
     # -- outcomes ----------------------------------------------------------------------
 
