@@ -188,7 +188,7 @@ class ThrottleCore(EventSource):
 
     def _advance(self, now: float) -> int:
         """Move the ring to ``now``'s bucket (never back); return the newest bucket."""
-        number = math.floor(now / self._width)
+        number = int(now // self._width)  # the same floor as acquire()'s test
         head = self._head
         n = self.buckets
         if head is None or number - head >= n:
@@ -224,7 +224,9 @@ class ThrottleCore(EventSource):
         """Count a request and admit it (its ticket), or raise :class:`ThrottledError`."""
         now = self._clock.monotonic()
         with self._lock:
-            bucket = self._advance(now)
+            bucket = self._head
+            if bucket is None or now // self._width != bucket:  # a float floor, no call
+                bucket = self._advance(now)
             requests = self._total_requests
             excess = requests - self.k * self._total_accepts
             if excess <= 0:  # the common case: the backend accepts enough, no draw
@@ -271,6 +273,17 @@ class ThrottleCore(EventSource):
         Returns ``result``, so that the adapter's step can be this method itself.
         """
         check = self._record_result
+        if check is None and not self._listeners and not GLOBAL_LISTENERS:
+            # The common case, written out (_accept's work without its call).
+            with self._lock:
+                self.accepted += 1
+                head = self._head
+                if head is not None and head - self.buckets < ticket <= head:
+                    i = ticket % self.buckets
+                    if self._accepts[i] < self._requests[i]:
+                        self._accepts[i] += 1
+                        self._total_accepts += 1
+            return result
         if check is None or result is NO_RESULT:
             self._accept(ticket)
             return result
