@@ -346,6 +346,13 @@ def exercise_throttle(throttle: Any) -> None:
     throttle.metrics()
 
 
+def exercise_hedge(hedge: Any) -> None:
+    _call_both(hedge, ok, times=2)
+    _call_both(hedge, boom, times=2)  # every attempt fails: the last failure is raised
+    hedge.metrics()
+
+
+CASES[resilient.Hedge] = Case(lambda: {"delay": 0.0}, exercise_hedge)
 CASES[resilient.AdaptiveThrottle] = Case(
     lambda: {"name": "t", "clock": ManualClock(), "random": random.Random(1)},
     exercise_throttle,
@@ -385,6 +392,8 @@ NOT_CONFIGURATION = {
     "WindowSnapshot",
     "WorkersExhaustedError",
     "AdaptiveThrottleMetrics",  # issue 17
+    "HedgeMetrics",
+    "HedgeStarted",
     "ThrottledError",
     "client_ip",
     "is_server_error",

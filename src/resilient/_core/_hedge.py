@@ -56,8 +56,11 @@ class HedgeMetrics:
 
     Attributes:
         calls: Calls through the hedge.
+        first_wins: Calls answered by their first attempt.
+        hedge_wins: Calls answered by an extra attempt. (``calls - first_wins -
+            hedge_wins - failed`` were cancelled or interrupted by their caller, or are
+            in flight.)
         hedges: Extra attempts started.
-        hedge_wins: Calls answered by an extra attempt rather than the first.
         budget_refused: Extra attempts the budget did not allow.
         cancelled: Attempts cancelled (async) or abandoned to finish unattended (sync)
             because another one answered first.
@@ -67,8 +70,9 @@ class HedgeMetrics:
     """
 
     calls: int
-    hedges: int
+    first_wins: int
     hedge_wins: int
+    hedges: int
     budget_refused: int
     cancelled: int
     failed: int
@@ -125,6 +129,7 @@ class HedgeCore(EventSource):
         "delay",
         "delay_kind",
         "failed",
+        "first_wins",
         "hedge_wins",
         "hedges",
         "max_hedged",
@@ -164,7 +169,7 @@ class HedgeCore(EventSource):
         self._latencies: list[float] = []
         self._next = 0  # where the ring's next latency goes, once it is full
         self._lock = new_lock(self)
-        self.calls = self.hedges = self.hedge_wins = 0
+        self.calls = self.hedges = self.hedge_wins = self.first_wins = 0
         self.budget_refused = self.cancelled = self.failed = 0
 
     def run(self) -> HedgeRun:
@@ -244,8 +249,9 @@ class HedgeCore(EventSource):
         with self._lock:
             return HedgeMetrics(
                 self.calls,
-                self.hedges,
+                self.first_wins,
                 self.hedge_wins,
+                self.hedges,
                 self.budget_refused,
                 self.cancelled,
                 self.failed,
@@ -349,6 +355,8 @@ class HedgeRun:
                 core.failed += 1
             elif won_by > 0:
                 core.hedge_wins += 1
+            else:
+                core.first_wins += 1
 
     def abandon(self) -> None:
         """The caller gave up (cancelled, interrupted): the running attempts go too."""

@@ -25,6 +25,7 @@ from resilient._policies._ratelimit import RateLimiter
 from resilient._policies._retry import Retry
 
 if TYPE_CHECKING:
+    from resilient._policies._hedge import Hedge
     from resilient._policies._throttle import AdaptiveThrottle
     from resilient._policies._timeout import Timeout
 
@@ -39,6 +40,7 @@ _FACTORIES: dict[str, Callable[..., Policy]] = {
     "retry": Retry,
     "rate_limiter": RateLimiter,
     "adaptive_throttle": lambda *args, **options: _throttle().AdaptiveThrottle(*args, **options),
+    "hedge": lambda *args, **options: _hedge().Hedge(*args, **options),
 }
 
 
@@ -54,6 +56,13 @@ def _throttle() -> Any:
     import resilient._policies._throttle  # noqa: PLC0415
 
     return resilient._policies._throttle
+
+
+def _hedge() -> Any:
+    # Loaded when a registry makes one, as a timeout is.
+    import resilient._policies._hedge  # noqa: PLC0415
+
+    return resilient._policies._hedge
 
 
 def _window(value: object) -> object:
@@ -130,7 +139,9 @@ class Registry:
                 policy = factory(name, **merged)
             else:
                 merged.setdefault("name", name)
-                policy = factory(**merged) if kind == "retry" else _positional(kind, merged)
+                policy = (
+                    factory(**merged) if kind in ("retry", "hedge") else _positional(kind, merged)
+                )
             self._policies[name] = policy
             return policy
 
@@ -157,6 +168,10 @@ class Registry:
     def adaptive_throttle(self, name: str, **options: Any) -> AdaptiveThrottle:
         """The adaptive throttle called ``name`` (options: ``k``, ``window``, ``record``, ...)."""
         return self._get_or_create("adaptive_throttle", name, options)  # type: ignore[return-value]
+
+    def hedge(self, name: str, **options: Any) -> Hedge:
+        """The hedge called ``name`` (options: ``max_hedged``, ``delay``, ``on``, ...)."""
+        return self._get_or_create("hedge", name, options)  # type: ignore[return-value]
 
     def configure(self, config: Mapping[str, Mapping[str, Any]]) -> None:
         """Create policies from plain data: ``{name: {"kind": ..., **options}}``.

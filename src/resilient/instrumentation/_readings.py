@@ -22,6 +22,7 @@ from resilient._core._breaker_state import CircuitState
 from resilient._policies._breaker import CircuitBreaker
 from resilient._policies._bulkhead import Bulkhead
 from resilient._policies._fallback import Fallback
+from resilient._policies._hedge import Hedge
 from resilient._policies._keyed_ratelimit import KeyedRateLimiter
 from resilient._policies._policy import CorePolicy, live_policies, reported_name
 from resilient._policies._ratelimit import RateLimiter
@@ -131,6 +132,23 @@ def _throttle_outcomes(throttle: AdaptiveThrottle) -> dict[str, int]:
 
 
 _OUTCOMES[AdaptiveThrottle] = _throttle_outcomes
+
+
+def _hedge_outcomes(hedge: Hedge) -> dict[str, int]:
+    # Calls end answered by the first attempt, by a hedge, or failed; "hedge" counts
+    # extra attempts (not calls), "cancelled" the losers.
+    m = hedge.metrics()
+    return {
+        "first_attempt": m.first_wins,
+        "hedge_won": m.hedge_wins,
+        "failed": m.failed,
+        "hedge": m.hedges,
+        "cancelled": m.cancelled,
+        "budget_refused": m.budget_refused,
+    }
+
+
+_OUTCOMES[Hedge] = _hedge_outcomes
 
 
 def _outcomes(policy: CorePolicy[Any]) -> dict[str, int]:
