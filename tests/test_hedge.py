@@ -264,3 +264,61 @@ def test_the_first_to_finish_wins_as_the_schedule_says(durations: list[int], del
         assert starts == sorted(finish)
         cancelled = {i for event, i, _ in attempts.log if event == "cancelled"}
         assert cancelled == set(finish) - {winner}
+
+
+def _interrupt(*args: object) -> Any:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("where", ["on", "on_result", "delay"])
+async def test_an_interrupt_in_a_user_callable_cancels_every_attempt(where: str) -> None:
+    options: dict[str, Any] = {where: _interrupt}
+    script: tuple[tuple[float, object], ...] = ((0.3, "a"), (0.3, "b"))
+    if where == "on":
+        script = ((0.05, Flaky()), (0.3, "b"))
+    elif where == "delay":
+        options["max_hedged"] = 2
+        options["delay"] = lambda hedge: 0.1 if hedge == 1 else _interrupt()
+    attempts = Attempts(*script)
+    hedge = Hedge(budget=generous(), **options)
+    with pytest.raises(KeyboardInterrupt):
+        await hedge.call_async(attempts)
+    starts = [e for e in attempts.log if e[0] == "start"]
+    ends = [e for e in attempts.log if e[0] != "start"]
+    assert len(starts) == len(ends)  # nothing left running: no orphan task
+    m = hedge.metrics()
+    assert m.first_wins + m.hedge_wins + m.failed == 0  # the call was interrupted
+
+
+async def test_many_calls_at_once_leave_no_attempt_running() -> None:
+    import random  # noqa: PLC0415
+
+    rng = random.Random(4)
+    hedge = Hedge(2, delay=0.1, budget=generous())
+    logs: list[Attempts] = []
+    results: list[object] = []
+
+    async def one() -> None:
+        script = [
+            (rng.choice([0.01, 0.05, 0.15, 0.3]), Flaky() if rng.random() < 0.3 else i)
+            for i in range(3)
+        ]
+        attempts = Attempts(*script)
+        logs.append(attempts)
+        try:
+            results.append(await hedge.call_async(attempts))
+        except Flaky:
+            results.append("failed")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(200):
+            tg.start_soon(one)
+    assert len(results) == 200
+    for attempts in logs:
+        starts = {i for event, i, _ in attempts.log if event == "start"}
+        ends = [i for event, i, _ in attempts.log if event != "start"]
+        assert sorted(ends) == sorted(starts)  # every attempt ended, once
+    m = hedge.metrics()
+    assert m.calls == 200
+    assert m.first_wins + m.hedge_wins + m.failed == 200
+    assert m.failed == results.count("failed")

@@ -216,3 +216,33 @@ def test_outcomes_in_opentelemetry() -> None:
         "cancelled": 0,
         "budget_refused": 0,
     }
+
+
+@pytest.mark.parametrize("where", ["on", "delay"])
+def test_an_interrupt_in_a_user_callable_abandons_the_attempts(where: str) -> None:
+    release = threading.Event()
+
+    def interrupt(*args: object) -> Any:
+        raise KeyboardInterrupt
+
+    def hold() -> str:
+        release.wait(HOUR)
+        return "held"
+
+    def fail() -> str:
+        raise Flaky
+
+    if where == "on":
+        hedge = Hedge(delay=HOUR, on=interrupt, budget=generous())
+        roles = Roles(fail)
+    else:
+        hedge = Hedge(delay=interrupt, budget=generous())
+        roles = Roles(hold)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            hedge.call(roles)
+        m = hedge.metrics()
+        assert (m.calls, m.first_wins, m.hedge_wins, m.failed) == (1, 0, 0, 0)
+        assert m.cancelled == (0 if where == "on" else 1)  # the held attempt: abandoned
+    finally:
+        release.set()

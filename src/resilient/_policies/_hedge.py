@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from resilient._core._budget import RetryBudget
 from resilient._core._errors import WorkersExhaustedError
-from resilient._core._hedge import HEDGE_NOW, KIND, LOST, WIN, HedgeCore, HedgeMetrics
+from resilient._core._hedge import (
+    HEDGE_NOW,
+    KIND,
+    LOST,
+    WIN,
+    HedgeCore,
+    HedgeMetrics,
+    HedgeRun,
+)
 from resilient._core._validate import check_int
 from resilient._policies._policy import CorePolicy
 from resilient._waiting._clock import MONOTONIC, resolve_clock
@@ -214,39 +222,32 @@ class Hedge(CorePolicy[HedgeCore]):
             began = now()
             run = core.run()
             final: _Outcome | None = None
+            interrupted: BaseException | None = None
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_attempt_async, 0, *call)
-                    while True:
-                        due = run.next_start()
-                        wait = math.inf if due is None else max(due - (now() - began), 0.0)
-                        outcome: _Outcome | None = None
-                        with anyio.move_on_after(wait):
-                            outcome = await receive.receive()
-                        if outcome is None:
-                            i = run.hedge(now() - began)
-                            if i is not None:
-                                tg.start_soon(_attempt_async, i, *call)
-                            continue
-                        verdict = run.finished(
-                            outcome.attempt, outcome.error, outcome.result, outcome.seconds
-                        )
-                        if verdict is HEDGE_NOW:
-                            i = run.hedge(now() - began)
-                            if i is not None:
-                                tg.start_soon(_attempt_async, i, *call)
-                        if verdict is WIN or verdict is LOST or run.lost_if_idle():
-                            final = outcome
-                            tg.cancel_scope.cancel()  # the others: cancelled, then awaited
-                            break
-                        outcome.error = None  # not raised: drop the traceback now
+                    try:
+                        final = await _race(run, tg, receive, call, began)
+                    except call[-1]:
+                        raise  # cancelled from outside: the group cancels every attempt
+                    except BaseException as exc:
+                        # An interrupt in a user callable (on, on_result, delay): raised
+                        # as itself once every attempt is gone, not in an exception group.
+                        interrupted = exc
+                    tg.cancel_scope.cancel()  # the others: cancelled, then awaited
             except BaseException:
                 run.abandon()
                 raise
             finally:
                 send.close()
                 receive.close()
-            assert final is not None  # noqa: S101 -- the loop ends only with one
+            if interrupted is not None:
+                run.abandon()
+                try:
+                    raise interrupted
+                finally:
+                    del interrupted
+            assert final is not None  # noqa: S101 -- the race ends with an outcome
             return _deliver(final)
 
         return guarded
@@ -272,6 +273,38 @@ class Hedge(CorePolicy[HedgeCore]):
         delay = self._core.delay
         shown = f"p{delay * 100:g}" if self._core.delay_kind == "quantile" else delay
         return f"<Hedge {self.name!r} max_hedged={self.max_hedged} delay={shown!r}>"
+
+
+async def _race(
+    run: HedgeRun, tg: Any, receive: Any, call: tuple[Any, ...], began: float
+) -> _Outcome:
+    """Wait for outcomes and start extra attempts until one outcome is the call's."""
+    now = call[4]
+    while True:
+        due = run.next_start()
+        wait = math.inf if due is None else max(due - (now() - began), 0.0)
+        outcome: _Outcome | None = None
+        with _anyio().move_on_after(wait):
+            outcome = await receive.receive()
+        if outcome is None:
+            i = run.hedge(now() - began)
+            if i is not None:
+                tg.start_soon(_attempt_async, i, *call)
+            continue
+        verdict = run.finished(outcome.attempt, outcome.error, outcome.result, outcome.seconds)
+        if verdict is HEDGE_NOW:
+            i = run.hedge(now() - began)
+            if i is not None:
+                tg.start_soon(_attempt_async, i, *call)
+        if verdict is WIN or verdict is LOST or run.lost_if_idle():
+            return outcome
+        outcome.error = None  # not raised: drop the traceback now
+
+
+def _anyio() -> Any:
+    import anyio  # noqa: PLC0415 -- loaded by the first async call, not at import
+
+    return anyio
 
 
 async def _attempt_async(
