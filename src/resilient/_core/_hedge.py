@@ -122,6 +122,8 @@ class HedgeCore(EventSource):
         "_next",
         "_on",
         "_on_result",
+        "_quantile",
+        "_since",
         "budget",
         "budget_refused",
         "calls",
@@ -168,6 +170,9 @@ class HedgeCore(EventSource):
         self.window = check_int("window", window, maximum=100_000)
         self._latencies: list[float] = []
         self._next = 0  # where the ring's next latency goes, once it is full
+        # The quantile, recomputed (a sort of the window) once 5% of it is new, not per call.
+        self._quantile: float | None = None
+        self._since = 0  # latencies recorded since the quantile was computed
         self._lock = new_lock(self)
         self.calls = self.hedges = self.hedge_wins = self.first_wins = 0
         self.budget_refused = self.cancelled = self.failed = 0
@@ -188,12 +193,20 @@ class HedgeCore(EventSource):
         if self.delay_kind != "quantile":
             return None
         with self._lock:
-            latencies = sorted(self._latencies)
-        if len(latencies) < min(MIN_SAMPLES, self.window):
-            return None
+            cached, count = self._quantile, len(self._latencies)
+            if cached is not None and self._since * 20 < count:
+                return cached
+            if count < min(MIN_SAMPLES, self.window):
+                return None
+            latencies = list(self._latencies)
+            self._since = 0
+        latencies.sort()  # outside the lock: other calls go on meanwhile
         # Nearest rank, as the breaker's duration quantiles.
         q: float = self.delay
-        return latencies[max(math.ceil(q * len(latencies)) - 1, 0)]
+        value = latencies[max(math.ceil(q * len(latencies)) - 1, 0)]
+        with self._lock:
+            self._quantile = value
+        return value
 
     def delay_for(self, hedge: int) -> float | None:
         """Seconds to wait before extra attempt ``hedge`` (from 1); ``None``: do not hedge."""
@@ -211,6 +224,7 @@ class HedgeCore(EventSource):
         if self.delay_kind != "quantile" or not 0.0 <= seconds <= MAX_SECONDS:
             return
         with self._lock:
+            self._since += 1
             if len(self._latencies) < self.window:
                 self._latencies.append(seconds)
             else:
