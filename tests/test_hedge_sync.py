@@ -107,6 +107,7 @@ def test_no_free_worker() -> None:
     release.set()
     caller.join()
     assert done == ["held"]
+    assert hedge.metrics().hedges == 0  # the hedge found no worker: not started
 
 
 def test_attempts_run_in_the_callers_context() -> None:

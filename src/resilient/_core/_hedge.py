@@ -329,9 +329,16 @@ class HedgeRun:
         return attempt
 
     def not_started(self) -> None:
-        """The attempt just counted could not start (no worker): no more will."""
+        """The attempt just counted could not start (no worker): no more will.
+
+        (Its withdrawal from the budget stays spent: a full pool is rare, and a budget
+        takes nothing back.)
+        """
         self.running -= 1
+        self.started -= 1
         self.closed = True
+        with self._core._lock:
+            self._core.hedges -= 1
 
     def finished(
         self, attempt: int, exc: BaseException | None, result: Any, seconds: float

@@ -160,14 +160,14 @@ class Hedge(CorePolicy[HedgeCore]):
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-            jobs: list[Job] = []
+            jobs: dict[int, Job] = {}  # the attempts whose outcome has not come back
             began = monotonic()
 
             def start(i: int) -> bool:
                 job = Job(attempt, (i, done, args, kwargs), {}, contextvars.copy_context())
                 if not pool.submit(job):
                     return False
-                jobs.append(job)
+                jobs[i] = job
                 return True
 
             run = core.run()
@@ -185,6 +185,7 @@ class Hedge(CorePolicy[HedgeCore]):
                         if i is not None and not start(i):
                             run.not_started()
                         continue
+                    jobs.pop(outcome.attempt, None)  # its worker settles it: not abandoned
                     verdict = run.finished(
                         outcome.attempt, outcome.error, outcome.result, outcome.seconds
                     )
@@ -202,7 +203,7 @@ class Hedge(CorePolicy[HedgeCore]):
                 raise
             finally:
                 # Whatever still runs is abandoned: one C call each, in this frame.
-                for job in jobs:
+                for job in jobs.values():
                     job._claim.acquire(blocking=False)
 
         return guarded
