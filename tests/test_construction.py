@@ -332,6 +332,32 @@ CASES: dict[Any, Case] = {
     timeout_header: Case(dict, exercise_timeout_header),
 }
 
+
+# -- issue 17: adaptive throttling (kept apart for merging) ---------------------------
+
+
+def exercise_throttle(throttle: Any) -> None:
+    _call_both(throttle, boom, times=6)  # refusals: later calls may be shed
+    _call_both(throttle, ok, times=3)
+    clock = _clock_of(throttle)
+    if clock is not None:
+        clock.advance(2 * MAX_SECONDS)
+    _call_both(throttle, ok, times=2)
+    throttle.metrics()
+
+
+def exercise_hedge(hedge: Any) -> None:
+    _call_both(hedge, ok, times=2)
+    _call_both(hedge, boom, times=2)  # every attempt fails: the last failure is raised
+    hedge.metrics()
+
+
+CASES[resilient.Hedge] = Case(lambda: {"delay": 0.0}, exercise_hedge)
+CASES[resilient.AdaptiveThrottle] = Case(
+    lambda: {"name": "t", "clock": ManualClock(), "random": random.Random(1)},
+    exercise_throttle,
+)
+
 # Public names that take no configuration: records and errors the library builds, the
 # Clock protocol, and functions the library calls with values from servers or calls.
 NOT_CONFIGURATION = {
@@ -365,6 +391,10 @@ NOT_CONFIGURATION = {
     "TimeoutMetrics",
     "WindowSnapshot",
     "WorkersExhaustedError",
+    "AdaptiveThrottleMetrics",  # issue 17
+    "HedgeMetrics",
+    "HedgeStarted",
+    "ThrottledError",
     "client_ip",
     "is_server_error",
     "remaining",

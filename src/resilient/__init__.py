@@ -167,6 +167,40 @@ _LAZY = {
 }
 
 
+# -- issue 17: adaptive throttling (a block of its own, kept apart for merging) --------
+if _typing.TYPE_CHECKING:
+    from resilient._core._errors import ThrottledError
+    from resilient._core._throttle import AdaptiveThrottleMetrics
+    from resilient._policies._throttle import AdaptiveThrottle
+
+__all__ += ["AdaptiveThrottle", "AdaptiveThrottleMetrics", "ThrottledError"]
+__all__.sort()
+_LAZY.update(
+    {
+        "AdaptiveThrottle": "resilient._policies._throttle",
+        "AdaptiveThrottleMetrics": "resilient._core._throttle",
+        "ThrottledError": "resilient._core._errors",
+    }
+)
+
+
+# -- issue 17: hedged requests (a block of its own, kept apart for merging) ------------
+if _typing.TYPE_CHECKING:
+    from resilient._core._hedge import HedgeMetrics
+    from resilient._core._records import HedgeStarted
+    from resilient._policies._hedge import Hedge
+
+__all__ += ["Hedge", "HedgeMetrics", "HedgeStarted"]
+__all__.sort()
+_LAZY.update(
+    {
+        "Hedge": "resilient._policies._hedge",
+        "HedgeMetrics": "resilient._core._hedge",
+        "HedgeStarted": "resilient._core._records",
+    }
+)
+
+
 def _public(obj: _typing.Any) -> _typing.Any:
     # Reprs, tracebacks and docs say `resilient.CircuitBreaker`, not the private module.
     if getattr(obj, "__module__", "").startswith("resilient._"):

@@ -160,3 +160,30 @@ def _stores(client: Any) -> None:
     KeyedRateLimiter(10, key=lambda user: user, name="shared-keyed", store=store)
     CircuitBreaker("shared-breaker", store=store)
     RateLimiter(10, name="wrong", store="redis://localhost")  # type: ignore[arg-type]
+
+
+# -- issue 17: adaptive throttling --------------------------------------------------------
+def _throttles() -> None:
+    import random  # noqa: PLC0415
+
+    from resilient import AdaptiveThrottle, AdaptiveThrottleMetrics  # noqa: PLC0415
+
+    throttle = AdaptiveThrottle(
+        "search",
+        k=1.5,
+        window=60.0,
+        record=(ValueError,),
+        record_result=lambda status: status == 503,
+        random=random.Random(1),
+    )
+
+    @throttle
+    def fetch(page: int) -> str:
+        return str(page)
+
+    assert_type(fetch(1), str)
+    assert_type(throttle.call(sync_fn, 1), list[str])
+    assert_type(throttle.metrics(), AdaptiveThrottleMetrics)
+    assert_type(throttle.rejection_probability, float)
+    assert_type(compose(throttle, bulkhead)(fetch)(2), str)
+    AdaptiveThrottle(k="2")  # type: ignore[arg-type]

@@ -9,7 +9,8 @@ it with plain numbers for times.
 ``_breaker`` (with ``_breaker_calls``, ``_breaker_state``, ``_window``,
 ``_breaker_timing``,
 ``_breaker_metrics``), ``_bulkhead``, ``_gcra`` (rate limiters), ``_retry`` (with
-``_wait`` and ``_budget``), ``_timeout``, ``_fallback``; and what they share:
+``_wait`` and ``_budget``), ``_timeout``, ``_fallback``, ``_throttle`` (adaptive
+throttling); and what they share:
 ``_clock`` (the ``Clock`` protocol), ``_errors``, ``_events`` (listeners; the record
 classes in ``_records``), ``_validate``, ``_outcome``, ``_fork`` and ``_atomic`` (locks
 and counters a forked child renews). ``_records`` and ``_snapshots`` hold the frozen

@@ -7,7 +7,8 @@ The tree::
     │   ├── CircuitOpenError          .retry_after
     │   ├── BulkheadFullError
     │   ├── RateLimitedError          .retry_after
-    │   └── WorkersExhaustedError     a sync Timeout has no free worker thread
+    │   ├── WorkersExhaustedError     a sync Timeout has no free worker thread
+    │   └── ThrottledError            .probability (an AdaptiveThrottle shed the call)
     └── TimeoutExceededError          also a builtin TimeoutError
 
     MisuseError                       a TypeError: the library was used the wrong way
@@ -346,3 +347,51 @@ class MisuseError(TypeError):
     code, not an outage, so no policy retries it, counts it as a failure or answers it
     with a fallback.
     """
+
+
+# -- adaptive throttling (issue 17) ---------------------------------------------------
+
+
+class ThrottledError(RejectedError):
+    """An [`AdaptiveThrottle`][resilient.AdaptiveThrottle] shed the call locally.
+
+    The backend has been refusing a growing share of recent calls, so the client drops
+    this one itself rather than send it a request it would likely refuse (Google SRE,
+    "Handling Overload"). A ``RejectedError``: the call was not started.
+
+    Attributes:
+        probability: The rejection probability the call was drawn against, in [0, 1).
+    """
+
+    # Raised for most calls while a backend is overloaded: built as BulkheadFullError
+    # is (see throttled()), its message made when first read.
+    __slots__ = ("_about", "policy", "probability")
+
+    def __init__(self, message: str, *, policy: str | None = None, probability: float) -> None:
+        super().__init__(message, policy=policy)
+        self.probability = probability
+        self._about: tuple[_Refuser, None] | None = None
+
+    if not TYPE_CHECKING:
+        args = _LAZY_ARGS
+    __str__ = _str
+    __repr__ = _repr
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild, (cls, args, state) = _reduce(self)
+        state["probability"] = self.probability  # a slot _reduce does not know
+        return rebuild, (cls, args, state)
+
+
+def throttled(
+    policy: str | None, about: tuple[_Refuser, None], probability: float
+) -> ThrottledError:
+    """The library's own ``ThrottledError``, built as :func:`bulkhead_full` builds its."""
+    error: ThrottledError = new_error(ThrottledError)
+    error.policy = policy
+    error._about = about
+    error.probability = probability
+    return error
+
+
+__all__ += ["ThrottledError", "throttled"]

@@ -74,6 +74,12 @@ _RECORDS = frozenset(
     }
 )
 
+# Issue 17 (kept apart for merging).
+_RECORDS = _RECORDS | {"HedgeStarted"}
+if TYPE_CHECKING:
+    from resilient._core._records import HedgeStarted
+__all__ += ["HedgeStarted"]
+
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any name here
 

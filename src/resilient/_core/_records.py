@@ -196,3 +196,24 @@ for _record in (
 ):
     _record.__module__ = "resilient"
 del _record
+
+
+# -- issue 17: hedged requests (a block of its own, kept apart for merging) ------------
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeStarted(Event):
+    """A hedge started an extra attempt: the earlier ones were slow, or failed.
+
+    Attributes:
+        attempt: The extra attempt's number (1 for the first hedge; the first attempt
+            is 0).
+        after: Seconds since the call began.
+    """
+
+    attempt: int
+    after: float
+
+
+HedgeStarted.__module__ = "resilient"
+__all__ += ["HedgeStarted"]

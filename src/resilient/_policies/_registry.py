@@ -25,6 +25,8 @@ from resilient._policies._ratelimit import RateLimiter
 from resilient._policies._retry import Retry
 
 if TYPE_CHECKING:
+    from resilient._policies._hedge import Hedge
+    from resilient._policies._throttle import AdaptiveThrottle
     from resilient._policies._timeout import Timeout
 
 __all__ = ["Registry", "default_registry"]
@@ -37,6 +39,8 @@ _FACTORIES: dict[str, Callable[..., Policy]] = {
     "timeout": lambda *args, **options: _timeout().Timeout(*args, **options),
     "retry": Retry,
     "rate_limiter": RateLimiter,
+    "adaptive_throttle": lambda *args, **options: _throttle().AdaptiveThrottle(*args, **options),
+    "hedge": lambda *args, **options: _hedge().Hedge(*args, **options),
 }
 
 
@@ -45,6 +49,20 @@ def _timeout() -> Any:
     import resilient._policies._timeout  # noqa: PLC0415
 
     return resilient._policies._timeout
+
+
+def _throttle() -> Any:
+    # Loaded when a registry makes one: a service without throttles never imports it.
+    import resilient._policies._throttle  # noqa: PLC0415
+
+    return resilient._policies._throttle
+
+
+def _hedge() -> Any:
+    # Loaded when a registry makes one, as a timeout is.
+    import resilient._policies._hedge  # noqa: PLC0415
+
+    return resilient._policies._hedge
 
 
 def _window(value: object) -> object:
@@ -117,11 +135,13 @@ class Registry:
             if "window" in merged:
                 merged["window"] = _window(merged["window"])
             factory = _FACTORIES[kind]
-            if kind == "circuit_breaker":
+            if kind in ("circuit_breaker", "adaptive_throttle"):  # the name comes first
                 policy = factory(name, **merged)
             else:
                 merged.setdefault("name", name)
-                policy = factory(**merged) if kind == "retry" else _positional(kind, merged)
+                policy = (
+                    factory(**merged) if kind in ("retry", "hedge") else _positional(kind, merged)
+                )
             self._policies[name] = policy
             return policy
 
@@ -144,6 +164,14 @@ class Registry:
     def rate_limiter(self, name: str, **options: Any) -> RateLimiter:
         """The rate limiter called ``name`` (options: ``rate``, ``per``, ``burst``, ...)."""
         return self._get_or_create("rate_limiter", name, options)  # type: ignore[return-value]
+
+    def adaptive_throttle(self, name: str, **options: Any) -> AdaptiveThrottle:
+        """The adaptive throttle called ``name`` (options: ``k``, ``window``, ``record``, ...)."""
+        return self._get_or_create("adaptive_throttle", name, options)  # type: ignore[return-value]
+
+    def hedge(self, name: str, **options: Any) -> Hedge:
+        """The hedge called ``name`` (options: ``max_hedged``, ``delay``, ``on``, ...)."""
+        return self._get_or_create("hedge", name, options)  # type: ignore[return-value]
 
     def configure(self, config: Mapping[str, Mapping[str, Any]]) -> None:
         """Create policies from plain data: ``{name: {"kind": ..., **options}}``.

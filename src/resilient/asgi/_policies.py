@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from resilient._policies._fallback import Fallback
+from resilient._policies._hedge import Hedge
 from resilient._policies._keyed_ratelimit import KeyedRateLimiter
 from resilient._policies._pipeline import Step
 from resilient._policies._policy import Policy
@@ -195,6 +196,12 @@ class Shape:
                 self.replaces = True
             elif isinstance(policy, KeyedRateLimiter):
                 adapted.append(_RequestKeyedRateLimiter(policy))
+            elif isinstance(policy, Hedge):
+                # Two runs of one request would share its receive and send.
+                raise TypeError(
+                    f"{policy!r} cannot guard requests: two attempts would both read the "
+                    "request and write the response; hedge the outbound calls instead"
+                )
             else:
                 adapted.append(policy)
         self.policies = tuple(adapted)

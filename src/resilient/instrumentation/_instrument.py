@@ -201,6 +201,13 @@ class Instrumentation(Readings):
             unit="{error}",
             description="Exceptions raised by event listeners (logged; calls unaffected).",
         )
+        # Issue 17 (kept apart for merging).
+        m.create_observable_gauge(
+            "resilient.adaptive_throttle.rejection_probability",
+            callbacks=[self._guarded(self._throttle_probability)],
+            unit="1",
+            description="The probability that an adaptive throttle sheds the next call.",
+        )
 
     def _create_store_instruments(self) -> None:
         # The health of the shared stores (resilient.redis) that live policies use.

@@ -22,10 +22,12 @@ from resilient._core._breaker_state import CircuitState
 from resilient._policies._breaker import CircuitBreaker
 from resilient._policies._bulkhead import Bulkhead
 from resilient._policies._fallback import Fallback
+from resilient._policies._hedge import Hedge
 from resilient._policies._keyed_ratelimit import KeyedRateLimiter
 from resilient._policies._policy import CorePolicy, live_policies, reported_name
 from resilient._policies._ratelimit import RateLimiter
 from resilient._policies._retry import Retry
+from resilient._policies._throttle import AdaptiveThrottle
 from resilient._policies._timeout import Timeout
 
 __all__ = ["KIND_KEY", "OUTCOME", "POLICY", "STATE", "STORE", "Key", "Readings"]
@@ -113,6 +115,40 @@ _OUTCOMES: Final[dict[type, Callable[[Any], dict[str, int]]]] = {
     Retry: _retry_outcomes,
     Fallback: lambda f: {"fallback": f.used},
 }
+
+
+# -- issue 17: adaptive throttling (kept apart for merging) ---------------------------
+
+
+def _throttle_outcomes(throttle: AdaptiveThrottle) -> dict[str, int]:
+    # As a breaker's: the backend accepted (success) or not (failure), or neither.
+    m = throttle.metrics()
+    return {
+        "success": m.accepted,
+        "failure": m.failed,
+        "ignored": m.ignored,
+        "rejected": m.rejected,
+    }
+
+
+_OUTCOMES[AdaptiveThrottle] = _throttle_outcomes
+
+
+def _hedge_outcomes(hedge: Hedge) -> dict[str, int]:
+    # Calls end answered by the first attempt, by a hedge, or failed; "hedge" counts
+    # extra attempts (not calls), "cancelled" the losers.
+    m = hedge.metrics()
+    return {
+        "first_attempt": m.first_wins,
+        "hedge_won": m.hedge_wins,
+        "failed": m.failed,
+        "hedge": m.hedges,
+        "cancelled": m.cancelled,
+        "budget_refused": m.budget_refused,
+    }
+
+
+_OUTCOMES[Hedge] = _hedge_outcomes
 
 
 def _outcomes(policy: CorePolicy[Any]) -> dict[str, int]:
@@ -254,3 +290,16 @@ class Readings:
                 yield Observation(value, {STORE: where})
 
         return read
+
+    # -- issue 17: adaptive throttling (kept apart for merging) -----------------------
+
+    def _throttle_probability(self) -> Iterator[Observation]:
+        # Throttles sharing a name report the highest probability among them.
+        worst: dict[Key, float] = {}
+        for key, throttle in self._each((AdaptiveThrottle,)):
+            read = throttle.metrics
+            metrics = self._read(key, throttle, read)
+            if metrics is not None:
+                worst[key] = max(worst.get(key, 0.0), metrics.rejection_probability)
+        for (kind, name), value in worst.items():
+            yield Observation(value, {POLICY: name, KIND_KEY: kind})
