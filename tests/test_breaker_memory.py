@@ -65,3 +65,23 @@ def test_a_forced_open_breakers_rejections_are_its_own() -> None:
     assert other.metrics().not_permitted_calls == 0
     assert other.metrics().total_not_permitted_calls == 0
     assert CircuitBreaker("new").metrics().total_not_permitted_calls == 0
+
+
+def test_a_success_from_before_a_transition_does_not_move_the_new_windows_head() -> None:
+    # Every CountWindow of a breaker claims its slots from one counter. A call admitted
+    # before metrics_only() that succeeds after it must not claim a slot of the new
+    # window: the next outcome would overwrite a recorded failure.
+    breaker = CircuitBreaker(
+        "straddled", window=CountWindow(4), minimum_calls=4, failure_rate_threshold=1.0
+    )
+    ticket = breaker._core.admit_checked()  # a call admitted in CLOSED, still running
+    breaker.metrics_only()
+    for _ in range(3):
+        with pytest.raises(ZeroDivisionError):
+            breaker.call(divmod, 1, 0)
+    breaker._core.on_success(ticket, None, 0.0)  # it returns, after the transition
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(divmod, 1, 0)
+    metrics = breaker.metrics()
+    assert (metrics.calls, metrics.failed_calls) == (4, 4)
+    assert metrics.total_successful_calls == 1

@@ -286,12 +286,14 @@ class BreakerCalls(BreakerReadouts, _HotSlots):
                     _events.CallSucceeded(self.name, KIND, None, recorded=ticket is self._epoch)
                 )
             return
-        if ticket.fast:
+        if ticket.fast and ticket is self._epoch:
             # The hot path: a success in CLOSED claims its ring slot without the lock.
             # If the slot already holds a success, overwriting it changes no count, so
-            # there is nothing to write. (A stale ticket only moves the head of a window
-            # that no longer records, which is harmless.)
-            window: CountWindow = ticket.window  # type: ignore[union-attr, assignment]
+            # there is nothing to write. A ticket of an earlier stay goes the locked way:
+            # every window claims from the breaker's one counter, and a stale claim
+            # would move the head of the window now recording (its next outcome would
+            # overwrite a recorded one).
+            window: CountWindow = ticket.window  # type: ignore[assignment]
             slot = next(window._next) % window.size
             if not window._outcomes[slot]:
                 if self._listeners or GLOBAL_LISTENERS:
@@ -322,8 +324,14 @@ class BreakerCalls(BreakerReadouts, _HotSlots):
         if ticket.fast:
             window: CountWindow = ticket.window  # type: ignore[union-attr, assignment]
             with self._lock:
-                slot = next(window._next) % window.size
-                unchanged = not window._outcomes[slot]
+                # As on_success: a ticket of an earlier stay claims nothing (locked way).
+                current = ticket is self._epoch
+                if current:
+                    slot = next(window._next) % window.size
+                    unchanged = not window._outcomes[slot]
+            if not current:
+                self._on_success_checked(ticket, result, duration)
+                return
             if unchanged:
                 if self._listeners or GLOBAL_LISTENERS:
                     self.emit(
