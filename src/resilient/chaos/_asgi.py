@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from resilient._core._validate import check_arity
 from resilient._policies._policy import Policy
 
 __all__ = ["HEALTH_PATHS", "ChaosMiddleware"]
@@ -86,8 +87,9 @@ class ChaosMiddleware:
         exempt: Iterable[str] = HEALTH_PATHS,
         fault_status: int = 500,
     ) -> None:
-        if not callable(app):
-            raise TypeError(f"app must be an ASGI application, not {type(app).__name__}")
+        if isinstance(app, type):
+            raise TypeError(f"app must be an ASGI 3 app, an async callable, not the class {app!r}")
+        check_arity("app", app, 3, "an ASGI app: an async callable of (scope, receive, send)")
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be a chaos policy, not {type(policy).__name__}")
         if header is not None and not isinstance(header, str):
@@ -133,7 +135,10 @@ class ChaosMiddleware:
         except Exception as exc:
             if reached:
                 raise  # the app's own failure: not ours to answer
-            await _respond(send, self.fault_status, f"injected fault: {type(exc).__name__}\n")
+            # A delay cut short by the request's deadline is a timeout: 504, as the
+            # resilience middleware answers one.
+            status = 504 if isinstance(exc, TimeoutError) else self.fault_status
+            await _respond(send, status, f"injected fault: {type(exc).__name__}\n")
             return
         if not reached:
             status, body = _as_response(result, self.fault_status)
