@@ -322,3 +322,86 @@ async def test_task_stress_counts_add_up(anyio_backend: str) -> None:
 def test_options_are_checked_at_construction(factory: Any, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         factory()
+
+
+def test_opentelemetry_reads_the_counts() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+
+    import resilient  # noqa: PLC0415
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    handle = resilient.instrument(provider)
+    try:
+        flag = {"on": False}
+        policy = InjectFault(Boom, rate=0.5, seed=8, name="otel-chaos", enabled=lambda: flag["on"])
+        faults(policy, 5)
+        flag["on"] = True
+        faults(policy, 40)
+        data = reader.get_metrics_data()
+        found: dict[str, int] = {}
+        assert data is not None
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != "resilient.calls":
+                        continue
+                    for point in metric.data.data_points:  # type: ignore[union-attr]
+                        attrs = dict(point.attributes or {})
+                        if attrs.get("resilient.policy") == "otel-chaos":
+                            assert attrs["resilient.kind"] == "inject_fault"
+                            found[str(attrs["resilient.outcome"])] = int(point.value)  # type: ignore[union-attr]
+    finally:
+        handle.uninstrument()
+        provider.shutdown()
+    injected = predicted(8, 0.5, 40)
+    assert found == {"injected": injected, "skipped": 40 - injected, "disabled": 5, "error": 0}
+
+
+def test_injections_show_as_span_events() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+
+    import resilient  # noqa: PLC0415
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meters = MeterProvider()
+    handle = resilient.instrument(meters)
+    clock = ManualClock()
+    try:
+        with provider.get_tracer("test").start_as_current_span("game day"):
+            with pytest.raises(Boom):
+                InjectFault(Boom, rate=1.0, name="f").call(ok)
+            InjectLatency(0.25, rate=1.0, name="l", clock=clock).call(ok)
+            InjectResult(7, rate=1.0, name="r").call(ok)
+    finally:
+        handle.uninstrument()
+        provider.shutdown()
+        meters.shutdown()
+    [span] = exporter.get_finished_spans()
+    seen = [(e.name, dict(e.attributes or {})) for e in span.events]
+    assert seen == [
+        (
+            "resilient.chaos.fault",
+            {"resilient.kind": "inject_fault", "resilient.policy": "f", "exception.type": "Boom"},
+        ),
+        (
+            "resilient.chaos.latency",
+            {"resilient.kind": "inject_latency", "resilient.policy": "l", "resilient.delay": 0.25},
+        ),
+        (
+            "resilient.chaos.result",
+            {
+                "resilient.kind": "inject_result",
+                "resilient.policy": "r",
+                "resilient.result_type": "int",
+            },
+        ),
+    ]

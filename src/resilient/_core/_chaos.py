@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from resilient._core._events import Event, EventSource
 from resilient._core._fork import new_lock
@@ -68,6 +68,12 @@ class FaultInjected(Event):
 
     exception: BaseException
 
+    span_name: ClassVar[str] = "resilient.chaos.fault"
+
+    def span_attributes(self) -> dict[str, str | int | float | bool]:
+        """What the span event of an injection carries beside the policy and kind."""
+        return {"exception.type": type(self.exception).__name__}
+
 
 @dataclass(frozen=True, slots=True)
 class LatencyInjected(Event):
@@ -79,6 +85,12 @@ class LatencyInjected(Event):
 
     seconds: float
 
+    span_name: ClassVar[str] = "resilient.chaos.latency"
+
+    def span_attributes(self) -> dict[str, str | int | float | bool]:
+        """What the span event of an injection carries beside the policy and kind."""
+        return {"resilient.delay": self.seconds}
+
 
 @dataclass(frozen=True, slots=True)
 class ResultInjected(Event):
@@ -89,6 +101,12 @@ class ResultInjected(Event):
     """
 
     result: Any
+
+    span_name: ClassVar[str] = "resilient.chaos.result"
+
+    def span_attributes(self) -> dict[str, str | int | float | bool]:
+        """What the span event of an injection carries beside the policy and kind."""
+        return {"resilient.result_type": type(self.result).__name__}
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,6 +144,16 @@ class _Chaos(CorePolicy[ChaosCore]):
         """Calls seen, injected, skipped, disabled and failed, as a frozen snapshot."""
         return self._core.metrics()
 
+    def _call_outcomes(self) -> dict[str, int]:
+        """The ``resilient.calls`` outcomes OpenTelemetry reports (``instrumentation``)."""
+        m = self._core.metrics()
+        return {
+            "injected": m.injected,
+            "skipped": m.skipped,
+            "disabled": m.disabled,
+            "error": m.errors,
+        }
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} rate={self.rate:g}>"
 
