@@ -405,3 +405,33 @@ def test_injections_show_as_span_events() -> None:
             },
         ),
     ]
+
+
+def test_a_registry_builds_chaos_policies_from_plain_data() -> None:
+    from resilient import Registry  # noqa: PLC0415
+
+    registry = Registry(defaults={"inject_latency": {"rate": 1.0}})
+    registry.configure(
+        {
+            "slow": {"kind": "inject_latency", "seconds": 2.0, "seed": 1},
+            "stale": {"kind": "inject_result", "value": "old", "rate": 1.0},
+            "down": {"kind": "inject_fault", "exception": ConnectionError, "rate": 0.0},
+        }
+    )
+    assert isinstance(registry.get("slow"), InjectLatency)
+    assert registry.get("stale").call(ok) == "old"
+    assert registry.get("down").call(ok) == "ok"
+    snapshot = registry.snapshot()
+    assert snapshot["stale"]["kind"] == "inject_result"
+    assert snapshot["stale"]["injected"] == 1
+    assert snapshot["down"] == {
+        "kind": "inject_fault",
+        "calls": 1,
+        "injected": 0,
+        "skipped": 1,
+        "disabled": 0,
+        "errors": 0,
+        "rate": 0.0,
+    }
+    with pytest.raises(ValueError, match="already a inject_fault"):
+        registry.rate_limiter("down", rate=1)
