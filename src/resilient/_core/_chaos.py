@@ -54,8 +54,15 @@ FAULT: Final = "inject_fault"
 LATENCY: Final = "inject_latency"
 RESULT: Final = "inject_result"
 
-NOTHING: Final[Any] = object()
-"""What ``ChaosCore.inject()`` returns when the call is not injected."""
+class _Nothing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not given>"  # as signatures show InjectResult's value default
+
+
+NOTHING: Final[Any] = _Nothing()
+"""What ``ChaosCore.inject()`` returns when the call is not injected (and no value)."""
 
 
 @dataclass(frozen=True, slots=True)
