@@ -54,6 +54,7 @@ FAULT: Final = "inject_fault"
 LATENCY: Final = "inject_latency"
 RESULT: Final = "inject_result"
 
+
 class _Nothing:
     __slots__ = ()
 
