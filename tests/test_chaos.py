@@ -9,8 +9,14 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from resilient import (
+    CircuitBreaker,
+    CountWindow,
+    Fallback,
+    Retry,
     Timeout,
     TimeoutExceededError,
     compose,
@@ -435,3 +441,105 @@ def test_a_registry_builds_chaos_policies_from_plain_data() -> None:
     }
     with pytest.raises(ValueError, match="already a inject_fault"):
         registry.rate_limiter("down", rate=1)
+
+
+async def test_async_with_blocks(anyio_backend: str) -> None:
+    clock = ManualClock()
+    async with InjectLatency(1.5, rate=1.0, clock=clock):
+        pass
+    assert clock.monotonic() == 1.5
+    with pytest.raises(Boom):
+        async with InjectFault(Boom, rate=1.0):
+            pass
+    async with InjectFault(Boom, rate=0.0):
+        pass
+
+
+def test_the_sync_game_day_through_worker_threads() -> None:
+    clock = ManualClock()
+    pipeline = compose(
+        Fallback(lambda _exc: "cached"),
+        Retry(3, wait=0.05, clock=clock),
+        CircuitBreaker(failure_rate_threshold=0.8, window=CountWindow(100), clock=clock),
+        Timeout(0.5, clock=clock),
+        InjectFault(Boom, rate=0.3, seed=1),
+        InjectLatency(2.0, rate=0.1, seed=2, clock=clock),
+    )
+    answers = [pipeline.call(ok) for _ in range(300)]
+    assert set(answers) <= {"ok", "cached"}
+    assert answers.count("ok") >= 270
+
+
+@given(
+    steps=st.lists(st.tuples(st.booleans(), st.sampled_from(["on", "off", "raise"]))),
+    rate=st.floats(min_value=0.0, max_value=1.0),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_every_call_lands_in_exactly_one_count(
+    steps: list[tuple[bool, str]], rate: float, seed: int
+) -> None:
+    """Switch states, failing factories and draws in any order: the counts add up."""
+    state = {"switch": "on", "factory_fails": False}
+
+    def switch() -> bool:
+        if state["switch"] == "raise":
+            raise RuntimeError("flag service down")
+        return state["switch"] == "on"
+
+    def factory() -> Boom:
+        if state["factory_fails"]:
+            raise RuntimeError("factory down")
+        return Boom()
+
+    policy = InjectFault(factory, rate=rate, seed=seed, enabled=switch)
+    raised = 0
+    logging.disable(logging.CRITICAL)  # the failures are logged on purpose
+    try:
+        for fails, switch_state in steps:
+            state["factory_fails"], state["switch"] = fails, switch_state
+            try:
+                assert policy.call(ok) == "ok"
+            except Boom:
+                raised += 1
+    finally:
+        logging.disable(logging.NOTSET)
+    m = policy.metrics()
+    assert m.calls == len(steps) == m.injected + m.skipped + m.disabled + m.errors
+    assert m.injected == raised
+
+
+def test_a_raising_or_odd_rng_leaves_the_call_alone_and_is_not_run_under_the_lock() -> None:
+    class Broken:
+        def random(self) -> float:
+            raise RuntimeError("entropy ran out")
+
+    class Reentrant:
+        """Reads the policy's metrics from inside a draw: deadlocks under the policy's lock."""
+
+        policy: Any = None
+
+        def random(self) -> float:
+            self.policy.metrics()
+            return 0.0
+
+    for rng in (Broken(), type("Odd", (), {"random": lambda self: "x"})()):
+        policy = InjectFault(Boom, rate=1.0, rng=rng)
+        logging.disable(logging.CRITICAL)
+        try:
+            assert policy.call(ok) == "ok"
+        finally:
+            logging.disable(logging.NOTSET)
+        m = policy.metrics()
+        assert (m.calls, m.errors, m.injected) == (1, 1, 0)
+    reentrant = Reentrant()
+    reentrant.policy = policy = InjectFault(Boom, rate=1.0, rng=reentrant)
+    done = threading.Event()
+
+    def call() -> None:
+        with pytest.raises(Boom):
+            policy.call(ok)
+        done.set()
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    assert done.wait(5), "the draw ran under the policy's lock"

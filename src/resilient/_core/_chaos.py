@@ -8,7 +8,7 @@ turn injection on and off in production)? Then one draw from the policy's own
 ``random.Random`` (seeded for tests: the same seed gives the same injected calls); below
 ``rate`` means inject. Then the payload is made (a factory may be user code).
 
-A switch or a factory that raises is the library's failure, not the user's: the call
+A switch, an rng or a factory that raises is the library's failure, not the user's: the call
 goes on uninjected, and the error is logged and counted (an interrupt raised there is
 counted, then propagates: interrupts are never swallowed). So every call lands in
 exactly one count: ``calls == injected + skipped + disabled + errors``.
@@ -129,7 +129,8 @@ class ChaosMetrics:
         injected: Calls that were injected (a fault, a delay or a result).
         skipped: Calls the draw let through untouched while the switch was on.
         disabled: Calls made while the switch was off.
-        errors: Calls left uninjected because the switch or a factory raised (logged).
+        errors: Calls left uninjected because the switch, the rng or a factory raised
+            (logged).
         rate: The configured injection rate.
     """
 
@@ -232,6 +233,7 @@ class ChaosCore(EventSource):
     """The decision to inject, the payload, and the counts of one chaos policy."""
 
     __slots__ = (
+        "_draw_lock",
         "_enabled",
         "_lock",
         "_make",
@@ -265,6 +267,7 @@ class ChaosCore(EventSource):
         self.name = check_name(name)
         self.calls = self.injected = self.skipped = self.disabled = self.errors = 0
         self._lock = new_lock(self)
+        self._draw_lock = new_lock(self)
 
     def inject(self) -> Any:
         """The payload for this call, or :data:`NOTHING` to let it through untouched.
@@ -284,9 +287,19 @@ class ChaosCore(EventSource):
             if not on:
                 self.disabled += 1
                 return NOTHING
-            if not self._rng.random() < self.rate:
+        try:
+            # A lock of its own: an rng given by the user is user code, never run under
+            # the policy's lock; held, it keeps a seeded sequence whole across threads.
+            with self._draw_lock:
+                hit = self._rng.random() < self.rate
+        except BaseException as exc:
+            if self._failed("the rng", exc, counted=True):
+                raise
+            return NOTHING
+        if not hit:
+            with self._lock:
                 self.skipped += 1
-                return NOTHING
+            return NOTHING
         try:
             payload = self._make()
             if self.kind == FAULT:
