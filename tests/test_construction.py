@@ -27,6 +27,7 @@ import pytest
 
 import resilient
 import resilient.asgi
+import resilient.chaos
 from resilient import (
     Bulkhead,
     CircuitBreaker,
@@ -273,6 +274,18 @@ def exercise_instrumentation(instrumentation: Any) -> None:
         instrumentation.uninstrument()
 
 
+def exercise_chaos(policy: Any) -> None:
+    _call_both(policy, ok, times=3)
+    _call_both(policy, boom, times=2)
+    m = policy.metrics()
+    assert m.calls == m.injected + m.skipped + m.disabled + m.errors
+
+
+def exercise_chaos_middleware(app: Any) -> None:
+    for path in ("/x", "/health"):
+        assert _request(app, path) < 600
+
+
 @dataclass(frozen=True)
 class Case:
     """How to build a valid instance, and how to use one."""
@@ -330,6 +343,28 @@ CASES: dict[Any, Case] = {
     Route: Case(lambda: {"pattern": "/x", "policy": Bulkhead(1)}, exercise_route),
     header_key: Case(lambda: {"name": "x-key"}, exercise_header_key),
     timeout_header: Case(dict, exercise_timeout_header),
+    # Interrupts are legitimate faults to inject (they test cleanup), but they would
+    # escape the generic exercise.
+    resilient.chaos.InjectFault: Case(
+        lambda: {"exception": Boom, "rate": 0.5, "seed": 1},
+        exercise_chaos,
+        skip=(("exception", "KeyboardInterrupt"), ("exception", "SystemExit")),
+    ),
+    resilient.chaos.InjectLatency: Case(
+        lambda: {"seconds": 1.0, "rate": 0.5, "seed": 1, "clock": ManualClock()}, exercise_chaos
+    ),
+    resilient.chaos.InjectResult: Case(
+        lambda: {"value": "chaos", "rate": 0.5, "seed": 1}, exercise_chaos
+    ),
+    resilient.chaos.ChaosMiddleware: Case(
+        lambda: {
+            "app": _app,
+            "policy": resilient.chaos.InjectResult(503, rate=0.5, seed=1),
+            "paths": ["/x"],
+            "header": "x-key",
+        },
+        exercise_chaos_middleware,
+    ),
 }
 
 
@@ -370,6 +405,7 @@ NOT_CONFIGURATION = {
     "CallRejected",
     "CallSucceeded",
     "CallTimedOut",
+    "ChaosMetrics",
     "CircuitBreakerMetrics",
     "CircuitOpenError",
     "CircuitState",
@@ -377,6 +413,9 @@ NOT_CONFIGURATION = {
     "Event",
     "FailureStatusError",
     "FallbackUsed",
+    "FaultInjected",
+    "LatencyInjected",
+    "ResultInjected",
     "MisuseError",
     "Instrumentation",  # built by instrument(), which is covered
     "RateLimitedError",
@@ -403,7 +442,7 @@ NOT_CONFIGURATION = {
 
 def _public() -> dict[str, Any]:
     found = {}
-    for module in (resilient, resilient.asgi, resilient.testing):
+    for module in (resilient, resilient.asgi, resilient.testing, resilient.chaos):
         for name in module.__all__:
             obj = getattr(module, name)
             if typing.get_origin(obj) is not None:

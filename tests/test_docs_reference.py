@@ -17,11 +17,14 @@ import pytest
 
 import resilient
 import resilient.asgi
+import resilient.chaos
 import resilient.redis
 import resilient.testing
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
-DIRECTIVE = re.compile(r"^::: (resilient(?:\.testing|\.asgi|\.redis)?\.\w+)\s*$", re.MULTILINE)
+DIRECTIVE = re.compile(
+    r"^::: (resilient(?:\.testing|\.asgi|\.redis|\.chaos)?\.\w+)\s*$", re.MULTILINE
+)
 SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|exc|data|mod|obj):`")
 
 PUBLIC = (
@@ -29,6 +32,7 @@ PUBLIC = (
     + [f"resilient.testing.{name}" for name in resilient.testing.__all__]
     + [f"resilient.asgi.{name}" for name in resilient.asgi.__all__]
     + [f"resilient.redis.{name}" for name in resilient.redis.__all__]
+    + [f"resilient.chaos.{name}" for name in resilient.chaos.__all__]
 )
 
 
@@ -46,6 +50,7 @@ def _resolve(dotted: str) -> object:
         "resilient.testing": resilient.testing,
         "resilient.asgi": resilient.asgi,
         "resilient.redis": resilient.redis,
+        "resilient.chaos": resilient.chaos,
     }
     return getattr(modules.get(module, resilient), name)
 

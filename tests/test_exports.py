@@ -19,7 +19,7 @@ def test_all_is_sorted_and_complete() -> None:
     for name in resilient.__all__:
         assert hasattr(resilient, name), name
     # Public submodules are attributes of the package once imported, not names in __all__.
-    submodules = {"asgi", "instrumentation", "redis", "testing"}
+    submodules = {"asgi", "chaos", "instrumentation", "redis", "testing"}
     public = {n for n in dir(resilient) if not n.startswith("_")} - submodules
     assert public == set(resilient.__all__) - {"__version__"}
 
@@ -108,3 +108,23 @@ def test_instrumentation_package_surface() -> None:
     assert resilient.Instrumentation.__module__ == "resilient"
     assert "instrument" in dir(resilient)
     assert "Timeout" in dir(resilient)
+
+
+def test_chaos_module_surface() -> None:
+    import resilient.chaos  # noqa: PLC0415 -- an extra the other tests need not load
+
+    # Sorted as ruff sorts it (RUF022): constants first.
+    names = resilient.chaos.__all__
+    assert names == sorted(names, key=lambda name: (not name.isupper(), name))
+    for name in resilient.chaos.__all__:
+        obj = getattr(resilient.chaos, name)
+        if isinstance(obj, type):
+            assert obj.__module__ == "resilient.chaos", name
+    modules = [m.name for m in pkgutil.iter_modules(resilient.chaos.__path__)]
+    assert all(name.startswith("_") for name in modules), modules
+
+
+def test_import_resilient_does_not_load_chaos() -> None:
+    code = "import sys, resilient; assert 'resilient.chaos' not in sys.modules"
+    code += "; assert 'resilient._core._chaos' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603

@@ -228,6 +228,22 @@ TWINS: dict[str, _Twin] = {
         {},
     ),
     "Fallback.__enter__": ("_fallback.Fallback.__enter__", "_fallback.Fallback.__aenter__", {}),
+    # Fault injection (issue 18): an injected delay, and the wrapper of an injected result.
+    "chaos latency enter_wait": (
+        "_chaos._LatencyStep.enter_wait",
+        "_chaos._LatencyStep.enter_wait_async",
+        {"renames": {"asleep": "sleep"}},
+    ),
+    "InjectResult guards": (
+        "_chaos.InjectResult._sync_wrap",
+        "_chaos.InjectResult._async_wrap",
+        {},
+    ),
+    "InjectResult.__enter__": (
+        "_chaos.InjectResult.__enter__",
+        "_chaos.InjectResult.__aenter__",
+        {},
+    ),
     # The clocks' waits: a manual clock's async wait yields to the loop once.
     "ManualClock.sleep": (
         "resilient.testing.ManualClock.sleep",

@@ -44,6 +44,27 @@ _FACTORIES: dict[str, Callable[..., Policy]] = {
 }
 
 
+# Fault injection (resilient.chaos, issue 18): loaded when a registry makes one. Every
+# option is keyword (the first may be a factory), so they are built like a retry.
+_CHAOS = {
+    "inject_fault": "InjectFault",
+    "inject_latency": "InjectLatency",
+    "inject_result": "InjectResult",
+}
+
+
+def _chaos_factory(kind: str) -> Callable[..., Policy]:
+    def make(**options: Any) -> Policy:
+        import resilient._policies._chaos as chaos  # noqa: PLC0415
+
+        return getattr(chaos, _CHAOS[kind])(**options)  # type: ignore[no-any-return]
+
+    return make
+
+
+_FACTORIES.update({kind: _chaos_factory(kind) for kind in _CHAOS})
+
+
 def _timeout() -> Any:
     # Timeout brings worker threads and event-loop timers: loaded when a registry makes one.
     import resilient._policies._timeout  # noqa: PLC0415
@@ -139,9 +160,8 @@ class Registry:
                 policy = factory(name, **merged)
             else:
                 merged.setdefault("name", name)
-                policy = (
-                    factory(**merged) if kind in ("retry", "hedge") else _positional(kind, merged)
-                )
+                keywords = kind in ("retry", "hedge") or kind in _CHAOS
+                policy = factory(**merged) if keywords else _positional(kind, merged)
             self._policies[name] = policy
             return policy
 

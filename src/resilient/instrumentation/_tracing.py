@@ -67,6 +67,11 @@ def _attributes(event: Event) -> dict[str, str | int | float | bool]:
     elif isinstance(event, StateTransition):
         attrs["resilient.from_state"] = str(event.from_state)
         attrs["resilient.state"] = str(event.to_state)
+    # A record of an integration (resilient.chaos) says what it adds, so that this floor
+    # imports none of them.
+    extra = getattr(event, "span_attributes", None)
+    if extra is not None:
+        attrs.update(extra())
     return attrs
 
 
@@ -77,7 +82,7 @@ class SpanEvents:
         self.errors = 0
 
     def __call__(self, event: Event) -> None:
-        name = NAMES.get(type(event))
+        name = NAMES.get(type(event)) or getattr(event, "span_name", None)
         if name is None:
             return  # a per-call record another listener asked for
         span = trace.get_current_span()
