@@ -154,13 +154,18 @@ class AdaptiveCore(EventSource):
 
     # -- admission (under the lock) ----------------------------------------------------
 
-    def _admissible(self, part: int) -> bool:
-        if self.in_flight < self.limit:
-            return True
-        if part < 0:
-            return False
-        p = self.partitions[part]
-        return p.busy < p.guaranteed
+    def _admissible(self, part: int, first: bool) -> bool:
+        """Whether a caller of partition ``part`` may enter now (locked).
+
+        Within its partition's guarantee, always: a guarantee is not shared, so it
+        overtakes the queue. Otherwise only under the limit, and only if ``first`` in
+        line: a newcomer does not overtake the callers already queued.
+        """
+        if part >= 0:
+            p = self.partitions[part]
+            if p.busy < p.guaranteed:
+                return True
+        return first and self.in_flight < self.limit
 
     def _admit(self, part: int) -> int:
         self.in_flight += 1
@@ -172,13 +177,10 @@ class AdaptiveCore(EventSource):
         return self.in_flight
 
     def acquire(self, part: int = -1) -> Token | None:
-        """A permit at once, or ``None`` if the limit (and the partition's share) is used up.
-
-        Callers already queued go first: a newcomer does not overtake them.
-        """
+        """A permit at once, or ``None`` if the limit (and the partition's share) is used up."""
         now = self.clock.monotonic()
         with self._lock:
-            if not self._waiters and self._admissible(part):
+            if self._admissible(part, not self._waiters):
                 return (now, self._admit(part), part)
         return None
 
@@ -189,7 +191,7 @@ class AdaptiveCore(EventSource):
             BulkheadFullError: nothing is free and ``max_wait`` is 0.
         """
         with self._lock:
-            if not self._waiters and self._admissible(part):
+            if self._admissible(part, not self._waiters):
                 waiter.granted = True
                 self._admit(part)
                 return True
@@ -312,7 +314,8 @@ class AdaptiveCore(EventSource):
         kept: list[tuple[Waiter, int]] = []
         while self._waiters:
             waiter, part = self._waiters.popleft()
-            if self._admissible(part):
+            # One kept in line means the limit is reached: only guarantees admit now.
+            if self._admissible(part, not kept):
                 waiter.granted = True
                 self._admit(part)
                 woken.append((waiter, part))
