@@ -493,3 +493,45 @@ async def test_a_partition_waiter_enters_on_its_guarantee_ahead_of_the_queue() -
 
 async def _record(done: list[str], tag: str) -> None:
     done.append(tag)
+
+
+# -- OpenTelemetry ---------------------------------------------------------------------
+
+
+def test_opentelemetry_reports_the_limit_in_flight_and_outcomes() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    handle = resilient.instrument(provider)
+    try:
+        clock = ManualClock()
+        lim = per_sample(AIMD(initial_limit=3), clock)
+        with lim:  # named "dep" by per_sample
+            with pytest.raises(TimeoutExceededError):
+                lim.call(_times_out(clock))  # a drop: the limit goes from 3 to 2
+            with lim, pytest.raises(BulkheadFullError):
+                lim.call(lambda: None)
+            points: dict[tuple[str, str], float] = {}
+            data = reader.get_metrics_data()
+            assert data is not None
+            for rm in data.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        for point in metric.data.data_points:
+                            attrs = dict(point.attributes or {})
+                            if attrs.get("resilient.policy") != "dep":
+                                continue
+                            key = (metric.name, str(attrs.get("resilient.outcome", "")))
+                            points[key] = point.value  # type: ignore[union-attr]
+        assert points[("resilient.adaptive_limiter.limit", "")] == 2
+        assert points[("resilient.adaptive_limiter.in_flight", "")] == 1
+        assert points[("resilient.adaptive_limiter.waiting", "")] == 0
+        assert points[("resilient.calls", "dropped")] == 1
+        assert points[("resilient.calls", "rejected")] == 1
+        assert points[("resilient.calls", "admitted")] == 3
+    finally:
+        handle.uninstrument()
+        provider.shutdown()
