@@ -383,6 +383,7 @@ async def test_asgi_middleware_sheds_load_with_503() -> None:
         ({"algorithm": 3}, TypeError, "algorithm must be"),
         ({"max_wait": -1}, ValueError, "max_wait"),
         ({"window_samples": 0}, ValueError, "window_samples"),
+        ({"window_duration": 0}, ValueError, "window_samples must be 1 when window_duration is 0"),
         ({"window_duration": "1s"}, TypeError, "window_duration"),
         ({"min_rtt": -0.1}, ValueError, "min_rtt"),
         ({"drop_on": 3}, TypeError, "drop_on"),

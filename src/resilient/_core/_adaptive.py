@@ -117,6 +117,12 @@ class AdaptiveCore(EventSource):
         self.max_wait = check_duration("max_wait", max_wait)
         self.window_samples = check_int("window_samples", window_samples, maximum=1_000_000)
         self.window_duration = check_duration("window_duration", window_duration)
+        if self.window_duration == 0 and self.window_samples > 1:
+            # Every sample would close a window of one sample, discarded: never an update.
+            raise ValueError(
+                "window_samples must be 1 when window_duration is 0 (every sample closes "
+                f"its window), got window_samples={self.window_samples}"
+            )
         self.min_rtt = check_duration("min_rtt", min_rtt)
         self.drop_on: Callable[[BaseException], bool] | None = compile_matcher("drop_on", drop_on)
         self.partitions = check_partitions(partitions)
