@@ -204,6 +204,47 @@ def adaptive(algorithm: Any, seed: int) -> Callable[[ManualClock], Any]:
     )
 
 
+class _ReferenceVegas:
+    """aioadaptive's ``VegasLimiter`` (a pure ``update(rtt) -> limit``) as a limiter to drive.
+
+    It counts permits against the limit its reference computes after every call (it
+    takes no windows, no in-flight count and no drops: a timed-out call reports the
+    timeout as its RTT).
+    """
+
+    def __init__(self, clock: ManualClock, initial: int) -> None:
+        from aioadaptive.limiter import VegasLimiter  # noqa: PLC0415 -- optional
+
+        self._clock = clock
+        self._vegas = VegasLimiter(limit=initial, limit_max=300)
+        self.limit = initial
+        self.in_flight = 0
+
+    def _sync_step(self) -> _ReferenceVegas:
+        return self
+
+    def enter(self) -> float:
+        if self.in_flight >= self.limit:
+            raise BulkheadFullError("full")
+        self.in_flight += 1
+        return self._clock.monotonic()
+
+    def exit_ok(self, start: float, _result: object) -> None:
+        self.in_flight -= 1
+        self.limit = self._vegas.update(self._clock.monotonic() - start)
+
+    def exit_error(self, start: float, _exc: BaseException) -> None:
+        self.exit_ok(start, None)
+
+
+def _reference_available() -> bool:
+    try:
+        import aioadaptive.limiter  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
 def experiments(quick: bool, seed: int) -> dict[str, Any]:
     duration = 20.0 if quick else 60.0
     out: dict[str, Any] = {"convergence": {}, "goodput": {}, "recovery": {}}
@@ -223,6 +264,23 @@ def experiments(quick: bool, seed: int) -> dict[str, Any]:
                 "median_second_half": sorted(tail)[len(tail) // 2],
                 "trace": run.trace,
             }
+    if _reference_available():
+        for initial in (5, 250):
+            run = simulate(
+                f"aioadaptive Vegas from {initial}",
+                lambda clock, i=initial: _ReferenceVegas(clock, i),
+                duration=duration,
+                seed=seed,
+            )
+            runs[run.name] = run
+            tail = [limit for t, limit in run.trace if t >= duration / 2]
+            out["convergence"][run.name] = {
+                "final": run.trace[-1][1],
+                "median_second_half": sorted(tail)[len(tail) // 2],
+                "trace": run.trace,
+            }
+    else:
+        out["reference"] = "aioadaptive is not installed: no reference rows"
     for size in (10, 20, 30, 45, 60, 120, 250):
         run = simulate(
             f"Bulkhead({size})", lambda _c, s=size: Bulkhead(s), duration=duration, seed=seed
@@ -277,13 +335,15 @@ def report(out: dict[str, Any]) -> None:
         f"(capacity {setup['capacity_per_s']:g}/s); arrivals {setup['arrivals_per_s']:g}/s; "
         f"timeout {setup['timeout_s']:g} s; {setup['duration_s']:g} s virtual, seed {setup['seed']}"
     )
+    if "reference" in out:
+        print(out["reference"])
     print("\n1. convergence (knee = 30 in flight): limit at the end, median over the 2nd half")
     for name, row in out["convergence"].items():
-        print(f"   {name:<22} final {row['final']:>4}   median {row['median_second_half']:>4}")
+        print(f"   {name:<26} final {row['final']:>4}   median {row['median_second_half']:>4}")
     print("\n2. goodput (answered in time, per s, 2nd half) and p99 of those")
     for name, row in out["goodput"].items():
         print(
-            f"   {name:<22} {row['goodput']:>7.1f}/s  p99 {row['p99_ms']:>7.1f} ms  "
+            f"   {name:<26} {row['goodput']:>7.1f}/s  p99 {row['p99_ms']:>7.1f} ms  "
             f"timed out {row['timed_out']:>6}  rejected {row['rejected']:>6}"
         )
     print("\n3. recovery: the knee halves in the middle third (per third: goodput, p99, limit)")
@@ -307,6 +367,8 @@ def chart(out: dict[str, Any], path: str) -> None:
     colours = {"Gradient2": "tab:blue", "Vegas": "tab:orange", "AIMD": "tab:green"}
     for name, row in out["convergence"].items():
         algo = name.split()[0]
+        if algo not in colours:
+            continue  # the reference rows are in the table, not on the chart
         ts, limits = zip(*row["trace"], strict=True)
         ax.plot(
             ts,
@@ -333,7 +395,7 @@ def chart(out: dict[str, Any], path: str) -> None:
     for name, v in fixed.items():
         ax.annotate(name.removeprefix("Bulkhead"), (v["p99_ms"], v["goodput"]), fontsize=7)
     for name, v in out["goodput"].items():
-        if not name.startswith("Bulkhead"):
+        if name.split()[0] in colours:
             algo = name.split()[0]
             marker = "*" if name.endswith("from 5") else "X"
             ax.plot(

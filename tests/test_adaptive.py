@@ -456,10 +456,14 @@ def _times_out(clock: ManualClock) -> Callable[[], None]:
     return call
 
 
-def test_an_unknown_partition_is_a_key_error_naming_the_known_ones() -> None:
+def test_an_unknown_partition_is_refused_naming_the_known_ones() -> None:
     lim = AdaptiveLimiter(partitions={"live": 0.5})
-    with pytest.raises(KeyError, match=r"no partition 'bulk'.*'live'"):
+    with pytest.raises(ValueError, match=r"partitions \('live'\), got 'bulk'"):
         lim.partition("bulk")
+    with pytest.raises(TypeError, match="name must be"):
+        lim.partition(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="limiter must be an AdaptiveLimiter"):
+        resilient.AdaptivePartition(object(), "live")  # type: ignore[arg-type]
     assert repr(lim.partition("live")).startswith("<AdaptivePartition 'live' of")
     assert lim.partition("live").name is None
 

@@ -43,6 +43,7 @@ from resilient._core._validate import (
     check_duration,
     check_int,
     check_name,
+    check_random,
     compile_matcher,
     matches,
 )
@@ -128,7 +129,7 @@ class AdaptiveCore(EventSource):
         self.partitions = check_partitions(partitions)
         self._index = {p.name: i for i, p in enumerate(self.partitions)}
         self.clock = clock
-        self._state = algorithm.start(random)
+        self._state = algorithm.start(check_random(random, ("uniform",)))
         self.limit = max(1, int(self._state.estimate))
         for part in self.partitions:
             part.resize(self.limit)
@@ -150,13 +151,17 @@ class AdaptiveCore(EventSource):
         self._w_inflight = 0
         self._w_drop = False
 
-    def partition_index(self, name: str) -> int:
-        """The index of partition ``name``; ``KeyError`` naming the known ones."""
+    def partition_index(self, name: object) -> int:
+        """The index of partition ``name``; ``ValueError`` naming the known ones."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a partition's name (str), not {type(name).__name__}")
         try:
             return self._index[name]
         except KeyError:
             known = ", ".join(repr(p) for p in self._index) or "none"
-            raise KeyError(f"no partition {name!r} (partitions: {known})") from None
+            raise ValueError(
+                f"name must be one of the limiter's partitions ({known}), got {name!r}"
+            ) from None
 
     # -- admission (under the lock) ----------------------------------------------------
 

@@ -188,7 +188,7 @@ class AdaptiveLimiter(CorePolicy[AdaptiveCore]):
         """The policy for calls of partition ``name``: they get its guaranteed share.
 
         Raises:
-            KeyError: there is no such partition.
+            ValueError: there is no such partition.
         """
         return AdaptivePartition(self, name)
 
@@ -215,6 +215,8 @@ class AdaptivePartition(Policy):
     kind = KIND
 
     def __init__(self, limiter: AdaptiveLimiter, name: str) -> None:
+        if not isinstance(limiter, AdaptiveLimiter):
+            raise TypeError(f"limiter must be an AdaptiveLimiter, not {type(limiter).__name__}")
         core = limiter._core
         index = core.partition_index(name)
         self.limiter = limiter
