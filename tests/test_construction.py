@@ -29,6 +29,9 @@ import resilient
 import resilient.asgi
 import resilient.chaos
 from resilient import (
+    AIMD,
+    AdaptiveLimiter,
+    AdaptivePartition,
     Bulkhead,
     CircuitBreaker,
     CircuitOpenError,
@@ -36,6 +39,7 @@ from resilient import (
     DecorrelatedJitter,
     ExponentialJitter,
     Fallback,
+    Gradient2,
     KeyedRateLimiter,
     RateLimiter,
     Registry,
@@ -45,6 +49,7 @@ from resilient import (
     RetryThrottle,
     Timeout,
     TimeWindow,
+    Vegas,
     compose,
 )
 from resilient.asgi import ResilienceMiddleware, Route, header_key, timeout_header
@@ -438,6 +443,34 @@ NOT_CONFIGURATION = {
     "is_server_error",
     "remaining",
 }
+
+
+# -- issue 17: the adaptive limiter (a block of its own, to ease merging) --------------
+
+
+def exercise_algorithm(algorithm: Any) -> None:
+    limiter = AdaptiveLimiter(
+        algorithm, clock=ManualClock(), window_samples=1, window_duration=0, min_rtt=0
+    )
+    exercise_policy(limiter)
+    state = algorithm.start()
+    for rtt, inflight, dropped in ((1e-9, 0, False), (MAX_SECONDS, 10**6, True), (1.0, 5, False)):
+        state.update(rtt, inflight, dropped)
+
+
+CASES.update(
+    {
+        AdaptiveLimiter: Case(dict, exercise_policy),
+        AdaptivePartition: Case(
+            lambda: {"limiter": AdaptiveLimiter(partitions={"1": 0.5}), "name": "1"},
+            exercise_policy,
+        ),
+        AIMD: Case(dict, exercise_algorithm),
+        Vegas: Case(dict, exercise_algorithm),
+        Gradient2: Case(dict, exercise_algorithm),
+    }
+)
+NOT_CONFIGURATION |= {"AdaptiveLimiterMetrics", "LimitChanged", "PartitionMetrics"}
 
 
 def _public() -> dict[str, Any]:

@@ -233,3 +233,31 @@ def __getattr__(name: str) -> _typing.Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+# -- issue 17: the adaptive limiter (a block of its own, to ease merging) --------------
+if _typing.TYPE_CHECKING:
+    # Redundant aliases: re-exports, listed in __all__ below.
+    from resilient._core._adaptive_parts import AdaptiveLimiterMetrics as AdaptiveLimiterMetrics
+    from resilient._core._adaptive_parts import PartitionMetrics as PartitionMetrics
+    from resilient._core._limit_algorithms import AIMD as AIMD
+    from resilient._core._limit_algorithms import Gradient2 as Gradient2
+    from resilient._core._limit_algorithms import Vegas as Vegas
+    from resilient._core._records import LimitChanged as LimitChanged
+    from resilient._policies._adaptive import AdaptiveLimiter as AdaptiveLimiter
+    from resilient._policies._adaptive import AdaptivePartition as AdaptivePartition
+
+_ADAPTIVE = {
+    "AIMD": "resilient._core._limit_algorithms",
+    "AdaptiveLimiter": "resilient._policies._adaptive",
+    "AdaptiveLimiterMetrics": "resilient._core._adaptive_parts",
+    "AdaptivePartition": "resilient._policies._adaptive",
+    "Gradient2": "resilient._core._limit_algorithms",
+    "LimitChanged": "resilient._core._records",
+    "PartitionMetrics": "resilient._core._adaptive_parts",
+    "Vegas": "resilient._core._limit_algorithms",
+}
+_LAZY.update(_ADAPTIVE)
+__all__ += list(_ADAPTIVE)
+__all__.sort()
+del _ADAPTIVE

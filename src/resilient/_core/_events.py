@@ -197,3 +197,10 @@ class EventSource:
                     listener,
                     type(event).__name__,
                 )
+
+
+# -- issue 17: the adaptive limiter's record (a block of its own, to ease merging) -----
+if TYPE_CHECKING:
+    from resilient._core._records import LimitChanged
+_RECORDS = _RECORDS | frozenset({"LimitChanged"})
+__all__ += ["LimitChanged"]

@@ -217,3 +217,27 @@ class HedgeStarted(Event):
 
 HedgeStarted.__module__ = "resilient"
 __all__ += ["HedgeStarted"]
+
+
+# -- issue 17: the adaptive limiter's record (a block of its own, to ease merging) -----
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChanged(Event):
+    """An adaptive limiter recomputed its limit from a window of samples, and it moved.
+
+    Attributes:
+        from_limit: The limit before.
+        to_limit: The limit after.
+        rtt: The window's average round-trip time, in seconds.
+        dropped: Whether a call of the window was dropped (counted as overload).
+    """
+
+    from_limit: int
+    to_limit: int
+    rtt: float
+    dropped: bool
+
+
+LimitChanged.__module__ = "resilient"
+__all__ += ["LimitChanged"]

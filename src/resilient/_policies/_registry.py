@@ -25,6 +25,7 @@ from resilient._policies._ratelimit import RateLimiter
 from resilient._policies._retry import Retry
 
 if TYPE_CHECKING:
+    from resilient._policies._adaptive import AdaptiveLimiter
     from resilient._policies._hedge import Hedge
     from resilient._policies._throttle import AdaptiveThrottle
     from resilient._policies._timeout import Timeout
@@ -105,6 +106,8 @@ def _plain(value: Any) -> Any:
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):  # an adaptive limiter's partitions
+        return {key: _plain(item) for key, item in value.items()}
     return value
 
 
@@ -160,7 +163,7 @@ class Registry:
                 policy = factory(name, **merged)
             else:
                 merged.setdefault("name", name)
-                keywords = kind in ("retry", "hedge") or kind in _CHAOS
+                keywords = kind in _KEYWORDS_ONLY or kind in _CHAOS
                 policy = factory(**merged) if keywords else _positional(kind, merged)
             self._policies[name] = policy
             return policy
@@ -192,6 +195,14 @@ class Registry:
     def hedge(self, name: str, **options: Any) -> Hedge:
         """The hedge called ``name`` (options: ``max_hedged``, ``delay``, ``on``, ...)."""
         return self._get_or_create("hedge", name, options)  # type: ignore[return-value]
+
+    def adaptive_limiter(self, name: str, **options: Any) -> AdaptiveLimiter:
+        """The adaptive limiter called ``name``, with the options of an AdaptiveLimiter.
+
+        From plain data, ``algorithm`` may be a name (``"gradient2"``, ``"vegas"``,
+        ``"aimd"``) or a mapping ``{"name": "vegas", **options}``.
+        """
+        return self._get_or_create("adaptive_limiter", name, options)  # type: ignore[return-value]
 
     def configure(self, config: Mapping[str, Mapping[str, Any]]) -> None:
         """Create policies from plain data: ``{name: {"kind": ..., **options}}``.
@@ -258,3 +269,34 @@ def _positional(kind: str, options: dict[str, Any]) -> Policy:
 
 default_registry = Registry()
 """The process-wide registry, for code that does not build its own."""
+
+
+# -- issue 17: the adaptive limiter (a block of its own, to ease merging) --------------
+
+_KEYWORDS_ONLY = frozenset({"retry", "hedge", "adaptive_limiter"})  # no positional number
+
+
+def _adaptive_limiter(**options: Any) -> Policy:
+    # Loaded when a registry makes one, as the timeout is.
+    from resilient._core import _limit_algorithms  # noqa: PLC0415
+    from resilient._policies._adaptive import AdaptiveLimiter  # noqa: PLC0415
+
+    algorithm = options.get("algorithm")
+    if isinstance(algorithm, (str, Mapping)):
+        spec = {"name": algorithm} if isinstance(algorithm, str) else dict(algorithm)
+        classes = {
+            "gradient2": _limit_algorithms.Gradient2,
+            "vegas": _limit_algorithms.Vegas,
+            "aimd": _limit_algorithms.AIMD,
+        }
+        which = spec.pop("name", None)
+        if which not in classes:
+            raise ValueError(
+                'algorithm must be "gradient2", "vegas" or "aimd" (or a mapping with such a '
+                f'"name" and the algorithm\'s options), got {algorithm!r}'
+            )
+        options["algorithm"] = classes[which](**spec)
+    return AdaptiveLimiter(**options)
+
+
+_FACTORIES["adaptive_limiter"] = _adaptive_limiter

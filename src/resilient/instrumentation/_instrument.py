@@ -34,6 +34,7 @@ from resilient._core._events import (
     remove_global_listener,
 )
 from resilient._core._fork import new_lock
+from resilient._policies._adaptive import AdaptiveLimiter
 from resilient._policies._bulkhead import Bulkhead
 from resilient._policies._keyed_ratelimit import KeyedRateLimiter
 from resilient._policies._policy import CorePolicy
@@ -207,6 +208,34 @@ class Instrumentation(Readings):
             callbacks=[self._guarded(self._throttle_probability)],
             unit="1",
             description="The probability that an adaptive throttle sheds the next call.",
+        )
+        self._create_adaptive_instruments()
+
+    # -- issue 17: the adaptive limiter's instruments (a block of its own) ---------------
+
+    def _create_adaptive_instruments(self) -> None:
+        m = self.meter
+        m.create_observable_gauge(
+            "resilient.adaptive_limiter.limit",
+            callbacks=[self._guarded(self._summed((AdaptiveLimiter,), lambda a: a.limit))],
+            unit="{call}",
+            description="The adaptive limiter's current limit.",
+        )
+        m.create_observable_up_down_counter(
+            "resilient.adaptive_limiter.in_flight",
+            callbacks=[
+                self._guarded(self._summed((AdaptiveLimiter,), lambda a: a.metrics().in_flight))
+            ],
+            unit="{call}",
+            description="Calls holding an adaptive limiter's permit.",
+        )
+        m.create_observable_up_down_counter(
+            "resilient.adaptive_limiter.waiting",
+            callbacks=[
+                self._guarded(self._summed((AdaptiveLimiter,), lambda a: a.metrics().waiting))
+            ],
+            unit="{call}",
+            description="Callers queued for an adaptive limiter's permit.",
         )
 
     def _create_store_instruments(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Final
 from opentelemetry.metrics import Observation
 
 from resilient._core._breaker_state import CircuitState
+from resilient._policies._adaptive import AdaptiveLimiter
 from resilient._policies._breaker import CircuitBreaker
 from resilient._policies._bulkhead import Bulkhead
 from resilient._policies._fallback import Fallback
@@ -149,6 +150,17 @@ def _hedge_outcomes(hedge: Hedge) -> dict[str, int]:
 
 
 _OUTCOMES[Hedge] = _hedge_outcomes
+
+
+# -- issue 17: the adaptive limiter's outcomes (a block of its own) --------------------
+
+
+def _adaptive_outcomes(limiter: AdaptiveLimiter) -> dict[str, int]:
+    m = limiter.metrics()
+    return {"admitted": m.admitted, "rejected": m.rejected, "dropped": m.dropped}
+
+
+_OUTCOMES[AdaptiveLimiter] = _adaptive_outcomes
 
 
 def _outcomes(policy: CorePolicy[Any]) -> dict[str, int]:
