@@ -356,7 +356,7 @@ CASES: dict[Any, Case] = {
         skip=(("exception", "KeyboardInterrupt"), ("exception", "SystemExit")),
     ),
     resilient.chaos.InjectLatency: Case(
-        lambda: {"seconds": 1.0, "rate": 0.5, "seed": 1, "clock": ManualClock()}, exercise_chaos
+        lambda: {"seconds": 0.001, "rate": 0.5, "seed": 1, "clock": ManualClock()}, exercise_chaos
     ),
     resilient.chaos.InjectResult: Case(
         lambda: {"value": "chaos", "rate": 0.5, "seed": 1}, exercise_chaos
