@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from resilient._core import _events
 from resilient._core._atomic import LOCKED
 from resilient._core._breaker_metrics import BreakerReadouts
-from resilient._core._breaker_options import Matcher
+from resilient._core._breaker_options import Matcher, classify_error
 from resilient._core._breaker_state import (
     _ADMIT_ALL,
     CLOSED,
@@ -38,7 +38,6 @@ from resilient._core._breaker_state import (
 )
 from resilient._core._errors import (
     CircuitOpenError,
-    MisuseError,
     RejectedError,
     circuit_open,
 )
@@ -366,21 +365,10 @@ class BreakerCalls(BreakerReadouts, _HotSlots):
         dependency: it is ignored unless ``record`` names its class. Nor does a
         :class:`MisuseError` (a bug in the calling code), which is always ignored.
         """
-        if type(exc) is MisuseError:
-            self._ignored(ticket, exc, duration)
-            return
         try:
-            ignored = self._ignore is not None and self._ignore(exc)
-            if not ignored and isinstance(exc, RejectedError):
-                named = self._record_rejections
-                ignored = named is None or not isinstance(exc, named)
-            failed = not ignored and self._record is not None and self._record(exc)
-        except Exception:
-            logger.exception(
-                "the record/ignore predicate of breaker %r raised; counting the call as a failure",
-                self.name,
+            ignored, failed = classify_error(
+                exc, self._ignore, self._record, self._record_rejections, f"breaker {self.name!r}"
             )
-            ignored, failed = False, True
         except BaseException:
             self.on_cancel(ticket)  # KeyboardInterrupt in a predicate: the permit comes back
             raise

@@ -9,10 +9,11 @@ the two in step.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, Final
 
-from resilient._core._errors import RejectedError
+from resilient._core._errors import MisuseError, RejectedError
 from resilient._core._validate import (
     check_arity,
     check_duration,
@@ -23,7 +24,9 @@ from resilient._core._validate import (
 )
 from resilient._core._window import CountWindow, TimeWindow
 
-__all__ = ["OPTIONS", "Matcher", "OpenDuration", "named_rejections"]
+__all__ = ["OPTIONS", "Matcher", "OpenDuration", "classify_error", "named_rejections"]
+
+logger = logging.getLogger("resilient")
 
 OpenDuration = float | Callable[[int], float]
 Matcher = Callable[[BaseException], bool] | None
@@ -82,3 +85,33 @@ def named_rejections(record: object) -> tuple[type[RejectedError], ...] | None:
     named = record if isinstance(record, tuple) else (record,)
     found = tuple(t for t in named if isinstance(t, type) and issubclass(t, RejectedError))
     return found or None
+
+
+def classify_error(
+    exc: BaseException,
+    ignore: Matcher,
+    record: Matcher,
+    record_rejections: tuple[type[RejectedError], ...] | None,
+    owner: str,
+) -> tuple[bool, bool]:
+    """``(ignored, failed)`` for an exception a guarded call raised, as a breaker sees it.
+
+    ``ignore`` wins; a :class:`MisuseError` (a bug in the calling code) is always
+    ignored, and so is a rejection by one of the library's own policies unless
+    ``record`` names its class, since neither says anything about the dependency. A
+    predicate that raises an :class:`Exception` is logged against ``owner`` and the call
+    counts as failed; a :class:`BaseException` from it propagates, for the caller to give
+    its permit back.
+    """
+    if type(exc) is MisuseError:
+        return True, False
+    try:
+        ignored = ignore is not None and ignore(exc)
+        if not ignored and isinstance(exc, RejectedError):
+            ignored = record_rejections is None or not isinstance(exc, record_rejections)
+        return ignored, not ignored and record is not None and record(exc)
+    except Exception:
+        logger.exception(
+            "the record/ignore predicate of %s raised; counting the call as a failure", owner
+        )
+        return False, True

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from resilient._core import _events
-from resilient._core._breaker_options import named_rejections
+from resilient._core._breaker_options import classify_error, named_rejections
 from resilient._core._clock import TimeSource
-from resilient._core._errors import MisuseError, RejectedError, ThrottledError, throttled
+from resilient._core._errors import ThrottledError, throttled
 from resilient._core._events import GLOBAL_LISTENERS, EventSource
 from resilient._core._fork import new_lock
 from resilient._core._outcome import NO_RESULT
@@ -317,22 +317,14 @@ class ThrottleCore(EventSource):
         bug in the calling code, always neither. What ``record`` matches was not
         accepted; anything else was.
         """
-        if type(exc) is MisuseError:
-            self._ignored(ticket, exc)
-            return
         try:
-            ignored = self._ignore is not None and self._ignore(exc)
-            if not ignored and isinstance(exc, RejectedError):
-                named = self._record_rejections
-                ignored = named is None or not isinstance(exc, named)
-            failed = not ignored and self._record is not None and self._record(exc)
-        except Exception:
-            logger.exception(
-                "the record/ignore predicate of adaptive throttle %r raised; "
-                "counting the call as not accepted",
-                self.name,
+            ignored, failed = classify_error(
+                exc,
+                self._ignore,
+                self._record,
+                self._record_rejections,
+                f"adaptive throttle {self.name!r}",
             )
-            ignored, failed = False, True
         except BaseException:
             self.give_back(ticket)  # an interrupt in a predicate: the call counts as neither
             raise
