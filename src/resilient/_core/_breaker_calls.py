@@ -367,7 +367,7 @@ class BreakerCalls(BreakerReadouts, _HotSlots):
         """
         try:
             ignored, failed = classify_error(
-                exc, self._ignore, self._record, self._record_rejections, f"breaker {self.name!r}"
+                exc, self._ignore, self._record, self._record_rejections, "breaker", self.name
             )
         except BaseException:
             self.on_cancel(ticket)  # KeyboardInterrupt in a predicate: the permit comes back

@@ -92,16 +92,17 @@ def classify_error(
     ignore: Matcher,
     record: Matcher,
     record_rejections: tuple[type[RejectedError], ...] | None,
-    owner: str,
+    kind: str,
+    name: str | None,
 ) -> tuple[bool, bool]:
     """``(ignored, failed)`` for an exception a guarded call raised, as a breaker sees it.
 
     ``ignore`` wins; a :class:`MisuseError` (a bug in the calling code) is always
     ignored, and so is a rejection by one of the library's own policies unless
     ``record`` names its class, since neither says anything about the dependency. A
-    predicate that raises an :class:`Exception` is logged against ``owner`` and the call
-    counts as failed; a :class:`BaseException` from it propagates, for the caller to give
-    its permit back.
+    predicate that raises an :class:`Exception` is logged against the policy (``kind``
+    and ``name``) and the call counts as failed; a :class:`BaseException` from it
+    propagates, for the caller to give its permit back.
     """
     if type(exc) is MisuseError:
         return True, False
@@ -112,6 +113,8 @@ def classify_error(
         return ignored, not ignored and record is not None and record(exc)
     except Exception:
         logger.exception(
-            "the record/ignore predicate of %s raised; counting the call as a failure", owner
+            "the record/ignore predicate of %s %r raised; counting the call as a failure",
+            kind,
+            name,
         )
         return False, True

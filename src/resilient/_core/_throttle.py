@@ -323,7 +323,8 @@ class ThrottleCore(EventSource):
                 self._ignore,
                 self._record,
                 self._record_rejections,
-                f"adaptive throttle {self.name!r}",
+                "adaptive throttle",
+                self.name,
             )
         except BaseException:
             self.give_back(ticket)  # an interrupt in a predicate: the call counts as neither
