@@ -21,14 +21,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 from typing import Any
 
 import anyio
 
 from resilient import AdaptiveThrottle, Hedge, RetryBudget, ThrottledError
-from resilient.testing import ManualClock
+from resilient.testing import ManualClock, VirtualTimeLoop
 
 RATE = 100  # calls offered per second
 MINUTES = 10
@@ -89,24 +88,6 @@ def independent(failure: float, rng: random.Random) -> Any:
 
 
 # -- hedge ---------------------------------------------------------------------------------
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose clock jumps to the next timer when nothing is ready."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._virtual = 0.0
-
-    def time(self) -> float:
-        return self._virtual
-
-    def _run_once(self) -> None:
-        ready: Any = self._ready  # type: ignore[attr-defined]
-        scheduled: Any = self._scheduled  # type: ignore[attr-defined]
-        if not ready and scheduled:
-            self._virtual = max(self._virtual, scheduled[0]._when)
-        super()._run_once()  # type: ignore[misc]
 
 
 class LoopClock:

@@ -1,36 +1,19 @@
 """Virtual time for the hedge's async tests: asyncio and trio loops whose clocks jump.
 
-On trio, ``trio.testing.MockClock(autojump_threshold=0)``; on asyncio, the loop below:
-whenever nothing is ready to run, its clock jumps to the next timer. Either way a test
-sleeping for an hour takes no real time, and every start, win and cancellation happens
-at an exact, reproducible instant.
+On trio, ``trio.testing.MockClock(autojump_threshold=0)``; on asyncio,
+``resilient.testing.VirtualTimeLoop``: whenever nothing is ready to run, its clock jumps
+to the next timer. Either way a test sleeping for an hour takes no real time, and every
+start, win and cancellation happens at an exact, reproducible instant.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import anyio
 import trio.testing
 
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose ``time()`` jumps to the next timer when nothing is ready."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._virtual = 0.0
-
-    def time(self) -> float:
-        return self._virtual
-
-    def _run_once(self) -> None:
-        ready: Any = self._ready  # type: ignore[attr-defined]
-        scheduled: Any = self._scheduled  # type: ignore[attr-defined]
-        if not ready and scheduled:
-            self._virtual = max(self._virtual, scheduled[0]._when)
-        super()._run_once()  # type: ignore[misc]
+from resilient.testing import VirtualTimeLoop
 
 
 def virtual_backend(name: str) -> tuple[str, dict[str, Any]]:

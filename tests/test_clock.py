@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 
+import anyio
 import pytest
 
 from resilient import Clock, MonotonicClock
 from resilient._waiting._clock import MONOTONIC
-from resilient.testing import ManualClock
+from resilient.testing import ManualClock, VirtualTimeLoop
 
 
 def test_default_clock_is_monotonic() -> None:
@@ -48,3 +50,35 @@ async def test_manual_clock_async_sleep_advances_at_once() -> None:
     await clock.asleep(3600)
     assert clock.monotonic() == 3600
     assert time.monotonic() - started < 60  # an hour of manual time took no real hour
+
+
+def test_virtual_time_loop_jumps_to_each_timer_and_keeps_their_order() -> None:
+    seen: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(seconds)
+        seen.append((name, loop.time()))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper, "hour", 3600.0)
+            tg.start_soon(sleeper, "minute", 60.0)
+            tg.start_soon(sleeper, "second", 1.0)
+
+    anyio.run(main, backend="asyncio", backend_options={"loop_factory": VirtualTimeLoop})
+    assert seen == [("second", 1.0), ("minute", 60.0), ("hour", 3600.0)]
+
+
+def test_virtual_time_loop_times_out_in_virtual_time() -> None:
+    async def main() -> tuple[bool, float]:
+        loop = asyncio.get_running_loop()
+        with anyio.move_on_after(30.0) as scope:
+            await asyncio.Event().wait()
+        return scope.cancelled_caught, loop.time()
+
+    caught, at = anyio.run(
+        main, backend="asyncio", backend_options={"loop_factory": VirtualTimeLoop}
+    )
+    assert caught
+    assert at == 30.0

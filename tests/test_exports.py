@@ -33,7 +33,12 @@ def test_public_names_live_in_the_public_namespace() -> None:
 
 
 def test_testing_module_surface() -> None:
-    assert resilient.testing.__all__ == ["ManualClock", "capture_events", "instant_retries"]
+    assert resilient.testing.__all__ == [
+        "ManualClock",
+        "VirtualTimeLoop",
+        "capture_events",
+        "instant_retries",
+    ]
 
 
 def test_asgi_module_surface() -> None:
