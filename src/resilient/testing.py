@@ -94,8 +94,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     ``anyio.run(main, backend_options={"loop_factory": VirtualTimeLoop})`` (or
     ``asyncio.Runner(loop_factory=VirtualTimeLoop)`` on Python 3.11+).
 
-    Pair it with a clock that reads the loop's time, not :class:`ManualClock`, when a
-    policy measures durations. It relies on the selector loop's scheduling internals,
+    Pair it with a clock that reads the loop's time, not a `ManualClock`, when a policy
+    measures durations. It relies on the selector loop's scheduling internals,
     and is tested on every Python version the package supports.
     """
 
