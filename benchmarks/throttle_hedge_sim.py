@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/throttle_hedge_sim.py [--seed 1]
+    python benchmarks/throttle_hedge_sim.py [--seed 1] [--chart]
 
 * **Throttle.** A client offers 100 calls a second to a dependency for ten minutes of
   virtual time (a ``ManualClock``); the last two minutes are measured. Two dependency
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -136,25 +137,25 @@ def hedge_run(seed: int, delay: Any) -> tuple[float, float, float]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=1)
-    seed = parser.parse_args().seed
+ThrottleRow = tuple[str, str, float, float, float, float]  # model, label, f, shed, sent, ok
+HedgeRow = tuple[str, float, float, float]  # label, p50, p99, extra
 
-    print("AdaptiveThrottle (k=2), 100 calls/s offered, last 2 of 10 minutes")
-    print("| dependency | failure rate unthrottled | shed locally | load on it | accepted |")
-    print("|---|---|---|---|---|")
+
+def throttle_rows(seed: int) -> list[ThrottleRow]:
+    """Both dependency models at several failure rates: (shed, sent, accepted) for each."""
+    rows: list[ThrottleRow] = []
     for c in (100, 75, 50, 25, 10, 0):
         shed, sent, ok = throttle_run(seed, capacity(c))
-        print(f"| accepts {c}/s | {1 - c / RATE:.0%} | {shed:.1%} | {sent:.1%} | {ok:.1%} |")
+        rows.append(("capacity", f"accepts {c}/s", 1 - c / RATE, shed, sent, ok))
     for f in (0.1, 0.3, 0.5, 0.6, 0.8, 1.0):
         shed, sent, ok = throttle_run(seed, independent(f, random.Random(seed + 1)))
-        print(f"| refuses {f:.0%} at random | {f:.0%} | {shed:.1%} | {sent:.1%} | {ok:.1%} |")
+        rows.append(("random", f"refuses {f:.0%} at random", f, shed, sent, ok))
+    return rows
 
-    print()
-    print(f"Hedge (max_hedged=1), {CALLS} calls; attempts 8-12 ms, 5% stall 200 ms more")
-    print("| delay | p50 | p99 | extra load |")
-    print("|---|---|---|---|")
+
+def hedge_rows(seed: int) -> list[HedgeRow]:
+    """p50, p99 and extra load for no hedge and each delay setting."""
+    rows: list[HedgeRow] = []
     for delay in (None, 0.005, 0.015, 0.03, 0.1, "p90", "p95"):
         p50, p99, extra = hedge_run(seed, delay)
         label = (
@@ -162,7 +163,87 @@ def main() -> None:
             if delay is None
             else (delay if isinstance(delay, str) else f"{delay * 1000:g} ms")
         )
+        rows.append((label, p50, p99, extra))
+    return rows
+
+
+def chart(
+    throttled: list[ThrottleRow], hedged: list[HedgeRow], throttle_png: str, hedge_png: str
+) -> None:
+    """The two figures of docs/throttle.md and docs/hedge.md."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = {"capacity": ("overloaded (accepts C/s)", "o"), "random": ("broken replica", "s")}
+    for model, (title, marker) in styles.items():
+        rows = sorted((r for r in throttled if r[0] == model), key=lambda r: r[2])
+        rates = [r[2] * 100 for r in rows]
+        ax.plot(rates, [r[3] * 100 for r in rows], marker=marker, label=f"shed locally, {title}")
+        ax.plot(
+            rates,
+            [r[4] * 100 for r in rows],
+            marker=marker,
+            linestyle="--",
+            label=f"load on the dependency, {title}",
+        )
+    ax.plot([0, 100], [0, 100], color="grey", linewidth=0.8, linestyle=":", label="y = x")
+    ax.set_xlabel("dependency failure rate without a throttle (%)")
+    ax.set_ylabel("% of offered calls")
+    ax.set_title("AdaptiveThrottle (K=2): what it sheds, what still reaches the dependency")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(throttle_png, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, _p50, p99, extra in hedged:
+        ax.scatter(extra * 100, p99, s=40)
+        ax.annotate(
+            label, (extra * 100, p99), textcoords="offset points", xytext=(6, 4), fontsize=8
+        )
+    ax.set_xlabel("extra load: hedged attempts per call (%)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_title("Hedge: p99 against extra load, by delay (5% of attempts stall 200 ms)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(hedge_png, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--chart",
+        action="store_true",
+        help="also write docs/img/throttle.png and docs/img/hedge.png",
+    )
+    args = parser.parse_args()
+    seed = args.seed
+
+    throttled = throttle_rows(seed)
+    print("AdaptiveThrottle (k=2), 100 calls/s offered, last 2 of 10 minutes")
+    print("| dependency | failure rate unthrottled | shed locally | load on it | accepted |")
+    print("|---|---|---|---|---|")
+    for _model, label, f, shed, sent, ok in throttled:
+        print(f"| {label} | {f:.0%} | {shed:.1%} | {sent:.1%} | {ok:.1%} |")
+
+    hedged = hedge_rows(seed)
+    print()
+    print(f"Hedge (max_hedged=1), {CALLS} calls; attempts 8-12 ms, 5% stall 200 ms more")
+    print("| delay | p50 | p99 | extra load |")
+    print("|---|---|---|---|")
+    for label, p50, p99, extra in hedged:
         print(f"| {label} | {p50:.1f} ms | {p99:.1f} ms | {extra:.1%} |")
+
+    if args.chart:
+        img = Path(__file__).resolve().parent.parent / "docs" / "img"
+        chart(throttled, hedged, str(img / "throttle.png"), str(img / "hedge.png"))
+        print(f"charts written to {img}/throttle.png and {img}/hedge.png")
 
 
 if __name__ == "__main__":
