@@ -543,3 +543,86 @@ def test_a_raising_or_odd_rng_leaves_the_call_alone_and_is_not_run_under_the_loc
     worker = threading.Thread(target=call, daemon=True)
     worker.start()
     assert done.wait(5), "the draw ran under the policy's lock"
+
+
+# -- an async factory for InjectResult ---------------------------------------------------
+
+
+async def test_an_async_factory_is_awaited_for_the_injected_share(anyio_backend: str) -> None:
+    made = 0
+
+    async def canned() -> str:
+        nonlocal made
+        made += 1
+        await anyio.lowlevel.checkpoint()  # a real await: a coroutine, not a value
+        return "canned"
+
+    policy = InjectResult(factory=canned, rate=0.3, seed=11)
+    guarded = policy(aok)
+    answers = [await guarded() for _ in range(500)]
+    expected = predicted(11, 0.3, 500)
+    assert answers.count("canned") == made == expected
+    assert answers.count("ok") == 500 - expected
+    metrics = policy.metrics()
+    assert (metrics.injected, metrics.skipped, metrics.errors) == (expected, 500 - expected, 0)
+
+
+async def test_an_async_factory_works_through_call_async_and_compose(anyio_backend: str) -> None:
+    async def canned() -> str:
+        return "canned"
+
+    with capture_events() as events:
+        assert await InjectResult(factory=canned, rate=1.0).call_async(aok) == "canned"
+        pipeline = compose(
+            Retry(2, on=Boom), InjectResult(factory=canned, rate=1.0, name="r"), Timeout(5.0)
+        )
+        assert await pipeline.call_async(aok) == "canned"
+    injected = [e for e in events if isinstance(e, ResultInjected)]
+    assert [e.result for e in injected] == ["canned", "canned"]
+
+
+async def test_an_async_factory_that_raises_lets_the_call_through(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken() -> str:
+        raise Boom("no canned answer")
+
+    policy = InjectResult(factory=broken, rate=1.0, name="answers")
+    with caplog.at_level(logging.ERROR, logger="resilient"):
+        assert await policy.call_async(aok) == "ok"
+    assert (policy.metrics().injected, policy.metrics().errors) == (0, 1)
+    assert "the factory raised; the call goes on uninjected" in caplog.text
+
+
+async def test_an_async_factory_cancelled_is_counted_and_cancels(anyio_backend: str) -> None:
+    started = anyio.Event()
+    calls = 0
+
+    async def hangs() -> str:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def counted() -> str:
+        nonlocal calls
+        calls += 1
+        return "ok"
+
+    policy = InjectResult(factory=hangs, rate=1.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(policy.call_async, counted)
+        await started.wait()
+        tg.cancel_scope.cancel()
+    assert calls == 0  # the cancellation was not swallowed into an uninjected call
+    assert (policy.metrics().injected, policy.metrics().errors) == (0, 1)
+
+
+def test_an_async_factory_refuses_a_sync_function() -> None:
+    async def canned() -> str:
+        return "canned"
+
+    policy = InjectResult(factory=canned, rate=1.0)
+    with pytest.raises(TypeError, match="factory is async: it can only answer async calls"):
+        policy(ok)
+    with pytest.raises(TypeError, match="factory is async"):
+        policy.call(ok)

@@ -237,7 +237,7 @@ TWINS: dict[str, _Twin] = {
     "InjectResult guards": (
         "_chaos.InjectResult._sync_wrap",
         "_chaos.InjectResult._async_wrap",
-        {},
+        {"renames": {"_with_async_factory": "_refuse_sync"}},
     ),
     "InjectResult.__enter__": (
         "_chaos.InjectResult.__enter__",

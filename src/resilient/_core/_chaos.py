@@ -276,17 +276,36 @@ class ChaosCore(EventSource):
         is taken under it, so a seeded policy injects the same share of calls whatever
         the threads do, and the counts add up.
         """
+        if not self.draw():
+            return NOTHING
+        try:
+            payload = self._make()
+            if self.kind == FAULT:
+                _check_fault(payload)
+        except BaseException as exc:
+            if self.factory_failed(exc):
+                raise
+            return NOTHING
+        return self.injected_with(payload)
+
+    def draw(self) -> bool:
+        """Whether to inject into this call: the switch, then the seeded draw, counted.
+
+        The first half of :meth:`inject`, for an adapter that makes the payload itself
+        (an async factory is awaited by the async adapter) and then reports it with
+        :meth:`injected_with` or :meth:`factory_failed`.
+        """
         try:
             on = self._enabled()
         except BaseException as exc:
             if self._failed("the enabled switch", exc):
                 raise
-            return NOTHING
+            return False
         with self._lock:
             self.calls += 1
             if not on:
                 self.disabled += 1
-                return NOTHING
+                return False
         try:
             # A lock of its own: an rng given by the user is user code, never run under
             # the policy's lock; held, it keeps a seeded sequence whole across threads.
@@ -295,24 +314,24 @@ class ChaosCore(EventSource):
         except BaseException as exc:
             if self._failed("the rng", exc, counted=True):
                 raise
-            return NOTHING
+            return False
         if not hit:
             with self._lock:
                 self.skipped += 1
-            return NOTHING
-        try:
-            payload = self._make()
-            if self.kind == FAULT:
-                _check_fault(payload)
-        except BaseException as exc:
-            if self._failed("the factory", exc, counted=True):
-                raise
-            return NOTHING
+            return False
+        return True
+
+    def injected_with(self, payload: Any) -> Any:
+        """Count an injection of ``payload`` after a :meth:`draw`, emit its event, return it."""
         with self._lock:
             self.injected += 1
         if self.observed():
             self.emit(_EVENTS[self.kind](self.name, self.kind, payload))
         return payload
+
+    def factory_failed(self, exc: BaseException) -> bool:
+        """Count a factory that raised after a :meth:`draw`; whether ``exc`` must propagate."""
+        return self._failed("the factory", exc, counted=True)
 
     def _failed(self, what: str, exc: BaseException, *, counted: bool = False) -> bool:
         """Count a failed switch or factory; whether it must propagate (an interrupt)."""

@@ -17,7 +17,7 @@ virtual time honest under ``ManualClock`` (a timeout's real timer never fires th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from resilient._core._chaos import (
     FAULT,
@@ -34,6 +34,7 @@ from resilient._core._clock import Clock
 from resilient._core._errors import TimeoutExceededError
 from resilient._core._outcome import PASS
 from resilient._core._validate import Duration
+from resilient._policies._decorate import is_async_callable
 from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy, WidensResult
 from resilient._waiting._clock import resolve_clock
@@ -251,8 +252,10 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
     Args:
         value: The value to return.
         factory: Called with no arguments per injection; its return value is returned
-            (a fresh object each time, or a random one). If it raises, the call goes on
-            uninjected (logged, counted).
+            (a fresh object each time, or a random one). An ``async def`` factory is
+            awaited, and then only answers async calls (decorating a sync function
+            with it is a ``TypeError``). If it raises, the call goes on uninjected
+            (logged, counted).
         rate: The share of calls to answer, in [0, 1].
         enabled: As for [`InjectFault`][resilient.chaos.InjectFault].
         seed: As for ``InjectFault``.
@@ -260,14 +263,50 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
         name: A name for events and metrics.
     """
 
-    __slots__ = ()
+    __slots__ = ("_async_factory",)
     kind = RESULT
+
+    @overload
+    def __init__(
+        self,
+        value: T,
+        *,
+        rate: float,
+        enabled: bool | Callable[[], object] = True,
+        seed: int | str | bytes | None = None,
+        rng: Any = None,
+        name: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        *,
+        factory: Callable[[], Awaitable[T]],
+        rate: float,
+        enabled: bool | Callable[[], object] = True,
+        seed: int | str | bytes | None = None,
+        rng: Any = None,
+        name: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        *,
+        factory: Callable[[], T],
+        rate: float,
+        enabled: bool | Callable[[], object] = True,
+        seed: int | str | bytes | None = None,
+        rng: Any = None,
+        name: str | None = None,
+    ) -> None: ...
 
     def __init__(
         self,
-        value: T = NOTHING,
+        value: Any = NOTHING,
         *,
-        factory: Callable[[], T] | None = None,
+        factory: Callable[[], Any] | None = None,
         rate: float,
         enabled: bool | Callable[[], object] = True,
         seed: int | str | bytes | None = None,
@@ -276,10 +315,13 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
     ) -> None:
         make = result_payload(value, factory)
         self._core = ChaosCore(RESULT, make, rate, enabled, seed, rng, name)
+        self._async_factory = factory if is_async_callable(factory) else None
 
     # A result replaces the call, which only a wrapper can do; the core decides.
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if self._async_factory is not None:
+            return self._refuse_sync(fn)
         inject = self._core.inject
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -291,12 +333,39 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
         return guarded
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        if self._async_factory is not None:
+            return self._with_async_factory(fn)
         inject = self._core.inject
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             value = inject()
             if value is not NOTHING:
                 return value
+            return await fn(*args, **kwargs)
+
+        return guarded
+
+    def _refuse_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        raise TypeError(
+            "InjectResult's factory is async: it can only answer async calls "
+            f"(decorate an async function, or use call_async), not {fn!r}"
+        )
+
+    def _with_async_factory(
+        self, fn: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        core, factory = self._core, self._async_factory
+        assert factory is not None  # noqa: S101 - chosen by _async_wrap
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            if core.draw():
+                try:
+                    value = await factory()
+                except BaseException as exc:
+                    if core.factory_failed(exc):
+                        raise  # an interrupt or a cancellation: counted, never swallowed
+                else:
+                    return core.injected_with(value)
             return await fn(*args, **kwargs)
 
         return guarded
