@@ -26,8 +26,11 @@ Usage::
 Every figure is the median of ``--repeat`` runs, taken alternately with its bare
 baseline. ``--cpu-time`` times the breakers with the thread's CPU time (for a shared
 machine; the threads and tasks stay on wall time). The issue-16 line "flat within 1.3x"
-compares the overhead at each count with that at one breaker. ``--quick`` stops at 1,000
-breakers, 4 threads and 100 tasks (a smoke test); ``--breakers-only`` runs part 1 alone.
+compares the overhead at each count with that at one breaker, and the same for the
+*floor*: the cheapest stateful wrapper there is (a closure that counts into an object of
+its own), rotated the same way, which shows how much of the growth is CPython's.
+``--quick`` stops at 1,000 breakers, 4 threads and 100 tasks (a smoke test);
+``--breakers-only`` runs part 1 alone.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import argparse
 import asyncio
 import gc
 import inspect
+import itertools
 import json
 import statistics
 import sys
@@ -68,6 +72,35 @@ def fill(n: int) -> Registry:
 def guarded_functions(registry: Registry, n: int) -> list[Callable[[int], int]]:
     """Each breaker's own decorated function (a distinct function object per breaker)."""
     return [registry.circuit_breaker(f"breaker-{i}")(_own_ident()) for i in range(n)]
+
+
+class _FloorState:
+    """The least state a guard can keep: a call counter and a success count."""
+
+    __slots__ = ("calls", "ok")
+
+    def __init__(self) -> None:
+        self.calls = itertools.count()
+        self.ok = 0
+
+
+def _floor_wrapper(fn: Callable[[int], int]) -> Callable[[int], int]:
+    """The floor: the cheapest stateful wrapper, a closure counting into its own object.
+
+    No lock, no window, no checks: what any per-breaker guard must at least do (reach
+    its own state through its own function object, and write to it). Rotated over as
+    many instances as the breakers, it shows how much of the growth with the count is
+    CPython's (cache misses on objects it lays out) rather than the breaker's.
+    """
+    state = _FloorState()
+
+    def floor(x: int) -> int:
+        next(state.calls)
+        result = fn(x)
+        state.ok += 1
+        return result
+
+    return floor
 
 
 def _own_ident() -> Callable[[int], int]:
@@ -118,6 +151,7 @@ def many_breakers(counts: Iterable[int], repeat: int) -> list[dict[str, Any]]:
         created, registry = traced_bytes(lambda n=n: fill(n))
         functions = guarded_functions(registry, n)
         bare = [_own_ident() for _ in range(n)]
+        floors = [_floor_wrapper(_own_ident()) for _ in range(n)]
 
         def use(functions: list[Callable[[int], int]] = functions) -> None:
             rotate(functions, WINDOW + 1)  # every window full: the steady state
@@ -128,15 +162,17 @@ def many_breakers(counts: Iterable[int], repeat: int) -> list[dict[str, Any]]:
         used, _ = traced_bytes(lambda f=functions[:sample]: rotate(f, WINDOW + 1))
         use()
         passes = max(1, 200_000 // n)
-        guarded_ns, bare_ns = [], []
+        guarded_ns, bare_ns, floor_ns = [], [], []
         gc.disable()
         try:
             for _ in range(repeat):
                 bare_ns.append(rotate(bare, passes))
                 guarded_ns.append(rotate(functions, passes))
+                floor_ns.append(rotate(floors, passes))
         finally:
             gc.enable()
         overhead = statistics.median(g - b for g, b in zip(guarded_ns, bare_ns, strict=True))
+        floor = statistics.median(f - b for f, b in zip(floor_ns, bare_ns, strict=True))
         rows.append(
             {
                 "breakers": n,
@@ -147,9 +183,10 @@ def many_breakers(counts: Iterable[int], repeat: int) -> list[dict[str, Any]]:
                 "ns_per_call": round(statistics.median(guarded_ns), 1),
                 "bare_ns_per_call": round(statistics.median(bare_ns), 1),
                 "overhead_ns": round(overhead, 1),
+                "floor_overhead_ns": round(floor, 1),
             }
         )
-        del registry, functions, bare
+        del registry, functions, bare, floors
         gc.collect()
     return rows
 
@@ -389,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
         f"[{'PASS' if flat else 'FAIL'}] issue 16: CLOSED overhead flat within {FLAT_LIMIT}x "
         f"from 1 to {breakers[-1]['breakers']:,} breakers ({'CPU' if args.cpu_time else 'wall'} "
         f"time): {detail}"
+    )
+    floor_rows = [{**r, "overhead_ns": r["floor_overhead_ns"]} for r in breakers]
+    print(
+        "       the floor (the cheapest stateful wrapper, same rotation): "
+        f"{flat_within(floor_rows)[1]}"
     )
 
     threads: list[dict[str, Any]] = []
