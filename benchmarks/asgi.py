@@ -21,7 +21,12 @@ Rows: the bare app; a route exempting the path (route lookup and pass-through); 
 ``x-request-timeout`` header; the header with a ``Bulkhead`` (a deadline, no
 ``Timeout``); a per-client ``RateLimiter`` (``key=client_ip``); and slowapi's per-client
 limit (``SlowAPIASGIMiddleware``, memory storage) when slowapi is installed. Every policy
-is built so that nothing but its fast path runs; each row's responses are checked.
+is built so that nothing but its fast path runs; each row's responses are checked. Two
+*floor* rows are hand-written middlewares, not the library: one that only reads the
+response's status as it goes by (the least any resilience middleware must do), and one
+that also sets a deadline context variable and a loop timer, cancelled at the response
+start (the least a timeout must do besides). They show where a target below their cost
+cannot be met in Python.
 
 Run: ``python benchmarks/asgi.py [--rounds 15] [--uvicorn] [--json out.json]``.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import gc
 import json
 import os
@@ -68,6 +74,11 @@ ROWS: dict[str, tuple[str, bool]] = {
     "deadline+bulkhead": ("caller's deadline header, Bulkhead", True),
     "per-client": ("per-client RateLimiter (key=client_ip)", False),
     "slowapi": ("slowapi per-client limit (SlowAPIASGIMiddleware)", False),
+    "floor-watch": ("floor: a hand-written middleware that only reads the status", False),
+    "floor-timeout": (
+        "floor: the same, plus a deadline context variable and a loop timer",
+        False,
+    ),
 }
 BATCH = 200
 CHECKING = True  # the app checks what it sees (the warm-up); off while timed
@@ -103,11 +114,71 @@ def _starlette(impl: str) -> Starlette:
     return app
 
 
+def _floor_watch(app: Any) -> Any:
+    """The least any resilience middleware does: see the response's status go by."""
+
+    async def watch(scope: Any, receive: Any, send: Any) -> None:
+        status = 0
+
+        async def watching(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await app(scope, receive, watching)
+        if status >= 500:
+            raise AssertionError(status)
+
+    return watch
+
+
+FLOOR_DEADLINE: Any = contextvars.ContextVar("floor_deadline", default=None)
+
+
+def _floor_timeout(app: Any, seconds: float) -> Any:
+    """The least a timeout does besides: a deadline the app can read, a timer to cancel.
+
+    One ``ContextVar.set``/``reset`` (what ``remaining()`` reads) and one
+    ``loop.call_at``, cancelled when the response starts: no error mapping, no
+    ``uncancel`` bookkeeping, no metrics.
+    """
+
+    async def timed(scope: Any, receive: Any, send: Any) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        handle = loop.call_at(loop.time() + seconds, task.cancel)
+        token = FLOOR_DEADLINE.set(loop.time() + seconds)
+        status = 0
+
+        async def watching(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                handle.cancel()
+            await send(message)
+
+        try:
+            await app(scope, receive, watching)
+        finally:
+            handle.cancel()
+            FLOOR_DEADLINE.reset(token)
+        if status >= 500:
+            raise AssertionError(status)
+
+    return timed
+
+
 def build(impl: str) -> Any:  # noqa: PLR0911 -- one return per row
     """The ASGI app of one row."""
     app = _starlette(impl)
     if impl in {"bare", "slowapi"}:
         return app
+    if impl == "floor-watch":
+        return _floor_watch(app)
+    if impl == "floor-timeout":
+        return _floor_timeout(app, 10.0)
     if impl == "exempt":
         return ResilienceMiddleware(app, Bulkhead(100), routes={"/": None})
     if impl in {"bulkhead", "deadline+bulkhead"}:
