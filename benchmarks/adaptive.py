@@ -114,8 +114,12 @@ def simulate(
     duration: float,
     seed: int,
     servers: Callable[[float], int] = lambda _t: SERVERS,
+    rate: Callable[[float], float] = lambda _t: RATE,
 ) -> Run:
-    """One run: Poisson arrivals into ``make(clock)`` in front of the simulated dependency."""
+    """One run: Poisson arrivals into ``make(clock)`` in front of the simulated dependency.
+
+    ``rate(t)`` is the arrival rate at ``t`` (each gap drawn at the rate of its start).
+    """
     rng = random.Random(seed)
     clock = ManualClock()
     limiter = Limiter(make(clock))
@@ -137,7 +141,7 @@ def simulate(
         busy += 1
         push(t + rng.expovariate(1.0 / SERVICE), "done", request)
 
-    push(rng.expovariate(RATE), "arrive")
+    push(rng.expovariate(rate(0.0)), "arrive")
     push(0.0, "trace")
     while events:
         t, _, kind, data = heapq.heappop(events)
@@ -145,7 +149,7 @@ def simulate(
             break
         clock.advance(t - clock.monotonic())
         if kind == "arrive":
-            push(t + rng.expovariate(RATE), "arrive")
+            push(t + rng.expovariate(rate(t)), "arrive")
             try:
                 token = limiter.enter()
             except BulkheadFullError:
