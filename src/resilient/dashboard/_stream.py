@@ -36,8 +36,6 @@ from resilient._core._events import NOTABLE_LISTENERS, Event, StateTransition
 from resilient._core._fork import new_lock
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
     from resilient._core._clock import Clock
     from resilient._policies._registry import Registry
     from resilient.asgi._types import Receive, Send
@@ -190,6 +188,7 @@ class _Stream:
         # Ticks and wakes; transitions themselves wait in the subscriber's queue.
         self._inbox_in, self._inbox = anyio.create_memory_object_stream[str](4)
         self.subscriber = Subscriber(_waker(self._nudge))
+        self._done = anyio.Event()
 
     def _nudge(self) -> None:  # in the event loop
         with contextlib.suppress(
@@ -205,7 +204,12 @@ class _Stream:
 
     async def _ticker(self) -> None:
         while True:
+            # The next interval starts once the previous reading is written: a slow
+            # client gets no backlog of ticks, and a manual clock moves one interval per
+            # reading.
+            await self._done.wait()
             await self._clock.asleep(self._interval)
+            self._done = anyio.Event()
             await self._inbox_in.send(_TICK)
 
     async def _watch(self, scope: anyio.CancelScope) -> None:
@@ -218,11 +222,11 @@ class _Stream:
             return self._tick(self._sampler)
         return sse("metrics", self._sampler.read())
 
-    async def _serve(self, group: TaskGroup) -> None:
+    async def _serve(self) -> None:
         await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         first = sse("snapshot", self._sampler.read()) if self._tick is None else self._periodic()
         await self._write(b"retry: 2000\n\n" + first)
-        group.start_soon(self._ticker)
+        self._done.set()
         pending = self.subscriber.pending
         while True:
             item = None
@@ -238,12 +242,15 @@ class _Stream:
                 chunks.append(self._periodic())
             if chunks:
                 await self._write(b"".join(chunks))
+            if item == _TICK:
+                self._done.set()
 
     async def run(self) -> None:
         async with anyio.create_task_group() as group, self._inbox_in, self._inbox:
             group.start_soon(self._watch, group.cancel_scope)
+            group.start_soon(self._ticker)
             try:
-                await self._serve(group)
+                await self._serve()
             except _Closed:
                 pass  # the client is gone: end the stream
             finally:
