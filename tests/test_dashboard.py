@@ -224,3 +224,37 @@ def test_the_page_ships_in_the_package() -> None:
     page = importlib.resources.files("resilient.dashboard") / "index.html"
     assert page.is_file()
     assert json.dumps(page.read_text(encoding="utf-8"))  # text, UTF-8
+
+
+def test_hystrix_commands_carry_latency_percentiles_in_milliseconds() -> None:
+    from resilient.dashboard._hystrix import breaker_command  # noqa: PLC0415
+
+    clock = ManualClock()
+    breaker = Registry().circuit_breaker(
+        "slow", slow_call_duration=10.0, window={"count": 4}, minimum_calls=4, clock=clock
+    )
+    for ms in (10, 20, 30, 40):
+        breaker.call(clock.advance, ms / 1000)
+    command = breaker_command("slow", breaker, 0)
+    assert command["latencyExecute_mean"] == 25
+    assert command["latencyExecute"]["0"] == 10
+    assert command["latencyExecute"]["50"] == 20
+    assert command["latencyExecute"]["100"] == 40
+    assert command["requestCount"] == 4
+
+
+def test_a_breaker_that_fails_to_report_is_left_out_of_the_hystrix_stream() -> None:
+    from resilient import CircuitBreaker  # noqa: PLC0415
+    from resilient.dashboard._hystrix import hystrix_tick  # noqa: PLC0415
+    from resilient.dashboard._readout import Sampler  # noqa: PLC0415
+
+    class Broken(CircuitBreaker):
+        def metrics(self) -> Any:
+            raise RuntimeError("metrics broke")
+
+    reg = Registry()
+    reg._policies["broken"] = Broken("broken")
+    sampler = Sampler(reg, ManualClock(), (0.5,))
+    assert hystrix_tick(sampler) == b": ping\n\n"
+    assert sampler.errors == 1
+    assert sampler.entry("no such policy") is None

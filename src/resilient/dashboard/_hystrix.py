@@ -12,6 +12,7 @@ collapsing, fallbacks, thread pools) are 0 or false.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from resilient.dashboard._readout import Sampler
 
 __all__ = ["breaker_command", "bulkhead_pool", "hystrix_tick"]
+
+logger = logging.getLogger("resilient")
 
 _PERCENTILES: Final = ("0", "25", "50", "75", "90", "95", "99", "99.5", "100")
 _ROLLING_MS: Final = 10_000
@@ -145,7 +148,8 @@ def hystrix_tick(sampler: Sampler) -> bytes:
             else:
                 continue
         except Exception:
-            sampler.errors += 1
+            sampler.errors += 1  # logged and left out; the others are still sent
+            logger.exception("reading %s %r for the Hystrix stream failed", policy.kind, name)
             continue
         lines.append(f"data: {json.dumps(record, separators=(',', ':'))}\n\n".encode())
     return b"".join(lines) or b": ping\n\n"

@@ -104,7 +104,9 @@ class Hub:
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
-        self._subscribers: set[Subscriber] = set()
+        # Replaced, never changed in place (under the lock): the listener reads it from
+        # any thread without the lock.
+        self._subscribers: frozenset[Subscriber] = frozenset()
         self._lock = new_lock()
         self._listener = self._hear  # one bound method, so that remove() finds it
         self.errors = 0
@@ -124,12 +126,12 @@ class Hub:
         with self._lock:
             if not self._subscribers:
                 NOTABLE_LISTENERS.append(self._listener)
-            self._subscribers.add(subscriber)
+            self._subscribers = self._subscribers | {subscriber}
 
     def leave(self, subscriber: Subscriber) -> None:
         """Stop delivering to ``subscriber``; the last one out removes the listener."""
         with self._lock:
-            self._subscribers.discard(subscriber)
+            self._subscribers = self._subscribers - {subscriber}
             if not self._subscribers and self._listener in NOTABLE_LISTENERS:
                 NOTABLE_LISTENERS.remove(self._listener)
 
@@ -141,7 +143,7 @@ class Hub:
         try:
             if event.policy not in self._registry:
                 return
-            for subscriber in tuple(self._subscribers):
+            for subscriber in self._subscribers:
                 subscriber.push(event)
         except Exception:
             self.errors += 1
