@@ -148,7 +148,10 @@ def test_the_page_shows_a_breaker_forced_open_within_a_second(
 
         started = time.monotonic()
         reg.circuit_breaker("payments").force_open()
-        assert poll(page, state_of("payments") + " === 'forced_open'", timeout=1.0)
+        card = "document.querySelector('[data-policy=\"payments\"]')"
+        # The state and the highlight change in one step of the page's script.
+        shown = f"{state_of('payments')} === 'forced_open' && {card}.classList.contains('flash')"
+        assert poll(page, shown, timeout=1.0)
         assert time.monotonic() - started < 1.0
         log = page.evaluate("document.getElementById('log').textContent")
         assert "payments" in log
