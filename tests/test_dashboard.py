@@ -149,6 +149,15 @@ async def test_the_page_is_one_self_contained_html_file() -> None:
     assert int(head.headers["content-length"]) == len(response.content)
 
 
+async def test_head_on_a_stream_answers_without_streaming() -> None:
+    async with client(dashboard.app(Registry())) as c:
+        for path in ("/stream", "/hystrix.stream"):
+            head = await c.head(path)
+            assert head.status_code == 200
+            assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert head.content == b""
+
+
 async def test_unknown_paths_and_methods_are_refused() -> None:
     async with client(dashboard.app(Registry())) as c:
         missing = await c.get("/nothing")

@@ -28,7 +28,7 @@ _QUANTILES: Final = (0.5, 0.9, 0.99)
 
 
 def _page() -> bytes:
-    # Read on each request: a page of about 20 kB, and an edited file shows on reload.
+    # Read on each request: a page of 10 kB, and an edited file shows on reload.
     return (importlib.resources.files("resilient.dashboard") / "index.html").read_bytes()
 
 
@@ -76,6 +76,8 @@ class Dashboard:
         elif path == "/snapshot":
             body = json.dumps(self._snapshots.read(), separators=(",", ":"), default=str)
             await _respond(send, 200, b"application/json", body.encode(), scope=scope)
+        elif path in ("/stream", "/hystrix.stream") and scope["method"] == "HEAD":
+            await _respond(send, 200, b"text/event-stream; charset=utf-8", b"", scope=scope)
         elif path == "/stream":
             await self._stream(receive, send)
         elif path == "/hystrix.stream":
