@@ -248,6 +248,7 @@ async def test_a_failed_send_ends_the_stream_and_leaves_nothing_behind() -> None
 
 async def test_the_hystrix_stream_reports_breakers_as_commands_and_bulkheads_as_pools() -> None:
     reg = registry()
+    reg.retry("quotes")  # no Hystrix counterpart: left out
     reg.circuit_breaker("payments").force_open()
     app = dashboard.app(reg, interval=2, clock=ManualClock())
     async with opened(app, "/hystrix.stream") as stream:
