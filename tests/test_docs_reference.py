@@ -18,12 +18,13 @@ import pytest
 import resilient
 import resilient.asgi
 import resilient.chaos
+import resilient.dashboard
 import resilient.redis
 import resilient.testing
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
 DIRECTIVE = re.compile(
-    r"^::: (resilient(?:\.testing|\.asgi|\.redis|\.chaos)?\.\w+)\s*$", re.MULTILINE
+    r"^::: (resilient(?:\.testing|\.asgi|\.redis|\.chaos|\.dashboard)?\.\w+)\s*$", re.MULTILINE
 )
 SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|exc|data|mod|obj):`")
 
@@ -33,6 +34,7 @@ PUBLIC = (
     + [f"resilient.asgi.{name}" for name in resilient.asgi.__all__]
     + [f"resilient.redis.{name}" for name in resilient.redis.__all__]
     + [f"resilient.chaos.{name}" for name in resilient.chaos.__all__]
+    + [f"resilient.dashboard.{name}" for name in resilient.dashboard.__all__]
 )
 
 
@@ -51,6 +53,7 @@ def _resolve(dotted: str) -> object:
         "resilient.asgi": resilient.asgi,
         "resilient.redis": resilient.redis,
         "resilient.chaos": resilient.chaos,
+        "resilient.dashboard": resilient.dashboard,
     }
     return getattr(modules.get(module, resilient), name)
 

@@ -19,7 +19,7 @@ def test_all_is_sorted_and_complete() -> None:
     for name in resilient.__all__:
         assert hasattr(resilient, name), name
     # Public submodules are attributes of the package once imported, not names in __all__.
-    submodules = {"asgi", "chaos", "instrumentation", "redis", "testing"}
+    submodules = {"asgi", "chaos", "dashboard", "instrumentation", "redis", "testing"}
     public = {n for n in dir(resilient) if not n.startswith("_")} - submodules
     assert public == set(resilient.__all__) - {"__version__"}
 

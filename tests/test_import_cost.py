@@ -53,6 +53,18 @@ def test_import_resilient_loads_no_heavy_module() -> None:
     assert heavy(loaded_after("import resilient")) == []
 
 
+def test_import_resilient_does_not_import_the_dashboard() -> None:
+    # resilient.dashboard (issue 19) is optional: a page, a stream and anyio.
+    assert [m for m in loaded_after("import resilient") if "dashboard" in m] == []
+
+
+def test_the_dashboard_imports_no_opentelemetry() -> None:
+    # It reads the same counts as the OpenTelemetry instruments (_policies._outcomes),
+    # without the otel extra.
+    loaded = loaded_after("import resilient.dashboard\nresilient.dashboard.app()")
+    assert [m for m in loaded if m.startswith(("opentelemetry", "resilient.instrumentation"))] == []
+
+
 def test_import_resilient_loads_only_what_a_breaker_needs() -> None:
     def ours(code: str) -> set[str]:
         return {m for m in loaded_after(code) if m.startswith("resilient.")}
@@ -88,6 +100,7 @@ def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
         ("resilient.CircuitBreaker('b').metrics()", "resilient._core._snapshots"),
         ("resilient.WindowSnapshot", "resilient._core._snapshots"),
         ("import resilient.redis", "redis"),
+        ("import resilient.dashboard", "resilient.dashboard._stream"),
     ],
 )
 def test_the_rest_loads_on_first_use(code: str, loaded: str) -> None:

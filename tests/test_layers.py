@@ -112,7 +112,26 @@ def test_no_policy_imports_an_integration(path: Path) -> None:
         name
         for name, _ in imports_of(path)
         if top(name) == "resilient"
-        and floor_of(name) in {"asgi", "chaos", "instrumentation", "redis", "testing"}
+        and floor_of(name) in {"asgi", "chaos", "dashboard", "instrumentation", "redis", "testing"}
+    ]
+    assert wrong == [], f"{path.name} imports {wrong}"
+
+
+@pytest.mark.parametrize("path", modules("dashboard"), ids=lambda p: p.name)
+def test_the_dashboard_stands_on_the_policies_without_opentelemetry(path: Path) -> None:
+    # resilient.dashboard (issue 19) reads the policies' own read-outs, the counts that
+    # OpenTelemetry reports included (_policies._outcomes), and needs no otel extra; of
+    # the other integrations it names only the ASGI types, for type checking.
+    wrong = [
+        name
+        for name, typing_only in imports_of(path)
+        if not stdlib(name)
+        and top(name) not in BACKENDS
+        and not (
+            top(name) == "resilient"
+            and floor_of(name) in {"_core", "_waiting", "_policies", "dashboard"}
+        )
+        and not (typing_only and name.startswith("resilient.asgi._types"))
     ]
     assert wrong == [], f"{path.name} imports {wrong}"
 

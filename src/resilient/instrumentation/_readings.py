@@ -11,7 +11,6 @@ module only reads.
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -19,17 +18,16 @@ from typing import Any, Final
 from opentelemetry.metrics import Observation
 
 from resilient._core._breaker_state import CircuitState
-from resilient._policies._adaptive import AdaptiveLimiter
 from resilient._policies._breaker import CircuitBreaker
-from resilient._policies._bulkhead import Bulkhead
-from resilient._policies._fallback import Fallback
-from resilient._policies._hedge import Hedge
-from resilient._policies._keyed_ratelimit import KeyedRateLimiter
+
+# The table of call counts by outcome lives in _policies._outcomes (the dashboard reads
+# it too, without opentelemetry); kept under its old name for code that adds a kind here.
+from resilient._policies._outcomes import OUTCOMES as _OUTCOMES  # noqa: F401
+from resilient._policies._outcomes import nearest_rank
+from resilient._policies._outcomes import outcomes as _outcomes
 from resilient._policies._policy import CorePolicy, live_policies, reported_name
-from resilient._policies._ratelimit import RateLimiter
 from resilient._policies._retry import Retry
 from resilient._policies._throttle import AdaptiveThrottle
-from resilient._policies._timeout import Timeout
 
 __all__ = ["KIND_KEY", "OUTCOME", "POLICY", "STATE", "STORE", "Key", "Readings"]
 
@@ -66,112 +64,6 @@ def _stores() -> Iterator[tuple[Key, Any]]:
         if id(owner) not in seen:
             seen.add(id(owner))
             yield key, owner
-
-
-def _breaker_outcomes(breaker: CircuitBreaker) -> dict[str, int]:
-    m = breaker.metrics()
-    return {
-        "success": m.total_successful_calls,
-        "failure": m.total_failed_calls,
-        "ignored": m.total_ignored_calls,
-        "rejected": m.total_not_permitted_calls,
-    }
-
-
-def _timeout_outcomes(timeout: Timeout) -> dict[str, int]:
-    m = timeout.metrics()
-    return {"admitted": m.admitted, "timeout": m.timeouts, "rejected": m.rejected}
-
-
-def _bulkhead_outcomes(bulkhead: Bulkhead) -> dict[str, int]:
-    m = bulkhead.metrics()
-    return {"admitted": m.admitted, "rejected": m.rejected}
-
-
-def _limiter_outcomes(limiter: RateLimiter | KeyedRateLimiter) -> dict[str, int]:
-    m = limiter.metrics()
-    return {"admitted": m.admitted, "rejected": m.rejected}
-
-
-def _retry_outcomes(retry: Retry) -> dict[str, int]:
-    m = retry.metrics()
-    return {
-        "retry": m.retries,
-        "recovered": m.recovered,
-        "exhausted": m.exhausted,
-        "deadline": m.deadline_give_ups,
-        "budget_refused": m.budget_refusals,
-        "stopped": m.stopped,
-        "first_attempt": m.first_attempt,
-    }
-
-
-# A policy's call counts by outcome, since it was created, by the policy's class.
-_OUTCOMES: Final[dict[type, Callable[[Any], dict[str, int]]]] = {
-    CircuitBreaker: _breaker_outcomes,
-    Bulkhead: _bulkhead_outcomes,
-    Timeout: _timeout_outcomes,
-    RateLimiter: _limiter_outcomes,
-    KeyedRateLimiter: _limiter_outcomes,
-    Retry: _retry_outcomes,
-    Fallback: lambda f: {"fallback": f.used},
-}
-
-
-# -- issue 17: adaptive throttling (kept apart for merging) ---------------------------
-
-
-def _throttle_outcomes(throttle: AdaptiveThrottle) -> dict[str, int]:
-    # As a breaker's: the backend accepted (success) or not (failure), or neither.
-    m = throttle.metrics()
-    return {
-        "success": m.accepted,
-        "failure": m.failed,
-        "ignored": m.ignored,
-        "rejected": m.rejected,
-    }
-
-
-_OUTCOMES[AdaptiveThrottle] = _throttle_outcomes
-
-
-def _hedge_outcomes(hedge: Hedge) -> dict[str, int]:
-    # Calls end answered by the first attempt, by a hedge, or failed; "hedge" counts
-    # extra attempts (not calls), "cancelled" the losers.
-    m = hedge.metrics()
-    return {
-        "first_attempt": m.first_wins,
-        "hedge_won": m.hedge_wins,
-        "failed": m.failed,
-        "hedge": m.hedges,
-        "cancelled": m.cancelled,
-        "budget_refused": m.budget_refused,
-    }
-
-
-_OUTCOMES[Hedge] = _hedge_outcomes
-
-
-# -- issue 17: the adaptive limiter's outcomes (a block of its own) --------------------
-
-
-def _adaptive_outcomes(limiter: AdaptiveLimiter) -> dict[str, int]:
-    m = limiter.metrics()
-    return {"admitted": m.admitted, "rejected": m.rejected, "dropped": m.dropped}
-
-
-_OUTCOMES[AdaptiveLimiter] = _adaptive_outcomes
-
-
-def _outcomes(policy: CorePolicy[Any]) -> dict[str, int]:
-    for cls in type(policy).__mro__:  # a user's subclass reports as its base
-        read = _OUTCOMES.get(cls)
-        if read is not None:
-            return read(policy)
-    # A policy of an integration (resilient.chaos) reports its own counts, so that this
-    # floor imports none of them.
-    own = getattr(policy, "_call_outcomes", None)
-    return own() if own is not None else {}
 
 
 class Readings:
@@ -249,7 +141,7 @@ class Readings:
                 continue
             durations.sort()
             for q in self._quantiles:
-                value = durations[max(math.ceil(q * len(durations)) - 1, 0)]  # nearest rank
+                value = nearest_rank(durations, q)
                 yield Observation(value, {POLICY: name, KIND_KEY: kind, "resilient.quantile": q})
 
     def _summed(
