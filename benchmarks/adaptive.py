@@ -15,7 +15,8 @@ virtual time, seeded, so a run takes seconds and reproduces exactly.
 Three experiments:
 
 1. **Convergence.** Each algorithm starting below the knee and far above it: the limit
-   over time.
+   over time. **1b.** From above as a service meets it: the limit starts at 250 while
+   the load grows from nothing past the knee over the first 20 s (180 s runs).
 2. **Goodput and p99** (calls answered within the timeout per second; latency of those)
    of each algorithm against fixed bulkheads of several sizes.
 3. **Recovery.** The knee halves at one third of the run and comes back at two thirds;
@@ -196,6 +197,12 @@ ALGORITHMS: dict[str, Callable[[int], Any]] = {
 
 
 WINDOW = 1.0  # the limiter's window_duration (--window)
+RAMP = 20.0  # experiment 1b: arrivals grow from nothing to RATE over this many seconds
+
+
+def ramping(t: float) -> float:
+    """Experiment 1b's arrival rate: a service starting up, its load growing past the knee."""
+    return max(20.0, RATE * min(1.0, t / RAMP))
 
 
 def adaptive(algorithm: Any, seed: int) -> Callable[[ManualClock], Any]:
@@ -285,6 +292,20 @@ def experiments(quick: bool, seed: int) -> dict[str, Any]:
             }
     else:
         out["reference"] = "aioadaptive is not installed: no reference rows"
+    out["ramp"] = {}
+    ramp_duration = 60.0 if quick else 180.0
+    for name, make in ALGORITHMS.items():
+        run = simulate(
+            name, adaptive(make(250), seed), duration=ramp_duration, seed=seed, rate=ramping
+        )
+        tail = [limit for t, limit in run.trace if t >= ramp_duration * 0.75]
+        out["ramp"][name] = {
+            "final": run.trace[-1][1],
+            "median_last_quarter": sorted(tail)[len(tail) // 2],
+            "goodput": round(run.goodput(ramp_duration / 2), 1),
+            "p99_ms": round(1000 * run.p99(ramp_duration / 2), 1),
+            "trace": run.trace,
+        }
     for size in (10, 20, 30, 45, 60, 120, 250):
         run = simulate(
             f"Bulkhead({size})", lambda _c, s=size: Bulkhead(s), duration=duration, seed=seed
@@ -326,6 +347,8 @@ def experiments(quick: bool, seed: int) -> dict[str, Any]:
         "capacity_per_s": SERVERS / SERVICE,
         "timeout_s": TIMEOUT,
         "duration_s": duration,
+        "ramp_duration_s": ramp_duration,
+        "ramp_s": RAMP,
         "window_s": WINDOW,
         "seed": seed,
     }
@@ -344,6 +367,18 @@ def report(out: dict[str, Any]) -> None:
     print("\n1. convergence (knee = 30 in flight): limit at the end, median over the 2nd half")
     for name, row in out["convergence"].items():
         print(f"   {name:<26} final {row['final']:>4}   median {row['median_second_half']:>4}")
+    if "ramp" in out:
+        print(
+            f"\n1b. from above as a service meets it: limit 250, arrivals ramping from 0 to "
+            f"{setup['arrivals_per_s']:g}/s over {setup['ramp_s']:g} s; "
+            f"{setup['ramp_duration_s']:g} s virtual"
+        )
+        for name, row in out["ramp"].items():
+            print(
+                f"   {name:<10} final {row['final']:>4}   median of the last quarter "
+                f"{row['median_last_quarter']:>4}   goodput {row['goodput']:>7.1f}/s  "
+                f"p99 {row['p99_ms']:>6.1f} ms"
+            )
     print("\n2. goodput (answered in time, per s, 2nd half) and p99 of those")
     for name, row in out["goodput"].items():
         print(
@@ -366,7 +401,8 @@ def chart(out: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, grid = plt.subplots(2, 2, figsize=(13, 9))
+    axes = [grid[0][0], grid[1][0], grid[1][1], grid[0][1]]
     ax = axes[0]
     colours = {"Gradient2": "tab:blue", "Vegas": "tab:orange", "AIMD": "tab:green"}
     for name, row in out["convergence"].items():
@@ -428,6 +464,21 @@ def chart(out: dict[str, Any], path: str) -> None:
         label="knee",
     )
     ax.set(title="3. Recovery when the knee moves", xlabel="virtual seconds", ylabel="limit")
+    ax.legend(fontsize=7)
+
+    ax = axes[3]
+    for name, row in out.get("ramp", {}).items():
+        ts, limits = zip(*row["trace"], strict=True)
+        ax.plot(ts, limits, color=colours[name], label=f"{name} from 250")
+    ax.axhline(SERVERS, color="grey", linestyle=":", label="knee")
+    ramp_s = out["setup"].get("ramp_s", RAMP)
+    ax.axvline(ramp_s * (SERVERS / SERVICE) / RATE, color="grey", linewidth=0.8, label="load reaches capacity")
+    ax.set_yscale("log")
+    ax.set(
+        title="1b. From above, as load ramps up past the knee",
+        xlabel="virtual seconds",
+        ylabel="limit",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
