@@ -131,7 +131,9 @@ def test_a_forked_child_opens_its_own_connections(redis_server: Server, namespac
 def test_an_async_store_serves_one_event_loop_after_another(
     redis_server: Server, namespace: str
 ) -> None:
-    store = RedisStore(redis.asyncio.Redis(port=redis_server.port), namespace=namespace)
+    store = RedisStore(
+        redis.asyncio.Redis(port=redis_server.port), namespace=namespace, op_timeout=5
+    )
     limiter = RateLimiter(HUGE, name="api", store=store)
 
     async def calls() -> None:
@@ -159,7 +161,9 @@ def test_an_async_store_serves_one_event_loop_after_another(
 async def test_an_async_store_reloads_a_flushed_script_over_its_wire(
     redis_server: Server, namespace: str
 ) -> None:
-    store = RedisStore(redis.asyncio.Redis(port=redis_server.port), namespace=namespace)
+    store = RedisStore(
+        redis.asyncio.Redis(port=redis_server.port), namespace=namespace, op_timeout=5
+    )
     limiter = RateLimiter(HUGE, name="api", store=store)
 
     async def one() -> int:
