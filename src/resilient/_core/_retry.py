@@ -143,6 +143,7 @@ class RetryCore(EventSource):
         "name",
         "on",
         "on_result",
+        "plain",
     )
 
     def __init__(
@@ -177,6 +178,12 @@ class RetryCore(EventSource):
                 f"not {type(budget).__name__}"
             )
         self.budget: RetryBudget | RetryThrottle | None = budget
+        # What the drivers read at each call (a list changed in place by adopt()):
+        # whether a first success may skip the flow, and the budget's deposit.
+        self.plain: list[Any] = [
+            self.on_result is None and budget is None,
+            None if budget is None else budget.on_first_attempt,
+        ]
         self.clock = clock  # resolved and checked by the adapter, which sleeps with it
         # The caller's deadline is read through the adapter (a context variable there).
         self._time_left = time_left
@@ -186,6 +193,17 @@ class RetryCore(EventSource):
         # (see _atomic.new_counter); drivers call next() on
         # it directly.
         self.first_attempts = new_counter()
+
+    def adopt(self, fresh: RetryCore) -> None:
+        """Take the checked options of ``fresh``; the counts stay (issue 19)."""
+        with self._lock:
+            self.attempts = fresh.attempts
+            self._new_schedule = fresh._new_schedule
+            self.on = fresh.on
+            self._retry_open_circuit = fresh._retry_open_circuit
+            self.on_result = fresh.on_result
+            self.budget = fresh.budget
+            self.plain[:] = fresh.plain
 
     def retryable(self, exc: BaseException | None, result: Any, judge_result: bool = True) -> bool:
         """Whether this outcome (an :class:`Exception`, or a result) is worth a retry."""
