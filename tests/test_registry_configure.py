@@ -1,4 +1,4 @@
-"""Registry.configure(): every kind from plain data, updates in place, a bad file changes nothing."""
+"""Registry.configure(): every kind from plain data, updates in place, bad files change nothing."""
 
 from __future__ import annotations
 
