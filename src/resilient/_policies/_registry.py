@@ -290,10 +290,16 @@ _KEYWORDS_ONLY = frozenset({"retry", "hedge", "adaptive_limiter"})  # no positio
 
 def _adaptive_limiter(**options: Any) -> Policy:
     # Loaded when a registry makes one, as the timeout is.
-    from resilient._core import _limit_algorithms  # noqa: PLC0415
     from resilient._policies._adaptive import AdaptiveLimiter  # noqa: PLC0415
 
-    algorithm = options.get("algorithm")
+    options["algorithm"] = algorithm_from(options.get("algorithm"))
+    return AdaptiveLimiter(**options)
+
+
+def algorithm_from(algorithm: Any) -> Any:
+    """An adaptive limiter's algorithm from plain data: a name, or ``{"name": ..., **options}``."""
+    from resilient._core import _limit_algorithms  # noqa: PLC0415
+
     if isinstance(algorithm, (str, Mapping)):
         spec = {"name": algorithm} if isinstance(algorithm, str) else dict(algorithm)
         classes = {
@@ -307,8 +313,8 @@ def _adaptive_limiter(**options: Any) -> Policy:
                 'algorithm must be "gradient2", "vegas" or "aimd" (or a mapping with such a '
                 f'"name" and the algorithm\'s options), got {algorithm!r}'
             )
-        options["algorithm"] = classes[which](**spec)
-    return AdaptiveLimiter(**options)
+        return classes[which](**spec)
+    return algorithm
 
 
 _FACTORIES["adaptive_limiter"] = _adaptive_limiter

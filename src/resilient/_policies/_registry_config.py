@@ -243,6 +243,10 @@ class _Check:
         }
         if "window" in wanted:
             wanted["window"] = window_from(wanted["window"])
+        if kind == "adaptive_limiter":
+            from resilient._policies._registry import algorithm_from  # noqa: PLC0415
+
+            wanted["algorithm"] = algorithm_from(wanted.get("algorithm"))
         made = plan(existing, wanted)  # type: ignore[arg-type]
         if made is not None:
             self.plans.append(made)
