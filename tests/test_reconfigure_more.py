@@ -166,3 +166,23 @@ def test_decorated_chaos_policies_follow_rate_payload_and_keep_their_draws() -> 
             except KeyError:
                 seen.append(True)
     assert draws[0] == draws[1]
+
+
+async def test_an_async_factory_is_read_at_each_call_and_stays_async() -> None:
+    async def first() -> str:
+        return "first"
+
+    async def second() -> str:
+        return "second"
+
+    result = InjectResult(factory=first, rate=1.0)
+
+    @result
+    async def real() -> str:
+        return "real"  # pragma: no cover - every call is answered
+
+    assert await real() == "first"
+    result.reconfigure(factory=second)
+    assert await real() == "second"
+    with pytest.raises(TypeError, match="factory must stay an async callable"):
+        result.reconfigure(factory=lambda: "sync")
