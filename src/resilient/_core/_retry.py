@@ -126,6 +126,10 @@ class RetryMetrics:
         )
 
 
+def _no_deposit() -> None:
+    """What a first attempt calls when there is no budget but the flow is needed."""
+
+
 class RetryCore(EventSource):
     """What is retried, how long to wait, and the retry flow itself."""
 
@@ -138,12 +142,12 @@ class RetryCore(EventSource):
         "attempts",
         "budget",
         "clock",
+        "first",
         "first_attempts",
         "max_wait",
         "name",
         "on",
         "on_result",
-        "plain",
     )
 
     def __init__(
@@ -178,11 +182,16 @@ class RetryCore(EventSource):
                 f"not {type(budget).__name__}"
             )
         self.budget: RetryBudget | RetryThrottle | None = budget
-        # What the drivers read at each call (a list changed in place by adopt()):
-        # whether a first success may skip the flow, and the budget's deposit.
-        self.plain: list[Any] = [
-            self.on_result is None and budget is None,
-            None if budget is None else budget.on_first_attempt,
+        # What the drivers read at each call, in a one-item list that adopt() changes in
+        # place: None while a first success may skip the flow (no budget, no
+        # on_result), else what a first attempt calls first (the budget's deposit, or
+        # a no-op).
+        self.first: list[Callable[[], object] | None] = [
+            None
+            if self.on_result is None and budget is None
+            else _no_deposit
+            if budget is None
+            else budget.on_first_attempt
         ]
         self.clock = clock  # resolved and checked by the adapter, which sleeps with it
         # The caller's deadline is read through the adapter (a context variable there).
@@ -203,7 +212,7 @@ class RetryCore(EventSource):
             self._retry_open_circuit = fresh._retry_open_circuit
             self.on_result = fresh.on_result
             self.budget = fresh.budget
-            self.plain[:] = fresh.plain
+            self.first[0] = fresh.first[0]
 
     def retryable(self, exc: BaseException | None, result: Any, judge_result: bool = True) -> bool:
         """Whether this outcome (an :class:`Exception`, or a result) is worth a retry."""

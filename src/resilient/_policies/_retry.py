@@ -216,14 +216,14 @@ def sync_retrying(
     """
     start = core.start
     # Read at each call, from the core: reconfigure() may add a budget or on_result.
-    plain = core.plain
+    first = core.first
     once = repeatable is None
     sleep = core.clock.sleep
     first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
     ask = functools.partial  # no closure over `args`: the first attempt needs no cell
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        deposit = plain[1]
+        deposit = first[0]  # None: a plain retry (no budget, no on_result)
         if deposit is not None:
             deposit()  # a first attempt counts even if it is then interrupted
         try:
@@ -233,7 +233,7 @@ def sync_retrying(
             if steps is None:
                 raise
         else:
-            if plain[0] and once:
+            if deposit is None and once:
                 next(first_ended)
                 return result
             steps = start(None, result, None if repeatable is None else ask(repeatable, args))
@@ -269,14 +269,14 @@ def async_retrying(
     """The async adapter of the retry flow, around ``fn`` (see :func:`sync_retrying`)."""
     start = core.start
     # Read at each call, from the core: reconfigure() may add a budget or on_result.
-    plain = core.plain
+    first = core.first
     once = repeatable is None
     asleep = core.clock.asleep
     first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
     ask = functools.partial  # no closure over `args`: the first attempt needs no cell
 
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        deposit = plain[1]
+        deposit = first[0]  # None: a plain retry (no budget, no on_result)
         if deposit is not None:
             deposit()  # a first attempt counts even if it is then interrupted
         try:
@@ -286,7 +286,7 @@ def async_retrying(
             if steps is None:
                 raise
         else:
-            if plain[0] and once:
+            if deposit is None and once:
                 next(first_ended)
                 return result
             steps = start(None, result, None if repeatable is None else ask(repeatable, args))
