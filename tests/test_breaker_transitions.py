@@ -41,6 +41,8 @@ DOCUMENTED = {
     (HALF_OPEN, Trigger.TRIALS_FAILED, OPEN),
     (HALF_OPEN, Trigger.HALF_OPEN_EXPIRED, OPEN),
     (HALF_OPEN, Trigger.FORKED, HALF_OPEN),  # a forked child's own half-open stay
+    # reconfigure() of the window: a new stay in the states that record into it.
+    *((state, Trigger.REWINDOWED, state) for state in (CLOSED, DISABLED, METRICS_ONLY)),
     # reset() from any state; the other controls from any state but their own
     # (asking for the state the breaker is in is not a transition).
     *((state, Trigger.RESET, CLOSED) for state in CircuitState),

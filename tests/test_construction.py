@@ -471,6 +471,7 @@ CASES.update(
     }
 )
 NOT_CONFIGURATION |= {"AdaptiveLimiterMetrics", "LimitChanged", "PartitionMetrics"}
+NOT_CONFIGURATION |= {"Reconfigured"}  # issue 19: an event record
 
 
 def _public() -> dict[str, Any]:

@@ -420,8 +420,6 @@ def test_the_inline_admission_is_the_cores() -> None:
         "g0": "now_ns",
         "x0": "lock",
         "c0": "cell",
-        "v0": "interval",
-        "z0": "tolerance",
         "m0": "admitted",
         "now0": "now",
         "tat0": "tat",
@@ -435,14 +433,16 @@ def test_the_inline_admission_is_the_cores() -> None:
     for statement in (
         "now = now_ns()",
         "tat = cell[0]",
-        "new_tat = (tat if tat > now else now) + interval",
+        "new_tat = (tat if tat > now else now) + cell[1]",
         "cell[0] = new_tat",
         "admitted[0] += 1",
     ):
         assert statement in core, statement
         assert statement in written, statement
-    assert "new_tat - now <= tolerance" in ast.unparse(admit)
-    assert "ok0 = new_tat - now <= tolerance" in written
+    assert "new_tat - now <= cell[2]" in ast.unparse(admit)
+    assert "ok0 = new_tat - now <= cell[2]" in written
+    assert "due = cell[0] - cell[3]" in core
+    assert "d0 = cell[0] - cell[3] - now" in written
 
 
 @pytest.mark.parametrize("how", ["alone", "composed"])

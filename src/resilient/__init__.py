@@ -261,3 +261,12 @@ _LAZY.update(_ADAPTIVE)
 __all__ += list(_ADAPTIVE)
 __all__.sort()
 del _ADAPTIVE
+
+
+# -- issue 19: reconfiguration (a block of its own, to ease merging) -------------------
+if _typing.TYPE_CHECKING:
+    from resilient._core._records import Reconfigured as Reconfigured
+
+_LAZY["Reconfigured"] = "resilient._core._records"
+__all__ += ["Reconfigured"]
+__all__.sort()

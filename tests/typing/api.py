@@ -187,3 +187,15 @@ def _throttles() -> None:
     assert_type(throttle.rejection_probability, float)
     assert_type(compose(throttle, bulkhead)(fetch)(2), str)
     AdaptiveThrottle(k="2")  # type: ignore[arg-type]
+
+
+# -- issue 19: reconfiguration ----------------------------------------------------------
+from resilient import Bulkhead as _Bulkhead  # noqa: E402
+from resilient import Reconfigured, Registry  # noqa: E402
+
+
+def _reconfigure(event: Reconfigured) -> None:
+    assert_type(breaker.reconfigure(failure_rate_threshold=0.3, window=CountWindow(50)), bool)
+    assert_type(_Bulkhead(4).reconfigure(max_concurrent=8), bool)
+    assert_type(Registry().configure({"x": {"kind": "bulkhead", "max_concurrent": 2}}), None)
+    assert_type(event.options, tuple[str, ...])

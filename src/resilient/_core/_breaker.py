@@ -369,20 +369,27 @@ class BreakerCore(BreakerCalls, BreakerReadouts, EventSource):
         slow-call detection or a time window keeps measuring.
         """
         with self._lock:
-            timed = on or self._timed_by_config
-            if timed is self._timed:
-                return
-            self._timed = timed
-            # Changed in place, not replaced: calls holding this ticket stay recorded.
-            self._epoch.fast = self._state is CLOSED and self._fast_capable and not timed
-            self._settle()
-            self._epoch.timed = timed
-            window = self._window
-            if isinstance(window, CountWindow):
-                if timed:
-                    # Slots already holding outcomes were not measured: NaN says so.
-                    window._durations = array("d", [math.nan]) * window.size
-                else:
-                    # Lock-free successes would leave stale durations behind.
-                    window._durations = None
-                    window.total_duration = 0.0
+            self._set_timed(on or self._timed_by_config)
+
+    def _set_timed(self, timed: bool) -> None:
+        """Measure durations or stop (call with the lock held); the lock-free path follows.
+
+        Also what ``reconfigure()`` calls after changing what the fast path depends on.
+        """
+        changed = timed is not self._timed
+        self._timed = timed
+        # Changed in place, not replaced: calls holding this ticket stay recorded.
+        self._epoch.fast = self._state is CLOSED and self._fast_capable and not timed
+        self._settle()
+        if not changed:
+            return
+        self._epoch.timed = timed
+        window = self._window
+        if isinstance(window, CountWindow):
+            if timed:
+                # Slots already holding outcomes were not measured: NaN says so.
+                window._durations = array("d", [math.nan]) * window.size
+            else:
+                # Lock-free successes would leave stale durations behind.
+                window._durations = None
+                window.total_duration = 0.0

@@ -101,6 +101,8 @@ class Trigger:
     """``disable()``."""
     RECORD_ONLY: Final = "metrics_only"
     """``metrics_only()``."""
+    REWINDOWED: Final = "rewindowed"
+    """``reconfigure()`` changed the window of a state recording into it: a new stay."""
 
 
 TRIGGERS: Final = (
@@ -114,6 +116,7 @@ TRIGGERS: Final = (
     Trigger.FORCE_OPEN,
     Trigger.DISABLE,
     Trigger.RECORD_ONLY,
+    Trigger.REWINDOWED,
 )
 """Every trigger."""
 
@@ -130,7 +133,7 @@ def _manual(state: CircuitState) -> dict[str, CircuitState]:
 
 
 TRANSITIONS: Final[dict[CircuitState, dict[str, CircuitState]]] = {
-    CLOSED: {Trigger.TRIPPED: OPEN, **_manual(CLOSED)},
+    CLOSED: {Trigger.TRIPPED: OPEN, Trigger.REWINDOWED: CLOSED, **_manual(CLOSED)},
     OPEN: {Trigger.OPEN_ELAPSED: HALF_OPEN, **_manual(OPEN)},
     HALF_OPEN: {
         Trigger.TRIALS_PASSED: CLOSED,
@@ -142,13 +145,13 @@ TRANSITIONS: Final[dict[CircuitState, dict[str, CircuitState]]] = {
     # The manual states leave only by hand: FORCED_OPEN never moves to HALF_OPEN by
     # itself, METRICS_ONLY never opens, DISABLED records nothing that could open it.
     FORCED_OPEN: _manual(FORCED_OPEN),
-    DISABLED: _manual(DISABLED),
-    METRICS_ONLY: _manual(METRICS_ONLY),
+    DISABLED: {Trigger.REWINDOWED: DISABLED, **_manual(DISABLED)},
+    METRICS_ONLY: {Trigger.REWINDOWED: METRICS_ONLY, **_manual(METRICS_ONLY)},
 }
 """Every state change a breaker makes: ``TRANSITIONS[state][trigger]`` is the new state.
 
-A trigger leading to the state it leaves (``RESET`` in CLOSED, ``FORKED``) starts a new
-stay there (a new epoch, a fresh window) and emits no transition event.
+A trigger leading to the state it leaves (``RESET`` in CLOSED, ``FORKED``,
+``REWINDOWED``) starts a new stay there (a new epoch, a fresh window) and emits no transition event.
 """
 
 

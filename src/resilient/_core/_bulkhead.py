@@ -44,6 +44,9 @@ from resilient._core._waiter import Waiter
 __all__ = ["BulkheadCore", "BulkheadMetrics", "SlotClaim"]
 
 KIND: Final = "bulkhead"
+# A low-water mark no pool falls below: while a shrink's debt is unpaid, every lock-free
+# taker then calls took() (see resize()).
+_OUT_OF_REACH: Final = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +96,16 @@ class BulkheadCore(EventSource):
     """Slots, waiters and counts of one bulkhead; see the module docstring."""
 
     __slots__ = (
+        "_debt",
         "_live",
         "_lock",
         "_lost",
         "_low_water",
+        "_peak",
         "_refused",
         "_released",
+        "_retired",
+        "_saved_low_water",
         "_slots",
         "_tickets",
         "_to_wake",
@@ -147,6 +154,13 @@ class BulkheadCore(EventSource):
         # before its exit ran (see SlotClaim).
         self._live: set[SlotClaim] = set()
         self._lost: collections.deque[SlotClaim] = collections.deque()
+        # Reconfiguration (see resize()): slots still to take out of circulation after a
+        # shrink, the pools replaced by a grow (a late release may land in one), and the
+        # most calls in flight before the last resize.
+        self._debt = 0
+        self._retired: list[collections.deque[bool]] = []
+        self._saved_low_water = self.max_concurrent
+        self._peak = 0
 
     def took(self, free: int) -> None:
         """A caller took a slot and left ``free`` slots: keep the lowest count seen.
@@ -154,7 +168,14 @@ class BulkheadCore(EventSource):
         The one place the low-water mark (``max_observed``) is written. Callers that
         take slots lock-free tell it only when ``free`` is below the mark, which only
         ever falls: at most ``max_concurrent`` times in a bulkhead's life.
+
+        While a shrink's debt is unpaid the mark is out of reach (:meth:`resize`), so
+        every lock-free taker comes here: the slot it took pays the debt instead, and
+        ``IndexError`` sends the caller where a caller that found no free slot goes
+        (the takers catch it from their ``pop()`` already).
         """
+        if self._debt and self._owes():
+            raise IndexError("the slot taken went to a smaller limit")
         if free < self._low_water:
             self._low_water = free
 
@@ -188,8 +209,10 @@ class BulkheadCore(EventSource):
         """
         if self._lost:
             self.take_back_lost()
-        slots = self._slots
         with self._lock:
+            if self._debt or self._retired:
+                self._settle_locked()
+            slots = self._slots
             # Each pop behind a truth test (no call): a contended caller pays for no
             # IndexError here, only for the one of the runner's lock-free look.
             if slots:
@@ -248,8 +271,10 @@ class BulkheadCore(EventSource):
         """
         if waiter.granted:  # handed off: set under the lock before the wake-up
             return True
-        slots = self._slots
         with self._lock:  # woken to take: it is in _woken, where nothing grants it
+            if self._debt or self._retired:
+                self._settle_locked()
+            slots = self._slots
             self._woken.discard(waiter)
             waiter.granted = True  # no call between this and the pop: see enqueue()
             try:
@@ -280,10 +305,12 @@ class BulkheadCore(EventSource):
         takes the free slot it was woken for, if it is still there; otherwise it leaves
         the queue and counts as rejected.
         """
-        slots = self._slots
         with self._lock:
             if waiter.granted:
                 return True
+            if self._debt or self._retired:
+                self._settle_locked()
+            slots = self._slots
             if waiter in self._woken:
                 self._woken.discard(waiter)
                 waiter.granted = True
@@ -354,6 +381,8 @@ class BulkheadCore(EventSource):
         # Under the lock: give free slots to the head of the queue, or wake the head to
         # take one, while slots are free that no woken waiter is on its way to. Who was
         # served is collected in _to_wake and woken after the lock (_wake_all).
+        if self._debt or self._retired:
+            self._settle_locked()
         slots, waiters, woken = self._slots, self._waiters, self._woken
         to_wake = self._to_wake
         while waiters and slots:
@@ -402,6 +431,14 @@ class BulkheadCore(EventSource):
             claim.held = False
         self._live.clear()
         self._lost.clear()
+        self._retired.clear()
+        if self._debt:
+            self._debt = 0
+            self._aim(self._saved_low_water)
+        if self._slots.maxlen != self.max_concurrent:
+            # Raised by a grow, or kept by a shrink: the bound must be the limit for a
+            # late release to be absorbed (the runners read the pool from the core).
+            self._slots = collections.deque(self._slots, maxlen=self.max_concurrent)
         missing = self.max_concurrent - len(self._slots)
         # Advanced in place, not replaced: the guards and runners bound this counter.
         collections.deque(itertools.islice(self._released, missing), maxlen=0)
@@ -445,13 +482,14 @@ class BulkheadCore(EventSource):
         pop, atomic), and that is when it is refused. Slots of dropped ``with`` blocks
         are taken back the usual way, with a waiter (``new_waiter()``).
         """
-        if self.max_wait != 0:
-            return new_waiter
         lost, refused, listeners = self._lost, self._refused, self._listeners
         name, about, rejection = self.name, (self, None), self.rejection
+        retired, core = self._retired, self
 
         def refuse() -> Waiter:
-            if lost:
+            # max_wait is read now: reconfigure() may change it after decoration. A pool
+            # replaced by a grow may hold a late release: the locked way finds it.
+            if lost or retired or core.max_wait:
                 return new_waiter()
             next(refused)
             # EventSource.observed(), inlined, as in rejection(), and the error raised
@@ -476,13 +514,92 @@ class BulkheadCore(EventSource):
         if self._lost:
             self.take_back_lost()
         with self._lock:
-            free = len(self._slots)
+            if self._debt or self._retired:
+                self._settle_locked()
+            limit = self.max_concurrent
+            # Slots in circulation: the limit, and those a shrink has still to take back.
+            in_flight = limit + self._debt - len(self._slots)
             waiting = len(self._waiters) + len(self._woken)
+            low_water = self._saved_low_water if self._debt else self._low_water
         return BulkheadMetrics(
-            max_concurrent=self.max_concurrent,
-            in_flight=self.max_concurrent - free,
+            max_concurrent=limit,
+            in_flight=in_flight,
             waiting=waiting,
             rejected=self.rejected + counted(self._refused),
-            max_observed=self.max_concurrent - self._low_water,
-            admitted=counted(self._released) + self.max_concurrent - free,
+            max_observed=max(self._peak, limit - low_water),
+            admitted=counted(self._released) + in_flight,
         )
+
+    # -- reconfiguration ---------------------------------------------------------------
+
+    def resize(self, limit: int) -> None:
+        """Change ``max_concurrent`` in place; calls in flight keep their slots.
+
+        A grow adds free slots (serving waiters at once). A shrink takes free slots out
+        of circulation now, and owes the rest (a *debt*) until calls in flight give
+        theirs back: until it is paid no caller is admitted, so once the calls that were
+        in flight have finished, never more than ``limit`` run at once. The pool's
+        ``maxlen`` is the most free slots it can hold (see ``_after_fork_in_child``); a
+        grow beyond it replaces the pool (the runners read it from the core).
+        """
+        with self._lock:
+            self._settle_locked()
+            old = self.max_concurrent
+            low_water = self._saved_low_water if self._debt else self._low_water
+            self._peak = max(self._peak, old - low_water)
+            grow = limit - old
+            if grow > 0:
+                paid = min(self._debt, grow)
+                self._debt -= paid
+                grow -= paid
+                slots = self._slots
+                if slots.maxlen is not None and slots.maxlen < limit:
+                    self._slots = collections.deque(slots, maxlen=limit)
+                    self._retired.append(slots)  # a release may still be on its way here
+                    slots.clear()
+                self._slots.extend(itertools.repeat(object=True, times=grow))
+            else:
+                self._debt -= grow
+            self.max_concurrent = limit
+            self._saved_low_water = limit  # nothing seen at this limit yet (see _peak)
+            self._aim(_OUT_OF_REACH if self._debt else limit)
+            self._settle_locked()
+            self._serve_locked()
+        self._wake_all()
+
+    def _aim(self, mark: int) -> None:
+        """Set the low-water mark for a new limit, or out of reach during a debt.
+
+        The one writer of the mark besides ``took()`` (which only lowers it).
+        """
+        self._low_water = mark
+
+    def _owes(self) -> bool:
+        """A lock-free taker came during a debt: ``True`` if its slot paid some of it."""
+        with self._lock:
+            self._settle_locked()  # free slots pay first
+            if not self._debt:
+                return False
+            self._debt -= 1
+            if not self._debt:
+                self._aim(self._saved_low_water)
+            return True
+
+    def _settle_locked(self) -> None:
+        """Bring home the slots of replaced pools, and pay the debt from free slots."""
+        slots = self._slots
+        for old in self._retired:
+            while old:
+                try:
+                    old.pop()
+                except IndexError:  # pragma: no cover - emptied meanwhile
+                    break
+                slots.append(True)
+        while self._debt and slots:
+            try:
+                slots.pop()
+            except IndexError:  # pragma: no cover - taken by a lock-free caller meanwhile
+                break
+            self._debt -= 1
+            if not self._debt:
+                self._aim(self._saved_low_water)

@@ -204,3 +204,10 @@ if TYPE_CHECKING:
     from resilient._core._records import LimitChanged
 _RECORDS = _RECORDS | frozenset({"LimitChanged"})
 __all__ += ["LimitChanged"]
+
+
+# -- issue 19: reconfiguration's record (a block of its own, to ease merging) ----------
+if TYPE_CHECKING:
+    from resilient._core._records import Reconfigured
+_RECORDS = _RECORDS | frozenset({"Reconfigured"})
+__all__ += ["Reconfigured"]

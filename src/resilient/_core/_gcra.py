@@ -214,6 +214,26 @@ class GcraCore(EventSource):
         """Calls refused so far (those counted under the lock and those without)."""
         return self.rejected + counted(self._refused)
 
+    # -- reconfiguration (issue 19) ----------------------------------------------------
+
+    def carry(self, tat: int, now: int, fresh: GcraCore) -> int:
+        """The TAT under ``fresh``'s options that leaves the tokens ``tat`` leaves now.
+
+        Tokens are the calls admitted at once from now: ``(tolerance - (TAT - now)) /
+        interval``, negative while waits are reserved past the burst. They are kept,
+        rounded down, and capped at the new burst (as Guava's ``setRate`` does): a
+        change never lets more calls through at once than either setting would.
+        """
+        tokens = self.tolerance - max(tat - now, 0)  # nanoseconds of the old interval
+        used = fresh.tolerance - tokens * fresh.interval // self.interval
+        return now + max(used, 0)
+
+    def adopt(self, fresh: GcraCore) -> None:
+        """Take the checked options of ``fresh`` (call with the lock held)."""
+        self.rate, self.per, self.burst = fresh.rate, fresh.per, fresh.burst
+        self.max_wait = fresh.max_wait
+        self.interval, self.tolerance, self.slack = fresh.interval, fresh.tolerance, fresh.slack
+
 
 _NEVER: Final = 2**200  # a slack no TAT minus it ever exceeds a clock's reading
 
@@ -221,16 +241,18 @@ _NEVER: Final = 2**200  # a slack no TAT minus it ever exceeds a clock's reading
 class RateLimiterCore(GcraCore):
     """One TAT for all callers.
 
-    The TAT lives in a one-item list shared with :attr:`admit`, a closure over the
-    constants it needs: the admission path reads no attributes, which is a fifth of
-    its cost.
+    The TAT lives in a list shared with :attr:`admit`, a closure: ``[TAT, interval,
+    tolerance, early slack]``, all in nanoseconds. The admission path reads no
+    attributes, which is a fifth of its cost, and ``reconfigure()`` changes the three
+    constants in place under the lock, so that every admission already built (the
+    runners write it out, see ``_pipeline._inline_gate_level``) sees them at once.
     """
 
     __slots__ = ("_admitted_fast", "_tat", "admit")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._tat = [-(2**62)]
+        self._tat = [-(2**62), self.interval, self.tolerance, self.early_slack()]
         self.admit = self._make_admit()
 
     def early_slack(self) -> int:
@@ -243,45 +265,23 @@ class RateLimiterCore(GcraCore):
         return self.slack if self.max_wait == 0 and self.float_clock is None else _NEVER
 
     def _make_admit(self) -> Callable[[], bool]:
-        cell, now_ns, interval, tolerance = self._tat, self.now, self.interval, self.tolerance
-        lock = self._lock
-        admitted = self._admitted_fast = [0]
-        if self.max_wait == 0 and self.float_clock is None:
-            return self._make_refusing_admit()
+        """``admit()``: ``True`` if a call is within the rate now, else ``False`` or a raise.
 
-        def admit() -> bool:
-            """Admit a call now if it is within the rate (no waiting): the hot path."""
-            now = now_ns()
-            # `with`, not acquire()/release(): an interrupt between the two would leave
-            # the lock held and every later call blocked.
-            with lock:
-                tat = cell[0]
-                new_tat = (tat if tat > now else now) + interval
-                if new_tat - now <= tolerance:
-                    cell[0] = new_tat
-                    admitted[0] += 1
-                    return True
-                return False
-
-        return admit
-
-    def _make_refusing_admit(self) -> Callable[[], bool]:
-        """``admit()`` for ``max_wait=0`` on the integer-nanosecond clock: it raises the refusal.
-
-        A call over the rate can never wait, so rather than answer ``False`` (after which
-        ``reserve()`` would read the clock and take the lock again, to refuse), it is
-        refused at once, from the TAT read without the lock (as :meth:`reserve` does).
+        A limiter that never waits, on the integer-nanosecond clock, refuses a call over
+        the rate at once, from the TAT read without the lock (as :meth:`reserve` does),
+        rather than answer ``False`` (after which ``reserve()`` would read the clock and
+        take the lock again, to refuse); for any other limiter the early slack is too
+        large for that test to hold, and ``False`` leaves the wait to ``reserve()``.
         """
-        cell, now_ns, interval = self._tat, self.now, self.interval
-        lock, slack, refused = self._lock, self.slack, self._refused
-        admitted = self._admitted_fast
+        cell, now_ns, lock, refused = self._tat, self.now, self._lock, self._refused
+        admitted = self._admitted_fast = [0]
         name, about, refusal = self.name, (self, None), self.refusal
         listeners = self._listeners  # changed in place only
 
         def admit() -> bool:
-            """Admit a call now if it is within the rate; else raise ``RateLimitedError``."""
+            """Admit a call now if it is within the rate (no waiting): the hot path."""
             now = now_ns()
-            due = cell[0] - slack  # when this call would be within the rate
+            due = cell[0] - cell[3]  # when this call would be within the rate
             if due > now:
                 next(refused)
                 # EventSource.observed(), inlined. (The error is raised as it is built:
@@ -289,15 +289,26 @@ class RateLimiterCore(GcraCore):
                 if listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
                     raise refusal(due - now, now, None)
                 raise rate_limited(name, about, due - now)
+            # `with`, not acquire()/release(): an interrupt between the two would leave
+            # the lock held and every later call blocked.
             with lock:
                 tat = cell[0]
-                if tat - slack <= now:  # still within the rate
-                    cell[0] = (tat if tat > now else now) + interval
+                new_tat = (tat if tat > now else now) + cell[1]
+                if new_tat - now <= cell[2]:
+                    cell[0] = new_tat
                     admitted[0] += 1
                     return True
-                return False  # taken meanwhile: reserve() decides, under the lock
+                return False
 
         return admit
+
+    def retune(self, fresh: GcraCore) -> None:
+        """Take the checked options of ``fresh`` in place, keeping the tokens (see ``carry``)."""
+        with self._lock:
+            now = self.now()
+            self._tat[0] = self.carry(self._tat[0], now, fresh)
+            self.adopt(fresh)
+            self._tat[1:] = [self.interval, self.tolerance, self.early_slack()]
 
     def reserve(self) -> tuple[int, int]:
         """Admit or reserve a slot: (nanoseconds to wait, the reserved TAT); raise if refused."""
@@ -378,6 +389,18 @@ class KeyedRateLimiterCore(GcraCore):
                 return max(delay, 0), new_tat
             self.rejected += 1
         raise self.refusal(delay, now, reading, key)
+
+    def retune(self, fresh: KeyedRateLimiterCore) -> None:
+        """Take the checked options of ``fresh``, keeping each key's tokens."""
+        with self._lock:
+            now = self.now()
+            tats = self._tats
+            for key in list(tats):
+                tats[key] = self.carry(tats[key], now, fresh)
+            self.adopt(fresh)
+            self.max_keys = fresh.max_keys
+            while len(tats) > self.max_keys:
+                tats.popitem(last=False)
 
     def _evict(self, now: int) -> None:
         tats = self._tats

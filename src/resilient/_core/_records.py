@@ -9,6 +9,7 @@ class is named, or a breaker changes state), never by ``import resilient`` alone
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,3 +242,30 @@ class LimitChanged(Event):
 
 LimitChanged.__module__ = "resilient"
 __all__ += ["LimitChanged"]
+
+
+# -- issue 19: reconfiguration (a block of its own, to ease merging) -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigured(Event):
+    """A policy's options were changed in place (``reconfigure()``, ``Registry.configure``).
+
+    Emitted only when something changed, after the change (to the policy's listeners,
+    never under its locks).
+
+    Attributes:
+        changes: Each changed option, as ``{option: (old, new)}``, the values as they
+            were given (a read-only mapping).
+    """
+
+    changes: Mapping[str, tuple[Any, Any]]
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The names of the changed options, sorted."""
+        return tuple(sorted(self.changes))
+
+
+Reconfigured.__module__ = "resilient"
+__all__ += ["Reconfigured"]

@@ -126,6 +126,10 @@ class RetryMetrics:
         )
 
 
+def _no_deposit() -> None:
+    """What a first attempt calls when there is no budget but the flow is needed."""
+
+
 class RetryCore(EventSource):
     """What is retried, how long to wait, and the retry flow itself."""
 
@@ -138,6 +142,7 @@ class RetryCore(EventSource):
         "attempts",
         "budget",
         "clock",
+        "first",
         "first_attempts",
         "max_wait",
         "name",
@@ -177,6 +182,17 @@ class RetryCore(EventSource):
                 f"not {type(budget).__name__}"
             )
         self.budget: RetryBudget | RetryThrottle | None = budget
+        # What the drivers read at each call, in a one-item list that adopt() changes in
+        # place: None while a first success may skip the flow (no budget, no
+        # on_result), else what a first attempt calls first (the budget's deposit, or
+        # a no-op).
+        self.first: list[Callable[[], object] | None] = [
+            None
+            if self.on_result is None and budget is None
+            else _no_deposit
+            if budget is None
+            else budget.on_first_attempt
+        ]
         self.clock = clock  # resolved and checked by the adapter, which sleeps with it
         # The caller's deadline is read through the adapter (a context variable there).
         self._time_left = time_left
@@ -186,6 +202,17 @@ class RetryCore(EventSource):
         # (see _atomic.new_counter); drivers call next() on
         # it directly.
         self.first_attempts = new_counter()
+
+    def adopt(self, fresh: RetryCore) -> None:
+        """Take the checked options of ``fresh``; the counts stay (issue 19)."""
+        with self._lock:
+            self.attempts = fresh.attempts
+            self._new_schedule = fresh._new_schedule
+            self.on = fresh.on
+            self._retry_open_circuit = fresh._retry_open_circuit
+            self.on_result = fresh.on_result
+            self.budget = fresh.budget
+            self.first[0] = fresh.first[0]
 
     def retryable(self, exc: BaseException | None, result: Any, judge_result: bool = True) -> bool:
         """Whether this outcome (an :class:`Exception`, or a result) is worth a retry."""

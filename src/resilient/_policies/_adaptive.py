@@ -9,6 +9,7 @@ suspends (task) until the core grants it a permit or ``max_wait`` runs out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from resilient._core._adaptive import (
@@ -162,6 +163,53 @@ class AdaptiveLimiter(CorePolicy[AdaptiveCore]):
             random=random,
         )
         self._step = _AdaptiveStep(self._core)
+        self._config = {
+            "algorithm": algorithm,
+            "max_wait": max_wait,
+            "window_samples": window_samples,
+            "window_duration": window_duration,
+            "min_rtt": min_rtt,
+            "drop_on": drop_on,
+            "random": random,
+        }
+
+    # Partitions are reached by name through handles made once: they cannot change.
+    _fixed_options = ("name", "clock", "partitions")
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # A throwaway core checks the options as construction does. Calls in flight and
+        # waiters are kept; a new algorithm (or random) starts again from its initial
+        # limit, and a limit that grew admits waiters at once.
+        core = self._core
+        algorithm = merged["algorithm"]
+        fresh = AdaptiveCore(
+            Gradient2() if algorithm is None else algorithm,
+            name=None,
+            clock=core.clock,
+            partitions=None,
+            **{k: v for k, v in merged.items() if k != "algorithm"},
+        )
+        restart = bool(changed & {"algorithm", "random"})
+
+        def commit() -> None:
+            with core._lock:
+                core.max_wait = fresh.max_wait
+                core.window_samples = fresh.window_samples
+                core.window_duration = fresh.window_duration
+                core.min_rtt = fresh.min_rtt
+                core.drop_on = fresh.drop_on
+                woken = []
+                if restart:
+                    core.algorithm, core._state = fresh.algorithm, fresh._state
+                    core.limit = fresh.limit
+                    for part in core.partitions:
+                        part.resize(core.limit)
+                    woken = core._grant()
+            core._wake(woken)
+
+        return commit
 
     def _sync_step(self) -> _AdaptiveStep:
         return self._step

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from resilient._core._breaker import KIND, BreakerCore
+from resilient._core._breaker_options import OPTIONS
+from resilient._core._breaker_reconfigure import adopt
 from resilient._core._breaker_state import CircuitState, Epoch, Trial, Trigger
 from resilient._core._errors import CircuitOpenError
 from resilient._core._outcome import PASS
@@ -183,6 +185,9 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
         del options["self"], options["name"], options["clock"], options["store"]
         if store is None:
             self._core = BreakerCore(name, clock=resolve_clock(clock), **options)
+            # What reconfigure() changes (not with a store): a tuple in the order of
+            # OPTIONS, a third of a dict's size (thousands of breakers, see the memory tests).
+            self._config = self._pack_options(options)
         else:
             # The store makes the core: the local one with shared transitions beside
             # it, chosen here, once (the closed path is the local one either way).
@@ -298,6 +303,26 @@ class CircuitBreaker(CorePolicy[BreakerCore]):
             return result
 
         return guarded
+
+    def _pack_options(self, options: dict[str, Any]) -> Any:
+        return tuple(options[option] for option in OPTIONS)
+
+    def _unpack_options(self, config: Any) -> dict[str, Any]:
+        return dict(zip(OPTIONS, config, strict=True))
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], Callable[[], None] | None]:
+        # A throwaway core checks the options (OPTIONS, as construction does) and works
+        # out what follows from them; the breaker takes them over under its lock.
+        core = self._core
+        fresh = BreakerCore(None, clock=core._clock, **merged)
+
+        def commit() -> Callable[[], None] | None:
+            events = adopt(core, fresh, changed)
+            return (lambda: core._dispatch(events)) if events else None
+
+        return commit
 
     # -- state and controls ------------------------------------------------------------
 

@@ -250,6 +250,24 @@ class Bulkhead(CorePolicy[BulkheadCore]):
     ) -> None:
         self._core = BulkheadCore(max_concurrent, max_wait, name, fair)
         self._step = _BulkheadStep(self._core)
+        self._config = {"max_concurrent": max_concurrent, "max_wait": max_wait, "fair": fair}
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # Checked as construction checks them (a throwaway core, whose pool is not used).
+        fresh = BulkheadCore(merged["max_concurrent"], merged["max_wait"], None, merged["fair"])
+        core = self._core
+
+        def commit() -> None:
+            # Waiters read max_wait and fair when they next look; the limit is resized
+            # under the lock with the slots in flight kept (see BulkheadCore.resize).
+            core.max_wait = fresh.max_wait
+            core.fair = fresh.fair
+            if fresh.max_concurrent != core.max_concurrent:
+                core.resize(fresh.max_concurrent)
+
+        return commit
 
     if not TYPE_CHECKING:
         __exit__, __aexit__ = block_exits(_SlotBlock)

@@ -158,6 +158,36 @@ class _Chaos(CorePolicy[ChaosCore]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} rate={self.rate:g}>"
 
+    def _payload(self, options: dict[str, Any]) -> Callable[[], Any]:
+        """The payload maker of ``options`` (checked as construction checks it)."""
+        raise NotImplementedError  # pragma: no cover - every subclass has its own
+
+    def _keep_options(self, options: dict[str, Any], payload: str) -> None:
+        self._config = {payload: options[payload], "rate": options["rate"]}
+        self._config.update(enabled=options["enabled"], seed=options["seed"], rng=options["rng"])
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # A throwaway core checks the options as construction does. A seeded sequence
+        # goes on where it was unless the seed or the rng changes.
+        core = self._core
+        make = self._payload(merged)
+        rate, enabled, seed, rng = (merged[k] for k in ("rate", "enabled", "seed", "rng"))
+        fresh = ChaosCore(core.kind, make, rate, enabled, seed, rng, None)
+        reseed = bool(changed & {"seed", "rng"})
+
+        def commit() -> None:
+            with core._lock:
+                core._make = fresh._make
+                core.rate = fresh.rate
+                core._enabled = fresh._enabled
+            if reseed:
+                with core._draw_lock:  # the draws' own lock (see ChaosCore.inject)
+                    core._rng = fresh._rng
+
+        return commit
+
 
 class InjectFault(_Chaos):
     """Raise an exception instead of making a share of the calls (chaos testing).
@@ -192,6 +222,10 @@ class InjectFault(_Chaos):
     ) -> None:
         self._core = ChaosCore(FAULT, fault_payload(exception), rate, enabled, seed, rng, name)
         self._step = _FaultStep(self._core)
+        self._keep_options(dict(locals()), "exception")
+
+    def _payload(self, options: dict[str, Any]) -> Callable[[], Any]:
+        return fault_payload(options["exception"])
 
     def _sync_step(self) -> _FaultStep:
         return self._step
@@ -235,6 +269,10 @@ class InjectLatency(_Chaos):
         make = latency_payload(seconds)
         self._core = ChaosCore(LATENCY, make, rate, enabled, seed, rng, name)
         self._step = _LatencyStep(self._core, resolve_clock(clock))
+        self._keep_options(dict(locals()), "seconds")
+
+    def _payload(self, options: dict[str, Any]) -> Callable[[], Any]:
+        return latency_payload(options["seconds"])
 
     def _sync_step(self) -> _LatencyStep:
         return self._step
@@ -316,6 +354,32 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
         make = result_payload(value, factory)
         self._core = ChaosCore(RESULT, make, rate, enabled, seed, rng, name)
         self._async_factory = factory if is_async_callable(factory) else None
+        self._keep_options(dict(locals()), "value")
+        self._config["factory"] = factory
+
+    def _payload(self, options: dict[str, Any]) -> Callable[[], Any]:
+        return result_payload(options["value"], options["factory"])
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # The guards are built for an async factory or not: that cannot change.
+        factory = merged["factory"]
+        is_async = is_async_callable(factory)
+        if is_async != (self._async_factory is not None):
+            kind = "an async" if self._async_factory is not None else "a sync"
+            raise TypeError(
+                f"factory must stay {kind} callable (or a value): the functions this "
+                f"policy guards were decorated for one, got {factory!r}"
+            )
+        commit = super()._prepare_reconfigure(merged, changed)
+
+        def both() -> None:
+            commit()
+            if is_async:
+                self._async_factory = factory  # read by the async guards at each call
+
+        return both
 
     # A result replaces the call, which only a wrapper can do; the core decides.
 
@@ -354,13 +418,12 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
     def _with_async_factory(
         self, fn: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
-        core, factory = self._core, self._async_factory
-        assert factory is not None  # noqa: S101 - chosen by _async_wrap
+        core, policy = self._core, self  # the factory is read at each call (reconfigure)
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             if core.draw():
                 try:
-                    value = await factory()
+                    value = await policy._async_factory()  # type: ignore[misc]
                 except BaseException as exc:
                     if core.factory_failed(exc):
                         raise  # an interrupt or a cancellation: counted, never swallowed

@@ -192,6 +192,34 @@ class Fallback(WidensResult[T], CorePolicy[FallbackCore]):
         self._core = FallbackCore(handler, on, on_result, with_args, name, is_async_callable)
         self._async = _FallbackStep(self._core, defer=self._core.handler_is_async)
         self._sync = None if self._core.handler_is_async else _FallbackStep(self._core, defer=False)
+        self._config = {"handler": handler, "on": on, "on_result": on_result}
+
+    # The guards are built for the handler's kind and with_args: neither can change.
+    _fixed_options = ("name", "with_args")
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        core = self._core
+        handler = merged["handler"]
+        fresh = FallbackCore(
+            handler, merged["on"], merged["on_result"], core.with_args, None, is_async_callable
+        )
+        if fresh.handler_is_async != core.handler_is_async:
+            kind = "an async" if core.handler_is_async else "a sync"
+            raise TypeError(
+                f"handler must stay {kind} callable: the functions this fallback guards "
+                f"were decorated for one, got {handler!r}"
+            )
+
+        def commit() -> None:
+            # The steps read them from the core at each outcome.
+            with core._lock:
+                core.handler = fresh.handler
+                core.on = fresh.on
+                core.on_result = fresh.on_result
+
+        return commit
 
     def _check_target(self, fn: Callable[..., Any]) -> None:
         if self._core.with_args:

@@ -141,6 +141,47 @@ class Hedge(CorePolicy[HedgeCore]):
         )
         self._clock: Clock = resolved
         self._pool = WorkerPool(check_int("max_workers", max_workers), name or "hedge")
+        self._config = {
+            "max_hedged": max_hedged,
+            "delay": delay,
+            "budget": budget,
+            "on": on,
+            "on_result": on_result,
+            "window": window,
+        }
+
+    # The worker pool is made once: its size is not among what reconfigure() changes.
+    _fixed_options = ("name", "clock", "max_workers")
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # A throwaway core checks the options as construction does; the latencies are
+        # kept (the latest that fit a smaller window), and so is the default budget.
+        core = self._core
+        clock = self._clock
+        budget = core.budget
+        if "budget" in changed or not isinstance(budget, RetryBudget):
+            budget = RetryBudget(clock=clock)  # a default budget of its own, as at construction
+        fresh = HedgeCore(None, default_budget=lambda: budget, **merged)
+
+        def commit() -> None:
+            with core._lock:
+                core.max_hedged = fresh.max_hedged
+                core.delay_kind, core.delay = fresh.delay_kind, fresh.delay
+                core.budget = fresh.budget
+                core._on, core._on_result = fresh._on, fresh._on_result
+                if "window" in changed:
+                    latencies = core._latencies
+                    if len(latencies) == core.window:  # full: the oldest is at _next
+                        latencies = latencies[core._next :] + latencies[: core._next]
+                    core._latencies = latencies[-fresh.window :]
+                    core._next = 0
+                    core.window = fresh.window
+                core._quantile = None  # computed again from the window, for the new delay
+                core._since = 0
+
+        return commit
 
     # -- sync: worker threads ----------------------------------------------------------
 

@@ -73,8 +73,37 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
         self._shared = store is not None
         if store is None:
             self._core = KeyedRateLimiterCore(*options, max_keys=max_keys)
+            # What reconfigure() changes (not with a store, whose state is shared).
+            self._config = {
+                "rate": rate,
+                "per": per,
+                "key": key,
+                "burst": burst,
+                "max_wait": max_wait,
+                "max_keys": max_keys,
+            }
         else:
             self._core = bind_store(store, "keyed_rate_limiter")(options, max_keys)
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # Checked as construction checks them; each key keeps its tokens.
+        key = merged["key"]
+        if not callable(key):
+            raise TypeError(
+                f"key must be a function of the call's arguments, not {type(key).__name__}"
+            )
+        core: KeyedRateLimiterCore = self._core
+        rate, per, burst, max_wait = (merged[k] for k in ("rate", "per", "burst", "max_wait"))
+        options = gcra_options(rate, per, burst, max_wait, None, core.clock)
+        fresh = KeyedRateLimiterCore(*options, max_keys=merged["max_keys"])
+
+        def commit() -> None:
+            core.retune(fresh)
+            self._key = key  # read by the guards at each call
+
+        return commit
 
     # acquire/acquire_async and the two wraps are twins, the same code apart from
     # async/await and the async side's hand-over to a shared store's awaited round trip
@@ -114,21 +143,21 @@ class KeyedRateLimiter(CorePolicy[KeyedRateLimiterCore]):
                 raise
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        key = self._key
+        policy = self  # the key is read at each call: reconfigure() may change it
         acquire = self.acquire
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            acquire(key(*args, **kwargs))
+            acquire(policy._key(*args, **kwargs))
             return fn(*args, **kwargs)
 
         return guarded
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        key = self._key
+        policy = self  # the key is read at each call: reconfigure() may change it
         acquire = self._acquire_shared_async if self._shared else self.acquire_async
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
-            await acquire(key(*args, **kwargs))
+            await acquire(policy._key(*args, **kwargs))
             return await fn(*args, **kwargs)
 
         return guarded

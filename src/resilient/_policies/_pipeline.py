@@ -107,9 +107,11 @@ class SlotPool(Protocol):
     land, inside a ``try`` of the runner's frame that knows the slot is held.
     """
 
+    # Read from the pool by the runners, at entry and again to give the slot back: a
+    # grow beyond the pool's maxlen replaces it (see BulkheadCore.resize).
+    _slots: Any  # collections.deque[bool]
     # Bound by the runners as closure variables, so never replaced (a fork's reset
     # changes them in place):
-    _slots: Any  # collections.deque[bool]
     _waiters: Any  # collections.deque[Waiter]
     _released: Any  # itertools.count[int]: slots given back (admitted = these + in flight)
     _low_water: int  # the fewest slots ever free: below it, the runner calls took()
@@ -144,6 +146,7 @@ def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
     # empty pool costs no IndexError (~1 us, most of a contended call's overhead); the
     # pop may still find the pool emptied by another thread meanwhile.
     enter = [
+        f"{pad}s{i} = c{i}._slots",
         f"{pad}if s{i}:",
         f"{pad}    try:",
         f"{pad}        s{i}.pop()",
@@ -160,7 +163,7 @@ def _slot_level(i: int, pad: str, aw: str) -> tuple[list[str], list[str]]:
     ]
     exit_ = [
         f"{pad}finally:",
-        f"{pad}    s{i}.append(True)",
+        f"{pad}    c{i}._slots.append(True)",
         f"{pad}    next(r{i})",
         f"{pad}    if q{i}:",
         f"{pad}        h{i}()",
@@ -194,23 +197,24 @@ def _inline_gate_level(i: int, pad: str, aw: str) -> list[str]:
 
     The same lines as ``RateLimiterCore.admit`` (``tests/test_signature_guards.py``
     checks that they stay the same), without the call: ``inline_gate()`` gives (the
-    nanosecond clock, the lock, the TAT's cell, the interval, the tolerance, the
-    admitted count's cell, the early refusal's slack, the refusal). The lock is a
-    ``with`` block: an interrupt between an ``acquire()`` and its ``release()`` would
-    leave it held for good. A call over the
-    rate goes on as at a plain gate: ``o{i}()`` reserves a wait or raises.
+    nanosecond clock, the lock, the cell ``[TAT, interval, tolerance, early slack]``,
+    the admitted count's cell, the refusal). The constants are read from the cell, not
+    bound here, so that ``reconfigure()`` reaches every runner already built. The lock
+    is a ``with`` block: an interrupt between an ``acquire()`` and its ``release()``
+    would leave it held for good. A call over the rate goes on as at a plain gate:
+    ``o{i}()`` reserves a wait or raises.
     """
     return [
         f"{pad}now{i} = g{i}()",
         # A limiter that never waits refuses a call over the rate before the lock, as
-        # its admit() does (k: its slack, too large to ever hold for one that waits).
-        f"{pad}d{i} = c{i}[0] - k{i} - now{i}",
+        # its admit() does (c[3]: its slack, too large to ever hold for one that waits).
+        f"{pad}d{i} = c{i}[0] - c{i}[3] - now{i}",
         f"{pad}if d{i} > 0:",
         f"{pad}    y{i}(d{i}, now{i})",
         f"{pad}with x{i}:",
         f"{pad}    tat{i} = c{i}[0]",
-        f"{pad}    new{i} = (tat{i} if tat{i} > now{i} else now{i}) + v{i}",
-        f"{pad}    ok{i} = new{i} - now{i} <= z{i}",
+        f"{pad}    new{i} = (tat{i} if tat{i} > now{i} else now{i}) + c{i}[1]",
+        f"{pad}    ok{i} = new{i} - now{i} <= c{i}[2]",
         f"{pad}    if ok{i}:",
         f"{pad}        c{i}[0] = new{i}",
         f"{pad}        m{i}[0] += 1",
@@ -285,7 +289,7 @@ def _runner_source(
         if pools[i]
         else f"c{i}, mo{i}, ad{i}, E{i}, su{i}, er{i}, ca{i}"
         if breakers[i]
-        else f"g{i}, x{i}, c{i}, v{i}, z{i}, m{i}, k{i}, y{i}, o{i}, w{i}"
+        else f"g{i}, x{i}, c{i}, m{i}, y{i}, o{i}, w{i}"
         if gates[i] == INLINE
         else f"a{i}, o{i}, w{i}"
         if gates[i]

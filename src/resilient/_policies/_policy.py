@@ -338,8 +338,13 @@ class WidensResult(Policy, Generic[W]):
 class CorePolicy(Policy, Generic[C]):
     """A policy with one core: the name and the listeners live there."""
 
-    __slots__ = ("_core",)
+    __slots__ = ("_config", "_core")
     _core: C
+    #: The options ``reconfigure()`` may change, as last given (set by ``__init__``), as
+    #: ``_pack_options`` keeps them.
+    _config: Any
+    #: Options of the constructor that ``reconfigure()`` refuses (named in its error).
+    _fixed_options: tuple[str, ...] = ("name", "clock", "store")
 
     def __new__(cls, *args: Any, **_kwargs: Any) -> Self:
         if not cls._callable_option:
@@ -366,6 +371,36 @@ class CorePolicy(Policy, Generic[C]):
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener`` (no error if it was not registered)."""
         self._core.remove_listener(listener)
+
+    def reconfigure(self, **options: Any) -> bool:
+        """Change options in place, keeping the policy's state; ``True`` if any changed.
+
+        Takes the constructor's keyword options (not ``name``, ``clock`` or ``store``),
+        checked as the constructor checks them: a bad value raises ``ValueError`` or
+        ``TypeError`` naming the option, and changes nothing. The change is atomic with
+        respect to concurrent calls, keeps what can be kept (see the operations page),
+        and emits a [`Reconfigured`][resilient.Reconfigured] event listing the changed
+        options. Values equal to the current ones change nothing and emit nothing.
+        """
+        from resilient._policies._reconfigure import reconfigure  # noqa: PLC0415 -- rare
+
+        return reconfigure(self, options)
+
+    def _pack_options(self, options: dict[str, Any]) -> Any:
+        """How ``_config`` keeps the options (a dict here; a breaker keeps a tuple)."""
+        return options
+
+    def _unpack_options(self, config: Any) -> dict[str, Any]:
+        """The options ``_config`` keeps, as a new dict."""
+        return dict(config)
+
+    def _prepare_reconfigure(self, merged: dict[str, Any], changed: frozenset[str]) -> Any:
+        """Check ``merged`` (every option) as construction would; return the commit.
+
+        The commit runs under the reconfiguration lock and applies the checked values
+        under the policy's own lock; it may return a callable to run after the locks.
+        """
+        raise TypeError(f"{type(self).__name__} cannot be reconfigured")
 
 
 def _build(

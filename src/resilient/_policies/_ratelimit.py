@@ -81,24 +81,15 @@ class _RateLimiterStep:
     def inline_gate(self, is_async: bool) -> tuple[Any, ...] | None:
         """What a runner needs to admit as ``core.admit`` does, in its own frame.
 
-        (the nanosecond clock, the lock, the TAT's cell, the interval, the tolerance,
-        the admitted count's cell, the early refusal's slack and the refusal itself);
-        ``None`` for a core without local admission (a
-        shared one), which the runner then calls through :meth:`gate_hooks`.
+        (the nanosecond clock, the lock, the cell of the TAT and the constants, the
+        admitted count's cell, and the refusal itself); ``None`` for a core without
+        local admission (a shared one), which the runner then calls through
+        :meth:`gate_hooks`.
         """
         core = self._core
         if type(core) is not RateLimiterCore:
             return None
-        return (
-            core.now,
-            core._lock,
-            core._tat,
-            core.interval,
-            core.tolerance,
-            core._admitted_fast,
-            core.early_slack(),
-            core.refuse_early,
-        )
+        return (core.now, core._lock, core._tat, core._admitted_fast, core.refuse_early)
 
     def over_the_rate(self) -> Wait | None:
         """After ``admit()`` said no: reserve a slot to wait for, or raise the refusal."""
@@ -204,10 +195,21 @@ class RateLimiter(CorePolicy[RateLimiterCore]):
         if store is None:
             self._core = RateLimiterCore(*options)
             self._step = self._async = _RateLimiterStep(self._core)
+            # What reconfigure() changes (not with a store, whose state is shared).
+            self._config = {"rate": rate, "per": per, "burst": burst, "max_wait": max_wait}
         else:
             self._core = bind_store(store, KIND)(options)
             self._step = _RateLimiterStep(self._core)
             self._async = _SharedAsyncStep(self._core)
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # Checked by a throwaway core, as construction checks them; the tokens are kept.
+        core = self._core
+        rate, per, burst, max_wait = (merged[k] for k in ("rate", "per", "burst", "max_wait"))
+        fresh = RateLimiterCore(*gcra_options(rate, per, burst, max_wait, None, core.clock))
+        return lambda: core.retune(fresh)
 
     def _sync_step(self) -> Any:
         return self._step

@@ -1,8 +1,5 @@
 """A registry of named policies: create-or-get by name, shared defaults, one snapshot.
 
-(A ``KeyedRateLimiter`` needs a key function, which plain configuration cannot express,
-so it is not among the kinds a registry builds.)
-
 Services configure their policies in one place (a dict loaded from TOML, YAML or the
 environment) and reach them by name from wherever a call is made; one endpoint can then
 show every policy's state. Options pass through the policies' own constructors, so a
@@ -17,16 +14,24 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from resilient._core._fork import new_lock
-from resilient._core._window import CountWindow, TimeWindow
 from resilient._policies._breaker import CircuitBreaker
 from resilient._policies._bulkhead import Bulkhead
 from resilient._policies._policy import Policy
 from resilient._policies._ratelimit import RateLimiter
+from resilient._policies._reconfigure import Plan, plan
+from resilient._policies._registry_config import (
+    apply_plans,
+    configure,
+    registry_kind,
+    window_from,
+)
 from resilient._policies._retry import Retry
 
 if TYPE_CHECKING:
     from resilient._policies._adaptive import AdaptiveLimiter
+    from resilient._policies._fallback import Fallback
     from resilient._policies._hedge import Hedge
+    from resilient._policies._keyed_ratelimit import KeyedRateLimiter
     from resilient._policies._throttle import AdaptiveThrottle
     from resilient._policies._timeout import Timeout
 
@@ -87,19 +92,6 @@ def _hedge() -> Any:
     return resilient._policies._hedge
 
 
-def _window(value: object) -> object:
-    """A window option from plain data: ``{"count": 100}`` or ``{"seconds": 60}``."""
-    if not isinstance(value, Mapping):
-        return value  # a CountWindow/TimeWindow already, or bad: the constructor says so
-    if set(value) == {"count"}:
-        return CountWindow(value["count"])
-    if set(value) <= {"seconds", "buckets"} and "seconds" in value:
-        return TimeWindow(value["seconds"], buckets=value.get("buckets"))
-    raise ValueError(
-        f'window must be {{"count": n}} or {{"seconds": s, "buckets": b}}, got {dict(value)!r}'
-    )
-
-
 def _plain(value: Any) -> Any:
     """Metrics as JSON-ready data: enums by value, dataclasses as dicts."""
     if isinstance(value, enum.Enum):
@@ -152,21 +144,33 @@ class Registry:
         with self._lock:
             existing = self._policies.get(name)
             if existing is not None:
-                if existing.kind != kind:
-                    raise ValueError(f"{name!r} is already a {existing.kind}, not a {kind}")
+                if registry_kind(existing) != kind:
+                    raise ValueError(
+                        f"{name!r} is already a {registry_kind(existing)}, not a {kind}"
+                    )
                 return existing
-            merged = {**self._defaults.get(kind, {}), **options}
-            if "window" in merged:
-                merged["window"] = _window(merged["window"])
-            factory = _FACTORIES[kind]
-            if kind in ("circuit_breaker", "adaptive_throttle"):  # the name comes first
-                policy = factory(name, **merged)
-            else:
-                merged.setdefault("name", name)
-                keywords = kind in _KEYWORDS_ONLY or kind in _CHAOS
-                policy = factory(**merged) if keywords else _positional(kind, merged)
+            policy = self._build(kind, name, options)
             self._policies[name] = policy
             return policy
+
+    def _build(self, kind: str, name: str, options: Mapping[str, Any]) -> Policy:
+        """A new policy of ``kind`` called ``name``, with ``options`` over the defaults."""
+        merged = {**self._defaults.get(kind, {}), **options}
+        if "window" in merged:
+            merged["window"] = window_from(merged["window"])
+        factory = _FACTORIES[kind]
+        if kind in ("circuit_breaker", "adaptive_throttle"):  # the name comes first
+            return factory(name, **merged)
+        merged.setdefault("name", name)
+        keywords = kind in _KEYWORDS_ONLY or kind in _CHAOS
+        return factory(**merged) if keywords else _positional(kind, merged)
+
+    def _register(self, policies: Mapping[str, Policy], plans: list[Plan]) -> None:
+        """Apply checked plans, then add new policies (``configure()``'s last step)."""
+        apply_plans(plans, lambda stale: plan(stale.policy, stale._merged))
+        with self._lock:
+            for name, policy in policies.items():
+                self._policies.setdefault(name, policy)  # one made meanwhile stays
 
     def circuit_breaker(self, name: str, **options: Any) -> CircuitBreaker:
         """The breaker called ``name``, created with ``options`` over the defaults."""
@@ -204,20 +208,28 @@ class Registry:
         """
         return self._get_or_create("adaptive_limiter", name, options)  # type: ignore[return-value]
 
-    def configure(self, config: Mapping[str, Mapping[str, Any]]) -> None:
-        """Create policies from plain data: ``{name: {"kind": ..., **options}}``.
+    def fallback(self, name: str, **options: Any) -> Fallback[Any]:
+        """The fallback called ``name`` (options: ``handler``, ``on``, ``on_result``, ...)."""
+        return self._get_or_create("fallback", name, options)  # type: ignore[return-value]
 
-        Windows are written ``{"count": 100}`` or ``{"seconds": 60}``; durations as
-        seconds. Every entry is validated by the policy's own constructor.
+    def keyed_rate_limiter(self, name: str, **options: Any) -> KeyedRateLimiter:
+        """The keyed rate limiter called ``name`` (options: ``rate``, ``key``, ...)."""
+        return self._get_or_create("keyed_rate_limiter", name, options)  # type: ignore[return-value]
+
+    def configure(self, config: Mapping[str, Mapping[str, Any]]) -> None:
+        """Build or update every policy from plain data: ``{name: {"kind": ..., **options}}``.
+
+        The whole mapping is checked before anything changes: a bad one raises one
+        ``ConfigurationError`` (a ``ValueError`` and a ``TypeError``) listing every
+        wrong key and why, and changes nothing. Policies already in the registry are
+        reconfigured in place, keeping their state (their kind cannot change); options
+        left out go back to their defaults. Windows are written ``{"type": "count",
+        "size": 100}`` or ``{"type": "time", "seconds": 60}``, durations as seconds,
+        functions and exception classes as dotted names (``"package.module:name"``), a
+        composition as ``{"kind": "compose", "policies": [names, outermost first]}``.
+        See the operations page for the schema.
         """
-        for name, entry in config.items():
-            given: object = entry
-            if not isinstance(given, Mapping) or "kind" not in given:
-                raise ValueError(f"config[{name!r}] must be a mapping with a 'kind'")
-            options = dict(entry)
-            kind = options.pop("kind")
-            self._check_kind(kind)
-            self._get_or_create(kind, name, options)
+        configure(self, config)
 
     def get(self, name: str) -> Policy:
         """The policy called ``name``; ``KeyError`` if there is none."""
@@ -278,10 +290,16 @@ _KEYWORDS_ONLY = frozenset({"retry", "hedge", "adaptive_limiter"})  # no positio
 
 def _adaptive_limiter(**options: Any) -> Policy:
     # Loaded when a registry makes one, as the timeout is.
-    from resilient._core import _limit_algorithms  # noqa: PLC0415
     from resilient._policies._adaptive import AdaptiveLimiter  # noqa: PLC0415
 
-    algorithm = options.get("algorithm")
+    options["algorithm"] = algorithm_from(options.get("algorithm"))
+    return AdaptiveLimiter(**options)
+
+
+def algorithm_from(algorithm: Any) -> Any:
+    """An adaptive limiter's algorithm from plain data: a name, or ``{"name": ..., **options}``."""
+    from resilient._core import _limit_algorithms  # noqa: PLC0415
+
     if isinstance(algorithm, (str, Mapping)):
         spec = {"name": algorithm} if isinstance(algorithm, str) else dict(algorithm)
         classes = {
@@ -295,8 +313,39 @@ def _adaptive_limiter(**options: Any) -> Policy:
                 'algorithm must be "gradient2", "vegas" or "aimd" (or a mapping with such a '
                 f'"name" and the algorithm\'s options), got {algorithm!r}'
             )
-        options["algorithm"] = classes[which](**spec)
-    return AdaptiveLimiter(**options)
+        return classes[which](**spec)
+    return algorithm
 
 
 _FACTORIES["adaptive_limiter"] = _adaptive_limiter
+
+
+# -- issue 19: fallbacks and keyed limiters from plain data (a block of its own) -------
+
+
+def _fallback(handler: Any = None, **options: Any) -> Policy:
+    from resilient._policies._fallback import Fallback  # noqa: PLC0415
+
+    if handler is None:
+        raise TypeError('a fallback needs the option "handler" (a dotted name from plain data)')
+    return Fallback(handler, **options)
+
+
+def _keyed_rate_limiter(**options: Any) -> Policy:
+    from resilient._policies._keyed_ratelimit import KeyedRateLimiter  # noqa: PLC0415
+
+    return _positional_of(KeyedRateLimiter, "rate", "keyed_rate_limiter", options)
+
+
+def _positional_of(
+    cls: Callable[..., Policy], first: str, kind: str, options: dict[str, Any]
+) -> Policy:
+    if first not in options:
+        raise TypeError(f"a {kind} needs the option {first!r}")
+    value = options.pop(first)
+    return cls(value, **options)
+
+
+_FACTORIES["fallback"] = _fallback
+_FACTORIES["keyed_rate_limiter"] = _keyed_rate_limiter
+_KEYWORDS_ONLY = _KEYWORDS_ONLY | {"fallback", "keyed_rate_limiter"}

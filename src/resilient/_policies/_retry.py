@@ -93,11 +93,28 @@ class Retry(CorePolicy[RetryCore]):
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
-        if wait is None:
-            wait = ExponentialJitter()
-        self._core = RetryCore(
+        self._core = self._new_core(attempts, wait, on, on_result, budget, clock, name)
+        self._config = {
+            "attempts": attempts,
+            "wait": wait,
+            "on": on,
+            "on_result": on_result,
+            "budget": budget,
+        }
+
+    def _new_core(
+        self,
+        attempts: Any,
+        wait: object,
+        on: object,
+        on_result: object,
+        budget: object,
+        clock: Clock | None,
+        name: str | None,
+    ) -> RetryCore:
+        return RetryCore(
             attempts,
-            compile_wait(wait, self.MAX_WAIT),
+            compile_wait(ExponentialJitter() if wait is None else wait, self.MAX_WAIT),
             on,
             on_result,
             budget,
@@ -106,6 +123,23 @@ class Retry(CorePolicy[RetryCore]):
             max_wait=self.MAX_WAIT,
             time_left=remaining,
         )
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # A throwaway core checks the options as construction does; calls already
+        # retrying finish with the options they started with.
+        core = self._core
+        fresh = self._new_core(
+            merged["attempts"],
+            merged["wait"],
+            merged["on"],
+            merged["on_result"],
+            merged["budget"],
+            core.clock,
+            None,
+        )
+        return lambda: core.adopt(fresh)
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return sync_retrying(self._core, fn)
@@ -181,13 +215,15 @@ def sync_retrying(
             it did not keep).
     """
     start = core.start
-    plain = core.on_result is None and core.budget is None and repeatable is None
-    deposit = None if core.budget is None else core.budget.on_first_attempt
+    # Read at each call, from the core: reconfigure() may add a budget or on_result.
+    first = core.first
+    once = repeatable is None
     sleep = core.clock.sleep
     first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
     ask = functools.partial  # no closure over `args`: the first attempt needs no cell
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        deposit = first[0]  # None: a plain retry (no budget, no on_result)
         if deposit is not None:
             deposit()  # a first attempt counts even if it is then interrupted
         try:
@@ -197,7 +233,7 @@ def sync_retrying(
             if steps is None:
                 raise
         else:
-            if plain:
+            if deposit is None and once:
                 next(first_ended)
                 return result
             steps = start(None, result, None if repeatable is None else ask(repeatable, args))
@@ -232,13 +268,15 @@ def async_retrying(
 ) -> Callable[..., Awaitable[Any]]:
     """The async adapter of the retry flow, around ``fn`` (see :func:`sync_retrying`)."""
     start = core.start
-    plain = core.on_result is None and core.budget is None and repeatable is None
-    deposit = None if core.budget is None else core.budget.on_first_attempt
+    # Read at each call, from the core: reconfigure() may add a budget or on_result.
+    first = core.first
+    once = repeatable is None
     asleep = core.clock.asleep
     first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
     ask = functools.partial  # no closure over `args`: the first attempt needs no cell
 
     async def guarded(*args: Any, **kwargs: Any) -> Any:
+        deposit = first[0]  # None: a plain retry (no budget, no on_result)
         if deposit is not None:
             deposit()  # a first attempt counts even if it is then interrupted
         try:
@@ -248,7 +286,7 @@ def async_retrying(
             if steps is None:
                 raise
         else:
-            if plain:
+            if deposit is None and once:
                 next(first_ended)
                 return result
             steps = start(None, result, None if repeatable is None else ask(repeatable, args))

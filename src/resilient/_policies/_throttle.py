@@ -116,6 +116,44 @@ class AdaptiveThrottle(CorePolicy[ThrottleCore]):
             clock=resolve_clock(clock),
         )
         self._step = _ThrottleStep(self._core)
+        self._config = {
+            "k": k,
+            "window": window,
+            "buckets": buckets,
+            "record": record,
+            "ignore": ignore,
+            "record_result": record_result,
+            "random": random,
+        }
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # A throwaway core checks the options as construction does. The window's counts
+        # are kept unless its span or buckets change (then it starts empty, as reset()).
+        core = self._core
+        fresh = ThrottleCore(None, clock=core._clock, **merged)
+        rewindow = bool(changed & {"window", "buckets"})
+
+        def commit() -> None:
+            with core._lock:
+                core.k = fresh.k
+                core._record = fresh._record
+                core._record_rejections = fresh._record_rejections
+                core._ignore = fresh._ignore
+                core._record_result = fresh._record_result
+                core._random = fresh._random
+                if rewindow:
+                    core.window, core.buckets, core._width = (
+                        fresh.window,
+                        fresh.buckets,
+                        fresh._width,
+                    )
+                    core._requests, core._accepts = fresh._requests, fresh._accepts
+                    core._total_requests = core._total_accepts = 0
+                    core._head = None
+
+        return commit
 
     def _sync_step(self) -> _ThrottleStep:
         return self._step

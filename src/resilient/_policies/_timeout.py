@@ -28,7 +28,7 @@ from resilient._core._atomic import counted
 from resilient._core._clock import Clock
 from resilient._core._outcome import PASS
 from resilient._core._timeout import KIND, TimeoutCore, TimeoutMetrics
-from resilient._core._validate import Duration
+from resilient._core._validate import Duration, check_duration
 from resilient._policies._pipeline import Wait
 from resilient._policies._policy import CorePolicy
 from resilient._waiting._clock import MONOTONIC, resolve_clock
@@ -266,6 +266,23 @@ class Timeout(CorePolicy[TimeoutCore]):
         self._core = TimeoutCore(seconds, name, resolve_clock(clock), max_workers)
         self._pool = WorkerPool(self._core.max_workers, name or "unnamed")
         self._step = _TimeoutStep(self._core)
+        self._config = {"seconds": seconds}
+
+    # The worker pool is made once: its size is not among what reconfigure() changes.
+    _fixed_options = ("name", "clock", "max_workers")
+
+    def _prepare_reconfigure(
+        self, merged: dict[str, Any], changed: frozenset[str]
+    ) -> Callable[[], None]:
+        # Checked as construction checks it; every call reads core.seconds as it starts
+        # (calls already running keep their deadline).
+        core = self._core
+        seconds = check_duration("seconds", merged["seconds"], allow_zero=False)
+
+        def commit() -> None:
+            core.seconds = seconds
+
+        return commit
 
     def _async_step(self) -> _TimeoutStep:
         return self._step
