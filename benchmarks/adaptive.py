@@ -472,7 +472,12 @@ def chart(out: dict[str, Any], path: str) -> None:
         ax.plot(ts, limits, color=colours[name], label=f"{name} from 250")
     ax.axhline(SERVERS, color="grey", linestyle=":", label="knee")
     ramp_s = out["setup"].get("ramp_s", RAMP)
-    ax.axvline(ramp_s * (SERVERS / SERVICE) / RATE, color="grey", linewidth=0.8, label="load reaches capacity")
+    ax.axvline(
+        ramp_s * (SERVERS / SERVICE) / RATE,
+        color="grey",
+        linewidth=0.8,
+        label="load reaches capacity",
+    )
     ax.set_yscale("log")
     ax.set(
         title="1b. From above, as load ramps up past the knee",
