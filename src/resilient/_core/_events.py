@@ -204,3 +204,10 @@ if TYPE_CHECKING:
     from resilient._core._records import LimitChanged
 _RECORDS = _RECORDS | frozenset({"LimitChanged"})
 __all__ += ["LimitChanged"]
+
+
+# -- issue 19: coalescing and caching (a block of its own, to ease merging) ------------
+if TYPE_CHECKING:
+    from resilient._core._records import CallCoalesced, StaleValueServed
+_RECORDS = _RECORDS | frozenset({"CallCoalesced", "StaleValueServed"})
+__all__ += ["CallCoalesced", "StaleValueServed"]
