@@ -437,3 +437,32 @@ def test_the_public_names() -> None:
     assert repr(CacheStatus("p", "stale", "k", 1.0)) == (
         "CacheStatus(policy='p', outcome='stale', age=1.0, error=None)"
     )
+
+
+def test_a_stale_value_that_expired_during_the_call_is_not_served() -> None:
+    clock = ManualClock()
+    cache = Cache(ttl=1, stale_if_error=5, clock=clock)
+    slow = False
+
+    @cache
+    def get() -> str:
+        if slow:
+            clock.advance(10)  # the call outlived the stale value's grace
+            raise Down
+        return "value"
+
+    get()
+    clock.advance(2)
+    slow = True
+    with pytest.raises(Down):
+        get()
+    assert cache.metrics().stale_served == 0
+
+
+async def test_async_with_is_refused() -> None:
+    with pytest.raises(TypeError, match="needs the call's arguments"):
+        async with Cache(ttl=1):
+            pass
+    with pytest.raises(TypeError, match="needs the call's arguments"):
+        async with Coalesce():
+            pass
