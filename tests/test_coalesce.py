@@ -313,7 +313,7 @@ def test_events_name_the_key_and_the_waiting_callers() -> None:
     with capture_events() as events:
         run_threads(get, 3)
     coalesced = [e for e in events if isinstance(e, CallCoalesced)]
-    assert [(e.policy, e.kind, e.key[1]) for e in coalesced] == [("c", "coalesce", "k")] * 2
+    assert [(e.policy, e.kind, e.key) for e in coalesced] == [("c", "coalesce", "k")] * 2
     assert sorted(e.waiting for e in coalesced) == [2, 3]
 
 

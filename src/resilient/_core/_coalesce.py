@@ -169,12 +169,17 @@ class CoalesceCore(EventSource):
         self._lock = new_lock(self)
         self.leaders = self.followers = self.failed = self.abandoned = 0
 
-    def join(self, key: Hashable) -> tuple[Flight, bool]:
-        """The flight of ``key``, and whether the caller leads it (must run the call)."""
+    def join(self, key: Hashable, world: str) -> tuple[Flight, bool]:
+        """The flight of ``key``, and whether the caller leads it (must run the call).
+
+        ``world`` (``"sync"``, ``"async"``) keeps sync and async flights apart: a thread
+        must not block on a flight that its own thread's event loop should run.
+        """
+        where = (world, key)
         with self._lock:
-            flight = self._flights.get(key)
+            flight = self._flights.get(where)
             if flight is None:
-                flight = self._flights[key] = Flight(key)
+                flight = self._flights[where] = Flight(where)
                 self.leaders += 1
                 return flight, True
             flight.callers += 1

@@ -130,9 +130,9 @@ class Coalesce(CorePolicy[CoalesceCore]):
         scope = fn if target is None else target
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            key = ("sync", call_key(KIND, key_of, scope, args, kwargs))
+            key = call_key(KIND, key_of, scope, args, kwargs)
             while True:
-                flight, leader = core.join(key)
+                flight, leader = core.join(key, "sync")
                 if leader:
                     try:
                         result = fn(*args, **kwargs)
@@ -165,9 +165,9 @@ class Coalesce(CorePolicy[CoalesceCore]):
         scope = fn if target is None else target
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
-            key = ("async", call_key(KIND, key_of, scope, args, kwargs))
+            key = call_key(KIND, key_of, scope, args, kwargs)
             while True:
-                flight, leader = core.join(key)
+                flight, leader = core.join(key, "async")
                 waiter: Any = None
                 try:
                     waiter = async_waiter()
