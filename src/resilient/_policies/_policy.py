@@ -393,8 +393,11 @@ def _build(
             call = (async_runner if is_async else sync_runner)(pending, call, kinds, signature)
             pending, kinds = [], []
         wrap: Callable[..., Any] = policy._async_wrap if is_async else policy._sync_wrap
-        if policy._wants_target:  # keyed by the function called (issue 19): it is `fn`
-            wrap = functools.partial(wrap, target=fn)
+        if policy._wants_target:
+            # Keyed by the function called (issue 19): `fn`, whatever wraps it here. Such
+            # a wrapper reads the packed arguments, so there is no guard to specialize.
+            call = wrap(call, target=fn)
+            continue
         call = shaped(wrap, call, signature)
     if pending:
         call = (async_runner if is_async else sync_runner)(pending, call, kinds, signature)
