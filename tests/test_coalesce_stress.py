@@ -70,6 +70,7 @@ def test_threads_exactly_one_call_per_flight_and_no_stuck_flight() -> None:
 
     def caller(seed: int) -> None:
         rng = random.Random(seed)
+        mine: Counter[str] = Counter()  # `+=` on a shared Counter would lose updates
         for _ in range(CALLS):
             k = rng.randrange(KEYS)
             try:
@@ -77,13 +78,15 @@ def test_threads_exactly_one_call_per_flight_and_no_stuck_flight() -> None:
             except Boom as exc:
                 if exc.args not in ((k,), ()):
                     wrong.append((k, exc.args))
-                outcomes["boom"] += 1
+                mine["boom"] += 1
             except Interrupt:
-                outcomes["interrupt"] += 1
+                mine["interrupt"] += 1
             else:
                 if got[0] != k:
                     wrong.append((k, got))
-                outcomes["ok"] += 1
+                mine["ok"] += 1
+        with lock:
+            outcomes.update(mine)
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(THREADS)]
     for thread in threads:
