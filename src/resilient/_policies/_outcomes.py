@@ -134,8 +134,9 @@ def _coalesce_outcomes(coalesce: Coalesce) -> dict[str, int]:
 
 
 def _cache_outcomes(cache: Cache) -> dict[str, int]:
+    # One outcome per call: a stale answer is a miss whose call failed, counted apart.
     m = cache.metrics()
-    return {"hit": m.hits, "miss": m.misses, "stale": m.stale_served}
+    return {"hit": m.hits, "miss": m.misses - m.stale_served, "stale": m.stale_served}
 
 
 OUTCOMES[Coalesce] = _coalesce_outcomes
