@@ -737,3 +737,36 @@ def test_an_invalid_deadline_header_is_logged_as_a_bounded_prefix(
 def test_timeout_header_name_must_be_a_str() -> None:
     with pytest.raises(TypeError, match=r"^name must be a header name"):
         timeout_header(5)  # type: ignore[arg-type]
+
+
+# -- issue 19: coalescing and caching (a block of its own, to ease merging) ------------
+
+
+def exercise_cache(cache: Any) -> None:
+    _call_both(cache, ok, times=2)  # a miss, then a hit
+    clock = _clock_of(cache)
+    if clock is not None:
+        clock.advance(2 * MAX_SECONDS)  # past any ttl + stale_if_error
+    _call_both(cache, boom, times=2)
+    cache.metrics()
+
+
+CASES.update(
+    {
+        # `key` receives the call's own arguments: any arity may be right for some call.
+        resilient.Coalesce: Case(dict, exercise_policy, skip=(("key", "two-arg callable"),)),
+        resilient.Cache: Case(
+            lambda: {"ttl": 1.0, "clock": ManualClock()},
+            exercise_cache,
+            skip=(("key", "two-arg callable"),),
+        ),
+    }
+)
+NOT_CONFIGURATION |= {
+    "CacheMetrics",
+    "CacheStatus",
+    "CallCoalesced",
+    "CoalesceMetrics",
+    "StaleValueServed",
+    "cache_status",  # reads the current context; takes nothing
+}

@@ -696,3 +696,36 @@ def test_timer_reset_drops_loops_running_in_other_threads_only() -> None:
         thread.join()
         here.close()
         there.close()
+
+
+# -- issue 19: coalescing and caching ---------------------------------------------------
+
+
+def test_a_child_does_not_wait_for_a_flight_of_the_parent() -> None:
+    coalesce = resilient.Coalesce(key=lambda: "shared")
+    with blocked_calls(coalesce.call, 1):
+        assert coalesce.metrics().in_flight == 1  # the parent's thread leads a flight
+
+        def check() -> None:
+            # The leader's thread is not in the child: a caller there runs its own call.
+            assert coalesce.metrics().in_flight == 0
+            assert coalesce.call(lambda: "child") == "child"
+            assert coalesce.metrics().in_flight == 0
+
+        in_child(check)
+
+
+def test_coalesce_and_cache_with_their_locks_held_by_another_thread_work_in_a_child() -> None:
+    coalesce = resilient.Coalesce()
+    cache = resilient.Cache(ttl=100, clock=ManualClock())
+    cached = cache(lambda x: x * 2)
+    assert cached(2) == 4
+    with held_by_thread(coalesce._core._lock), held_by_thread(cache._core._lock):
+
+        def check() -> None:
+            assert coalesce.call(lambda x: x + 1, 1) == 2
+            assert cached(2) == 4  # the parent's entries are kept: they are plain values
+            assert cache.metrics().hits == 1
+            assert cached(3) == 6
+
+        in_child(check)

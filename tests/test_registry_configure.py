@@ -22,7 +22,7 @@ from resilient import (
     TimeWindow,
 )
 from resilient._policies._registry_config import ConfigurationError, resolve
-from resilient.testing import capture_events
+from resilient.testing import ManualClock, capture_events
 
 
 def cached_quote(exc: BaseException) -> str:
@@ -243,3 +243,39 @@ policies = ["quotes-fallback", "payments", "payments-timeout", "payments-pool"]
     assert window.seconds == 60
     assert isinstance(registry.get("payments-pool"), Bulkhead)
     assert registry.get("payments-all").call(lambda: 1 / 0) == "cached"  # type: ignore[arg-type]
+
+
+def test_a_file_with_a_cache_and_a_coalesce_reloads_and_reconfigures_the_cache() -> None:
+    clock = ManualClock()
+    registry = Registry(defaults={"cache": {"clock": clock}})
+    config = {
+        "quotes-cache": {"kind": "cache", "ttl": 60, "stale_if_error": 30, "max_entries": 3},
+        "quotes-herd": {"kind": "coalesce"},
+    }
+    registry.configure(json.loads(json.dumps(config)))
+    cache = registry.cache("quotes-cache")
+    herd = registry.coalesce("quotes-herd")
+    fetch = cache(lambda n: n * 10)
+    assert [fetch(n) for n in (1, 2, 3)] == [10, 20, 30]
+    with capture_events() as same:
+        registry.configure(json.loads(json.dumps(config)))  # a reload of the same file
+    assert [e for e in same if isinstance(e, Reconfigured)] == []
+    config["quotes-cache"] = {"kind": "cache", "ttl": 5, "stale_if_error": 30, "max_entries": 2}
+    with capture_events() as events:
+        registry.configure(config)
+    assert registry.get("quotes-cache") is cache
+    assert registry.get("quotes-herd") is herd
+    changes = [dict(e.changes) for e in events if isinstance(e, Reconfigured)]
+    assert changes == [{"ttl": (60, 5), "max_entries": (3, 2)}]
+    assert cache.metrics().entries == 2  # the least recently used entry went at once
+    clock.advance(6)  # past the new ttl: the kept entries are no longer fresh
+    hits = cache.metrics().hits
+    assert fetch(3) == 30
+    assert cache.metrics().hits == hits
+
+
+def test_a_coalesce_key_cannot_be_reconfigured() -> None:
+    registry = Registry()
+    registry.configure({"herd": {"kind": "coalesce"}})
+    with pytest.raises(TypeError, match="'key' cannot be changed at run time"):
+        registry.coalesce("herd").reconfigure(key=lambda *a: a)

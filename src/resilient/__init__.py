@@ -270,3 +270,30 @@ if _typing.TYPE_CHECKING:
 _LAZY["Reconfigured"] = "resilient._core._records"
 __all__ += ["Reconfigured"]
 __all__.sort()
+
+# -- issue 19: coalescing and caching (a block of its own, to ease merging) ------------
+if _typing.TYPE_CHECKING:
+    # Redundant aliases: re-exports, listed in __all__ below.
+    from resilient._core._cache import CacheMetrics as CacheMetrics
+    from resilient._core._cache import CacheStatus as CacheStatus
+    from resilient._core._coalesce import CoalesceMetrics as CoalesceMetrics
+    from resilient._core._records import CallCoalesced as CallCoalesced
+    from resilient._core._records import StaleValueServed as StaleValueServed
+    from resilient._policies._cache import Cache as Cache
+    from resilient._policies._cache import cache_status as cache_status
+    from resilient._policies._coalesce import Coalesce as Coalesce
+
+_COALESCING = {
+    "Cache": "resilient._policies._cache",
+    "CacheMetrics": "resilient._core._cache",
+    "CacheStatus": "resilient._core._cache",
+    "CallCoalesced": "resilient._core._records",
+    "Coalesce": "resilient._policies._coalesce",
+    "CoalesceMetrics": "resilient._core._coalesce",
+    "StaleValueServed": "resilient._core._records",
+    "cache_status": "resilient._policies._cache",
+}
+_LAZY.update(_COALESCING)
+__all__ += list(_COALESCING)
+__all__.sort()
+del _COALESCING

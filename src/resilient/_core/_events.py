@@ -211,3 +211,9 @@ if TYPE_CHECKING:
     from resilient._core._records import Reconfigured
 _RECORDS = _RECORDS | frozenset({"Reconfigured"})
 __all__ += ["Reconfigured"]
+
+# -- issue 19: coalescing and caching (a block of its own, to ease merging) ------------
+if TYPE_CHECKING:
+    from resilient._core._records import CallCoalesced, StaleValueServed
+_RECORDS = _RECORDS | frozenset({"CallCoalesced", "StaleValueServed"})
+__all__ += ["CallCoalesced", "StaleValueServed"]

@@ -269,3 +269,38 @@ class Reconfigured(Event):
 
 Reconfigured.__module__ = "resilient"
 __all__ += ["Reconfigured"]
+
+# -- issue 19: coalescing and caching (a block of its own, to ease merging) ------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallCoalesced(Event):
+    """A call joined a call already in flight with the same key, instead of making its own.
+
+    Attributes:
+        key: The key the calls share.
+        waiting: Callers waiting for that flight's outcome, this one included.
+    """
+
+    key: Any
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class StaleValueServed(Event):
+    """A cache answered a failed call with a value past its ``ttl``, within ``stale_if_error``.
+
+    Attributes:
+        key: The entry's key.
+        age: Seconds since the value was stored.
+        exception: The failure the stale value stands in for.
+    """
+
+    key: Any
+    age: float
+    exception: BaseException
+
+
+CallCoalesced.__module__ = "resilient"
+StaleValueServed.__module__ = "resilient"
+__all__ += ["CallCoalesced", "StaleValueServed"]

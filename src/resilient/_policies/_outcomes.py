@@ -15,6 +15,8 @@ from typing import Any, Final
 from resilient._policies._adaptive import AdaptiveLimiter
 from resilient._policies._breaker import CircuitBreaker
 from resilient._policies._bulkhead import Bulkhead
+from resilient._policies._cache import Cache
+from resilient._policies._coalesce import Coalesce
 from resilient._policies._fallback import Fallback
 from resilient._policies._hedge import Hedge
 from resilient._policies._keyed_ratelimit import KeyedRateLimiter
@@ -120,6 +122,25 @@ def _adaptive_outcomes(limiter: AdaptiveLimiter) -> dict[str, int]:
 
 
 OUTCOMES[AdaptiveLimiter] = _adaptive_outcomes
+
+
+# -- issue 19: coalescing and caching (a block of its own) -----------------------------
+
+
+def _coalesce_outcomes(coalesce: Coalesce) -> dict[str, int]:
+    # A leader ran the function; a follower shared a leader's call instead.
+    m = coalesce.metrics()
+    return {"leader": m.leaders, "follower": m.followers}
+
+
+def _cache_outcomes(cache: Cache) -> dict[str, int]:
+    # One outcome per call: a stale answer is a miss whose call failed, counted apart.
+    m = cache.metrics()
+    return {"hit": m.hits, "miss": m.misses - m.stale_served, "stale": m.stale_served}
+
+
+OUTCOMES[Coalesce] = _coalesce_outcomes
+OUTCOMES[Cache] = _cache_outcomes
 
 
 def outcomes(policy: CorePolicy[Any]) -> dict[str, int]:

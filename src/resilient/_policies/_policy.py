@@ -61,6 +61,9 @@ class Policy:
     #: Whether the first positional option may be a function (a fallback's handler);
     #: elsewhere a function there means ``@Policy`` was written without parentheses.
     _callable_option: bool = False
+    #: Whether the wrapper needs the function called as well (``target=``): keys made of
+    #: it and its arguments (a cache, coalescing) must not change with the wrapping.
+    _wants_target: bool = False
 
     # -- what a policy provides --------------------------------------------------------
 
@@ -424,7 +427,13 @@ def _build(
         if pending:
             call = (async_runner if is_async else sync_runner)(pending, call, kinds, signature)
             pending, kinds = [], []
-        call = shaped(policy._async_wrap if is_async else policy._sync_wrap, call, signature)
+        wrap: Callable[..., Any] = policy._async_wrap if is_async else policy._sync_wrap
+        if policy._wants_target:
+            # Keyed by the function called (issue 19): `fn`, whatever wraps it here. Such
+            # a wrapper reads the packed arguments, so there is no guard to specialize.
+            call = wrap(call, target=fn)
+            continue
+        call = shaped(wrap, call, signature)
     if pending:
         call = (async_runner if is_async else sync_runner)(pending, call, kinds, signature)
     return call

@@ -29,6 +29,8 @@ from resilient._policies._retry import Retry
 
 if TYPE_CHECKING:
     from resilient._policies._adaptive import AdaptiveLimiter
+    from resilient._policies._cache import Cache
+    from resilient._policies._coalesce import Coalesce
     from resilient._policies._fallback import Fallback
     from resilient._policies._hedge import Hedge
     from resilient._policies._keyed_ratelimit import KeyedRateLimiter
@@ -212,6 +214,14 @@ class Registry:
         """The fallback called ``name`` (options: ``handler``, ``on``, ``on_result``, ...)."""
         return self._get_or_create("fallback", name, options)  # type: ignore[return-value]
 
+    def coalesce(self, name: str, **options: Any) -> Coalesce:
+        """The coalescing policy called ``name`` (option: ``key``)."""
+        return self._get_or_create("coalesce", name, options)  # type: ignore[return-value]
+
+    def cache(self, name: str, **options: Any) -> Cache:
+        """The cache called ``name`` (options: ``ttl``, ``stale_if_error``, ``max_entries``...)."""
+        return self._get_or_create("cache", name, options)  # type: ignore[return-value]
+
     def keyed_rate_limiter(self, name: str, **options: Any) -> KeyedRateLimiter:
         """The keyed rate limiter called ``name`` (options: ``rate``, ``key``, ...)."""
         return self._get_or_create("keyed_rate_limiter", name, options)  # type: ignore[return-value]
@@ -349,3 +359,24 @@ def _positional_of(
 _FACTORIES["fallback"] = _fallback
 _FACTORIES["keyed_rate_limiter"] = _keyed_rate_limiter
 _KEYWORDS_ONLY = _KEYWORDS_ONLY | {"fallback", "keyed_rate_limiter"}
+
+
+# -- issue 19: coalescing and caching (a block of its own, to ease merging) ------------
+
+
+def _coalescing(kind: str) -> Callable[..., Policy]:
+    def make(**options: Any) -> Policy:
+        # Loaded when a registry makes one, as the timeout is.
+        if kind == "cache":
+            from resilient._policies._cache import Cache  # noqa: PLC0415
+
+            return Cache(**options)
+        from resilient._policies._coalesce import Coalesce  # noqa: PLC0415
+
+        return Coalesce(**options)
+
+    return make
+
+
+_FACTORIES.update({kind: _coalescing(kind) for kind in ("coalesce", "cache")})
+_KEYWORDS_ONLY = _KEYWORDS_ONLY | {"coalesce", "cache"}  # a cache's ttl is given by name

@@ -36,6 +36,8 @@ from resilient._core._events import (
 from resilient._core._fork import new_lock
 from resilient._policies._adaptive import AdaptiveLimiter
 from resilient._policies._bulkhead import Bulkhead
+from resilient._policies._cache import Cache
+from resilient._policies._coalesce import Coalesce
 from resilient._policies._keyed_ratelimit import KeyedRateLimiter
 from resilient._policies._policy import CorePolicy
 from resilient._policies._ratelimit import RateLimiter
@@ -210,6 +212,7 @@ class Instrumentation(Readings):
             description="The probability that an adaptive throttle sheds the next call.",
         )
         self._create_adaptive_instruments()
+        self._create_coalescing_instruments()
 
     # -- issue 17: the adaptive limiter's instruments (a block of its own) ---------------
 
@@ -236,6 +239,23 @@ class Instrumentation(Readings):
             ],
             unit="{call}",
             description="Callers queued for an adaptive limiter's permit.",
+        )
+
+    # -- issue 19: coalescing and caching (a block of its own) -------------------------
+
+    def _create_coalescing_instruments(self) -> None:
+        m = self.meter
+        m.create_observable_up_down_counter(
+            "resilient.coalesce.in_flight",
+            callbacks=[self._guarded(self._summed((Coalesce,), lambda c: c.metrics().in_flight))],
+            unit="{call}",
+            description="Calls in flight that later identical calls would share.",
+        )
+        m.create_observable_up_down_counter(
+            "resilient.cache.entries",
+            callbacks=[self._guarded(self._summed((Cache,), lambda c: c.metrics().entries))],
+            unit="{entry}",
+            description="Entries a cache holds (fresh, or stale and kept for stale_if_error).",
         )
 
     def _create_store_instruments(self) -> None:
