@@ -70,4 +70,5 @@ def test_the_listener_test_is_written_once() -> None:
         ("_core/_events.py", False),
         ("_core/_gcra.py", True),
         ("_core/_gcra.py", True),
+        ("_core/_gcra.py", True),
     ]

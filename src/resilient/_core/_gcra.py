@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from resilient._core._atomic import counted, new_counter
 from resilient._core._clock import Clock
@@ -201,14 +201,20 @@ class GcraCore(EventSource):
             f"retry in {error.retry_after:.3f}s"
         )
 
-    def refuse_early(self, delay: int, now: int) -> NoReturn:
-        """Refuse a call ``delay`` ns early at ``now``, seen without the lock (``max_wait=0``).
+    def early_refusal(self, delay: int, now: int) -> RateLimitedError:
+        """The error refusing a call ``delay`` ns early at ``now``, seen without the lock.
 
-        What ``admit()`` does when it refuses, for a runner that admits in its own frame
-        (``_policies._pipeline``): counted without the lock, raised as it is built.
+        What ``admit()`` does when it refuses (``max_wait=0``), for a runner that admits
+        in its own frame (``_policies._pipeline``): counted without the lock, and
+        returned for the runner to raise there, which spares the refused caller a frame
+        (a call, and a traceback entry) on a path priced at <= 3x a bare raise.
         """
         next(self._refused)
-        raise self.refusal(delay, now, None)
+        # EventSource.observed(), inlined below: refusal() would cost one more frame.
+        error = rate_limited(self.name, (self, None), delay)
+        if self._listeners or GLOBAL_LISTENERS or NOTABLE_LISTENERS:
+            self.emit(CallRejected(self.name, KIND, error))
+        return error
 
     def refused(self) -> int:
         """Calls refused so far (those counted under the lock and those without)."""

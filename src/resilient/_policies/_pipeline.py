@@ -210,7 +210,9 @@ def _inline_gate_level(i: int, pad: str, aw: str) -> list[str]:
         # its admit() does (c[3]: its slack, too large to ever hold for one that waits).
         f"{pad}d{i} = c{i}[0] - c{i}[3] - now{i}",
         f"{pad}if d{i} > 0:",
-        f"{pad}    y{i}(d{i}, now{i})",
+        # Raised as it is built: a local holding it would make a cycle with this
+        # frame's traceback.
+        f"{pad}    raise y{i}(d{i}, now{i})",
         f"{pad}with x{i}:",
         f"{pad}    tat{i} = c{i}[0]",
         f"{pad}    new{i} = (tat{i} if tat{i} > now{i} else now{i}) + c{i}[1]",

@@ -82,14 +82,14 @@ class _RateLimiterStep:
         """What a runner needs to admit as ``core.admit`` does, in its own frame.
 
         (the nanosecond clock, the lock, the cell of the TAT and the constants, the
-        admitted count's cell, and the refusal itself); ``None`` for a core without
+        admitted count's cell, and the early refusal's maker); ``None`` for a core without
         local admission (a shared one), which the runner then calls through
         :meth:`gate_hooks`.
         """
         core = self._core
         if type(core) is not RateLimiterCore:
             return None
-        return (core.now, core._lock, core._tat, core._admitted_fast, core.refuse_early)
+        return (core.now, core._lock, core._tat, core._admitted_fast, core.early_refusal)
 
     def over_the_rate(self) -> Wait | None:
         """After ``admit()`` said no: reserve a slot to wait for, or raise the refusal."""
