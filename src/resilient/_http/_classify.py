@@ -10,7 +10,6 @@ caller sees the server's last answer, never our exception.
 from __future__ import annotations
 
 import email.utils
-import math
 from collections.abc import Callable, Collection
 from typing import Any, Final
 
@@ -99,7 +98,4 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     if when.tzinfo is None:  # "-0000": RFC 5322's unknown zone; HTTP-dates are GMT
         return None
-    seconds = when.timestamp() - now
-    if math.isnan(seconds):
-        return None
-    return max(0.0, seconds)
+    return max(0.0, when.timestamp() - now)

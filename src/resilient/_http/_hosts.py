@@ -70,7 +70,7 @@ class HostPolicies(Generic[G]):
         name: str,
         factory: Callable[[str], Any],
         max_hosts: int,
-        registry: Registry | None,
+        registry: Registry,
         build: Callable[[Policy], G],
     ) -> None:
         self.name = name
@@ -110,10 +110,9 @@ class HostPolicies(Generic[G]):
                 old_host, (old_policy, _) = self._entries.popitem(last=False)
                 self._evictions += 1
                 evicted.append((old_host, old_policy))
-        if self.registry is not None:
-            _adopt(self.registry, name, policy)
-            for old_host, old_policy in evicted:
-                _release(self.registry, f"{self.name}:{old_host}", old_policy)
+        _adopt(self.registry, name, policy)
+        for old_host, old_policy in evicted:
+            _release(self.registry, f"{self.name}:{old_host}", old_policy)
         for old_host, _ in evicted:
             logger.info(
                 "%s: the policy of host %r was dropped (max_hosts=%d)",
