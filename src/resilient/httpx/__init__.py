@@ -23,9 +23,10 @@ from resilient.httpx._transport import ResilienceTransport
 
 __all__ = ["HTTPStatusFailure", "HostMetrics", "ResilienceTransport", "is_failure_status"]
 
-# Reprs, tracebacks and docs say `resilient.httpx.ResilienceTransport`.
+# Reprs, tracebacks and docs say `resilient.httpx.ResilienceTransport`. The names shared
+# with resilient.requests keep their own module: the same class under either name.
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("resilient."):
+    if getattr(_obj, "__module__", "").startswith("resilient.httpx."):
         _obj.__module__ = __name__
 del _name, _obj
