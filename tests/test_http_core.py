@@ -101,7 +101,7 @@ def test_a_failing_status_is_raised_with_its_response_and_wait() -> None:
     exchange = Exchange(client(), repeatable_body=True)
     assert exchange.judge("ok-response", 404, None) == "ok-response"
     with pytest.raises(HTTPStatusFailure) as caught:
-        exchange.judge("busy", 429, "3")
+        exchange.judge("busy", 429, lambda _: "3")
     assert (caught.value.response, caught.value.status, caught.value.retry_after) == (
         "busy",
         429,
@@ -117,7 +117,7 @@ def test_a_failing_status_is_raised_with_its_response_and_wait() -> None:
 def test_retry_after_is_capped_by_max_retry_after() -> None:
     exchange = Exchange(client(max_retry_after=5.0), repeatable_body=True)
     with pytest.raises(HTTPStatusFailure) as caught:
-        exchange.judge("r", 503, "3600")
+        exchange.judge("r", 503, lambda _: "3600")
     assert caught.value.retry_after == 5.0
 
 
@@ -136,7 +136,7 @@ def test_a_failing_predicate_or_wall_clock_never_changes_the_response(
 
     exchange = Exchange(client(wall=no_time), repeatable_body=True)
     with caplog.at_level(logging.ERROR, logger="resilient"), pytest.raises(HTTPStatusFailure) as e:
-        exchange.judge("r", 503, "Sun, 06 Nov 1994 08:49:37 GMT")
+        exchange.judge("r", 503, lambda _: "Sun, 06 Nov 1994 08:49:37 GMT")
     assert e.value.retry_after is None
     assert len(caplog.records) == 2
 
@@ -184,12 +184,12 @@ def test_per_host_policies_are_named_registered_and_bounded() -> None:
         return CircuitBreaker(name)
 
     c = client(factory, max_hosts=2, registry=registry)
-    a = c.guards("a.example")
-    assert c.guards("a.example") is a  # kept
-    c.guards("b.example:8080")
+    a = c.guards(lambda: "a.example")
+    assert c.guards(lambda: "a.example") is a  # kept
+    c.guards(lambda: "b.example:8080")
     assert sorted(registry) == ["api:a.example", "api:b.example:8080"]
-    c.guards("a.example")  # a is now the most recently used
-    c.guards("c.example")  # evicts b
+    c.guards(lambda: "a.example")  # a is now the most recently used
+    c.guards(lambda: "c.example")  # evicts b
     assert made == ["api:a.example", "api:b.example:8080", "api:c.example"]
     assert sorted(registry) == ["api:a.example", "api:c.example"]
     metrics = c.metrics()
@@ -199,7 +199,7 @@ def test_per_host_policies_are_named_registered_and_bounded() -> None:
     policy = c.policy("a.example")
     assert isinstance(policy, CircuitBreaker)
     assert policy.name == "api:a.example"
-    c.guards("b.example:8080")  # back: a fresh policy
+    c.guards(lambda: "b.example:8080")  # back: a fresh policy
     assert made[-1] == "api:b.example:8080"
     assert c.metrics() == type(metrics)(2, 2, 4, 2)
 
@@ -209,7 +209,7 @@ def test_a_name_taken_in_the_registry_is_left_alone(caplog: pytest.LogCaptureFix
     theirs = registry.circuit_breaker("api:a.example")
     c = client(CircuitBreaker, registry=registry)
     with caplog.at_level(logging.WARNING, logger="resilient"):
-        c.guards("a.example")
+        c.guards(lambda: "a.example")
     assert registry.get("api:a.example") is theirs
     assert "already holds" in caplog.text
 
@@ -220,18 +220,18 @@ def test_a_factory_that_fails_or_returns_no_policy_leaves_nothing_behind() -> No
 
     c = client(broken)
     with pytest.raises(KeyboardInterrupt):
-        c.guards("a.example")
+        c.guards(lambda: "a.example")
     assert c.metrics() == type(c.metrics())(0, 100, 0, 0)
 
     c = client(lambda name: "not a policy")
     with pytest.raises(TypeError, match="must return a policy"):
-        c.guards("a.example")
+        c.guards(lambda: "a.example")
 
 
 def test_one_policy_serves_every_host() -> None:
     breaker = CircuitBreaker("one")
     c = client(breaker)
-    assert c.guards("a") is c.guards("b")
+    assert c.guards(lambda: "a") is c.guards(lambda: "b")
     assert c.policy() is breaker
     assert c.metrics() is None
 
@@ -457,14 +457,14 @@ def test_a_host_made_meanwhile_by_another_caller_stands() -> None:
     def factory(name: str) -> CircuitBreaker:
         if not made:
             made.append(name)
-            c.guards("a")  # another caller gets there first (here: reentrant)
+            c.guards(lambda: "a")  # another caller gets there first (here: reentrant)
         return CircuitBreaker(name)
 
     made: list[str] = []
     c = client(factory, registry=registry)
-    c.guards("a")
+    c.guards(lambda: "a")
     assert c.metrics() == type(c.metrics())(1, 100, 1, 0)
     first = c.policy("a")
-    c.guards("a")
+    c.guards(lambda: "a")
     assert c.policy("a") is first
     assert registry.get("api:a") is first

@@ -73,11 +73,19 @@ class Exchange:
     def begin(self) -> list[Any]:
         """Start an attempt; the failed responses of earlier ones, for the shell to close."""
         self.attempts += 1
-        held, self.held = self.held, []
+        held = self.held
+        if held:
+            self.held = []
         return held
 
-    def judge(self, response: Any, status: int, retry_after: str | None) -> Any:
-        """``response`` if it succeeded; else raise it as an ``HTTPStatusFailure``."""
+    def judge(
+        self, response: Any, status: int, retry_after: Callable[[Any], str | None] | None
+    ) -> Any:
+        """``response`` if it succeeded; else raise it as an ``HTTPStatusFailure``.
+
+        ``retry_after(response)`` reads the ``Retry-After`` header: only for a failure
+        (reading a header is a scan of them all in httpx, a cost on every request).
+        """
         client = self.client
         try:
             failed = client.is_failure(status)
@@ -92,9 +100,10 @@ class Exchange:
         if not failed:
             return response
         wait = None
-        if retry_after is not None:
+        value = None if retry_after is None else retry_after(response)
+        if value is not None:
             try:
-                wait = parse_retry_after(retry_after, client.wall())
+                wait = parse_retry_after(value, client.wall())
             except Exception:
                 logger.exception("%s: the wall clock failed; Retry-After ignored", client.name)
             if wait is not None:
@@ -276,14 +285,17 @@ class Client:
                 f"factory name -> policy, not {type(policy).__name__}"
             )
 
-    def guards(self, host: str) -> Guards:
-        """The guards of a request to ``host`` (the one policy's, or the host's own)."""
+    def guards(self, host: Callable[[], str]) -> Guards:
+        """The guards of a request to ``host()`` (the one policy's, or the host's own).
+
+        ``host`` is called only with a factory: parsing a URL's authority costs.
+        """
         single = self._single
         if single is not None:
             return single
         hosts = self._hosts
         assert hosts is not None  # noqa: S101 -- one of the two is set at construction
-        return hosts.get(host)
+        return hosts.get(host())
 
     def policy(self, host: str | None = None) -> Policy | None:
         """The policy guarding ``host`` now (the one policy if there is no factory)."""
@@ -318,6 +330,8 @@ __all__ += ["aclose_quietly", "close_quietly"]
 
 
 def _drop(exchange: Exchange, close: Callable[[Any], object], keep: Any = None) -> None:
+    if not exchange.held:
+        return
     for response in exchange.leftovers(keep):
         close_quietly(functools.partial(close, response), exchange.client.name)
 
@@ -374,6 +388,8 @@ async def run_async(
 async def _adrop(
     exchange: Exchange, aclose: Callable[[Any], Awaitable[object]], keep: Any = None
 ) -> None:
+    if not exchange.held:
+        return
     for response in exchange.leftovers(keep):
         await aclose_quietly(functools.partial(aclose, response), exchange.client.name)
 

@@ -8,6 +8,7 @@ the exchange to judge. Every decision lives in ``resilient._http``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection
 
 import httpx
@@ -151,7 +152,8 @@ class ResilienceTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             request.extensions["timeout"] = {key: clamp(base.get(key), left) for key in _TIMEOUTS}
 
     def _exchange(self, request: httpx.Request) -> Exchange:
-        base = dict(request.extensions.get("timeout") or {})
+        # Not copied: each attempt sets a new dict, so this one stays the request's own.
+        base = request.extensions.get("timeout") or {}
         return Exchange(self._client, isinstance(request.stream, httpx.ByteStream), base)
 
     def _attempt(self, exchange: Exchange, request: httpx.Request) -> httpx.Response:
@@ -159,23 +161,25 @@ class ResilienceTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             _close_quietly(stale.close, self._client.name)
         self._prepare(request, exchange)
         response = self._sending().handle_request(request)
-        return exchange.judge(response, response.status_code, response.headers.get("retry-after"))  # type: ignore[no-any-return]
+        return exchange.judge(response, response.status_code, _retry_after)  # type: ignore[no-any-return]
 
     async def _attempt_async(self, exchange: Exchange, request: httpx.Request) -> httpx.Response:
         for stale in exchange.begin():
             await _aclose_quietly(stale.aclose, self._client.name)
         self._prepare(request, exchange)
         response = await self._asending().handle_async_request(request)
-        return exchange.judge(response, response.status_code, response.headers.get("retry-after"))  # type: ignore[no-any-return]
+        return exchange.judge(response, response.status_code, _retry_after)  # type: ignore[no-any-return]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the policies (``httpx.Client``'s entry point)."""
-        guard = self._client.guards(authority(request.url)).sync(self._attempt)
+        guard = self._client.guards(functools.partial(authority, request.url)).sync(self._attempt)
         return run_sync(guard, self._exchange(request), request, _close)  # type: ignore[no-any-return]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the policies (``httpx.AsyncClient``'s entry point)."""
-        guard = self._client.guards(authority(request.url)).async_(self._attempt_async)
+        guard = self._client.guards(functools.partial(authority, request.url)).async_(
+            self._attempt_async
+        )
         return await run_async(guard, self._exchange(request), request, _aclose)  # type: ignore[no-any-return]
 
     def _sending(self) -> httpx.BaseTransport:
@@ -208,6 +212,11 @@ class ResilienceTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def __repr__(self) -> str:
         return f"<ResilienceTransport {self.name!r}>"
+
+
+def _retry_after(response: httpx.Response) -> str | None:
+    value: str | None = response.headers.get("retry-after")
+    return value
 
 
 def _close(response: httpx.Response) -> None:

@@ -7,6 +7,7 @@ and hands the response to the exchange to judge.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,7 +133,9 @@ class ResilienceAdapter(BaseAdapter):
         options = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert}
         options["proxies"] = proxies
         exchange = Exchange(self._client, _repeatable(request.body), options)
-        guard = self._client.guards(authority(request.url or "")).sync(self._attempt)
+        guard = self._client.guards(functools.partial(authority, request.url or "")).sync(
+            self._attempt
+        )
         return run_sync(guard, exchange, request, _close)  # type: ignore[no-any-return]
 
     def _attempt(self, exchange: Exchange, request: requests.PreparedRequest) -> requests.Response:
@@ -146,9 +149,7 @@ class ResilienceAdapter(BaseAdapter):
         if left is not None:
             options["timeout"] = _bounded(options["timeout"], left)
         response = self._wrapped.send(request, **options)
-        return exchange.judge(  # type: ignore[no-any-return]
-            response, response.status_code, response.headers.get("retry-after")
-        )
+        return exchange.judge(response, response.status_code, _retry_after)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Close the wrapped adapter (``Session.close()`` calls it)."""
@@ -165,6 +166,10 @@ def _bounded(timeout: Any, left: float) -> Any:
     if timeout is None or isinstance(timeout, (int, float)):
         return clamp(timeout, left)
     return timeout  # a urllib3 Timeout object: the user's own, left as it is
+
+
+def _retry_after(response: requests.Response) -> str | None:
+    return response.headers.get("retry-after")
 
 
 def _close(response: requests.Response) -> None:
