@@ -468,3 +468,37 @@ def test_a_host_made_meanwhile_by_another_caller_stands() -> None:
     c.guards(lambda: "a")
     assert c.policy("a") is first
     assert registry.get("api:a") is first
+
+
+# -- OpenTelemetry: the per-host policies' counts ---------------------------------------
+
+
+def test_hosts_and_evictions_are_read_by_opentelemetry() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+
+    import resilient  # noqa: PLC0415
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    handle = resilient.instrument(provider)
+    try:
+        c = client(CircuitBreaker, name="otel-hosts", max_hosts=2)
+        for host in ("a", "b", "c", "a"):
+            c.guards(lambda host=host: host)  # type: ignore[misc]
+        points: dict[str, float] = {}
+        data = reader.get_metrics_data()
+        assert data is not None
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        attrs = dict(point.attributes or {})
+                        if attrs.get("resilient.policy") == "otel-hosts":
+                            points[metric.name] = point.value  # type: ignore[union-attr]
+        assert points == {"resilient.http.hosts": 2, "resilient.http.host_evictions": 2}
+        # The per-host breakers themselves are reported like any policy.
+        assert c.policy("a") is not None
+    finally:
+        handle.uninstrument()
+        provider.shutdown()

@@ -12,6 +12,7 @@ back it gets a fresh policy.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +22,19 @@ from resilient._core._fork import new_lock
 from resilient._policies._policy import Policy
 from resilient._policies._registry import Registry
 
-__all__ = ["HostMetrics", "HostPolicies"]
+__all__ = ["HostMetrics", "HostPolicies", "live_host_policies"]
 
 logger = logging.getLogger("resilient")
 
 G = TypeVar("G")
+
+# Every live transport's host policies, for the OpenTelemetry readings (hosts, evictions).
+_LIVE: weakref.WeakSet[HostPolicies[Any]] = weakref.WeakSet()
+
+
+def live_host_policies() -> list[HostPolicies[Any]]:
+    """The per-host policies of every transport still alive."""
+    return list(_LIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,7 @@ class HostPolicies(Generic[G]):
         self._lock = new_lock(self)
         self._created = 0
         self._evictions = 0
+        _LIVE.add(self)
 
     def get(self, host: str) -> G:
         """The guards of ``host``'s policy, made (and the LRU trimmed) if it has none."""
