@@ -13,6 +13,8 @@ import email.utils
 from collections.abc import Callable, Collection
 from typing import Any, Final
 
+from resilient._core._validate import check_arity
+
 __all__ = [
     "HTTPStatusFailure",
     "compile_failure_statuses",
@@ -65,7 +67,7 @@ def compile_failure_statuses(value: object) -> Callable[[int], bool]:
     if value is None:
         return is_failure_status
     if callable(value):
-        return value
+        return check_arity("failure_statuses", value, 1, "a predicate status -> bool")
     if isinstance(value, Collection) and not isinstance(value, (str, bytes)):
         statuses = frozenset(value)
         if all(isinstance(s, int) and not isinstance(s, bool) for s in statuses) and all(

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from resilient._core._errors import TimeoutExceededError
 from resilient._core._timeout_header import REQUEST_TIMEOUT, header
-from resilient._core._validate import Duration, check_duration, check_int
+from resilient._core._validate import Duration, check_arity, check_duration, check_int
 from resilient._http._classify import (
     HTTPStatusFailure,
     compile_failure_statuses,
@@ -262,9 +262,11 @@ class Client:
         if not isinstance(flag, bool):
             raise TypeError(f"repeat_streams must be a bool, not {type(repeat_streams).__name__}")
         self.repeat_streams = repeat_streams
-        if wall is not None and not callable(wall):
-            raise TypeError(f"wall must be a callable returning epoch seconds, not {wall!r}")
-        self.wall = time.time if wall is None else wall
+        self.wall = (
+            time.time
+            if wall is None
+            else check_arity("wall", wall, 0, "a callable returning epoch seconds")
+        )
         if registry is not None and not isinstance(registry, Registry):
             raise TypeError(f"registry must be a Registry or None, not {type(registry).__name__}")
         self._single: Guards | None = None
@@ -272,9 +274,10 @@ class Client:
         if isinstance(policy, Policy):
             self._single = Guards(policy)
         elif callable(policy):
+            factory = check_arity("policy", policy, 1, "a per-host factory name -> policy")
             self._hosts = HostPolicies(
                 name,
-                policy,
+                factory,
                 max_hosts,
                 default_registry if registry is None else registry,
                 Guards,
