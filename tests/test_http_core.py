@@ -22,7 +22,8 @@ from resilient._http._classify import (
     is_failure_status,
     parse_retry_after,
 )
-from resilient._http._exchange import Client, Exchange, clamp, deadline
+from resilient._http._client import Client
+from resilient._http._exchange import Exchange, clamp, deadline
 from resilient._waiting._deadline import DEADLINE
 from resilient.testing import ManualClock, capture_events
 

@@ -13,11 +13,13 @@ from collections.abc import Callable, Collection
 
 import httpx
 
-from resilient._http._exchange import (
+from resilient._http._client import (
     DEFAULT_MAX_HOSTS,
     DEFAULT_MAX_RETRY_AFTER,
     REQUEST_TIMEOUT,
     Client,
+)
+from resilient._http._exchange import (
     Exchange,
     clamp,
     deadline,

@@ -15,11 +15,13 @@ from urllib.parse import urlsplit
 import requests  # noqa: TC002 -- requests is this module's reason to exist
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from resilient._http._exchange import (
+from resilient._http._client import (
     DEFAULT_MAX_HOSTS,
     DEFAULT_MAX_RETRY_AFTER,
     REQUEST_TIMEOUT,
     Client,
+)
+from resilient._http._exchange import (
     Exchange,
     clamp,
     deadline,
