@@ -384,3 +384,19 @@ async def test_a_wrapped_sync_transport_refuses_an_async_client(url: str) -> Non
     async with httpx.AsyncClient(transport=t, base_url=url) as client:
         with pytest.raises(TypeError, match="sync"):
             await client.get("/ok")
+
+
+async def test_async_fallback_answers_and_the_failed_response_is_closed(
+    backend: Backend, aclient: Any
+) -> None:
+    backend.fail(500)
+    failed: list[httpx.Response] = []
+
+    def cached(exc: BaseException) -> httpx.Response:
+        assert isinstance(exc, HTTPStatusFailure)
+        failed.append(exc.response)
+        return httpx.Response(200, text="cached")
+
+    async with aclient(Fallback(cached)) as client:
+        response = await client.get("/status")
+    assert (response.text, failed[0].status_code, failed[0].is_closed) == ("cached", 500, True)

@@ -212,3 +212,24 @@ def test_a_user_timeout_object_is_left_alone() -> None:
 
     mine = TimeoutSauce(connect=1, read=2)
     assert _bounded(mine, 0.5) is mine
+
+
+def test_a_fallback_answers_and_the_failed_response_is_closed(backend: Backend, url: str) -> None:
+    from resilient import Fallback  # noqa: PLC0415
+    from resilient.requests import HTTPStatusFailure  # noqa: PLC0415
+
+    backend.fail(503)
+    failed: list[requests.Response] = []
+
+    def cached(exc: BaseException) -> requests.Response:
+        assert isinstance(exc, HTTPStatusFailure)
+        failed.append(exc.response)
+        response = requests.Response()
+        response.status_code = 200
+        response._content = b"cached"
+        return response
+
+    with session(Fallback(cached)) as s:
+        response = s.get(f"{url}/status")
+    assert (response.text, failed[0].status_code) == ("cached", 503)
+    assert failed[0].raw.closed
