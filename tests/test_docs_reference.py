@@ -26,7 +26,8 @@ import resilient.testing
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
 DIRECTIVE = re.compile(
-    r"^::: (resilient(?:\.testing|\.asgi|\.redis|\.chaos|\.dashboard|\.httpx|\.requests)?\.\w+)\s*$",
+    r"^::: (resilient(?:\.testing|\.asgi|\.redis|\.chaos|\.dashboard|\.httpx|\.requests)?"
+    r"\.\w+)\s*$",
     re.MULTILINE,
 )
 SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|exc|data|mod|obj):`")
