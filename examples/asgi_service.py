@@ -12,9 +12,11 @@ prints what clients saw, in three acts, in about a second:
 3. **Recovery**: the downstream is healthy again; after the open period (a manual clock
    stands in for 30 seconds) trial requests close the breaker.
 
-Meanwhile every request carries ``x-request-timeout``; the handler sees the deadline
-through ``resilient.remaining()`` and forwards it to the downstream with
-``timeout_header()``. ``/health`` is exempt from every policy.
+The downstream is a second service (its own app and middleware). The quotes service
+calls it through ``resilient.httpx.ResilienceTransport``, which retries a 5xx once and
+sends what is left of the incoming request's deadline (every request carries
+``x-request-timeout: 1.5``) as that call's ``x-request-timeout``: the prices service
+sees it through ``resilient.remaining()``. ``/health`` is exempt from every policy.
 """
 
 from __future__ import annotations
@@ -28,42 +30,65 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from resilient import Bulkhead, CircuitBreaker, CountWindow, RejectedError, Timeout, compose
-from resilient.asgi import ResilienceMiddleware, timeout_header
+from resilient import (
+    Bulkhead,
+    CircuitBreaker,
+    CountWindow,
+    RejectedError,
+    Retry,
+    Timeout,
+    compose,
+    remaining,
+)
+from resilient.asgi import ResilienceMiddleware
 from resilient.asgi import Route as PolicyRoute
+from resilient.httpx import ResilienceTransport
 from resilient.testing import ManualClock
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
 
-class Downstream:
-    """A stand-in for a remote dependency: slow, and failing while ``broken``."""
+class Prices:
+    """The downstream service: slow, answering 503 while ``broken``."""
 
     def __init__(self) -> None:
         self.broken = False
         self.calls = 0
-        self.forwarded: list[dict[str, str]] = []
+        self.seen: list[tuple[str | None, float | None]] = []  # (header, remaining())
 
-    async def fetch(self, item: str, headers: dict[str, str]) -> dict[str, str]:
+    async def price(self, request: Request) -> Response:
         self.calls += 1
-        self.forwarded.append(headers)
+        self.seen.append((request.headers.get("x-request-timeout"), remaining()))
         await asyncio.sleep(0.05)  # the time the dependency takes
         if self.broken:
-            raise ConnectionError("downstream unavailable")
-        return {"item": item, "price": "9.99"}
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+        return JSONResponse({"item": request.path_params["item"], "price": "9.99"})
 
 
-downstream = Downstream()
+downstream = Prices()
+# The prices service has its own middleware, which reads the caller's deadline header.
+prices_app = ResilienceMiddleware(
+    Starlette(routes=[Route("/prices/{item}", downstream.price)]), None
+)
+# The quotes service calls it through the transport: one retry per request (per host),
+# and each attempt sends what is left of the incoming request's deadline.
+prices = httpx.AsyncClient(
+    transport=ResilienceTransport(
+        lambda name: Retry(2, wait=0.0, name=name),
+        name="prices",
+        wrapped=httpx.ASGITransport(app=prices_app),
+    ),
+    base_url="http://prices",
+)
 clock = ManualClock()  # the breaker's clock: lets the example skip its 30 s open period
 
 
 async def quote(request: Request) -> Response:
-    try:
-        body = await downstream.fetch(request.path_params["item"], timeout_header())
-    except ConnectionError:
+    response = await prices.get(f"/prices/{request.path_params['item']}")
+    if response.status_code >= 500:  # the last attempt's response, after the retry
         return JSONResponse({"error": "downstream failed"}, status_code=502)
-    return JSONResponse(body)
+    return JSONResponse(response.json())
 
 
 async def health(_request: Request) -> Response:
@@ -105,10 +130,13 @@ async def main() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         print("1. 30 concurrent requests, bulkhead of 5:")
         print("  ", dict(await burst(client, 30)))
-        print("   the handler forwarded", downstream.forwarded[0])
+        header, left = downstream.seen[0]
+        assert header is not None and float(header) <= 1.5  # noqa: PT018, S101
+        assert left is not None and left <= 1.5  # noqa: PT018, S101
+        print(f"   the prices service saw x-request-timeout: {header}, remaining() <= 1.5")
 
         downstream.broken = True
-        print("2. the downstream breaks; 4 rounds of 5 requests:")
+        print("2. the downstream breaks; 4 rounds of 5 requests (each tried twice):")
         for _ in range(4):
             before = downstream.calls
             outcome = dict(await burst(client, 5))
@@ -125,6 +153,7 @@ async def main() -> None:
         print("3. healthy again, 30 s later:")
         print("  ", dict(await burst(client, 2)), "-> breaker:", breaker.state.value)
         print("  ", dict(await burst(client, 5)))
+    await prices.aclose()
 
 
 if __name__ == "__main__":

@@ -770,3 +770,93 @@ NOT_CONFIGURATION |= {
     "StaleValueServed",
     "cache_status",  # reads the current context; takes nothing
 }
+
+
+# -- issue 18: the HTTP clients' transports (kept apart for merging) -------------------
+# Exercised with one request through a stand-in that answers at once (httpx's
+# MockTransport, a requests adapter building a response): no network.
+
+
+def _httpx_server() -> Any:
+    import httpx  # noqa: PLC0415
+
+    answers = iter([503, 200] * 10)
+    return httpx.MockTransport(lambda request: httpx.Response(next(answers)))
+
+
+def exercise_httpx_transport(transport: Any) -> None:
+    import httpx  # noqa: PLC0415
+
+    with (
+        httpx.Client(transport=transport, base_url="http://a.example") as client,
+        contextlib.suppress(Boom, ResilienceError),
+    ):
+        client.get("/")
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=transport, base_url="http://b.example") as client:
+            with contextlib.suppress(Boom, ResilienceError):
+                await client.get("/")
+
+    anyio.run(main)
+    transport.metrics()
+
+
+def _requests_server() -> Any:
+    import requests  # noqa: PLC0415
+    from requests.adapters import BaseAdapter  # noqa: PLC0415
+
+    class Canned(BaseAdapter):
+        def send(self, request: Any, **options: Any) -> Any:
+            response = requests.Response()
+            response.status_code = 503
+            response.url, response.request = request.url, request
+            return response
+
+        def close(self) -> None:
+            pass
+
+    return Canned()
+
+
+def exercise_requests_adapter(adapter: Any) -> None:
+    import requests  # noqa: PLC0415
+
+    with requests.Session() as session:
+        session.mount("http://", adapter)
+        with contextlib.suppress(Boom, ResilienceError):
+            session.get("http://a.example/")
+    adapter.metrics()
+
+
+def _http_base(server: Callable[[], Any]) -> Callable[[], dict[str, Any]]:
+    return lambda: {
+        "policy": lambda name: compose(Retry(2, wait=0, clock=ManualClock()), CircuitBreaker(name)),
+        "wrapped": server(),
+        "registry": Registry(),
+        "wall": lambda: 1e9,
+    }
+
+
+def _http_cases() -> dict[Any, Case]:
+    from resilient.httpx import ResilienceTransport  # noqa: PLC0415
+    from resilient.requests import ResilienceAdapter  # noqa: PLC0415
+
+    return {
+        ResilienceTransport: Case(_http_base(_httpx_server), exercise_httpx_transport),
+        ResilienceAdapter: Case(_http_base(_requests_server), exercise_requests_adapter),
+    }
+
+
+CASES.update(_http_cases())
+NOT_CONFIGURATION |= {"HTTPStatusFailure", "HostMetrics", "is_failure_status"}
+
+
+def test_every_public_name_of_the_http_clients_is_covered() -> None:
+    import resilient.httpx  # noqa: PLC0415
+    import resilient.requests  # noqa: PLC0415
+
+    for module in (resilient.httpx, resilient.requests):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            assert obj in CASES or name in NOT_CONFIGURATION, name

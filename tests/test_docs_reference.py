@@ -19,12 +19,16 @@ import resilient
 import resilient.asgi
 import resilient.chaos
 import resilient.dashboard
+import resilient.httpx
 import resilient.redis
+import resilient.requests
 import resilient.testing
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
 DIRECTIVE = re.compile(
-    r"^::: (resilient(?:\.testing|\.asgi|\.redis|\.chaos|\.dashboard)?\.\w+)\s*$", re.MULTILINE
+    r"^::: (resilient(?:\.testing|\.asgi|\.redis|\.chaos|\.dashboard|\.httpx|\.requests)?"
+    r"\.\w+)\s*$",
+    re.MULTILINE,
 )
 SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|exc|data|mod|obj):`")
 
@@ -35,6 +39,8 @@ PUBLIC = (
     + [f"resilient.redis.{name}" for name in resilient.redis.__all__]
     + [f"resilient.chaos.{name}" for name in resilient.chaos.__all__]
     + [f"resilient.dashboard.{name}" for name in resilient.dashboard.__all__]
+    + [f"resilient.httpx.{name}" for name in resilient.httpx.__all__]
+    + [f"resilient.requests.{name}" for name in resilient.requests.__all__]
 )
 
 
@@ -54,6 +60,8 @@ def _resolve(dotted: str) -> object:
         "resilient.redis": resilient.redis,
         "resilient.chaos": resilient.chaos,
         "resilient.dashboard": resilient.dashboard,
+        "resilient.httpx": resilient.httpx,
+        "resilient.requests": resilient.requests,
     }
     return getattr(modules.get(module, resilient), name)
 

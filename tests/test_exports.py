@@ -9,6 +9,8 @@ import subprocess
 import sys
 import typing
 
+import pytest
+
 import resilient
 import resilient.asgi
 import resilient.testing
@@ -19,7 +21,16 @@ def test_all_is_sorted_and_complete() -> None:
     for name in resilient.__all__:
         assert hasattr(resilient, name), name
     # Public submodules are attributes of the package once imported, not names in __all__.
-    submodules = {"asgi", "chaos", "dashboard", "instrumentation", "redis", "testing"}
+    submodules = {
+        "asgi",
+        "chaos",
+        "dashboard",
+        "instrumentation",
+        "redis",
+        "testing",
+        "httpx",
+        "requests",
+    }
     public = {n for n in dir(resilient) if not n.startswith("_")} - submodules
     assert public == set(resilient.__all__) - {"__version__"}
 
@@ -133,3 +144,16 @@ def test_import_resilient_does_not_load_chaos() -> None:
     code = "import sys, resilient; assert 'resilient.chaos' not in sys.modules"
     code += "; assert 'resilient._core._chaos' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
+
+
+@pytest.mark.parametrize("client", ["httpx", "requests"])
+def test_http_client_module_surface(client: str) -> None:
+    # issue 18: the two shells export the same names, their own class under their name.
+    module = importlib.import_module(f"resilient.{client}")
+    own = "ResilienceTransport" if client == "httpx" else "ResilienceAdapter"
+    assert module.__all__ == sorted(["HTTPStatusFailure", "HostMetrics", own, "is_failure_status"])
+    assert getattr(module, own).__module__ == f"resilient.{client}"
+    assert (
+        module.HTTPStatusFailure
+        is importlib.import_module("resilient._http._classify").HTTPStatusFailure
+    )

@@ -21,6 +21,8 @@ HEAVY = (
     "wrapt",
     "importlib.metadata",
     "redis",
+    "httpx",
+    "requests",
 )
 
 
@@ -101,6 +103,8 @@ def test_a_sync_breaker_call_loads_no_heavy_module() -> None:
         ("resilient.WindowSnapshot", "resilient._core._snapshots"),
         ("import resilient.redis", "redis"),
         ("import resilient.dashboard", "resilient.dashboard._stream"),
+        ("import resilient.httpx", "httpx"),
+        ("import resilient.requests", "requests"),
     ],
 )
 def test_the_rest_loads_on_first_use(code: str, loaded: str) -> None:
@@ -175,3 +179,9 @@ def test_an_unknown_name_is_still_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'NoSuchPolicy'"):
         resilient.NoSuchPolicy  # noqa: B018
+
+
+def test_the_requests_adapter_loads_no_async_backend_nor_httpx() -> None:
+    # A sync requests user pays for requests and the sync adapters only (issue 18).
+    loaded = loaded_after("import resilient.requests")
+    assert [m for m in loaded if m.split(".")[0] in {"anyio", "asyncio", "httpx", "trio"}] == []

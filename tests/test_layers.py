@@ -112,7 +112,18 @@ def test_no_policy_imports_an_integration(path: Path) -> None:
         name
         for name, _ in imports_of(path)
         if top(name) == "resilient"
-        and floor_of(name) in {"asgi", "chaos", "dashboard", "instrumentation", "redis", "testing"}
+        and floor_of(name)
+        in {
+            "asgi",
+            "chaos",
+            "dashboard",
+            "instrumentation",
+            "redis",
+            "testing",
+            "_http",
+            "httpx",
+            "requests",
+        }
     ]
     assert wrong == [], f"{path.name} imports {wrong}"
 
@@ -156,3 +167,57 @@ def test_the_reader_catches_every_kind_of_import(tmp_path: Path) -> None:
         ("g", False),
         ("h", True),
     ]
+
+
+# -- issue 18: the HTTP clients (a block of its own, to ease merging) -------------------
+# ``_http`` is the floor the two client shells share: above ``_policies`` (it adapts
+# and registers policies), with no HTTP library and no async backend (it does no I/O).
+# ``resilient.httpx`` and ``resilient.requests`` stand on it, each importing its own
+# client library and not the other's.
+
+HTTP_SHELLS = {"httpx": "httpx", "requests": "requests"}
+
+
+@pytest.mark.parametrize("path", modules("_http"), ids=lambda p: p.name)
+def test_the_http_floor_stands_on_the_policies_only(path: Path) -> None:
+    wrong = [
+        name
+        for name, _ in imports_of(path)
+        if not stdlib(name)
+        and not (
+            top(name) == "resilient"
+            and floor_of(name) in {"_core", "_waiting", "_policies", "_http"}
+        )
+    ]
+    assert wrong == [], f"{path.name} imports {wrong}"
+
+
+@pytest.mark.parametrize(
+    ("package", "path"),
+    [(package, path) for package in HTTP_SHELLS for path in modules(package)],
+    ids=lambda value: getattr(value, "name", value),
+)
+def test_an_http_shell_imports_its_client_and_the_floors_below(package: str, path: Path) -> None:
+    wrong = [
+        name
+        for name, _ in imports_of(path)
+        if not stdlib(name)
+        and top(name) != HTTP_SHELLS[package]
+        and not (
+            top(name) == "resilient"
+            and floor_of(name) in {"_core", "_waiting", "_policies", "_http", package}
+        )
+    ]
+    assert wrong == [], f"{path.name} imports {wrong}"
+
+
+def test_nothing_below_the_http_floor_imports_it() -> None:
+    below = modules("_core") + modules("_waiting") + modules("_policies")
+    wrong = [
+        f"{path.name}: {name}"
+        for path in below
+        for name, _ in imports_of(path)
+        if top(name) in {"httpx", "requests"}
+        or (top(name) == "resilient" and floor_of(name) in {"_http", "httpx", "requests"})
+    ]
+    assert wrong == []

@@ -237,6 +237,12 @@ class RetryCore(EventSource):
         # is clamped to max_wait: a sleep of 1e10 s overflows time.sleep, and an async
         # sleep that long never ends.
         try:
+            # A failure may say itself how long to wait (an HTTP response's Retry-After,
+            # carried by resilient.httpx's HTTPStatusFailure): that wait replaces the
+            # schedule's, still within max_wait and, in _refused, the deadline.
+            asked = None if exc is None else getattr(exc, "requested_wait", None)
+            if asked is not None:
+                return min(as_seconds(asked), self.max_wait)
             return min(as_seconds(schedule(attempt, exc, result)), self.max_wait)
         except Exception:
             logger.exception(

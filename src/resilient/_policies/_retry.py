@@ -217,7 +217,6 @@ def sync_retrying(
     start = core.start
     # Read at each call, from the core: reconfigure() may add a budget or on_result.
     first = core.first
-    once = repeatable is None
     sleep = core.clock.sleep
     first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
     ask = functools.partial  # no closure over `args`: the first attempt needs no cell
@@ -233,7 +232,8 @@ def sync_retrying(
             if steps is None:
                 raise
         else:
-            if deposit is None and once:
+            # `repeatable` is asked before a retry only: a plain success needs none.
+            if deposit is None:
                 next(first_ended)
                 return result
             steps = start(None, result, None if repeatable is None else ask(repeatable, args))
@@ -270,7 +270,6 @@ def async_retrying(
     start = core.start
     # Read at each call, from the core: reconfigure() may add a budget or on_result.
     first = core.first
-    once = repeatable is None
     asleep = core.clock.asleep
     first_ended = core.first_attempts  # next() on it: no Python frame on the hot path
     ask = functools.partial  # no closure over `args`: the first attempt needs no cell
@@ -286,7 +285,8 @@ def async_retrying(
             if steps is None:
                 raise
         else:
-            if deposit is None and once:
+            # `repeatable` is asked before a retry only: a plain success needs none.
+            if deposit is None:
                 next(first_ended)
                 return result
             steps = start(None, result, None if repeatable is None else ask(repeatable, args))

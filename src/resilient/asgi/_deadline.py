@@ -11,11 +11,18 @@ gRPC's format: at most 8 digits and a unit, ``H`` (hours), ``M`` (minutes), ``S`
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Iterable
 from typing import Final
 
+# The formats are shared with the HTTP clients' transports (resilient.httpx, .requests).
+from resilient._core._timeout_header import (
+    GRPC_TIMEOUT,
+    REQUEST_TIMEOUT,
+    format_grpc_timeout,
+    format_seconds,
+    header,
+)
 from resilient._waiting._deadline import remaining
 
 __all__ = [
@@ -31,17 +38,12 @@ __all__ = [
 
 logger = logging.getLogger("resilient.asgi")
 
-REQUEST_TIMEOUT: Final = "x-request-timeout"
-GRPC_TIMEOUT: Final = "grpc-timeout"
 
 # Strict on purpose: float() would also take " 1e3 ", "nan", "inf" and "1_000".
 _SECONDS = re.compile(rb"\d{1,12}(?:\.\d{1,9})?")
 _SECONDS_DIGITS: Final = 12
 _GRPC_DIGITS: Final = 8  # then one unit letter
 _GRPC_UNITS: Final = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
-# From the finest unit up: the first in which the value fits 8 digits is the most precise.
-_GRPC_FORMATS: Final = (("n", 1), ("u", 10**3), ("m", 10**6), ("S", 10**9), ("M", 60 * 10**9))
-_GRPC_MAX: Final = 99_999_999
 _LOGGED_PREFIX: Final = 64  # bytes of an invalid deadline header shown at DEBUG
 
 
@@ -91,28 +93,6 @@ def read_deadline(headers: Iterable[tuple[bytes, bytes]], names: dict[bytes, boo
     return found
 
 
-def format_seconds(seconds: float) -> str:
-    """Seconds for ``x-request-timeout``, rounded *down* to the millisecond.
-
-    Down, so the next hop never believes it has more time than is left.
-    """
-    return f"{math.floor(max(seconds, 0.0) * 1000) / 1000:.3f}"
-
-
-def format_grpc_timeout(seconds: float) -> str:
-    """Seconds in gRPC's format, in the finest unit that fits 8 digits (``"1500000u"``).
-
-    Rounded up within that unit, as gRPC's own implementations do, so a tiny budget
-    is never sent as zero; beyond what minutes can hold, whole hours (rounded up).
-    """
-    nanos = math.ceil(max(seconds, 0.0) * 1e9)
-    for unit, size in _GRPC_FORMATS:
-        value = -(-nanos // size)
-        if value <= _GRPC_MAX:
-            return f"{value}{unit}"
-    return f"{min(-(-nanos // (3600 * 10**9)), _GRPC_MAX)}H"
-
-
 def timeout_header(name: str = REQUEST_TIMEOUT) -> dict[str, str]:
     """The header that passes what is left of the current deadline to the next hop.
 
@@ -127,6 +107,4 @@ def timeout_header(name: str = REQUEST_TIMEOUT) -> dict[str, str]:
     left = remaining()
     if left is None:
         return {}
-    if name.lower() == GRPC_TIMEOUT:
-        return {name: format_grpc_timeout(left)}
-    return {name: format_seconds(left)}
+    return {name: header(name, left)}

@@ -213,6 +213,7 @@ class Instrumentation(Readings):
         )
         self._create_adaptive_instruments()
         self._create_coalescing_instruments()
+        self._create_http_instruments()
 
     # -- issue 17: the adaptive limiter's instruments (a block of its own) ---------------
 
@@ -256,6 +257,23 @@ class Instrumentation(Readings):
             callbacks=[self._guarded(self._summed((Cache,), lambda c: c.metrics().entries))],
             unit="{entry}",
             description="Entries a cache holds (fresh, or stale and kept for stale_if_error).",
+        )
+
+    # -- issue 18: the HTTP clients' per-host policies (a block of its own) --------------
+
+    def _create_http_instruments(self) -> None:
+        m = self.meter
+        m.create_observable_up_down_counter(
+            "resilient.http.hosts",
+            callbacks=[self._guarded(_http_hosts("hosts"))],
+            unit="{host}",
+            description="Hosts with a policy of their own in an HTTP client's transport.",
+        )
+        m.create_observable_counter(
+            "resilient.http.host_evictions",
+            callbacks=[self._guarded(_http_hosts("evictions"))],
+            unit="{host}",
+            description="Per-host policies dropped because the transport kept max_hosts.",
         )
 
     def _create_store_instruments(self) -> None:
@@ -394,3 +412,18 @@ def instrument(
             handle._deactivate()  # called again: the new options replace the old
         handle._activate(call_duration=call_duration, quantiles=qs, span_events=span_events)
     return handle
+
+
+def _http_hosts(field: str) -> Callable[[], Iterable[Observation]]:
+    """Per transport name: a count of its per-host policies (``resilient.httpx``, ...)."""
+
+    def read() -> Iterable[Observation]:
+        # Loaded here: nothing HTTP is imported until a reading is taken.
+        from resilient._http._hosts import live_host_policies  # noqa: PLC0415
+
+        totals: dict[str, int] = {}
+        for hosts in live_host_policies():
+            totals[hosts.name] = totals.get(hosts.name, 0) + getattr(hosts.metrics(), field)
+        return [Observation(total, {POLICY: name}) for name, total in totals.items()]
+
+    return read
