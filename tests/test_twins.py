@@ -244,6 +244,19 @@ TWINS: dict[str, _Twin] = {
         "_chaos.InjectResult.__aenter__",
         {},
     ),
+    # Issue 19: a cache's guard (Coalesce's are not twins: threads and tasks wait apart).
+    "Cache guards": ("_cache.Cache._sync_wrap", "_cache.Cache._async_wrap", {}),
+    # Issue 18: one request through the HTTP policies, and the closing of held responses.
+    "HTTP run": (
+        "resilient._http._exchange.run_sync",
+        "resilient._http._exchange.run_async",
+        {"renames": {"_adrop": "_drop", "aclose": "close"}},
+    ),
+    "HTTP drop": (
+        "resilient._http._exchange._drop",
+        "resilient._http._exchange._adrop",
+        {"renames": {"aclose_quietly": "close_quietly", "aclose": "close"}},
+    ),
     # The clocks' waits: a manual clock's async wait yields to the loop once.
     "ManualClock.sleep": (
         "resilient.testing.ManualClock.sleep",
