@@ -301,7 +301,7 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
         name: A name for events and metrics.
     """
 
-    __slots__ = ("_async_factory",)
+    __slots__ = ("_awaits_factory",)
     kind = RESULT
 
     @overload
@@ -353,7 +353,8 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
     ) -> None:
         make = result_payload(value, factory)
         self._core = ChaosCore(RESULT, make, rate, enabled, seed, rng, name)
-        self._async_factory = factory if is_async_callable(factory) else None
+        # The core's payload maker is then the factory itself, its result awaited.
+        self._awaits_factory = is_async_callable(factory)
         self._keep_options(dict(locals()), "value")
         self._config["factory"] = factory
 
@@ -365,26 +366,18 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
     ) -> Callable[[], None]:
         # The guards are built for an async factory or not: that cannot change.
         factory = merged["factory"]
-        is_async = is_async_callable(factory)
-        if is_async != (self._async_factory is not None):
-            kind = "an async" if self._async_factory is not None else "a sync"
+        if is_async_callable(factory) != self._awaits_factory:
+            kind = "an async" if self._awaits_factory else "a sync"
             raise TypeError(
                 f"factory must stay {kind} callable (or a value): the functions this "
                 f"policy guards were decorated for one, got {factory!r}"
             )
-        commit = super()._prepare_reconfigure(merged, changed)
-
-        def both() -> None:
-            commit()
-            if is_async:
-                self._async_factory = factory  # read by the async guards at each call
-
-        return both
+        return super()._prepare_reconfigure(merged, changed)
 
     # A result replaces the call, which only a wrapper can do; the core decides.
 
     def _sync_wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        if self._async_factory is not None:
+        if self._awaits_factory:
             return self._refuse_sync(fn)
         inject = self._core.inject
 
@@ -397,7 +390,7 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
         return guarded
 
     def _async_wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        if self._async_factory is not None:
+        if self._awaits_factory:
             return self._with_async_factory(fn)
         inject = self._core.inject
 
@@ -418,12 +411,13 @@ class InjectResult(WidensResult[T], _Chaos, Generic[T]):
     def _with_async_factory(
         self, fn: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
-        core, policy = self._core, self  # the factory is read at each call (reconfigure)
+        core = self._core
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             if core.draw():
                 try:
-                    value = await policy._async_factory()  # type: ignore[misc]
+                    # The core's maker, read at each call: reconfigure() replaces it.
+                    value = await core._make()
                 except BaseException as exc:
                     if core.factory_failed(exc):
                         raise  # an interrupt or a cancellation: counted, never swallowed
