@@ -7,14 +7,19 @@ background sync), all on one server; the sync rounds are driven by the test
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import redis
-from resilient import CircuitBreaker, CircuitOpenError, CountWindow
+from resilient import CircuitBreaker, CircuitOpenError, CircuitState, CountWindow
 from resilient.redis import RedisStore
 from resilient.redis._breaker import SharedBreakerCore
 from resilient.redis._breaker_sync import BreakerSync
@@ -91,3 +96,66 @@ def record(client: redis.Redis, namespace: str, name: str = "dep") -> dict[str, 
 def wait_server_ms(ms: float) -> None:
     """Let the server's clock pass ``ms`` (the shared open_duration is timed by it)."""
     time.sleep(ms / 1000)
+
+
+def sync_report(breaker: CircuitBreaker) -> str:
+    """What a forked child's breaker and store thread were doing (for a failure's message)."""
+    core: Any = breaker._core
+    sync = core._sync
+    store = core._store
+    thread = sync._thread
+    return (
+        f"state={core._state} intent={core._intent} version={core._version} "
+        f"down_at={core._down_at} store_available={store.available} "
+        f"store={store.metrics()} thread_alive={thread is not None and thread.is_alive()} "
+        f"rounds={sync.rounds}"
+    )
+
+
+def trip_in_a_forked_child(
+    breaker: CircuitBreaker, forked: Callable[[], object] = lambda: None
+) -> None:
+    """Fork; the child trips ``breaker`` and waits for its own store thread to send it.
+
+    ``forked`` runs in the parent once the child exists.
+    """
+    with warnings.catch_warnings():
+        # 3.12+ warns that forking a multi-threaded process may deadlock: the store's
+        # thread is what this test forks past.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        reader, writer = os.pipe()
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, whose coverage is not collected
+        code, why = 1, "the child raised"
+        try:
+            os.close(reader)
+            for _ in range(5):
+                with contextlib.suppress(BoomError):
+                    breaker.call(boom)
+            deadline = time.monotonic() + 10
+            core: Any = breaker._core
+            while core._intent is not None and time.monotonic() < deadline:
+                time.sleep(0.01)  # the child's own thread sends its trip
+            code = 0 if core._intent is None else 1
+            why = sync_report(breaker)
+        except BaseException:
+            why = traceback.format_exc()
+        finally:
+            os.write(writer, why.encode()[:60000])
+            os._exit(code)
+    os.close(writer)
+    forked()
+    deadline = time.monotonic() + 20
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.01)
+    with os.fdopen(reader, "rb") as pipe:
+        why = pipe.read().decode()
+    assert os.waitstatus_to_exitcode(done[1]) == 0, why
+    deadline = time.monotonic() + 10
+    while breaker.state is not CircuitState.OPEN and time.monotonic() < deadline:
+        time.sleep(0.01)  # the parent hears of it through pub/sub or its poll
+    assert breaker.state is CircuitState.OPEN

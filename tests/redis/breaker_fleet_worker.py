@@ -57,7 +57,10 @@ def storm(breaker: CircuitBreaker, store: RedisStore, out: int) -> None:
     seen = time.monotonic() - failed_at if opened else -1.0
 
     def trial() -> bool:
-        was_trial = breaker._core._state is CircuitState.HALF_OPEN
+        # A trial is a call that holds a lease the record granted (one call at a time
+        # here). The local state is no witness: a process that has not yet heard of the
+        # fleet's close may still read HALF_OPEN while its call runs as a closed one.
+        was_trial = bool(breaker._core._leases)
         time.sleep(1.0)
         return was_trial
 

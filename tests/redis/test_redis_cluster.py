@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.cluster
@@ -220,3 +221,35 @@ def test_a_transition_reaches_another_process_through_pub_sub_on_a_cluster(
     assert (store_a.metrics().errors, store_b.metrics().errors) == (0, 0)
     store_a.close()
     store_b.close()
+
+
+def test_a_fork_while_a_node_pool_is_locked_leaves_the_child_a_working_cluster_store(
+    redis_cluster: list[Server],
+) -> None:
+    from breaker_fleet import trip_in_a_forked_child  # noqa: PLC0415
+
+    from resilient import CircuitBreaker, CountWindow  # noqa: PLC0415
+
+    # As on one server (test_redis_breaker_faults.py): the pool of the node that holds
+    # the breaker's record, locked at the fork, must be usable in the child.
+    store = RedisStore(
+        redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster[0].port),
+        namespace="cluster-fork",
+        op_timeout=1.0,
+        flush_interval=0.02,
+        poll_interval=0.05,
+    )
+    breaker = CircuitBreaker("dep", window=CountWindow(10), minimum_calls=5, store=store)
+    client: Any = store._sync_client()
+    node = client.get_node_from_key(store.key("dep"))
+    deadline = time.monotonic() + 10
+    while node.redis_connection is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the store's thread makes the node's connection at its first poll
+    lock = node.redis_connection.connection_pool._lock
+    lock.acquire()  # as redis-py's get_connection() and release() do
+    try:
+        trip_in_a_forked_child(breaker, forked=lock.release)
+    finally:
+        with contextlib.suppress(RuntimeError):  # released at the fork already
+            lock.release()
+    store.close()

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["ForkAware", "new_lock", "on_fork_in_child"]
+__all__ = ["ForkAware", "new_lock", "on_fork_in_child", "reinit_lock"]
 
 logger = logging.getLogger("resilient")
 
@@ -69,7 +69,8 @@ def on_fork_in_child(callback: Callable[[], None]) -> None:
     _callbacks.append(callback)
 
 
-def _reinit(lock: threading.Lock) -> None:
+def reinit_lock(lock: Any) -> None:
+    """Unlock ``lock`` (a ``Lock`` or an ``RLock``) in a forked child, in place."""
     # In place, so that closures which bound the lock (the rate limiter's fast path)
     # get the unlocked lock too. CPython 3.9+ and PyPy provide it (threading uses it).
     reinit = getattr(lock, "_at_fork_reinit", None)
@@ -82,13 +83,13 @@ def _reinit(lock: threading.Lock) -> None:
 def _after_fork_in_child() -> None:
     # Only the forking thread runs here: nothing else can touch these structures.
     for lock in _module_locks:
-        _reinit(lock)
+        reinit_lock(lock)
     # dict.copy() clones the table without allocating per entry, so no collection can
     # run in the middle of it and call _forget on a table being iterated.
     owners = list(_owned.copy().items())
     for _, locks in owners:
         for lock in locks:
-            _reinit(lock)
+            reinit_lock(lock)
     for callback in _callbacks:
         _run(callback)
     for ref, _ in owners:

@@ -12,7 +12,8 @@ process hears of a transition within ``flush_interval`` when pub/sub works, with
 ``poll_interval`` when it does not.
 
 The thread is started by the first breaker bound to the store, and again in a forked
-child (``resilient._core._fork.on_fork_in_child``): a child inherits no threads.
+child (by the store's ``_after_fork_in_child``, once its client's locks are free): a
+child inherits no threads.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 import redis
-from resilient._core._fork import new_lock, on_fork_in_child
+from resilient._core._fork import new_lock
 from resilient.redis._breaker_script import BREAKER
+from resilient.redis._clients import unlock_in_child
 
 if TYPE_CHECKING:
     from resilient.redis._breaker import SharedBreakerCore
@@ -99,8 +101,6 @@ def sync_twin(client: redis.asyncio.Redis, op_timeout: float) -> redis.Redis:
 
 logger = logging.getLogger("resilient")
 
-_all: weakref.WeakSet[BreakerSync] = weakref.WeakSet()
-
 
 class BreakerSync:
     """The store's daemon thread for its breakers (see the module docstring)."""
@@ -140,7 +140,6 @@ class BreakerSync:
         self.rounds = 0
         # Tests drive round() themselves, deterministically: then no thread runs.
         self.manual = False
-        _all.add(self)
 
     def client(self) -> Any:
         """The sync client the breakers use: the store's own, or its sync twin."""
@@ -189,8 +188,10 @@ class BreakerSync:
 
     def _restart_in_child(self) -> None:
         # The parent's thread and pub/sub connection are not the child's (dropped, not
-        # closed: closing would shut the parent's socket). Not named
-        # _after_fork_in_child, which new_lock() would call a second time.
+        # closed: closing would shut the parent's socket). Called by the store, after
+        # its own client's locks; not named _after_fork_in_child, which new_lock()
+        # would call too, in no set order.
+        unlock_in_child(self._twin)
         self._thread = None
         self._pubsub = None
         # The parent's thread may have been inside the event's lock (waiting, or being
@@ -335,14 +336,6 @@ def _loop(ref: weakref.ReferenceType[BreakerSync]) -> None:
         del sync
         wake.wait(interval)
         wake.clear()
-
-
-def _after_fork() -> None:  # pragma: no cover - runs in a forked child
-    for sync in list(_all):
-        sync._restart_in_child()
-
-
-on_fork_in_child(_after_fork)
 
 
 class Flush:

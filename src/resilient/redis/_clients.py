@@ -13,6 +13,7 @@ retries are then the user's to set (see ``docs/scale-out.md``).
 
 from __future__ import annotations
 
+import _thread
 from typing import Any
 
 import redis.asyncio
@@ -22,8 +23,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import redis
+from resilient._core._fork import reinit_lock
 
-__all__ = ["SUPPORTED", "bounded_async", "bounded_cluster", "bounded_sync", "describe"]
+__all__ = [
+    "SUPPORTED",
+    "bounded_async",
+    "bounded_cluster",
+    "bounded_sync",
+    "describe",
+    "unlock_in_child",
+]
 
 SUPPORTED = (redis.Redis, redis.asyncio.Redis, redis.cluster.RedisCluster)
 
@@ -90,3 +99,37 @@ def describe(client: object) -> str:
     if "path" in kwargs:
         return f"redis unix:{kwargs['path']}"
     return f"redis {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+# The classes of the locks that the threading module makes (plain and reentrant).
+_LOCK_TYPES = (_thread.LockType, _thread.RLock)
+
+
+def unlock_in_child(client: Any) -> None:
+    """In a forked child, unlock what a sync client's other threads held at the fork.
+
+    redis-py resets a pool in a child under the pool's own lock: a fork that landed
+    while another thread (the store's, polling) held it left the child's first command
+    waiting for ever. Only the forking thread runs when this is called, so no lock here
+    can be legitimately held. The locks are found by type, not by name: which objects
+    hold one differs between redis-py versions. An async client has no thread locks.
+    """
+    if not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
+        return
+    owners: list[Any] = [client]
+    given: Any = client  # parts of redis.cluster are untyped
+    if isinstance(client, redis.cluster.RedisCluster):
+        manager = given.nodes_manager
+        owners.append(manager)
+        owners.append(getattr(manager, "read_load_balancer", None))
+        nodes = given.get_nodes()
+        pools = [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
+    else:
+        pools = [given.connection_pool]
+    for pool in pools:
+        owners.append(pool)
+        owners.append(getattr(pool, "_event_dispatcher", None))
+    for owner in owners:
+        for value in list(getattr(owner, "__dict__", {}).values()):
+            if isinstance(value, _LOCK_TYPES):
+                reinit_lock(value)

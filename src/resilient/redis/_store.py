@@ -30,6 +30,7 @@ from resilient.redis._clients import (
     bounded_cluster,
     bounded_sync,
     describe,
+    unlock_in_child,
 )
 from resilient.redis._scripts import Script
 from resilient.redis._wire import AsyncWire, Wire, as_eval, pack
@@ -262,6 +263,13 @@ class RedisStore:
         from resilient.redis._breaker import SharedBreakerCore  # noqa: PLC0415 -- a cycle
 
         return SharedBreakerCore(name, clock=clock, store=self, **options)
+
+    def _after_fork_in_child(self) -> None:
+        # Before the breakers' thread starts again: its first command must not meet a
+        # pool lock that a thread of the parent held at the fork.
+        unlock_in_child(self._client)
+        if self._breakers is not None:
+            self._breakers._restart_in_child()
 
     def _breaker_sync(self) -> Any:
         """The store's background thread for its breakers, made at the first one."""
