@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,8 @@ def cluster_client(redis_cluster: list[Server]) -> Iterator[redis.cluster.RedisC
 
 
 def test_the_limiter_runs_on_a_cluster(cluster_client: redis.cluster.RedisCluster) -> None:
-    store = RedisStore(cluster_client, namespace="cluster")
+    # A roomy op_timeout: a cluster just formed may answer its first commands slowly.
+    store = RedisStore(cluster_client, namespace="cluster", op_timeout=1.0)
     assert "redis cluster" in store.description
     core = SharedRateLimiterCore(*gcra_options(10, 1.0, 2, 0.0, "api", None), store=store)
     assert core.reserve()[0] == 0
@@ -39,7 +41,7 @@ def test_the_limiter_runs_on_a_cluster(cluster_client: redis.cluster.RedisCluste
     assert store.metrics().errors == 0
     # The store's own Cluster client, built at first use: bounded, no retries.
     kwargs = store._client.nodes_manager.connection_kwargs
-    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.05, 0.05)
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.0, 1.0)
     assert store._client.retry.get_retries() == 0
     store.close()
 
@@ -47,7 +49,7 @@ def test_the_limiter_runs_on_a_cluster(cluster_client: redis.cluster.RedisCluste
 def test_keyed_limits_spread_over_the_nodes_and_reload_scripts(
     cluster_client: redis.cluster.RedisCluster, redis_cluster: list[Server]
 ) -> None:
-    store = RedisStore(cluster_client, namespace="cluster")
+    store = RedisStore(cluster_client, namespace="cluster", op_timeout=1.0)
     core = SharedKeyedRateLimiterCore(
         *gcra_options(1, 1.0, 1, 0.0, "per-user", None), store=store, max_keys=100
     )
@@ -252,4 +254,31 @@ def test_a_fork_while_a_node_pool_is_locked_leaves_the_child_a_working_cluster_s
     finally:
         with contextlib.suppress(RuntimeError):  # released at the fork already
             lock.release()
+    store.close()
+
+
+def test_unlock_in_child_frees_the_locks_of_a_cluster_client_and_its_nodes(
+    cluster_client: redis.cluster.RedisCluster,
+) -> None:
+    from resilient.redis._clients import unlock_in_child  # noqa: PLC0415
+
+    store = RedisStore(cluster_client, namespace="cluster-unlock", op_timeout=1.0)
+    client: Any = store._sync_client()
+    assert client.ping()  # every node's connection made
+    pools = [n.redis_connection.connection_pool for n in client.get_nodes() if n.redis_connection]
+    assert pools
+    locks = [client.nodes_manager._lock, *(pool._lock for pool in pools)]
+
+    def take() -> None:
+        for lock in locks:
+            lock.acquire()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    unlock_in_child(client)
+    assert all(lock.acquire(blocking=False) for lock in locks)
+    for lock in locks:
+        lock.release()
+    assert client.ping()
     store.close()

@@ -48,7 +48,8 @@ STEPS = st.lists(
 
 @pytest.fixture(scope="module")
 def store(redis_server: Server) -> Iterator[RedisStore]:
-    store = RedisStore(redis_server.client(), namespace="equivalence")
+    # A roomy op_timeout: these tests are about decisions, not a slow Redis.
+    store = RedisStore(redis_server.client(), namespace="equivalence", op_timeout=5)
     yield store
     store.close()
 

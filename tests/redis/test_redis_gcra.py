@@ -42,7 +42,8 @@ def shared(
 
 @pytest.fixture
 def store(redis_server: Server, namespace: str) -> Iterator[RedisStore]:
-    store = RedisStore(redis_server.client(), namespace=namespace)
+    # A roomy op_timeout: these tests are about decisions, not a slow Redis.
+    store = RedisStore(redis_server.client(), namespace=namespace, op_timeout=5)
     yield store
     store.close()
 

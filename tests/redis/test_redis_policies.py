@@ -22,7 +22,7 @@ NS = 1_000_000_000
 
 @pytest.fixture
 def store(redis_server: Server, namespace: str) -> Iterator[RedisStore]:
-    store = RedisStore(redis_server.client(), namespace=namespace)
+    store = RedisStore(redis_server.client(), namespace=namespace, op_timeout=5)
     yield store
     store.close()
 
@@ -108,7 +108,7 @@ def test_keyed_limiter_with_a_store(store: RedisStore, client: redis.Redis) -> N
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_async_callers_await_the_store(own_server: Server) -> None:
-    store = RedisStore(redis.asyncio.Redis(port=own_server.port), namespace="async")
+    store = RedisStore(redis.asyncio.Redis(port=own_server.port), namespace="async", op_timeout=5)
     limiter = RateLimiter(10, burst=2, name="api", store=store)
 
     @limiter
@@ -134,10 +134,14 @@ async def test_async_callers_await_the_store(own_server: Server) -> None:
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_cancelled_async_wait_gives_its_slot_back(own_server: Server) -> None:
-    store = RedisStore(redis.asyncio.Redis(port=own_server.port), namespace="cancel")
+    # A roomy op_timeout, and a cancellation well after the reservation's round trip:
+    # it lands in the wait for the slot, the case under test.
+    store = RedisStore(
+        redis.asyncio.Redis(port=own_server.port), namespace="cancel", op_timeout=5.0
+    )
     limiter = RateLimiter(1, burst=1, max_wait=5.0, name="api", store=store)
     await limiter.call_async(anyio.sleep, 0)
-    with anyio.move_on_after(0.05):
+    with anyio.move_on_after(0.5):
         await limiter.call_async(anyio.sleep, 0)  # waits ~1 s for its slot: cancelled
     assert limiter.metrics().admitted == 1
     assert limiter.metrics().waited == 0
@@ -149,7 +153,7 @@ async def test_a_cancelled_async_wait_gives_its_slot_back(own_server: Server) ->
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_keyed_async_with_a_store(own_server: Server) -> None:
-    store = RedisStore(redis.asyncio.Redis(port=own_server.port), namespace="kasync")
+    store = RedisStore(redis.asyncio.Redis(port=own_server.port), namespace="kasync", op_timeout=5)
     limiter = KeyedRateLimiter(
         1, key=lambda user: user, max_wait=5.0, burst=1, name="per-user", store=store
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio
@@ -11,6 +12,7 @@ import redis.asyncio
 import redis
 import resilient.redis
 from resilient.redis import RedisStore, StoreMetrics, StoreRecovered, StoreUnavailable
+from resilient.redis._clients import unlock_in_child
 
 if TYPE_CHECKING:
     from redis_servers import Server
@@ -121,3 +123,39 @@ def test_an_async_client_on_another_kind_of_pool_is_used_as_given() -> None:
 
     given = redis.asyncio.Redis(connection_pool=OwnPool(port=6390))
     assert RedisStore(given)._client is given
+
+
+def _held_by_a_finished_thread(locks: list[Any]) -> None:
+    """Leave each lock held by a thread that no longer runs (as a forked child finds them)."""
+
+    def take() -> None:
+        for lock in locks:
+            lock.acquire()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    assert not any(lock.acquire(blocking=False) for lock in locks)
+
+
+def test_unlock_in_child_frees_the_locks_a_parent_thread_held_in_the_client(
+    redis_server: Server,
+) -> None:
+    store = RedisStore(redis.Redis(port=redis_server.port), namespace="unlock", op_timeout=1.0)
+    client: Any = store._sync_client()
+    pool = client.connection_pool
+    # What a thread inside redis-py's get_connection() or release() holds.
+    locks = [pool._lock, pool._fork_lock, pool._event_dispatcher._lock]
+    _held_by_a_finished_thread(locks)
+    unlock_in_child(client)
+    assert all(lock.acquire(blocking=False) for lock in locks)
+    for lock in locks:
+        lock.release()
+    assert client.ping()
+    store.close()
+
+
+def test_unlock_in_child_leaves_an_async_client_and_none_alone() -> None:
+    client = redis.asyncio.Redis(port=1)
+    unlock_in_child(client)  # asyncio locks belong to no thread
+    unlock_in_child(None)

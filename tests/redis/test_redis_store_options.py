@@ -80,8 +80,11 @@ def test_a_view_keeps_the_options_it_was_not_given_and_shares_the_health() -> No
 
 def test_limiters_on_one_store_each_get_their_own_local_share() -> None:
     store = dead_store()
-    whole = RateLimiter(40, burst=40, name="whole", store=store)
-    quarter = RateLimiter(40, burst=40, name="quarter", store=store.with_options(local_share=4))
+    clock = ManualClock()  # local decisions at one instant: the bursts are exact
+    whole = RateLimiter(40, burst=40, name="whole", store=store, clock=clock)
+    quarter = RateLimiter(
+        40, burst=40, name="quarter", store=store.with_options(local_share=4), clock=clock
+    )
     assert admitted(lambda: quarter.call(int), 20) == 10  # 40 / 4, while Redis is down
     assert admitted(lambda: whole.call(int), 50) == 40
     assert store.metrics().fallbacks == 70
@@ -95,6 +98,7 @@ def test_a_keyed_limiter_gets_its_own_local_share() -> None:
         key=lambda client: client,
         name="per-client",
         store=store.with_options(local_share=2),
+        clock=ManualClock(),
     )
 
     def client(name: str) -> str:

@@ -48,7 +48,7 @@ def test_as_eval_is_the_eval_of_the_same_arguments(args: list[str]) -> None:
 def test_a_store_on_a_plain_client_decides_over_its_wire(
     redis_server: Server, namespace: str
 ) -> None:
-    store = RedisStore(redis.Redis(port=redis_server.port), namespace=namespace)
+    store = RedisStore(redis.Redis(port=redis_server.port), namespace=namespace, op_timeout=5)
     assert store._wire is not None
     limiter = RateLimiter(HUGE, name="api", store=store)
     for _ in range(50):

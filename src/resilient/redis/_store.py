@@ -264,7 +264,7 @@ class RedisStore:
 
         return SharedBreakerCore(name, clock=clock, store=self, **options)
 
-    def _after_fork_in_child(self) -> None:
+    def _after_fork_in_child(self) -> None:  # pragma: no cover - runs in a forked child
         # Before the breakers' thread starts again: its first command must not meet a
         # pool lock that a thread of the parent held at the fork.
         unlock_in_child(self._client)
