@@ -35,12 +35,19 @@ class Roles:
         self.roles = list(roles)
         self.started = 0
         self.lock = threading.Lock()
+        self.first = threading.Event()
 
     def __call__(self) -> Any:
         with self.lock:
             role = self.roles[self.started]
             self.started += 1
+        self.first.set()
         return role()
+
+    def after_the_first(self, hedge: int) -> float:
+        """A ``delay``: no wait once the first attempt runs, so the first role is its."""
+        self.first.wait(HOUR)
+        return 0.0
 
 
 def test_the_hedge_answers_and_the_slow_first_attempt_is_abandoned() -> None:
@@ -51,8 +58,11 @@ def test_the_hedge_answers_and_the_slow_first_attempt_is_abandoned() -> None:
         finished.set()
         return "slow"
 
-    hedge = Hedge(delay=0, budget=generous(), max_workers=2)
-    assert hedge.call(Roles(slow, lambda: "fast")) == "fast"
+    roles = Roles(slow, lambda: "fast")
+    # Not delay=0: then the two workers race, and whichever attempt arrives first takes
+    # the slow role.
+    hedge = Hedge(delay=roles.after_the_first, budget=generous(), max_workers=2)
+    assert hedge.call(roles) == "fast"
     m = hedge.metrics()
     assert (m.hedges, m.hedge_wins, m.cancelled) == (1, 1, 1)
     assert hedge._pool.stats()[2] == 1  # the abandoned attempt still runs, counted

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
 import warnings
@@ -109,7 +111,13 @@ def sync_report(breaker: CircuitBreaker) -> str:
         f"down_at={core._down_at} store_available={store.available} "
         f"store={store.metrics()} thread_alive={thread is not None and thread.is_alive()} "
         f"rounds={sync.rounds}"
-    )
+    ) + _stack_of(thread)
+
+
+def _stack_of(thread: threading.Thread | None) -> str:
+    """Where ``thread`` is now (for a failure's message)."""
+    frame = sys._current_frames().get(thread.ident or 0) if thread is not None else None
+    return "" if frame is None else "\nstore thread at:\n" + "".join(traceback.format_stack(frame))
 
 
 def trip_in_a_forked_child(
@@ -159,3 +167,43 @@ def trip_in_a_forked_child(
     while breaker.state is not CircuitState.OPEN and time.monotonic() < deadline:
         time.sleep(0.01)  # the parent hears of it through pub/sub or its poll
     assert breaker.state is CircuitState.OPEN
+
+
+def trip_in_a_child_forked_holding(breaker: CircuitBreaker, lock: Any) -> None:
+    """As :func:`trip_in_a_forked_child`, with ``lock`` held by the forking thread.
+
+    Held by the forking thread, not another: a lock held by another thread may look
+    free to a thread of the child that happens to get the dead holder's ident.
+    """
+    lock.acquire()  # as redis-py's get_connection() and release() do
+    try:
+        trip_in_a_forked_child(breaker, forked=lock.release)
+    finally:
+        with contextlib.suppress(RuntimeError):  # released at the fork already
+            lock.release()
+
+
+def held_by_a_finished_thread(locks: list[Any]) -> None:
+    """Leave each lock held by a thread that no longer runs (as a forked child finds them)."""
+
+    def take() -> None:
+        for lock in locks:
+            lock.acquire()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    assert not any(lock.acquire(blocking=False) for lock in locks)
+
+
+def check_unlock_in_child(client: Any, locks: list[Any]) -> None:
+    """``unlock_in_child(client)`` frees ``locks``, held by a finished thread, and the
+    client works after it."""
+    from resilient.redis._clients import unlock_in_child  # noqa: PLC0415
+
+    held_by_a_finished_thread(locks)
+    unlock_in_child(client)
+    assert all(lock.acquire(blocking=False) for lock in locks)
+    for lock in locks:
+        lock.release()
+    assert client.ping()

@@ -46,7 +46,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A redis-server for the whole session (tests keep to their own namespace)."""
     need_server()
-    server = Server(free_port(), tmp_path_factory.mktemp("redis"))
+    server = Server(free_port(), tmp_path_factory.mktemp("redis"), unix=True)
     server.start()
     yield server
     server.kill()

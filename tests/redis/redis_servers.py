@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,17 @@ def free_port(*, bus: bool = False) -> int:
 class Server:
     """One redis-server process on a fixed port; it can be killed and started again."""
 
-    def __init__(self, port: int, workdir: Path, *extra: str) -> None:
+    def __init__(self, port: int, workdir: Path, *extra: str, unix: bool = False) -> None:
         self.port = port
         self.workdir = workdir
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
+        # Also on a unix socket, for a forked child's connections (``unix_path``). In the
+        # temporary directory, whose path is short: a socket's path is at most 107 bytes.
+        self.unix_path: str | None = None
+        if unix:
+            self.unix_path = str(Path(tempfile.gettempdir()) / f"resilient-redis-{port}.sock")
+            self.extra = (*extra, "--unixsocket", self.unix_path, "--unixsocketperm", "700")
 
     @property
     def url(self) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -225,42 +223,10 @@ def test_a_transition_reaches_another_process_through_pub_sub_on_a_cluster(
     store_b.close()
 
 
-def test_a_fork_while_a_node_pool_is_locked_leaves_the_child_a_working_cluster_store(
-    redis_cluster: list[Server],
-) -> None:
-    from breaker_fleet import trip_in_a_forked_child  # noqa: PLC0415
-
-    from resilient import CircuitBreaker, CountWindow  # noqa: PLC0415
-
-    # As on one server (test_redis_breaker_faults.py): the pool of the node that holds
-    # the breaker's record, locked at the fork, must be usable in the child.
-    store = RedisStore(
-        redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster[0].port),
-        namespace="cluster-fork",
-        op_timeout=1.0,
-        flush_interval=0.02,
-        poll_interval=0.05,
-    )
-    breaker = CircuitBreaker("dep", window=CountWindow(10), minimum_calls=5, store=store)
-    client: Any = store._sync_client()
-    node = client.get_node_from_key(store.key("dep"))
-    deadline = time.monotonic() + 10
-    while node.redis_connection is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # the store's thread makes the node's connection at its first poll
-    lock = node.redis_connection.connection_pool._lock
-    lock.acquire()  # as redis-py's get_connection() and release() do
-    try:
-        trip_in_a_forked_child(breaker, forked=lock.release)
-    finally:
-        with contextlib.suppress(RuntimeError):  # released at the fork already
-            lock.release()
-    store.close()
-
-
 def test_unlock_in_child_frees_the_locks_of_a_cluster_client_and_its_nodes(
     cluster_client: redis.cluster.RedisCluster,
 ) -> None:
-    from resilient.redis._clients import unlock_in_child  # noqa: PLC0415
+    from breaker_fleet import check_unlock_in_child  # noqa: PLC0415
 
     store = RedisStore(cluster_client, namespace="cluster-unlock", op_timeout=1.0)
     client: Any = store._sync_client()
@@ -268,17 +234,5 @@ def test_unlock_in_child_frees_the_locks_of_a_cluster_client_and_its_nodes(
     pools = [n.redis_connection.connection_pool for n in client.get_nodes() if n.redis_connection]
     assert pools
     locks = [client.nodes_manager._lock, *(pool._lock for pool in pools)]
-
-    def take() -> None:
-        for lock in locks:
-            lock.acquire()
-
-    thread = threading.Thread(target=take)
-    thread.start()
-    thread.join()
-    unlock_in_child(client)
-    assert all(lock.acquire(blocking=False) for lock in locks)
-    for lock in locks:
-        lock.release()
-    assert client.ping()
+    check_unlock_in_child(client, locks)
     store.close()

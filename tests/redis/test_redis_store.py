@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio
+from breaker_fleet import check_unlock_in_child
 
 import redis
 import resilient.redis
@@ -125,19 +125,6 @@ def test_an_async_client_on_another_kind_of_pool_is_used_as_given() -> None:
     assert RedisStore(given)._client is given
 
 
-def _held_by_a_finished_thread(locks: list[Any]) -> None:
-    """Leave each lock held by a thread that no longer runs (as a forked child finds them)."""
-
-    def take() -> None:
-        for lock in locks:
-            lock.acquire()
-
-    thread = threading.Thread(target=take)
-    thread.start()
-    thread.join()
-    assert not any(lock.acquire(blocking=False) for lock in locks)
-
-
 def test_unlock_in_child_frees_the_locks_a_parent_thread_held_in_the_client(
     redis_server: Server,
 ) -> None:
@@ -146,12 +133,7 @@ def test_unlock_in_child_frees_the_locks_a_parent_thread_held_in_the_client(
     pool = client.connection_pool
     # What a thread inside redis-py's get_connection() or release() holds.
     locks = [pool._lock, pool._fork_lock, pool._event_dispatcher._lock]
-    _held_by_a_finished_thread(locks)
-    unlock_in_child(client)
-    assert all(lock.acquire(blocking=False) for lock in locks)
-    for lock in locks:
-        lock.release()
-    assert client.ping()
+    check_unlock_in_child(client, locks)
     store.close()
 
 

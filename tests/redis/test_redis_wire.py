@@ -91,7 +91,11 @@ def test_connections_are_as_many_as_calls_in_flight_at_once(
 
 
 def test_a_forked_child_opens_its_own_connections(redis_server: Server, namespace: str) -> None:
-    store = RedisStore(redis.Redis(port=redis_server.port), namespace=namespace, op_timeout=5)
+    # On the unix socket: see _forking_store in test_redis_breaker_faults.py.
+    assert redis_server.unix_path is not None
+    client = redis.Redis(unix_socket_path=redis_server.unix_path)
+    store = RedisStore(client, namespace=namespace, op_timeout=5)
+    assert store._wire is not None
     limiter = RateLimiter(HUGE, name="api", store=store)
     limiter.call(int)  # the parent holds an idle connection when it forks
     with warnings.catch_warnings():
