@@ -13,12 +13,15 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from resilient._waiting._deadline import DEADLINE
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -107,3 +110,37 @@ def serve(backend: Backend) -> Iterator[str]:
         thread.join(timeout=10)
         sock.close()
     assert not thread.is_alive()
+
+
+@contextmanager
+def caller_deadline(seconds: float, clock: Any) -> Iterator[None]:
+    """A caller's deadline ``seconds`` from now on ``clock`` (as a Timeout would set)."""
+    token = DEADLINE.set((clock.monotonic() + seconds, clock))
+    try:
+        yield
+    finally:
+        DEADLINE.reset(token)
+
+
+# Fixtures of the client tests, imported by their modules: one server per module.
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[Backend, str]]:
+    """A real uvicorn serving a :class:`Backend`, and its URL."""
+    backend = Backend()
+    with serve(backend) as url:
+        yield backend, url
+
+
+@pytest.fixture
+def backend(server: tuple[Backend, str]) -> Backend:
+    """The server's backend, reset for the test."""
+    server[0].reset()
+    return server[0]
+
+
+@pytest.fixture
+def url(server: tuple[Backend, str]) -> str:
+    """The server's URL."""
+    return server[1]

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import email.utils
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
+from tests.http_server import caller_deadline
 
 from resilient import CircuitBreaker, Registry, Retry, TimeoutExceededError, compose
 from resilient._http._classify import (
@@ -24,20 +23,9 @@ from resilient._http._classify import (
 )
 from resilient._http._client import Client
 from resilient._http._exchange import Exchange, clamp, deadline
-from resilient._waiting._deadline import DEADLINE
 from resilient.testing import ManualClock, capture_events
 
 NOW = 1_700_000_000.0  # a fixed wall clock (epoch seconds)
-
-
-@contextmanager
-def caller_deadline(seconds: float, clock: ManualClock) -> Iterator[None]:
-    """A caller's deadline ``seconds`` from now on ``clock`` (as a Timeout would set)."""
-    token = DEADLINE.set((clock.monotonic() + seconds, clock))
-    try:
-        yield
-    finally:
-        DEADLINE.reset(token)
 
 
 def client(policy: object = None, **options: object) -> Client:

@@ -17,42 +17,18 @@ from typing import Any
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
-from tests.http_server import Backend, serve
+from tests import http_server
+from tests.http_server import Backend, caller_deadline
 
 from resilient import CircuitBreaker, Registry, Retry, RetryScheduled, compose
-from resilient._waiting._deadline import DEADLINE
 from resilient.requests import ResilienceAdapter
 from resilient.requests._adapter import authority
 from resilient.testing import ManualClock, capture_events
 
 NOW = 1_700_000_000.0
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[Backend, str]]:
-    backend = Backend()
-    with serve(backend) as url:
-        yield backend, url
-
-
-@pytest.fixture
-def backend(server: tuple[Backend, str]) -> Backend:
-    server[0].reset()
-    return server[0]
-
-
-@pytest.fixture
-def url(server: tuple[Backend, str]) -> str:
-    return server[1]
-
-
-@contextmanager
-def caller_deadline(seconds: float, clock: Any) -> Iterator[None]:
-    token = DEADLINE.set((clock.monotonic() + seconds, clock))
-    try:
-        yield
-    finally:
-        DEADLINE.reset(token)
+# The real server's fixtures, shared with the other client's tests.
+server, backend, url = http_server.server, http_server.backend, http_server.url
 
 
 @contextmanager
